@@ -1,0 +1,1 @@
+"""twinsearch client library: what a calling service installs (no torch, no faiss)."""

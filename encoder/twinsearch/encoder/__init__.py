@@ -1,0 +1,1 @@
+"""twinsearch encoder: preprocessing, backbones, losses, samplers, training, evaluation and calibration."""

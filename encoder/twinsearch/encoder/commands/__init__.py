@@ -1,0 +1,1 @@
+"""Subcommands of the `twinsearch` command line."""

@@ -1,0 +1,1 @@
+"""twinsearch server: the gallery core (store, index, scoring) and its gRPC skin."""
