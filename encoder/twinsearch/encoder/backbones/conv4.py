@@ -1,0 +1,40 @@
+"""A stack of conv blocks (conv 3x3, BatchNorm, ReLU, max-pool 2): the few-shot "Conv-4" shape.
+
+Good for 28-105 px grayscale characters and clothing. Input (N, C, H, W) float32; output (N, F)
+features, flattened (keeps the spatial layout, which matters for characters) or average-pooled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class Conv4(nn.Module):
+    def __init__(self, in_channels: int = 1, widths: Sequence[int] = (64, 64, 64, 64), pool: str = "flatten",
+                 input_size: int = 28, dropout: float = 0.0):
+        super().__init__()
+        if pool not in ("flatten", "avg"):
+            raise ValueError(f"pool must be 'flatten' or 'avg', got {pool!r}")
+        layers: list[nn.Module] = []
+        c = in_channels
+        for w in widths:
+            layers += [nn.Conv2d(c, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
+                       nn.MaxPool2d(2)]
+            c = w
+        self.features = nn.Sequential(*layers)
+        self.pool = pool
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        side = input_size
+        for _ in widths:
+            side //= 2
+        if side < 1:
+            raise ValueError(f"input size {input_size} is too small for {len(widths)} pooling blocks")
+        self.out_features = c * side * side if pool == "flatten" else c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        x = torch.flatten(x, 1) if self.pool == "flatten" else x.mean(dim=(2, 3))
+        return self.dropout(x)

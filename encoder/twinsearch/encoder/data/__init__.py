@@ -1,0 +1,6 @@
+"""Labelled image data: sources (folders, zips, idx files), decoding and class splits."""
+
+from .loading import ImageArrays, load_arrays, split_classes
+from .sources import ImageSource, open_source, read_idx
+
+__all__ = ["ImageArrays", "ImageSource", "load_arrays", "open_source", "read_idx", "split_classes"]

@@ -1,0 +1,66 @@
+"""Decode a whole ImageSource into memory with a Preprocess, and split it by class."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import DataError, ImageError
+from ..preprocess import Preprocess
+from .sources import ImageSource
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ImageArrays:
+    """Decoded images of one source. `images`: (N, C, H, W) float32 in [0, 1] (polarity applied, not
+    normalised); `labels`: (N,) int64 class indices into `classes`; `groups[c]`: group of class c."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    classes: tuple[str, ...]
+    groups: tuple[str, ...]
+    summary: dict
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def group_labels(self) -> np.ndarray:
+        """(num_classes,) int64 group index of each class (groups in order of first appearance)."""
+        names = list(dict.fromkeys(self.groups))
+        return np.array([names.index(g) for g in self.groups], dtype=np.int64)
+
+
+def load_arrays(source: ImageSource, preprocess: Preprocess,
+                progress: Callable[[int, int], None] | None = None) -> ImageArrays:
+    """Decode every image of `source` with `preprocess.to_unit`. Unreadable images are an error."""
+    out = np.empty((len(source),) + preprocess.shape, dtype=np.float32)
+    for i, raw in source.iter_raw():
+        try:
+            out[i] = preprocess.to_unit(raw)
+        except ImageError as exc:
+            raise DataError(f"{source.items[i]}: {exc}") from exc
+        if progress is not None:
+            progress(i + 1, len(source))
+    log.info("decoded %d images of %d classes from %s", len(source), source.num_classes, source.description)
+    return ImageArrays(out, source.labels.copy(), source.classes, source.groups, source.summary())
+
+
+def split_classes(num_classes: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split class indices at random into (kept, held_out), held_out about `fraction` of them (>= 2 if > 0)."""
+    if not 0.0 <= fraction < 1.0:
+        raise DataError(f"held-out fraction must be in [0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(num_classes)
+    n_out = 0 if fraction == 0 else max(2, round(fraction * num_classes))
+    if num_classes - n_out < 2:
+        raise DataError(f"cannot hold out {n_out} of {num_classes} classes and still train")
+    return np.sort(order[n_out:]), np.sort(order[:n_out])
