@@ -1,0 +1,192 @@
+"""Dynamic batching: concurrent calls gathered into one encoder pass or one gallery search.
+
+A `Batcher` owns worker threads. Callers `submit(key, part, size)` and wait on the returned future.
+A worker takes the oldest waiting part, waits at most `wait_s` for more parts with the same key (until
+`max_size` rows are gathered), and calls `run(key, parts)` once for all of them; `run` returns one
+result per part, in order. If a gathered run raises and it held more than one part, each part is run
+again on its own, so an error is reported to the call that caused it and to no other.
+
+Parts whose caller has gone (deadline passed, call cancelled) are dropped before they run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from typing import Any
+
+from twinsearch.client.errors import Unavailable
+
+from .deadlines import Deadline
+
+log = logging.getLogger(__name__)
+
+RunFn = Callable[[Hashable, Sequence[Any]], Sequence[Any]]
+
+
+@dataclass
+class _Entry:
+    key: Hashable
+    part: Any
+    size: int
+    deadline: Deadline
+    future: Future = field(default_factory=Future)
+    queued_at: float = field(default_factory=time.monotonic)
+
+
+class Batcher:
+    """Gathers parts with equal keys into one call of `run`.
+
+    name: for logs and thread names. max_size: rows per gathered run (a single larger part still runs,
+    alone). wait_s: how long the oldest part waits for company. threads: worker threads.
+    on_start: called once in each worker thread before it serves (e.g. to set torch's thread count).
+    observe: called with (key, parts, rows) before each run (metrics).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        run: RunFn,
+        *,
+        max_size: int,
+        wait_s: float,
+        threads: int = 1,
+        on_start: Callable[[], None] | None = None,
+        observe: Callable[[Hashable, int, int], None] | None = None,
+    ):
+        self.name = name
+        self._run = run
+        self._max_size = max(1, int(max_size))
+        self._wait_s = max(0.0, float(wait_s))
+        self._on_start = on_start
+        self._observe = observe
+        self._queue: deque[_Entry] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"twinsearch-{name}-{i}", daemon=True)
+            for i in range(max(1, threads))
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    # ------------------------------------------------------------------ callers
+    def submit(self, key: Hashable, part: Any, size: int, deadline: Deadline | None = None) -> Future:
+        """Queue `part` (of `size` rows) under `key`; the future gives its result or raises its error."""
+        entry = _Entry(key, part, max(1, int(size)), deadline or Deadline())
+        with self._cond:
+            if self._closed:
+                raise Unavailable(f"the {self.name} batcher is shut down")
+            self._queue.append(entry)
+            self._cond.notify()
+        return entry.future
+
+    def close(self, timeout: float | None = 10.0) -> None:
+        """Run what is queued, then stop the workers."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout)
+
+    # ------------------------------------------------------------------ workers
+    def _serve(self) -> None:
+        if self._on_start is not None:
+            try:
+                self._on_start()
+            except Exception:  # noqa: BLE001 - a tuning failure must not stop the worker
+                log.exception("%s batcher: start-up hook failed", self.name)
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            self._execute(batch)
+
+    def _take(self) -> list[_Entry] | None:
+        with self._cond:
+            while not self._queue:
+                if self._closed:
+                    return None
+                self._cond.wait()
+            key = self._queue[0].key
+            until = self._queue[0].queued_at + self._wait_s
+            while not self._closed and self._rows(key) < self._max_size:
+                left = until - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            if not self._queue:  # another worker took them while this one waited
+                return []
+            key = self._queue[0].key
+            taken: list[_Entry] = []
+            rows = 0
+            kept: deque[_Entry] = deque()
+            while self._queue:
+                entry = self._queue.popleft()
+                if entry.key == key and (not taken or rows + entry.size <= self._max_size):
+                    taken.append(entry)
+                    rows += entry.size
+                else:
+                    kept.append(entry)
+            self._queue = kept
+            return taken
+
+    def _rows(self, key: Hashable) -> int:
+        return sum(e.size for e in self._queue if e.key == key)
+
+    def _execute(self, batch: list[_Entry]) -> None:
+        live: list[_Entry] = []
+        for entry in batch:
+            if not entry.future.set_running_or_notify_cancel():
+                continue  # the caller gave up and cancelled it
+            try:
+                entry.deadline.check(f"{self.name}")
+            except Exception as exc:  # noqa: BLE001 - DeadlineExceeded or Cancelled, for that caller
+                entry.future.set_exception(exc)
+                continue
+            live.append(entry)
+        if not live:
+            return
+        key = live[0].key
+        if self._observe is not None:
+            try:
+                self._observe(key, len(live), sum(e.size for e in live))
+            except Exception:  # noqa: BLE001 - metrics never fail a call
+                log.debug("%s batcher: observer failed", self.name, exc_info=True)
+        try:
+            results = self._run(key, [e.part for e in live])
+            if len(results) != len(live):
+                raise RuntimeError(f"{self.name}: run gave {len(results)} results for {len(live)} parts")
+        except BaseException as exc:  # noqa: BLE001 - handed to the callers
+            if len(live) == 1:
+                live[0].future.set_exception(exc)
+                return
+            for entry in live:  # attribute the error to the part that caused it
+                try:
+                    entry.future.set_result(self._run(key, [entry.part])[0])
+                except BaseException as single:  # noqa: BLE001
+                    entry.future.set_exception(single)
+            return
+        for entry, result in zip(live, results, strict=True):
+            entry.future.set_result(result)
+
+
+def wait_for(future: Future, deadline: Deadline, poll_s: float = 0.25) -> Any:
+    """The future's result, giving up (and cancelling the queued work) when the call's deadline passes
+    or its caller cancels: raises DeadlineExceeded or Cancelled then."""
+    while True:
+        remaining = deadline.remaining()
+        timeout = poll_s if remaining is None else max(0.0, min(poll_s, remaining))
+        try:
+            return future.result(timeout=timeout)
+        except (TimeoutError, FutureTimeout):  # the same class from Python 3.11 on
+            pass
+        if not deadline.alive():
+            future.cancel()
+            deadline.check("the batched work finished")

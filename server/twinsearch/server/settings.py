@@ -1,0 +1,113 @@
+"""Settings of the serving layer: one frozen object per component, passed to constructors.
+
+`EngineSettings` limits and tunes the transport-free engine; `ServerSettings` adds what only the gRPC
+server needs (address, token, TLS, metrics port, message size). Nothing here reads the environment:
+the `twinsearch serve` command maps flags and `TWINSEARCH_*` variables onto these objects
+(`twinsearch.server.commands.serve`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Defaults, in one place so the command's --help and the dataclasses agree.
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+DEFAULT_MAX_MESSAGE_MB = 64          # gRPC's own default is 4 MiB: too small for bulk batches
+DEFAULT_MAX_BATCH = 1024             # items (images, pairs, probes) in one request
+DEFAULT_MAX_PIXELS = 40_000_000      # width * height of one input image, before resizing
+DEFAULT_MAX_K = 1000                 # k of Identify and Search
+DEFAULT_BATCH_WAIT_MS = 2.0          # how long a batch waits for company before it runs
+DEFAULT_ENCODER_BATCH = 256          # images in one encoder forward pass
+DEFAULT_SEARCH_BATCH = 1024          # probes in one gathered gallery search
+DEFAULT_WORKERS = 64                 # gRPC handler threads (they mostly wait on the batchers)
+DEFAULT_GRACE_S = 10.0
+
+
+def _cpu_count() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Limits and tuning of `twinsearch.server.engine.Engine`.
+
+    max_batch: most items (images, pairs, probes, enroll items) in one call, else RESOURCE_EXHAUSTED.
+    max_pixels: most pixels (width * height) of one input image, else RESOURCE_EXHAUSTED.
+    max_k: largest k for identify and search, else INVALID_ARGUMENT.
+    batch_wait_ms: how long the encoder and search batchers wait to gather concurrent calls.
+    encoder_batch / search_batch: most images per forward pass / probes per gathered search.
+    torch_threads: intra-op threads of the encoder (0: the number of CPUs).
+    default_threshold: the model card's operating point used when nothing else gives a threshold.
+    store: keyword arguments for the gallery store's own settings object, if it has one.
+    """
+
+    max_batch: int = DEFAULT_MAX_BATCH
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_k: int = DEFAULT_MAX_K
+    batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS
+    encoder_batch: int = DEFAULT_ENCODER_BATCH
+    search_batch: int = DEFAULT_SEARCH_BATCH
+    torch_threads: int = 0
+    default_threshold: str = "eer"
+    store: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch", "max_pixels", "max_k", "encoder_batch", "search_batch"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.batch_wait_ms < 0:
+            raise ValueError(f"batch_wait_ms must be >= 0, got {self.batch_wait_ms}")
+        if self.torch_threads < 0:
+            raise ValueError(f"torch_threads must be >= 0, got {self.torch_threads}")
+
+    @property
+    def threads(self) -> int:
+        return self.torch_threads or _cpu_count()
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Everything `twinsearch.server.app.start_server` needs.
+
+    address: HOST:PORT to bind (port 0 picks a free port; see RunningServer.port).
+    token: when set, every RPC but health needs `authorization: Bearer <token>` metadata.
+    tls_cert / tls_key: PEM files; both or neither.
+    metrics_port: serve Prometheus metrics on this port (0: a free port; None: no endpoint).
+    metrics_address: the interface the metrics endpoint binds.
+    """
+
+    data_dir: Path
+    model_path: Path | None = None
+    address: str = DEFAULT_ADDRESS
+    token: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    metrics_port: int | None = None
+    metrics_address: str = "127.0.0.1"
+    max_message_mb: int = DEFAULT_MAX_MESSAGE_MB
+    workers: int = DEFAULT_WORKERS
+    grace_s: float = DEFAULT_GRACE_S
+    engine: EngineSettings = field(default_factory=EngineSettings)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        for name in ("model_path", "tls_cert", "tls_key"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, Path(value))
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("TLS needs both a certificate and a key (--tls-cert and --tls-key)")
+        if self.token is not None and not self.token.strip():
+            raise ValueError("the token must not be empty")
+        if self.max_message_mb < 1:
+            raise ValueError(f"max_message_mb must be at least 1, got {self.max_message_mb}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.workers}")
+        if ":" not in self.address:
+            raise ValueError(f"address must be HOST:PORT, got {self.address!r}")
+
+    @property
+    def max_message_bytes(self) -> int:
+        return int(self.max_message_mb) * 1024 * 1024
