@@ -11,6 +11,7 @@ import re
 from collections.abc import Sequence
 
 import numpy as np
+
 from twinsearch.client.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")

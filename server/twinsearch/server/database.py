@@ -1,0 +1,347 @@
+"""The SQLite file that is the gallery store's source of truth.
+
+One row per gallery and one row per enrolled item: stored id (never reused: AUTOINCREMENT), optional
+client id (unique per gallery), label, metadata (JSON), and the float32 vector as a little-endian
+BLOB of dim * 4 bytes. The journal is WAL, so readers never block the writer or each other; with
+`synchronous=FULL` a committed transaction survives a power cut, not only a process crash.
+
+Writes go through one connection guarded by a mutex (SQLite has one writer anyway); each reading
+thread gets its own connection. Nothing here knows about FAISS.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from twinsearch.client.errors import NotFound
+
+SCHEMA_VERSION = 1
+# Stay well under SQLite's limit on bound parameters per statement.
+_CHUNK = 900
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS galleries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    fingerprint TEXT NOT NULL,
+    dim INTEGER NOT NULL,
+    index_spec TEXT NOT NULL,
+    scoring TEXT NOT NULL,
+    mean_k INTEGER NOT NULL,
+    threshold REAL,
+    -- items deleted so far: a snapshot records it, so start-up knows whether deletions happened since
+    deletions INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS items (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    gallery_id INTEGER NOT NULL,
+    client_id TEXT,
+    label TEXT NOT NULL,
+    metadata TEXT,
+    vector BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS items_client ON items (gallery_id, client_id) WHERE client_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS items_label ON items (gallery_id, label);
+"""
+
+
+@dataclass(frozen=True)
+class GalleryRow:
+    id: int
+    name: str
+    fingerprint: str
+    dim: int
+    index_spec: dict
+    scoring: str
+    mean_k: int
+    threshold: float | None
+    deletions: int
+
+
+@dataclass(frozen=True)
+class GalleryStats:
+    count: int
+    max_id: int
+    deletions: int
+
+
+class Database:
+    def __init__(self, path: Path, *, synchronous: str = "FULL", busy_timeout_s: float = 30.0):
+        self.path = Path(path)
+        self._synchronous = synchronous
+        self._busy_timeout_s = busy_timeout_s
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._writer = self._connect()
+        self._writer.executescript(_SCHEMA)
+        self._writer.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+        )
+        self._closed = False
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        return conn
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+        with self._write_lock:
+            self._writer.close()
+
+    # ------------------------------------------------------------------ connections
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            conn.execute("PRAGMA query_only=ON")
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction on the single writer connection, committed on normal exit.
+
+        BEGIN IMMEDIATE takes SQLite's write lock at once, so the ids read inside stay valid.
+        """
+        with self._write_lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    # ------------------------------------------------------------------ galleries
+    def galleries(self) -> list[GalleryRow]:
+        rows = self._reader().execute(
+            "SELECT id, name, fingerprint, dim, index_spec, scoring, mean_k, threshold, deletions "
+            "FROM galleries ORDER BY name"
+        ).fetchall()
+        return [GalleryRow(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7], r[8]) for r in rows]
+
+    def insert_gallery(self, conn: sqlite3.Connection, name: str, fingerprint: str, dim: int,
+                       index_spec: dict, scoring: str, mean_k: int, threshold: float | None) -> GalleryRow:
+        cur = conn.execute(
+            "INSERT INTO galleries (name, fingerprint, dim, index_spec, scoring, mean_k, threshold, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (name, fingerprint, dim, json.dumps(index_spec), scoring, mean_k, threshold, time.time()),
+        )
+        return GalleryRow(int(cur.lastrowid), name, fingerprint, dim, index_spec, scoring, mean_k, threshold, 0)
+
+    def gallery_exists(self, conn: sqlite3.Connection, name: str) -> bool:
+        return conn.execute("SELECT 1 FROM galleries WHERE name = ?", (name,)).fetchone() is not None
+
+    def delete_gallery(self, conn: sqlite3.Connection, gallery_id: int) -> int:
+        n = conn.execute("DELETE FROM items WHERE gallery_id = ?", (gallery_id,)).rowcount
+        conn.execute("DELETE FROM galleries WHERE id = ?", (gallery_id,))
+        return int(n)
+
+    def stats(self, gallery_id: int) -> GalleryStats:
+        conn = self._reader()
+        count, max_id = conn.execute(
+            "SELECT count(*), coalesce(max(id), 0) FROM items WHERE gallery_id = ?", (gallery_id,)
+        ).fetchone()
+        (deletions,) = conn.execute("SELECT deletions FROM galleries WHERE id = ?", (gallery_id,)).fetchone()
+        return GalleryStats(int(count), int(max_id), int(deletions))
+
+    # ------------------------------------------------------------------ enroll
+    def existing_client_ids(self, conn: sqlite3.Connection, gallery_id: int,
+                            client_ids: Sequence[str]) -> dict[str, tuple[int, str]]:
+        """client id -> (stored id, label) for those of `client_ids` already stored in the gallery."""
+        found: dict[str, tuple[int, str]] = {}
+        for start in range(0, len(client_ids), _CHUNK):
+            part = list(client_ids[start:start + _CHUNK])
+            marks = ",".join("?" * len(part))
+            for cid, item_id, label in conn.execute(
+                f"SELECT client_id, id, label FROM items WHERE gallery_id = ? AND client_id IN ({marks})",
+                (gallery_id, *part),
+            ):
+                found[cid] = (int(item_id), label)
+        return found
+
+    def insert_items(self, conn: sqlite3.Connection, gallery_id: int, labels: Sequence[str],
+                     vectors: np.ndarray, client_ids: Sequence[str | None],
+                     metadata: Sequence[dict[str, str]]) -> np.ndarray:
+        """Insert rows inside the caller's transaction; returns their new ids (int64, increasing)."""
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'items'").fetchone()
+        first = (int(row[0]) if row else 0) + 1
+        ids = np.arange(first, first + len(labels), dtype=np.int64)
+        conn.executemany(
+            "INSERT INTO items (id, gallery_id, client_id, label, metadata, vector) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                (int(ids[i]), gallery_id, client_ids[i], labels[i],
+                 json.dumps(metadata[i]) if metadata[i] else None, vectors[i].tobytes())
+                for i in range(len(labels))
+            ),
+        )
+        return ids
+
+    # ------------------------------------------------------------------ delete
+    def resolve_items(self, conn: sqlite3.Connection, gallery_id: int, ids: Sequence[int],
+                      client_ids: Sequence[str], gallery: str) -> tuple[np.ndarray, list[str]]:
+        """Stored (id, label) pairs for item ids and client ids; NotFound naming the first unknown."""
+        found: dict[int, str] = {}
+        unique_ids = sorted({int(i) for i in ids})
+        for start in range(0, len(unique_ids), _CHUNK):
+            part = unique_ids[start:start + _CHUNK]
+            marks = ",".join("?" * len(part))
+            rows = conn.execute(
+                f"SELECT id, label FROM items WHERE gallery_id = ? AND id IN ({marks})", (gallery_id, *part)
+            ).fetchall()
+            found.update((int(i), label) for i, label in rows)
+            if len(rows) != len(part):
+                missing = sorted(set(part) - {int(r[0]) for r in rows})
+                raise NotFound(f"gallery {gallery!r} has no item with id {missing[0]} ({len(missing)} unknown)")
+        by_client = self.existing_client_ids(conn, gallery_id, sorted(set(client_ids)))
+        missing_c = sorted(set(client_ids) - set(by_client))
+        if missing_c:
+            raise NotFound(
+                f"gallery {gallery!r} has no item with client id {missing_c[0]!r} ({len(missing_c)} unknown)"
+            )
+        found.update(by_client.values())
+        item_ids = np.array(sorted(found), dtype=np.int64)
+        return item_ids, [found[int(i)] for i in item_ids]
+
+    def delete_ids(self, conn: sqlite3.Connection, gallery_id: int, ids: np.ndarray) -> None:
+        conn.executemany("DELETE FROM items WHERE id = ?", ((int(i),) for i in ids))
+        conn.execute("UPDATE galleries SET deletions = deletions + ? WHERE id = ?", (len(ids), gallery_id))
+
+    def vectors_of_ids(self, conn: sqlite3.Connection, ids: np.ndarray, dim: int) -> np.ndarray:
+        """Stored vectors float32 (m, dim) of existing item ids, in the order given."""
+        blobs: dict[int, bytes] = {}
+        id_list = [int(i) for i in ids]
+        for start in range(0, len(id_list), _CHUNK):
+            part = id_list[start:start + _CHUNK]
+            marks = ",".join("?" * len(part))
+            blobs.update(conn.execute(f"SELECT id, vector FROM items WHERE id IN ({marks})", part).fetchall())
+        return np.frombuffer(b"".join(blobs[i] for i in id_list), dtype=np.float32).reshape(len(id_list), dim)
+
+    def class_ids(self, conn: sqlite3.Connection, gallery_id: int, label: str) -> np.ndarray:
+        rows = conn.execute(
+            "SELECT id FROM items WHERE gallery_id = ? AND label = ? ORDER BY id", (gallery_id, label)
+        ).fetchall()
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    # ------------------------------------------------------------------ reads
+    def item_details(self, gallery_id: int, ids: Sequence[int]) -> dict[int, tuple[str | None, dict[str, str]]]:
+        """id -> (client id, metadata) for the given ids that exist."""
+        conn = self._reader()
+        out: dict[int, tuple[str | None, dict[str, str]]] = {}
+        unique_ids = sorted({int(i) for i in ids})
+        for start in range(0, len(unique_ids), _CHUNK):
+            part = unique_ids[start:start + _CHUNK]
+            marks = ",".join("?" * len(part))
+            for item_id, cid, md in conn.execute(
+                f"SELECT id, client_id, metadata FROM items WHERE gallery_id = ? AND id IN ({marks})",
+                (gallery_id, *part),
+            ):
+                out[int(item_id)] = (cid, json.loads(md) if md else {})
+        return out
+
+    def vectors_of_labels(self, gallery_id: int, labels: Sequence[str], dim: int,
+                          max_id: int) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """(ids int64 (m,), labels, vectors float32 (m, dim)) of the items of `labels` with id <= max_id.
+
+        `max_id` hides rows committed but not yet applied to the in-memory index, so that a query
+        sees the same items through SQLite as through FAISS.
+        """
+        conn = self._reader()
+        ids: list[int] = []
+        out_labels: list[str] = []
+        blobs: list[bytes] = []
+        conn.execute("BEGIN")  # one read snapshot across the chunks
+        try:
+            for start in range(0, len(labels), _CHUNK):
+                part = list(labels[start:start + _CHUNK])
+                marks = ",".join("?" * len(part))
+                for item_id, label, blob in conn.execute(
+                    f"SELECT id, label, vector FROM items WHERE gallery_id = ? AND label IN ({marks}) "
+                    "AND id <= ?",
+                    (gallery_id, *part, max_id),
+                ):
+                    ids.append(item_id)
+                    out_labels.append(label)
+                    blobs.append(blob)
+        finally:
+            conn.execute("COMMIT")
+        vectors = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(ids), dim)
+        return np.array(ids, dtype=np.int64), out_labels, vectors
+
+    def iter_items(self, gallery_id: int, dim: int, *, after_id: int = 0,
+                   chunk: int = 50_000) -> Iterator[tuple[np.ndarray, list[str], np.ndarray]]:
+        """Yield (ids int64, labels, vectors float32 (m, dim)) chunks of the items with id > after_id, by id.
+
+        Runs in one read transaction, so the chunks are one consistent view of the file.
+        """
+        conn = self._reader()
+        conn.execute("BEGIN")
+        try:
+            cur = conn.execute(
+                "SELECT id, label, vector FROM items WHERE gallery_id = ? AND id > ? ORDER BY id",
+                (gallery_id, after_id),
+            )
+            while True:
+                rows = cur.fetchmany(chunk)
+                if not rows:
+                    break
+                ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                vectors = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+                yield ids, [r[1] for r in rows], vectors
+        finally:
+            conn.execute("COMMIT")
+
+    def all_ids(self, gallery_id: int, max_id: int) -> np.ndarray:
+        """Sorted int64 ids of the gallery's items with id <= max_id."""
+        rows = self._reader().execute(
+            "SELECT id FROM items WHERE gallery_id = ? AND id <= ? ORDER BY id", (gallery_id, max_id)
+        ).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def sample_vectors(self, gallery_id: int, dim: int, n: int, seed: int = 0) -> np.ndarray:
+        """About n vectors of the gallery (all when it has fewer), for training IVF centroids."""
+        conn = self._reader()
+        (count,) = conn.execute("SELECT count(*) FROM items WHERE gallery_id = ?", (gallery_id,)).fetchone()
+        if count <= n:
+            rows = conn.execute("SELECT vector FROM items WHERE gallery_id = ?", (gallery_id,)).fetchall()
+        else:
+            # A deterministic stride over ids: cheap, and spread over the whole enrollment history.
+            step = count / n
+            ids = conn.execute(
+                "SELECT id FROM items WHERE gallery_id = ? ORDER BY id", (gallery_id,)
+            ).fetchall()
+            rng = np.random.default_rng(seed)
+            offset = rng.uniform(0, step)
+            chosen = [ids[int(offset + i * step)][0] for i in range(n)]
+            rows = []
+            for start in range(0, len(chosen), _CHUNK):
+                part = chosen[start:start + _CHUNK]
+                marks = ",".join("?" * len(part))
+                rows.extend(conn.execute(f"SELECT vector FROM items WHERE id IN ({marks})", part).fetchall())
+        return np.frombuffer(b"".join(r[0] for r in rows), dtype=np.float32).reshape(len(rows), dim)

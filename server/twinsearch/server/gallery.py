@@ -1,0 +1,314 @@
+"""One open gallery in memory: its FAISS index, class table and lock, and the queries over them.
+
+SQLite holds the truth; this object holds what is derived from it (and nothing per item but numpy
+rows). The store commits a change to SQLite first and then applies it here under the write side of
+`lock`; queries run under the read side, so a query sees a committed batch wholly or not at all.
+Methods say which side of the lock their caller must hold.
+
+Distances returned are Euclidean (square roots of FAISS's squared L2), smaller = more alike.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from twinsearch.client.types import IndexKind, IndexSpec, Scoring
+
+from . import snapshot
+from .classes import ClassTable
+from .database import Database, GalleryRow
+from .index import GpuContext, IndexParams, VectorIndex, auto_nlist
+from .rwlock import ReadWriteLock
+from .scoring import ClassScores, class_distance, rank_prototypes, score_neighbors
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SearchLimits:
+    approx_max_depth: int = 8192     # deepest search on IVF/HNSW when proving a class ranking
+    compact_min_dead: int = 1024     # compact tombstones once there are this many ...
+    compact_dead_fraction: float = 0.1  # ... and they are this fraction of the index
+    ivf_train_sample: int = 256      # training vectors per IVF cell (at most)
+
+
+class _FlatView:
+    """An exact throw-away index over a subset of items (a label restriction)."""
+
+    exact = True
+
+    def __init__(self, ids: np.ndarray, vectors: np.ndarray):
+        self.index = faiss.IndexIDMap(faiss.IndexFlatL2(vectors.shape[1]))
+        if len(ids):
+            self.index.add_with_ids(vectors, ids)
+        self.ntotal = len(ids)
+        self.max_depth = max(1, self.ntotal)
+
+    def search(self, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.index.search(queries, max(1, min(depth, self.max_depth)))
+
+
+class _IndexView:
+    """The gallery's own index, with its depth limits."""
+
+    def __init__(self, index: VectorIndex, limits: SearchLimits):
+        self._index = index
+        self.exact = index.exact
+        self.ntotal = index.ntotal
+        self.max_depth = index.max_depth if self.exact else min(index.max_depth, limits.approx_max_depth)
+
+    def search(self, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._index.search(queries, min(depth, self.max_depth))
+
+
+class Gallery:
+    def __init__(self, row: GalleryRow, db: Database, params: IndexParams, limits: SearchLimits,
+                 gpu: GpuContext | None):
+        self.row = row
+        self.spec = IndexSpec(**{**row.index_spec, "kind": IndexKind(row.index_spec["kind"])})
+        self.scoring = Scoring(row.scoring)
+        self.db = db
+        self.limits = limits
+        self.index = VectorIndex(row.dim, self.spec, params, gpu)
+        self.classes = ClassTable(row.dim)
+        self.lock = ReadWriteLock()
+        self.deletions = row.deletions  # SQLite's deletion counter as reflected in memory
+        self.applied_max_id = 0         # largest item id applied here; SQLite rows above it are not yet
+        self.dirty = False              # changed since the last snapshot
+
+    @property
+    def id(self) -> int:
+        return self.row.id
+
+    @property
+    def name(self) -> str:
+        return self.row.name
+
+    @property
+    def dim(self) -> int:
+        return self.row.dim
+
+    # ------------------------------------------------------------------ loading (no lock needed: not shared yet)
+    def load(self, folder: Path) -> str:
+        """Load from the snapshot and catch up with SQLite, or rebuild. Returns "snapshot", "caught up" or "rebuilt"."""
+        try:
+            how = self._load_snapshot(folder)
+        except (snapshot.SnapshotError, ValueError, RuntimeError, KeyError) as exc:
+            log.warning("gallery %r: %s; rebuilding its index from SQLite", self.name, exc)
+            self.rebuild()
+            return "rebuilt"
+        return how
+
+    def _load_snapshot(self, folder: Path) -> str:
+        header, arrays, index_path = snapshot.read(folder, self.id)
+        if header.get("dim") != self.dim or header.get("index_spec") != self.row.index_spec:
+            raise snapshot.SnapshotError("snapshot was taken with another dimension or index configuration")
+        stats = self.db.stats(self.id)
+        if header["max_id"] > stats.max_id or header["deletions"] > stats.deletions:
+            raise snapshot.SnapshotError("snapshot is ahead of SQLite")
+        table = ClassTable.from_arrays(self.dim, arrays)
+        if table.max_id > header["max_id"]:
+            raise snapshot.SnapshotError("snapshot arrays disagree with its header")
+        self.index.load_from(str(index_path), int(header["nlist"]), int(header["trained_at"]))
+        held = self.index.ids()
+        if len(held) != self.index.ntotal or not np.isin(table.item_ids, held).all():
+            raise snapshot.SnapshotError("snapshot index does not hold the snapshot's items")
+        self.classes = table
+        self.applied_max_id = int(header["max_id"])
+        caught_up = False
+        if header["deletions"] != stats.deletions:
+            # Items deleted since: those the snapshot holds that SQLite no longer has.
+            alive = self.db.all_ids(self.id, header["max_id"])
+            gone = np.setdiff1d(table.item_ids, alive, assume_unique=True)
+            if len(gone):
+                self._forget(gone, self._vectors_from_index(gone))
+            caught_up = True
+        for ids, labels, vectors in self.db.iter_items(self.id, self.dim, after_id=int(header["max_id"])):
+            self.index.add(vectors, ids)
+            self.classes.add(ids, labels, vectors)
+            self.applied_max_id = int(ids[-1])
+            caught_up = True
+        self.deletions = stats.deletions
+        self.dirty = caught_up
+        self._after_change()
+        return "caught up" if caught_up else "snapshot"
+
+    def _vectors_from_index(self, ids: np.ndarray) -> np.ndarray:
+        """Stored vectors of ids the index holds (SQLite no longer has them): float32 (m, dim)."""
+        cpu = self.index.cpu_copy()
+        inner = faiss.downcast_index(cpu.index)
+        if isinstance(inner, faiss.IndexIVF):
+            inner.make_direct_map()
+        held = faiss.vector_to_array(cpu.id_map)
+        order = np.argsort(held, kind="stable")
+        internal = order[np.searchsorted(held[order], ids)]
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        for j, pos in enumerate(internal):
+            out[j] = inner.reconstruct(int(pos))
+        if isinstance(inner, faiss.IndexIVF):
+            inner.set_direct_map_type(faiss.DirectMap.NoMap)
+        return out
+
+    def rebuild(self) -> None:
+        """Rebuild index and class table from SQLite. Caller holds the write lock (or owns the gallery)."""
+        stats = self.db.stats(self.id)
+        training = None
+        if self.index.wants_training(stats.count):
+            nlist = self.spec.nlist or auto_nlist(stats.count)
+            training = self.db.sample_vectors(self.id, self.dim, nlist * self.limits.ivf_train_sample)
+        self.index.reset(training, stats.count)
+        self.classes = ClassTable(self.dim)
+        for ids, labels, vectors in self.db.iter_items(self.id, self.dim):
+            self.index.add(vectors, ids)
+            self.classes.add(ids, labels, vectors)
+        self.deletions = stats.deletions
+        self.applied_max_id = stats.max_id
+        self.dirty = True
+        log.info("gallery %r: index rebuilt from SQLite with %d items", self.name, self.classes.n_items)
+
+    def write_snapshot(self, folder: Path) -> None:
+        """Caller holds at least the read lock."""
+        header = {
+            "dim": self.dim,
+            "index_spec": self.row.index_spec,
+            "max_id": self.applied_max_id,
+            "deletions": self.deletions,
+            "nlist": self.index.nlist,
+            "trained_at": self.index.trained_at,
+        }
+        snapshot.write(folder, self.id, self.index.serialize_to, self.classes.to_arrays(), header)
+        self.dirty = False
+
+    # ------------------------------------------------------------------ changes (caller holds the write lock)
+    def apply_enroll(self, ids: np.ndarray, labels: Sequence[str], vectors: np.ndarray) -> None:
+        self.index.add(vectors, ids)
+        self.classes.add(ids, labels, vectors)
+        if len(ids):
+            self.applied_max_id = max(self.applied_max_id, int(ids.max()))
+        self.dirty = True
+        self._after_change()
+
+    def apply_delete(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        self._forget(ids, vectors)
+        self.deletions += len(ids)
+        self.dirty = True
+        self._after_change()
+
+    def _forget(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        # The index keeps the vectors as tombstones until compaction; the class table drops them now.
+        self.classes.remove(ids, vectors)
+
+    def _after_change(self) -> None:
+        n = self.classes.n_items
+        if self.index.wants_training(n):
+            log.info("gallery %r: (re)training its IVF index at %d items", self.name, n)
+            self.rebuild()
+            return
+        dead = self.index.ntotal - n
+        if dead >= self.limits.compact_min_dead and dead >= self.limits.compact_dead_fraction * self.index.ntotal:
+            if self.index.can_remove():
+                gone = np.setdiff1d(self.index.ids(), self.classes.item_ids)
+                self.index.compact(gone)
+                log.info("gallery %r: removed %d deleted vectors from its index", self.name, len(gone))
+            else:
+                self.rebuild()
+
+    # ------------------------------------------------------------------ queries (caller holds the read lock)
+    def _view(self, labels: Sequence[str] | None):
+        """(view, n_classes) for a query: the gallery index, or an exact view of the restricted labels."""
+        if labels is None:
+            return _IndexView(self.index, self.limits), self.classes.n_classes
+        slots = self.classes.slots_of_labels(labels)
+        names = [self.classes.labels[s] for s in slots]
+        ids, _, vectors = self.db.vectors_of_labels(self.id, names, self.dim, self.applied_max_id)
+        return _FlatView(ids, vectors), len(slots)
+
+    def search(self, queries: np.ndarray, k: int, labels: Sequence[str] | None = None
+               ) -> list[list[tuple[int, int, float]]]:
+        """k nearest live items per query: lists of (id, class slot, distance) ascending."""
+        view, _ = self._view(labels)
+        dead = max(view.ntotal - self.classes.n_items, 0) if labels is None else 0
+        depth = min(k + min(dead, 4 * k + 64), view.max_depth)
+        out: list[list[tuple[int, int, float]] | None] = [None] * len(queries)
+        todo = np.arange(len(queries))
+        while len(todo):
+            dist, ids = view.search(queries[todo], depth)
+            slots = self.classes.slots_of_ids(ids)
+            last = depth >= view.max_depth
+            keep = []
+            for j, qi in enumerate(todo):
+                live = np.flatnonzero(slots[j] >= 0)
+                if len(live) >= k or last or (ids[j] < 0).any():
+                    live = live[:k]
+                    out[qi] = [(int(ids[j, p]), int(slots[j, p]), float(np.sqrt(max(dist[j, p], 0.0))))
+                               for p in live]
+                else:
+                    keep.append(j)
+            todo = todo[keep]
+            depth = min(depth * 4, view.max_depth)
+        return out  # type: ignore[return-value]
+
+    def rank(self, queries: np.ndarray, k: int, scoring: Scoring, mean_k: int,
+             labels: Sequence[str] | None = None) -> list[ClassScores]:
+        """Top-k classes per query by class distance (ascending); exact for exact indexes."""
+        if scoring == Scoring.PROTOTYPE:
+            slots = self.classes.live_slots() if labels is None else self.classes.slots_of_labels(labels)
+            top_s, top_d = rank_prototypes(queries, self.classes.means, slots, k)
+            return [ClassScores(top_s[i], top_d[i], ()) for i in range(len(queries))]
+        per_class = 1 if scoring == Scoring.NEAREST else mean_k
+        view, n_classes = self._view(labels)
+        counts = self.classes.counts
+        out: list[ClassScores | None] = [None] * len(queries)
+        todo = np.arange(len(queries))
+        dead = max(view.ntotal - self.classes.n_items, 0) if labels is None else 0
+        depth = min(max(2 * k * per_class, 32) + min(dead, 256), view.max_depth)
+        while len(todo):
+            dist, ids = view.search(queries[todo], depth)
+            slots = self.classes.slots_of_ids(ids)
+            whole = depth >= view.ntotal
+            last = depth >= view.max_depth
+            keep = []
+            for j, qi in enumerate(todo):
+                complete = whole or bool((ids[j] < 0).any())
+                scores, proven = score_neighbors(
+                    dist[j], ids[j], slots[j], counts, per_class=per_class, k=k,
+                    n_classes=n_classes, complete_view=complete,
+                )
+                if proven or complete or last:
+                    if not proven and not complete:
+                        log.debug("gallery %r: class ranking not proven exact at depth %d", self.name, depth)
+                    out[qi] = scores
+                else:
+                    keep.append(j)
+            todo = todo[keep]
+            depth = min(depth * 4, view.max_depth)
+        return out  # type: ignore[return-value]
+
+    def class_distances(self, queries: np.ndarray, labels: Sequence[str], scoring: Scoring,
+                        mean_k: int) -> np.ndarray:
+        """Distance from each query (n, dim) to the class named beside it: float64 (n,). Labels must be live."""
+        out = np.empty(len(queries), dtype=np.float64)
+        groups: dict[str, list[int]] = {}
+        for i, label in enumerate(labels):
+            groups.setdefault(label, []).append(i)
+        if scoring == Scoring.PROTOTYPE:
+            for label, rows in groups.items():
+                slot = np.array([self.classes.slot_of[label]], dtype=np.int64)
+                _, d = rank_prototypes(queries[rows], self.classes.means, slot, 1)
+                out[rows] = d[:, 0]
+            return out
+        per_class = 1 if scoring == Scoring.NEAREST else mean_k
+        for label, rows in groups.items():
+            _, _, vectors = self.db.vectors_of_labels(self.id, [label], self.dim, self.applied_max_id)
+            q = queries[rows].astype(np.float64)
+            v = vectors.astype(np.float64)
+            d2 = (q * q).sum(1)[:, None] + (v * v).sum(1)[None, :] - 2.0 * q @ v.T
+            d = np.sqrt(np.maximum(d2, 0.0))
+            out[rows] = [class_distance(row, per_class) for row in d]
+        return out

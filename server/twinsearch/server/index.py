@@ -1,0 +1,206 @@
+"""The FAISS index of one gallery: exact (flat), IVF or HNSW, behind stored item ids.
+
+Every kind is an `IndexIDMap` around the FAISS index, so search returns the SQLite item ids. Results
+are squared L2 distances as FAISS gives them; the caller takes square roots (Euclidean distance on
+L2-normalised vectors, in [0, 2], smaller = more alike).
+
+Deletions are tombstones: the caller drops ids it no longer holds from results and calls `compact`
+once enough have piled up. One path for every kind, because HNSW and the GPU indexes cannot remove
+vectors in place.
+
+With a GPU (`faiss.get_num_gpus() > 0` and the store's setting allows it), exact and IVF indexes are
+copied to it (`faiss.index_cpu_to_gpu`, which clones the id map and moves the inner index); HNSW
+always stays on the CPU. Snapshots are always written from a CPU copy.
+
+An IVF index needs training data: until a gallery holds `IndexParams.ivf_min_train` vectors its IVF
+index is a flat one (exact, and cheap at that size), and it is trained on SQLite's vectors when it
+crosses that size, then again whenever it has grown `ivf_retrain_growth` times since.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+from twinsearch.client.types import IndexKind, IndexSpec
+
+log = logging.getLogger(__name__)
+
+# FAISS GPU indexes select at most this many neighbours per query.
+GPU_MAX_K = 2048
+
+
+@dataclass(frozen=True)
+class IndexParams:
+    """Store-wide defaults for the parameters an IndexSpec leaves at 0."""
+
+    ivf_min_train: int = 10_000      # an IVF gallery is flat (exact) below this many vectors
+    ivf_retrain_growth: float = 8.0  # retrain IVF (auto nlist) when the gallery grew this many times
+    ivf_nprobe_fraction: float = 0.1  # auto nprobe: this fraction of nlist ...
+    ivf_min_nprobe: int = 16          # ... but at least this many cells
+
+
+def auto_nlist(n: int) -> int:
+    """IVF cells for n vectors: about 4 * sqrt(n), with at least 39 training points per cell."""
+    return max(1, min(int(4 * math.sqrt(n)), n // 39))
+
+
+class GpuContext:
+    """FAISS GPU resources shared by a store's indexes (one device)."""
+
+    def __init__(self, device: int = 0):
+        self.device = device
+        self.resources = faiss.StandardGpuResources()
+
+    def to_gpu(self, index: faiss.Index) -> faiss.Index:
+        return faiss.index_cpu_to_gpu(self.resources, self.device, index)
+
+
+class VectorIndex:
+    """One gallery's FAISS index. Not thread-safe: the gallery's lock guards it."""
+
+    def __init__(self, dim: int, spec: IndexSpec, params: IndexParams, gpu: GpuContext | None):
+        self.dim = dim
+        self.spec = spec
+        self.params = params
+        self.gpu = gpu if spec.kind != IndexKind.HNSW else None
+        self.nlist = 0       # > 0 once an IVF index is trained
+        self.trained_at = 0  # gallery size when IVF was trained
+        self.index = self._wrap(self._empty_cpu())
+
+    # ------------------------------------------------------------------ construction
+    def _empty_cpu(self, nlist: int = 0) -> faiss.Index:
+        if self.spec.kind == IndexKind.HNSW:
+            inner = faiss.IndexHNSWFlat(self.dim, self.spec.hnsw_m)
+            inner.hnsw.efConstruction = self.spec.ef_construction
+            inner.hnsw.efSearch = self.spec.ef_search
+            return inner
+        if self.spec.kind == IndexKind.IVF and nlist > 0:
+            quantizer = faiss.IndexFlatL2(self.dim)
+            ivf = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_L2)
+            ivf.own_fields = True
+            quantizer.this.disown()  # the IVF index owns and frees it
+            return ivf
+        return faiss.IndexFlatL2(self.dim)
+
+    def _wrap(self, inner: faiss.Index) -> faiss.Index:
+        idmap = faiss.IndexIDMap(inner)
+        idmap.own_fields = True
+        inner.this.disown()
+        return self._place(idmap)
+
+    def _place(self, cpu_index: faiss.Index) -> faiss.Index:
+        if self.gpu is None:
+            return cpu_index
+        return self.gpu.to_gpu(cpu_index)
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.gpu is not None
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def is_ivf(self) -> bool:
+        return self.nlist > 0
+
+    @property
+    def max_depth(self) -> int:
+        """Deepest search one call may ask for (FAISS GPU selection is bounded)."""
+        return GPU_MAX_K if self.on_gpu else max(1, self.ntotal)
+
+    @property
+    def exact(self) -> bool:
+        """Whether searches are exhaustive (flat, or an IVF gallery not yet trained)."""
+        return self.spec.kind == IndexKind.EXACT or (self.spec.kind == IndexKind.IVF and not self.is_ivf)
+
+    # ------------------------------------------------------------------ IVF lifecycle
+    def wants_training(self, n_items: int) -> bool:
+        """Whether an IVF gallery of n_items should be (re)trained now."""
+        if self.spec.kind != IndexKind.IVF:
+            return False
+        if not self.is_ivf:
+            return n_items >= max(self.params.ivf_min_train, 39 * max(self.spec.nlist, 1))
+        return self.spec.nlist == 0 and n_items >= self.params.ivf_retrain_growth * self.trained_at
+
+    def reset(self, training: np.ndarray | None = None, n_items: int = 0) -> None:
+        """Empty the index; an IVF gallery is trained on `training` (float32, (m, dim)) when given."""
+        nlist = 0
+        if self.spec.kind == IndexKind.IVF and training is not None and len(training):
+            nlist = self.spec.nlist or auto_nlist(n_items or len(training))
+            nlist = max(1, min(nlist, len(training)))
+        inner = self._empty_cpu(nlist)
+        if nlist:
+            inner.train(np.ascontiguousarray(training, dtype=np.float32))
+            log.info("trained IVF index: %d cells on %d vectors", nlist, len(training))
+        self.nlist = nlist
+        self.trained_at = n_items if nlist else 0
+        self.index = self._wrap(inner)
+        self._apply_search_params()
+
+    def _apply_search_params(self) -> None:
+        if self.is_ivf:
+            faiss.extract_index_ivf(self.index).nprobe = self.nprobe
+
+    @property
+    def nprobe(self) -> int:
+        if not self.is_ivf:
+            return 0
+        if self.spec.nprobe:
+            return min(self.spec.nprobe, self.nlist)
+        auto = max(self.params.ivf_min_nprobe, int(math.ceil(self.params.ivf_nprobe_fraction * self.nlist)))
+        return min(auto, self.nlist)
+
+    # ------------------------------------------------------------------ data
+    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        """Add float32 (n, dim) vectors under int64 ids."""
+        if len(ids):
+            self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32),
+                                    np.ascontiguousarray(ids, dtype=np.int64))
+
+    def search(self, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        """(D, I): squared L2 distances float32 (n, depth) ascending, ids int64 (n, depth), -1 past the end."""
+        depth = max(1, min(depth, self.max_depth))
+        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), depth)
+
+    def ids(self) -> np.ndarray:
+        """The int64 ids held (live and tombstoned), in insertion order."""
+        cpu = self.index if not self.on_gpu else faiss.index_gpu_to_cpu(self.index)
+        return faiss.vector_to_array(cpu.id_map).astype(np.int64, copy=False)
+
+    def can_remove(self) -> bool:
+        return self.spec.kind != IndexKind.HNSW
+
+    def compact(self, dead: np.ndarray) -> None:
+        """Remove tombstoned ids (flat and IVF: in place on a CPU copy). HNSW callers rebuild instead."""
+        if not len(dead):
+            return
+        cpu = self.cpu_copy() if self.on_gpu else self.index
+        cpu.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(dead, dtype=np.int64)))
+        self.index = self._place(cpu) if self.on_gpu else cpu
+
+    # ------------------------------------------------------------------ snapshots
+    def cpu_copy(self) -> faiss.Index:
+        return faiss.index_gpu_to_cpu(self.index) if self.on_gpu else self.index
+
+    def serialize_to(self, path: str) -> None:
+        faiss.write_index(self.cpu_copy(), path)
+
+    def load_from(self, path: str, nlist: int, trained_at: int) -> None:
+        cpu = faiss.read_index(path)
+        if cpu.d != self.dim:
+            raise ValueError(f"snapshot index has dimension {cpu.d}, gallery has {self.dim}")
+        if not isinstance(cpu, faiss.IndexIDMap):
+            raise ValueError(f"snapshot index is a {type(cpu).__name__}, not an IndexIDMap")
+        self.nlist = nlist
+        self.trained_at = trained_at
+        self.index = self._place(cpu)
+        if self.spec.kind == IndexKind.HNSW:
+            faiss.downcast_index(self.index.index).hnsw.efSearch = self.spec.ef_search
+        self._apply_search_params()

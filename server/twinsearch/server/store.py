@@ -1,0 +1,499 @@
+"""The gallery store: named galleries of enrolled vectors, durable in SQLite, searched with FAISS.
+
+This is the transport-free core that the gRPC servicer and the local client both call. Every method
+takes and returns plain Python and numpy values and the dataclasses of `twinsearch.client.types`,
+and raises the errors of `twinsearch.client.errors`.
+
+Vectors are float32 rows; the encoder emits L2-normalised rows and the distances reported (Euclidean,
+in [0, 2] for unit vectors, smaller = more alike) assume that. Vectors are stored as given once
+checked finite: they are not re-normalised here, so that what is stored is what the encoder produced.
+Prototype scoring normalises each class mean to unit length.
+
+Consistency: writes are serialised (one store-wide writer mutex); a change is committed to SQLite
+first, then applied to the gallery's in-memory index under its write lock, and only then
+acknowledged. Queries hold the gallery's read lock, so many run at once and each sees a batch wholly
+or not at all. Deletes hold the write lock across their SQLite transaction, so that a query's reads
+from SQLite (metadata, label-restricted vectors) agree with its index.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import fcntl
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from twinsearch.client.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
+from twinsearch.client.types import (
+    Candidate,
+    ClassCount,
+    ClassPage,
+    Enrolled,
+    GalleryInfo,
+    Identification,
+    IndexKind,
+    IndexSpec,
+    Neighbor,
+    Scoring,
+    Verification,
+)
+
+from .database import Database
+from .gallery import Gallery, SearchLimits
+from .index import GpuContext, IndexParams
+from .thresholds import ThresholdPolicy
+from .validation import (
+    check_client_ids,
+    check_fingerprint,
+    check_gallery_name,
+    check_k,
+    check_label,
+    check_labels,
+    check_metadata,
+    check_query_count,
+    check_threshold,
+    check_vectors,
+)
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "gallery.sqlite3"
+SNAPSHOT_DIR = "snapshots"
+LOCK_NAME = "store.lock"
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """Settings of a gallery store; built by the command line from flags and TWINSEARCH_* variables."""
+
+    use_gpu: bool | None = None      # None: use a GPU when faiss sees one; True: require one; False: never
+    gpu_device: int = 0
+    synchronous: str = "FULL"        # SQLite: FULL survives power loss; NORMAL only process crashes
+    max_k: int = 1000                # largest k a query may ask for
+    max_queries: int = 10_000        # query vectors per call
+    max_batch: int = 100_000         # vectors per enroll call
+    max_items: int = 50_000_000      # items per gallery
+    snapshot_on_close: bool = True
+    index: IndexParams = field(default_factory=IndexParams)
+    limits: SearchLimits = field(default_factory=SearchLimits)
+
+
+class GalleryStore:
+    """Galleries in one data folder. Open with `GalleryStore.open(path)`; one process at a time."""
+
+    def __init__(self, data_dir: Path, settings: StoreSettings, db: Database, lock_fd: int,
+                 gpu: GpuContext | None):
+        self.data_dir = data_dir
+        self.settings = settings
+        self.db = db
+        self._lock_fd = lock_fd
+        self.gpu = gpu
+        self._snapshots = data_dir / SNAPSHOT_DIR
+        self._galleries: dict[str, Gallery] = {}
+        self._registry = threading.Lock()  # guards _galleries
+        self._writer = threading.Lock()    # serialises every change
+        self._closed = False
+        self.load_report: dict[str, str] = {}  # gallery -> "snapshot" | "caught up" | "rebuilt"
+
+    # ------------------------------------------------------------------ lifecycle
+    @classmethod
+    def open(cls, data_dir: Path | str, settings: StoreSettings | None = None) -> GalleryStore:
+        """Open (creating if needed) the store in `data_dir`; loads every gallery's index.
+
+        Raises FailedPrecondition when another process holds the store or use_gpu=True without a GPU.
+        """
+        settings = settings or StoreSettings()
+        data_dir = Path(data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        lock_fd = os.open(data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            os.close(lock_fd)
+            raise FailedPrecondition(f"gallery store {data_dir} is open in another process") from exc
+        try:
+            gpus = faiss.get_num_gpus()
+            if settings.use_gpu and gpus == 0:
+                raise FailedPrecondition("use_gpu is set but faiss sees no GPU")
+            gpu = GpuContext(settings.gpu_device) if (settings.use_gpu is not False and gpus > 0) else None
+            db = Database(data_dir / DB_NAME, synchronous=settings.synchronous)
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        store = cls(data_dir, settings, db, lock_fd, gpu)
+        try:
+            for row in db.galleries():
+                g = Gallery(row, db, settings.index, settings.limits, gpu)
+                store.load_report[row.name] = g.load(store._snapshots)
+                store._galleries[row.name] = g
+        except BaseException:
+            store.close(snapshot=False)
+            raise
+        log.info("opened gallery store %s: %s", data_dir, store.load_report)
+        return store
+
+    def close(self, *, snapshot: bool | None = None) -> None:
+        """Write snapshots of changed galleries (atomically), close SQLite and release the store."""
+        if self._closed:
+            return
+        if snapshot if snapshot is not None else self.settings.snapshot_on_close:
+            try:
+                self.snapshot()
+            except Exception:  # the snapshot is derived: losing it costs a rebuild, never data
+                log.exception("writing snapshots at close failed")
+        self._closed = True
+        self.db.close()
+        os.close(self._lock_fd)
+
+    def __enter__(self) -> GalleryStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def snapshot(self, name: str | None = None) -> int:
+        """Snapshot the changed galleries (or the named one); returns how many were written."""
+        with self._registry:
+            galleries = [self._galleries[name]] if name else list(self._galleries.values())
+        written = 0
+        for g in galleries:
+            with g.lock.read():
+                if getattr(g, "deleted", False) or not (g.dirty or name):
+                    continue
+                g.write_snapshot(self._snapshots)
+                written += 1
+        return written
+
+    def _gallery(self, name: str) -> Gallery:
+        if self._closed:
+            raise FailedPrecondition("the gallery store is closed")
+        with self._registry:
+            g = self._galleries.get(name)
+        if g is None:
+            raise NotFound(f"no gallery named {name!r}")
+        return g
+
+    @staticmethod
+    def _still_there(g: Gallery) -> None:
+        if getattr(g, "deleted", False):
+            raise NotFound(f"no gallery named {g.name!r}")
+
+    # ------------------------------------------------------------------ galleries
+    def create_gallery(self, name: str, *, fingerprint: str, dim: int, index: IndexSpec | None = None,
+                       scoring: Scoring = Scoring.NEAREST, mean_k: int = 3,
+                       threshold: float | None = None) -> GalleryInfo:
+        check_gallery_name(name)
+        index = index or IndexSpec()
+        if not isinstance(fingerprint, str) or not fingerprint:
+            raise InvalidArgument("a gallery needs the model fingerprint of its vectors")
+        if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= 65536:
+            raise InvalidArgument(f"dim must be an integer in [1, 65536], got {dim!r}")
+        try:
+            scoring = Scoring(scoring)
+            kind = IndexKind(index.kind)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from exc
+        check_k(mean_k, self.settings.max_k, "mean_k")
+        threshold = check_threshold(threshold, "gallery threshold")
+        for key in ("nlist", "nprobe"):
+            if getattr(index, key) < 0:
+                raise InvalidArgument(f"index {key} must be >= 0 (0 chooses from the gallery size)")
+        if index.nprobe and index.nlist and index.nprobe > index.nlist:
+            raise InvalidArgument(f"index nprobe {index.nprobe} exceeds nlist {index.nlist}")
+        if not (2 <= index.hnsw_m <= 256 and index.ef_construction >= 1 and index.ef_search >= 1):
+            raise InvalidArgument("HNSW needs 2 <= hnsw_m <= 256, ef_construction >= 1, ef_search >= 1")
+        spec = {**asdict(index), "kind": kind.value}
+        with self._writer:
+            with self.db.transaction() as conn:
+                if self.db.gallery_exists(conn, name):
+                    raise AlreadyExists(f"a gallery named {name!r} exists")
+                row = self.db.insert_gallery(conn, name, fingerprint, dim, spec, scoring.value, mean_k, threshold)
+            g = Gallery(row, self.db, self.settings.index, self.settings.limits, self.gpu)
+            with self._registry:
+                self._galleries[name] = g
+        log.info("created gallery %r (%s, dim %d, %s index)", name, fingerprint, dim, kind.value)
+        return self._info(g)
+
+    def _info(self, g: Gallery) -> GalleryInfo:
+        return GalleryInfo(
+            name=g.name,
+            model_fingerprint=g.row.fingerprint,
+            dim=g.dim,
+            index=g.spec,
+            scoring=g.scoring,
+            mean_k=g.row.mean_k,
+            threshold=g.row.threshold,
+            class_count=g.classes.n_classes,
+            item_count=g.classes.n_items,
+            on_gpu=g.index.on_gpu,
+        )
+
+    def get_gallery(self, name: str) -> GalleryInfo:
+        g = self._gallery(name)
+        with g.lock.read():
+            self._still_there(g)
+            return self._info(g)
+
+    def list_galleries(self) -> list[GalleryInfo]:
+        with self._registry:
+            names = sorted(self._galleries)
+        out = []
+        for name in names:
+            try:
+                out.append(self.get_gallery(name))
+            except NotFound:  # deleted meanwhile
+                pass
+        return out
+
+    def delete_gallery(self, name: str) -> int:
+        """Delete a gallery and all its items; returns how many items it held."""
+        g = self._gallery(name)
+        with self._writer, g.lock.write():
+            self._still_there(g)
+            with self.db.transaction() as conn:
+                n = self.db.delete_gallery(conn, g.id)
+            g.deleted = True
+            with self._registry:
+                del self._galleries[name]
+        from . import snapshot as snapshots
+
+        snapshots.remove(self._snapshots, g.id)
+        log.info("deleted gallery %r (%d items)", name, n)
+        return n
+
+    # ------------------------------------------------------------------ enroll and delete
+    def enroll(self, name: str, labels: Sequence[str], vectors: np.ndarray, *,
+               client_ids: Sequence[str | None] | None = None,
+               metadata: Sequence[dict[str, str]] | None = None,
+               fingerprint: str | None = None) -> list[Enrolled]:
+        """Store a batch of labelled vectors (float32 (n, dim)), atomically; one Enrolled per row, in order.
+
+        Returned only after the SQLite commit. A row whose client id is already stored in the gallery
+        is not stored again: its Enrolled is the stored item with created=False.
+        """
+        g = self._gallery(name)
+        check_fingerprint(fingerprint, g.row.fingerprint, name)
+        vectors = check_vectors(vectors, g.dim, name)
+        n = len(vectors)
+        if n > self.settings.max_batch:
+            raise ResourceExhausted(f"{n} vectors in one enroll call, at most {self.settings.max_batch}")
+        labels = check_labels(labels, n)
+        cids = check_client_ids(client_ids, n)
+        metas = check_metadata(metadata, n)
+        with self._writer:
+            self._still_there(g)
+            with self.db.transaction() as conn:
+                wanted = [c for c in cids if c is not None]
+                existing = self.db.existing_client_ids(conn, g.id, wanted) if wanted else {}
+                new_rows = np.array([i for i in range(n) if cids[i] is None or cids[i] not in existing],
+                                    dtype=np.int64)
+                if g.classes.n_items + len(new_rows) > self.settings.max_items:
+                    raise ResourceExhausted(
+                        f"gallery {name!r} holds {g.classes.n_items} items; {len(new_rows)} more would pass "
+                        f"the limit of {self.settings.max_items}"
+                    )
+                new_labels = [labels[i] for i in new_rows]
+                new_vectors = vectors[new_rows]
+                ids = self.db.insert_items(conn, g.id, new_labels, new_vectors, [cids[i] for i in new_rows],
+                                           [metas[i] for i in new_rows])
+            # Committed: from here the batch is durable, and it becomes visible to queries at once.
+            with g.lock.write():
+                try:
+                    g.apply_enroll(ids, new_labels, new_vectors)
+                except Exception:
+                    log.exception("gallery %r: applying an enroll failed; rebuilding from SQLite", name)
+                    g.rebuild()
+        out: list[Enrolled] = []
+        new_id = dict(zip(new_rows.tolist(), ids.tolist(), strict=True))
+        for i in range(n):
+            if i in new_id:
+                out.append(Enrolled(new_id[i], cids[i], labels[i], True))
+            else:
+                item_id, label = existing[cids[i]]  # type: ignore[index]
+                out.append(Enrolled(item_id, cids[i], label, False))
+        return out
+
+    def delete_items(self, name: str, *, ids: Sequence[int] = (), client_ids: Sequence[str] = ()) -> int:
+        """Delete items by stored id and/or client id; all or nothing. NotFound names an unknown one."""
+        g = self._gallery(name)
+        ids = list(ids)
+        client_ids = list(client_ids)
+        if not ids and not client_ids:
+            raise InvalidArgument("delete_items needs item ids or client ids")
+        if any(isinstance(i, bool) or not isinstance(i, (int, np.integer)) for i in ids):
+            raise InvalidArgument("item ids must be integers")
+        if any(not isinstance(c, str) or not c for c in client_ids):
+            raise InvalidArgument("client ids must be non-empty strings")
+        return self._delete(g, lambda conn: self.db.resolve_items(conn, g.id, ids, client_ids, name)[0])
+
+    def delete_class(self, name: str, label: str) -> int:
+        """Delete every item of a class; returns how many. NotFound when the gallery has no such class."""
+        g = self._gallery(name)
+        check_label(label)
+
+        def resolve(conn):
+            found = self.db.class_ids(conn, g.id, label)
+            if not len(found):
+                raise NotFound(f"gallery {name!r} has no class {label!r}")
+            return found
+
+        return self._delete(g, resolve)
+
+    def _delete(self, g: Gallery, resolve) -> int:
+        # The write lock is held across the SQLite transaction so that no query reads SQLite rows
+        # that disagree with its index (see the module docstring).
+        with self._writer, g.lock.write():
+            self._still_there(g)
+            with self.db.transaction() as conn:
+                item_ids = resolve(conn)
+                vectors = self.db.vectors_of_ids(conn, item_ids, g.dim)
+                self.db.delete_ids(conn, g.id, item_ids)
+            try:
+                g.apply_delete(item_ids, vectors)
+            except Exception:
+                log.exception("gallery %r: applying a delete failed; rebuilding from SQLite", g.name)
+                g.rebuild()
+        return len(item_ids)
+
+    # ------------------------------------------------------------------ reads
+    def list_classes(self, name: str, *, page_size: int = 100, page_token: str = "") -> ClassPage:
+        """Classes with their item counts, by label, a page at a time; an empty next token ends."""
+        g = self._gallery(name)
+        check_k(page_size, 10_000, "page_size")
+        after = ""
+        if page_token:
+            try:
+                after = base64.urlsafe_b64decode(page_token.encode("ascii")).decode("utf-8")
+            except (binascii.Error, UnicodeError, ValueError) as exc:
+                raise InvalidArgument(f"page token {page_token!r} is not one this server gave") from exc
+        with g.lock.read():
+            self._still_there(g)
+            counts = g.classes.counts
+            labels = sorted(g.classes.labels[s] for s in g.classes.live_slots())
+        start = np.searchsorted(np.array(labels, dtype=object), after, side="right") if after else 0
+        page = labels[start:start + page_size]
+        token = ""
+        if start + page_size < len(labels):
+            token = base64.urlsafe_b64encode(page[-1].encode("utf-8")).decode("ascii")
+        return ClassPage(tuple(ClassCount(lb, int(counts[g.classes.slot_of[lb]])) for lb in page), token)
+
+    def _query_setup(self, name: str, vectors: np.ndarray, fingerprint: str | None,
+                     labels: Sequence[str] | None) -> tuple[Gallery, np.ndarray, list[str] | None]:
+        g = self._gallery(name)
+        check_fingerprint(fingerprint, g.row.fingerprint, name)
+        queries = check_vectors(vectors, g.dim, name, what="query vectors")
+        check_query_count(len(queries), self.settings.max_queries)
+        if labels is not None:
+            if isinstance(labels, str):
+                raise InvalidArgument("labels must be a sequence of strings, not one string")
+            labels = [check_label(lb, where=f"label restriction {i}: ") for i, lb in enumerate(labels)]
+            if not labels:
+                raise InvalidArgument("the label restriction is empty")
+        return g, queries, labels
+
+    def _check_restriction(self, g: Gallery, labels: list[str] | None) -> None:
+        """Caller holds the read lock."""
+        self._still_there(g)
+        if g.classes.n_items == 0:
+            raise FailedPrecondition(f"gallery {g.name!r} is empty")
+        if labels is not None:
+            for lb in labels:
+                slot = g.classes.slot_of.get(lb)
+                if slot is None or g.classes.counts[slot] == 0:
+                    raise NotFound(f"gallery {g.name!r} has no class {lb!r}")
+
+    def search(self, name: str, vectors: np.ndarray, *, k: int, labels: Sequence[str] | None = None,
+               fingerprint: str | None = None) -> list[list[Neighbor]]:
+        """The k nearest stored items to each query row (float32 (n, dim)), nearest first."""
+        g, queries, labels = self._query_setup(name, vectors, fingerprint, labels)
+        k = check_k(k, self.settings.max_k)
+        with g.lock.read():
+            self._check_restriction(g, labels)
+            hits = g.search(queries, k, labels)
+            details = g.db.item_details(g.id, [h[0] for row in hits for h in row])
+            names = g.classes.labels
+        return [
+            [Neighbor(i, names[s], d, *details.get(i, (None, {}))) for i, s, d in row] for row in hits
+        ]
+
+    def _scoring(self, g: Gallery, scoring: Scoring | None, mean_k: int | None) -> tuple[Scoring, int]:
+        try:
+            scoring = Scoring(scoring) if scoring is not None else g.scoring
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from exc
+        mean_k = check_k(mean_k, self.settings.max_k, "mean_k") if mean_k is not None else g.row.mean_k
+        return scoring, mean_k
+
+    def identify(self, name: str, vectors: np.ndarray, *, policy: ThresholdPolicy, k: int = 5,
+                 scoring: Scoring | None = None, mean_k: int | None = None,
+                 labels: Sequence[str] | None = None, threshold: float | None = None,
+                 target_far: float | None = None, fingerprint: str | None = None) -> list[Identification]:
+        """Rank the gallery's classes for each query row (float32 (n, dim)); decide a label or unknown.
+
+        Candidates are ranked by class distance (ascending, Euclidean); the decision is the first
+        candidate when its distance is <= the threshold in force, else None (unknown).
+        """
+        g, queries, labels = self._query_setup(name, vectors, fingerprint, labels)
+        k = check_k(k, self.settings.max_k)
+        scoring, mean_k = self._scoring(g, scoring, mean_k)
+        thr = policy.resolve(gallery_threshold=g.row.threshold, threshold=threshold, target_far=target_far)
+        with g.lock.read():
+            self._check_restriction(g, labels)
+            ranked = g.rank(queries, k, scoring, mean_k, labels)
+            names = list(g.classes.labels)
+        out = []
+        for r in ranked:
+            probs = policy.probability(r.distances)
+            cands = tuple(
+                Candidate(
+                    names[int(s)], float(d), None if probs is None else float(probs[j]),
+                    r.nearest_ids[j] if r.nearest_ids else (),
+                )
+                for j, (s, d) in enumerate(zip(r.slots, r.distances, strict=True))
+            )
+            label = cands[0].label if cands and cands[0].distance <= thr.distance else None
+            margin = cands[1].distance - cands[0].distance if len(cands) >= 2 else None
+            out.append(Identification(label, cands, thr, margin))
+        return out
+
+    def verify_class(self, name: str, vectors: np.ndarray, labels: Sequence[str], *,
+                     policy: ThresholdPolicy, scoring: Scoring | None = None, mean_k: int | None = None,
+                     threshold: float | None = None, target_far: float | None = None,
+                     fingerprint: str | None = None) -> list[Verification]:
+        """Is query row i (float32 (n, dim)) of class labels[i]? The class distance against the threshold."""
+        g, queries, _ = self._query_setup(name, vectors, fingerprint, None)
+        labels = check_labels(labels, len(queries))
+        scoring, mean_k = self._scoring(g, scoring, mean_k)
+        thr = policy.resolve(gallery_threshold=g.row.threshold, threshold=threshold, target_far=target_far)
+        with g.lock.read():
+            self._check_restriction(g, sorted(set(labels)))
+            distances = g.class_distances(queries, labels, scoring, mean_k)
+        probs = policy.probability(distances)
+        return [
+            Verification(bool(d <= thr.distance), float(d), thr, None if probs is None else float(probs[i]))
+            for i, d in enumerate(distances)
+        ]
+
+    def rebuild_index(self, name: str) -> None:
+        """Rebuild a gallery's index from SQLite (e.g. to retrain IVF at its current size)."""
+        g = self._gallery(name)
+        with self._writer, g.lock.write():
+            self._still_there(g)
+            g.rebuild()
+
+
+__all__ = ["GalleryStore", "StoreSettings"]
