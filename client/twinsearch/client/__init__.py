@@ -1,1 +1,67 @@
-"""twinsearch client library: what a calling service installs (no torch, no faiss)."""
+"""twinsearch client library: what a calling service installs (no torch, no faiss).
+
+    from twinsearch.client import Client, LocalClient
+    with Client("localhost:50051") as c:
+        c.create_gallery("staff", exist_ok=True)
+        c.enroll("staff", "alice", ["alice1.png", "alice2.png"], ids=["alice1", "alice2"])
+        c.identify("staff", "probe.png", k=5)          # -> Identification(label or None, candidates, ...)
+
+`Client` talks gRPC to a server; `LocalClient` (imported lazily: it needs the server extra, torch
+and faiss) runs the same engine in-process on a data folder. Both have the same methods, return the
+dataclasses below and raise the exceptions below.
+"""
+
+from twinsearch.client.bulk import BulkProgress, BulkReport, FileFailure
+from twinsearch.client.errors import (
+    AlreadyExists,
+    Cancelled,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InternalError,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    TwinsearchError,
+    Unauthenticated,
+    Unavailable,
+)
+from twinsearch.client.remote import Client
+from twinsearch.client.types import (
+    Candidate,
+    ClassCount,
+    ClassPage,
+    Enrolled,
+    EnrollFailure,
+    EnrollResult,
+    GalleryInfo,
+    Identification,
+    IndexKind,
+    IndexSpec,
+    InputSpec,
+    ModelInfo,
+    Neighbor,
+    OperatingPoint,
+    Scoring,
+    ServerInfo,
+    Threshold,
+    ThresholdSource,
+    Verification,
+)
+
+__all__ = [
+    "AlreadyExists", "BulkProgress", "BulkReport", "Cancelled", "Candidate", "ClassCount", "ClassPage", "Client",
+    "DeadlineExceeded", "EnrollFailure", "EnrollResult", "Enrolled", "FailedPrecondition", "FileFailure",
+    "GalleryInfo", "Identification", "IndexKind", "IndexSpec", "InputSpec", "InternalError", "InvalidArgument",
+    "LocalClient", "ModelInfo", "Neighbor", "NotFound", "OperatingPoint", "ResourceExhausted", "Scoring",
+    "ServerInfo", "Threshold", "ThresholdSource", "TwinsearchError", "Unauthenticated", "Unavailable",
+    "Verification",
+]
+
+
+def __getattr__(name: str):
+    # LocalClient needs the server (torch, faiss): import it only when asked for.
+    if name == "LocalClient":
+        from twinsearch.server.local_client import LocalClient
+
+        return LocalClient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

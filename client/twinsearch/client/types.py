@@ -137,6 +137,11 @@ class EnrollResult:
     stored: tuple[Enrolled, ...]
     failed: tuple[EnrollFailure, ...] = ()
 
+    @property
+    def ids(self) -> tuple[int, ...]:
+        """The stored ids of the enrolled items, in request order (failed items left out)."""
+        return tuple(item.id for item in self.stored)
+
 
 @dataclass(frozen=True)
 class ClassCount:

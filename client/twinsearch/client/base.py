@@ -1,0 +1,337 @@
+"""The public methods shared by `Client` (gRPC) and `LocalClient` (in-process).
+
+`BaseClient` turns what a caller passes into canonical form once (see `twinsearch.client.inputs`) and
+calls a small set of primitives that each client implements: the remote one over gRPC, the local one
+on the engine directly. Both return the dataclasses of `twinsearch.client.types` and raise the
+exceptions of `twinsearch.client.errors`, so code written against one runs against the other.
+
+Conventions of every method:
+- wherever an image goes: a path, bytes, a PIL image or a numpy array (H x W or H x W x C); where a
+  vector may replace it (enroll, identify, verify, verify_class, search): a 1-D numpy array;
+- wherever a list goes a single item works too, and then the answer is a single result, not a list;
+- distances are Euclidean between L2-normalised embeddings, in [0, 2], smaller = more alike.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from twinsearch.client import types as t
+from twinsearch.client.errors import AlreadyExists, InvalidArgument
+from twinsearch.client.inputs import Item, Payload, as_batch, broadcast, enroll_items, payload, payloads
+
+
+def parse_index(index: t.IndexSpec | t.IndexKind | str | None, params: Mapping[str, int] | None = None) -> t.IndexSpec:
+    """An IndexSpec from a kind name ("exact", "ivf", "hnsw"), an IndexKind or an IndexSpec, plus params."""
+    if isinstance(index, t.IndexSpec):
+        spec = index
+    else:
+        try:
+            kind = t.IndexKind(index or t.IndexKind.EXACT)
+        except ValueError:
+            raise InvalidArgument(
+                f"unknown index kind {index!r}; choose from {', '.join(k.value for k in t.IndexKind)}"
+            ) from None
+        spec = t.IndexSpec(kind=kind)
+    if params:
+        fields = set(t.IndexSpec.__dataclass_fields__) - {"kind"}
+        unknown = set(params) - fields
+        if unknown:
+            raise InvalidArgument(f"unknown index parameters {sorted(unknown)}; known: {sorted(fields)}")
+        spec = t.IndexSpec(**{**spec.__dict__, **params})
+    return spec
+
+
+def parse_scoring(value: t.Scoring | str | None) -> t.Scoring | None:
+    if value is None:
+        return None
+    try:
+        return t.Scoring(value)
+    except ValueError:
+        raise InvalidArgument(
+            f"unknown scoring {value!r}; choose from {', '.join(s.value for s in t.Scoring)}"
+        ) from None
+
+
+class BaseClient(abc.ABC):
+    """The twinsearch API. Subclasses implement the `_primitives`; callers use the public methods."""
+
+    # -------------------------------------------------------------------------- server and model
+
+    def info(self) -> t.ServerInfo:
+        """Server and model facts: versions, model fingerprint, dimension, thresholds, galleries."""
+        return self._info()
+
+    def embed(self, images) -> np.ndarray:
+        """Embed images with the server's model: float32 (n, dim) for a list, (dim,) for one image.
+
+        Rows are L2-normalised; pass them back as vectors to enroll, identify, verify or search.
+        """
+        batch, single = as_batch(images)
+        vectors = self._embed(payloads(batch))
+        return vectors[0] if single else vectors
+
+    def verify(self, a, b, *, threshold: float | None = None, target_far: float | None = None):
+        """Are `a` and `b` the same class? Images or vectors; or two equal-length lists, compared pairwise.
+
+        Returns a Verification (same, distance, threshold used, calibrated probability), or a list of
+        them for lists. `threshold` (a distance) or `target_far` (a false-accept rate) overrides the
+        model's default operating point.
+        """
+        left, single_a = as_batch(a)
+        right, single_b = as_batch(b)
+        if single_a != single_b or len(left) != len(right):
+            raise InvalidArgument("verify takes two images, or two lists of the same length")
+        pairs = [(payload(x, f"a[{i}]"), payload(y, f"b[{i}]")) for i, (x, y) in enumerate(zip(left, right, strict=True))]
+        if not pairs:
+            raise InvalidArgument("no pairs given")
+        results = self._verify(pairs, threshold=threshold, target_far=target_far)
+        return results[0] if single_a else results
+
+    # ------------------------------------------------------------------------------- galleries
+
+    def create_gallery(
+        self,
+        name: str,
+        *,
+        index: t.IndexSpec | t.IndexKind | str = "exact",
+        scoring: t.Scoring | str = "nearest",
+        mean_k: int = 3,
+        threshold: float | None = None,
+        params: Mapping[str, int] | None = None,
+        exist_ok: bool = False,
+    ) -> t.GalleryInfo:
+        """Create a gallery bound to the server's model.
+
+        `index`: "exact" (default), "ivf" or "hnsw", or an IndexSpec; `params` sets IndexSpec fields
+        (nlist, nprobe, hnsw_m, ef_construction, ef_search). `scoring`: how a probe's distance to a class
+        is computed by default ("nearest", "prototype" or "mean_of_k" with `mean_k`). `threshold`: a
+        distance overriding the model's default threshold for this gallery. With `exist_ok`, an
+        existing gallery of that name is returned as it is instead of raising AlreadyExists.
+        """
+        spec = parse_index(index, params)
+        try:
+            return self._create_gallery(name, index=spec, scoring=parse_scoring(scoring),
+                                        mean_k=mean_k, threshold=threshold)
+        except AlreadyExists:
+            if exist_ok:
+                return self._get_gallery(name)
+            raise
+
+    def get_gallery(self, name: str) -> t.GalleryInfo:
+        """A gallery's settings and counts; NotFound for an unknown name."""
+        return self._get_gallery(name)
+
+    def galleries(self) -> list[t.GalleryInfo]:
+        """All galleries with their settings and counts."""
+        return self._list_galleries()
+
+    def delete_gallery(self, name: str) -> int:
+        """Delete a gallery and everything in it; returns the number of items deleted."""
+        return self._delete_gallery(name)
+
+    # ---------------------------------------------------------------------------- enroll, delete
+
+    def enroll(
+        self,
+        gallery: str,
+        label: str | Sequence[str],
+        images,
+        ids: str | Sequence[str | None] | None = None,
+        metadata: Mapping[str, str] | Sequence[Mapping[str, str] | None] | None = None,
+        *,
+        skip_invalid: bool = False,
+    ) -> t.EnrollResult:
+        """Enroll images (or vectors) under `label` (one label for all, or one per image).
+
+        `ids` are client ids, one per image: re-sending an id already stored stores nothing new
+        (`Enrolled.created` is False), so enrolling with ids is safe to repeat. `metadata` is one
+        string-to-string dict for all items or one per item; Search returns it. All-or-nothing unless
+        `skip_invalid`, which stores the valid items and lists the others in `EnrollResult.failed`.
+        Returns the stored items in order; `result.ids` are their stored ids.
+        """
+        items = enroll_items(label, images, ids, metadata)
+        return self._enroll(gallery, items, skip_invalid=skip_invalid)
+
+    def enroll_folder(
+        self,
+        gallery: str,
+        folder: str | Path,
+        *,
+        class_depth: int = 1,
+        batch_size: int = 32,
+        max_in_flight: int = 4,
+        id_prefix: str = "",
+        extensions: Sequence[str] | None = None,
+        progress: Callable[..., None] | None = None,
+    ):
+        """Bulk-enroll a folder tree, one folder per class (see `twinsearch.client.bulk`).
+
+        Returns a `BulkReport`: files found, sent, stored, skipped (already stored), failed (with
+        reasons), seconds and images/s. Resumable: client ids are the files' relative paths, so a
+        re-run stores only what is missing.
+        """
+        from twinsearch.client.bulk import enroll_folder
+
+        return enroll_folder(self, gallery, folder, class_depth=class_depth, batch_size=batch_size,
+                             max_in_flight=max_in_flight, id_prefix=id_prefix, extensions=extensions,
+                             progress=progress)
+
+    def delete(
+        self,
+        gallery: str,
+        ids: int | Sequence[int] = (),
+        *,
+        client_ids: str | Sequence[str] = (),
+        label: str | None = None,
+    ) -> int:
+        """Delete items by stored id or client id, or a whole class by `label`; returns how many went.
+
+        Unknown ids are not an error; an unknown label is NotFound.
+        """
+        id_list = [ids] if isinstance(ids, (int, np.integer)) else list(ids)
+        cid_list = [client_ids] if isinstance(client_ids, str) else list(client_ids)
+        if not id_list and not cid_list and label is None:
+            raise InvalidArgument("give ids, client_ids or a label to delete")
+        return self._delete(gallery, ids=[int(i) for i in id_list], client_ids=cid_list, label=label)
+
+    def classes(self, gallery: str, *, page_size: int = 1000) -> list[t.ClassCount]:
+        """Every enrolled class of a gallery with its item count, ordered by label (all pages)."""
+        out: list[t.ClassCount] = []
+        token = ""
+        while True:
+            page = self._list_classes(gallery, page_size=page_size, page_token=token)
+            out.extend(page.classes)
+            token = page.next_page_token
+            if not token:
+                return out
+
+    def class_page(self, gallery: str, *, page_size: int = 100, page_token: str = "") -> t.ClassPage:
+        """One page of `classes`; pass `next_page_token` back for the next one (empty on the last)."""
+        return self._list_classes(gallery, page_size=page_size, page_token=page_token)
+
+    # ----------------------------------------------------------------------------------- queries
+
+    def identify(
+        self,
+        gallery: str,
+        probes,
+        *,
+        k: int = 5,
+        scoring: t.Scoring | str | None = None,
+        mean_k: int | None = None,
+        threshold: float | None = None,
+        target_far: float | None = None,
+        labels: Sequence[str] | None = None,
+    ):
+        """Which enrolled class is each probe (image or vector), or unknown (open set)?
+
+        Returns an Identification per probe (one for a single probe): `label` (None for unknown),
+        `candidates` (up to k classes, smallest class distance first), the threshold used and the
+        margin between the first two. `scoring`/`mean_k` override the gallery's; `threshold` or
+        `target_far` the default threshold; `labels` restricts the answer to those classes.
+        """
+        batch, single = as_batch(probes)
+        results = self._identify(
+            gallery, payloads(batch, "probes"), k=k, scoring=parse_scoring(scoring), mean_k=mean_k,
+            threshold=threshold, target_far=target_far, labels=list(labels) if labels is not None else None,
+        )
+        return results[0] if single else results
+
+    def verify_class(
+        self,
+        gallery: str,
+        probes,
+        labels: str | Sequence[str],
+        *,
+        scoring: t.Scoring | str | None = None,
+        mean_k: int | None = None,
+        threshold: float | None = None,
+        target_far: float | None = None,
+    ):
+        """Is each probe the enrolled class named beside it? One label for all probes or one per probe.
+
+        Uses the same class distance as identify. NotFound when a label is not enrolled.
+        """
+        batch, single = as_batch(probes)
+        label_list = broadcast(labels, len(batch), "labels")
+        queries = [(payload(x, f"probes[{i}]"), label_list[i]) for i, x in enumerate(batch)]
+        if not queries:
+            raise InvalidArgument("no probes given")
+        results = self._verify_class(gallery, queries, scoring=parse_scoring(scoring), mean_k=mean_k,
+                                     threshold=threshold, target_far=target_far)
+        return results[0] if single else results
+
+    def search(self, gallery: str, probes, *, k: int = 10, labels: Sequence[str] | None = None):
+        """The k nearest stored items of each probe, nearest first: a list of Neighbor per probe
+        (one list for a single probe). `labels` restricts the search to those classes."""
+        batch, single = as_batch(probes)
+        results = self._search(gallery, payloads(batch, "probes"), k=k,
+                               labels=list(labels) if labels is not None else None)
+        return results[0] if single else results
+
+    # ------------------------------------------------------------------------------- lifecycle
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the connection (remote) or the engine (local)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- primitives (per transport)
+
+    @abc.abstractmethod
+    def _info(self) -> t.ServerInfo: ...
+
+    @abc.abstractmethod
+    def _embed(self, images: list[Payload]) -> np.ndarray: ...
+
+    @abc.abstractmethod
+    def _verify(self, pairs: list[tuple[Payload, Payload]], *, threshold, target_far) -> list[t.Verification]: ...
+
+    @abc.abstractmethod
+    def _create_gallery(self, name: str, *, index: t.IndexSpec, scoring: t.Scoring | None, mean_k: int,
+                        threshold: float | None) -> t.GalleryInfo: ...
+
+    @abc.abstractmethod
+    def _get_gallery(self, name: str) -> t.GalleryInfo: ...
+
+    @abc.abstractmethod
+    def _list_galleries(self) -> list[t.GalleryInfo]: ...
+
+    @abc.abstractmethod
+    def _delete_gallery(self, name: str) -> int: ...
+
+    @abc.abstractmethod
+    def _enroll(self, gallery: str, items: list[Item], *, skip_invalid: bool) -> t.EnrollResult: ...
+
+    @abc.abstractmethod
+    def _enroll_batches(self, gallery: str, batches: Iterator[list[Item]], *,
+                        max_in_flight: int) -> Iterator[t.EnrollResult]:
+        """Enroll each batch with skip_invalid; yield one result per batch, in order."""
+
+    @abc.abstractmethod
+    def _delete(self, gallery: str, *, ids: list[int], client_ids: list[str], label: str | None) -> int: ...
+
+    @abc.abstractmethod
+    def _list_classes(self, gallery: str, *, page_size: int, page_token: str) -> t.ClassPage: ...
+
+    @abc.abstractmethod
+    def _identify(self, gallery: str, probes: list[Payload], *, k, scoring, mean_k, threshold, target_far,
+                  labels) -> list[t.Identification]: ...
+
+    @abc.abstractmethod
+    def _verify_class(self, gallery: str, queries: list[tuple[Payload, str]], *, scoring, mean_k, threshold,
+                      target_far) -> list[t.Verification]: ...
+
+    @abc.abstractmethod
+    def _search(self, gallery: str, probes: list[Payload], *, k, labels) -> list[list[t.Neighbor]]: ...
+

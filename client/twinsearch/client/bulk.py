@@ -1,0 +1,189 @@
+"""Bulk indexing of a folder tree: one folder per class, streamed in batches, resumable.
+
+Layout: `ROOT/<class>/<...>/<image>`; with `class_depth=N` the label is the first N folder names
+joined by "/" (e.g. `class_depth=2` on `omniglot/Tagalog/character01/x.png` gives
+"Tagalog/character01"). Files not inside a class folder are reported, never guessed at.
+
+Every file's client id is its path relative to ROOT (POSIX separators, after an optional prefix), so
+enrolling the same tree again stores nothing twice: the server answers `created = False` for what it
+already holds, counted here as "skipped". A run that failed half-way is resumed by running it again.
+
+Files that cannot be read, or that the server cannot decode, are not fatal: the batch goes out with
+`skip_invalid` and the report lists each failure with its reason. The caller gets progress through a
+callback (the command line draws a bar from it); this module only logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from twinsearch.client.errors import InvalidArgument
+from twinsearch.client.inputs import Item
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm")
+
+
+@dataclass(frozen=True)
+class FolderEntry:
+    """One image file of the tree: where it is, its relative path (the client id) and its class."""
+
+    path: Path
+    relative: str
+    label: str
+
+
+@dataclass(frozen=True)
+class FileFailure:
+    path: str     # relative to the root
+    reason: str
+
+
+@dataclass(frozen=True)
+class BulkProgress:
+    """Counts so far, passed to the progress callback after each acknowledged batch."""
+
+    total: int     # files to send
+    done: int      # files acknowledged or failed locally
+    stored: int
+    skipped: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class BulkReport:
+    """What a bulk enrollment did. `sent` counts files sent to the server; of those, `stored` were new,
+    `skipped` were already stored (same client id), the rest failed there. `failures` also holds files
+    that could not be read or were outside a class folder."""
+
+    gallery: str
+    found: int
+    sent: int
+    stored: int
+    skipped: int
+    failures: tuple[FileFailure, ...] = field(default_factory=tuple)
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.sent / self.seconds if self.seconds > 0 else 0.0
+
+
+def walk_folder(
+    root: str | Path,
+    class_depth: int = 1,
+    extensions: Sequence[str] | None = None,
+) -> tuple[list[FolderEntry], list[FileFailure]]:
+    """The image files under `root` in a stable order, and the files outside any class folder.
+
+    Hidden files and folders (name starting with ".") are ignored, and so are files whose extension
+    is not in `extensions` (case-insensitive; default IMAGE_EXTENSIONS). Symbolic links to folders
+    are not followed.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise InvalidArgument(f"not a folder: {str(root)!r}")
+    if class_depth < 1:
+        raise InvalidArgument(f"class_depth must be >= 1, got {class_depth}")
+    wanted = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in (extensions or IMAGE_EXTENSIONS))
+    entries: list[FolderEntry] = []
+    outside: list[FileFailure] = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith(".") or not name.lower().endswith(wanted):
+                continue
+            path = Path(folder) / name
+            relative = path.relative_to(root).as_posix()
+            parts = relative.split("/")
+            if len(parts) <= class_depth:
+                outside.append(FileFailure(relative, f"not inside a class folder (class depth {class_depth})"))
+                continue
+            entries.append(FolderEntry(path, relative, "/".join(parts[:class_depth])))
+    return entries, outside
+
+
+def enroll_folder(
+    client,
+    gallery: str,
+    folder: str | Path,
+    *,
+    class_depth: int = 1,
+    batch_size: int = 32,
+    max_in_flight: int = 4,
+    id_prefix: str = "",
+    extensions: Sequence[str] | None = None,
+    progress: Callable[[BulkProgress], None] | None = None,
+) -> BulkReport:
+    """Enroll every image under `folder` into `gallery` through `client` (a Client or LocalClient).
+
+    Files are read lazily, `batch_size` per request, with at most `max_in_flight` requests awaiting
+    acknowledgement. `progress` is called with a BulkProgress before the first batch and after each
+    acknowledged one. Raises only for what stops the whole run (unknown gallery, lost server after
+    retries, ...); with client ids from relative paths, running it again resumes.
+    """
+    if batch_size < 1:
+        raise InvalidArgument(f"batch_size must be >= 1, got {batch_size}")
+    started = time.perf_counter()
+    entries, failures = walk_folder(folder, class_depth, extensions)
+    total = len(entries)
+    log.info("enroll_folder %s -> %s: %d files, %d outside class folders", folder, gallery, total, len(failures))
+    # Relative paths of each batch sent, in order: acknowledgements come back in the same order.
+    in_flight: deque[list[str]] = deque()
+    counts = {"sent": 0, "stored": 0, "skipped": 0, "local_failed": 0, "server_failed": 0}
+
+    def batches() -> Iterator[list[Item]]:
+        for start in range(0, total, batch_size):
+            items: list[Item] = []
+            names: list[str] = []
+            for entry in entries[start:start + batch_size]:
+                try:
+                    data = entry.path.read_bytes()
+                except OSError as exc:
+                    failures.append(FileFailure(entry.relative, f"cannot read: {exc.strerror or exc}"))
+                    counts["local_failed"] += 1
+                    continue
+                if not data:
+                    failures.append(FileFailure(entry.relative, "empty file"))
+                    counts["local_failed"] += 1
+                    continue
+                items.append(Item(label=entry.label, payload=data, client_id=id_prefix + entry.relative))
+                names.append(entry.relative)
+            if items:
+                in_flight.append(names)
+                counts["sent"] += len(items)
+                yield items
+
+    def report_progress() -> None:
+        if progress is not None:
+            done = counts["stored"] + counts["skipped"] + counts["server_failed"] + counts["local_failed"]
+            progress(BulkProgress(total=total, done=done, stored=counts["stored"], skipped=counts["skipped"],
+                                  failed=len(failures)))
+
+    report_progress()
+    for result in client._enroll_batches(gallery, batches(), max_in_flight=max_in_flight):
+        names = in_flight.popleft()
+        for item in result.stored:
+            counts["stored" if item.created else "skipped"] += 1
+        for failure in result.failed:
+            where = names[failure.index] if failure.index < len(names) else (failure.client_id or "?")
+            failures.append(FileFailure(where, failure.reason))
+            counts["server_failed"] += 1
+        report_progress()
+    seconds = time.perf_counter() - started
+    report = BulkReport(gallery=gallery, found=total, sent=counts["sent"], stored=counts["stored"],
+                        skipped=counts["skipped"], failures=tuple(failures), seconds=seconds)
+    log.info("enroll_folder %s: sent %d, stored %d, skipped %d, failed %d in %.1f s (%.0f images/s)",
+             gallery, report.sent, report.stored, report.skipped, report.failed, seconds, report.images_per_s)
+    return report

@@ -1,0 +1,135 @@
+"""What the client-side commands share: connection options, output as tables or JSON, error exits.
+
+This is the command-line layer: it reads `TWINSEARCH_ADDRESS` and `TWINSEARCH_TOKEN` for defaults and
+prints. The library underneath only logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import enum
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from twinsearch.client.errors import TwinsearchError
+
+DEFAULT_ADDRESS = "localhost:50051"
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser, *, json_output: bool = True,
+                             sub: bool = False) -> None:
+    """--address, --token, --timeout, --tls, --ca (and --json). With `sub` (on a sub-action's parser
+    beside the same options on its parent), they only override the parent's values when given."""
+
+    def default(value):
+        return argparse.SUPPRESS if sub else value
+
+    address = os.environ.get("TWINSEARCH_ADDRESS", DEFAULT_ADDRESS)
+    group = parser.add_argument_group("connection")
+    group.add_argument("--address", default=default(address),
+                       help=f"server HOST:PORT (default: $TWINSEARCH_ADDRESS or {DEFAULT_ADDRESS})")
+    group.add_argument("--token", default=default(os.environ.get("TWINSEARCH_TOKEN")),
+                       help="bearer token, when the server requires one (default: $TWINSEARCH_TOKEN)")
+    group.add_argument("--timeout", type=float, default=default(30.0), metavar="S",
+                       help="deadline of each call in seconds (default: 30)")
+    group.add_argument("--tls", action="store_true", default=default(False), help="connect with TLS")
+    group.add_argument("--ca", metavar="PEM", default=default(None),
+                       help="root certificates to verify the server with (implies --tls)")
+    if json_output:
+        parser.add_argument("--json", action="store_true", default=default(False),
+                            help="print machine-readable JSON instead of tables")
+
+
+def connect(args: argparse.Namespace):
+    from twinsearch.client.remote import Client
+
+    roots = None
+    if getattr(args, "ca", None):
+        with open(args.ca, "rb") as f:
+            roots = f.read()
+    return Client(args.address, token=args.token, timeout=args.timeout, tls=args.tls or roots is not None,
+                  root_certificates=roots)
+
+
+def handles_errors(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Turn the library's exceptions into one line on stderr and exit status 1 (no traceback)."""
+
+    @functools.wraps(run)
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except TwinsearchError as exc:
+            hint = ""
+            if exc.code in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+                hint = f" (is a server running at {getattr(args, 'address', '?')}? start one with `twinsearch serve`)"
+            print(f"error: {exc}{hint}", file=sys.stderr)
+            return 1
+
+    return wrapper
+
+
+def jsonable(obj: Any) -> Any:
+    """Dataclasses, enums, numpy arrays and tuples as plain JSON values."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out = {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        if hasattr(type(obj), "known"):
+            out["known"] = obj.known
+        return out
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    return obj
+
+
+def print_json(obj: Any) -> None:
+    print(json.dumps(jsonable(obj), indent=2))
+
+
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
+    """A plain-text table: columns padded to their widest cell, numbers right-aligned."""
+    cells = [[fmt(v) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    numeric = [all(isinstance(row[i], (int, float)) and not isinstance(row[i], bool) for row in rows) and bool(rows)
+               for i in range(len(headers))]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True))
+
+    out = [line(list(headers)), line(["-" * w for w in widths])]
+    out += [line(r) for r in cells]
+    return "\n".join(s.rstrip() for s in out)
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, enum.Enum):
+        return str(value.value)
+    return str(value)
+
+
+def add_threshold_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--threshold", type=float, metavar="D",
+                       help="decide 'same' when distance <= D (a distance in [0, 2]); "
+                            "default: the gallery's override or the model's calibrated operating point")
+    group.add_argument("--target-far", type=float, metavar="F",
+                       help="choose the threshold for this false-accept rate (e.g. 0.01) from the model's calibration")

@@ -1,0 +1,88 @@
+"""`twinsearch galleries [list|show|create|delete|classes]`: manage galleries."""
+
+from __future__ import annotations
+
+import argparse
+
+from twinsearch.client.commands._common import (
+    add_connection_arguments,
+    connect,
+    handles_errors,
+    print_json,
+    table,
+)
+from twinsearch.client.types import IndexKind, Scoring
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "List, show, create or delete galleries, or list a gallery's classes. A gallery is a named set of "
+        "enrolled classes bound to the server's model. Without an action: list."
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    listing = actions.add_parser("list", help="all galleries with their counts (the default)")
+    add_connection_arguments(listing, sub=True)
+    show = actions.add_parser("show", help="one gallery's settings and counts")
+    show.add_argument("name")
+    add_connection_arguments(show, sub=True)
+    create = actions.add_parser("create", help="create a gallery")
+    create.add_argument("name", help="1-64 letters, digits, '_', '.', '-'")
+    create.add_argument("--index", choices=[k.value for k in IndexKind], default="exact",
+                        help="exact (flat, the default), ivf or hnsw (approximate, for large galleries)")
+    create.add_argument("--scoring", choices=[s.value for s in Scoring], default="nearest",
+                        help="default class distance: nearest exemplar (default), prototype, mean_of_k")
+    create.add_argument("--mean-k", type=int, default=3, help="k for mean_of_k scoring (default: %(default)s)")
+    create.add_argument("--threshold", type=float, metavar="D",
+                        help="this gallery's decision threshold (a distance), instead of the model's default")
+    create.add_argument("--exist-ok", action="store_true", help="no error if it exists already")
+    add_connection_arguments(create, sub=True)
+    delete = actions.add_parser("delete", help="delete a gallery and everything enrolled in it")
+    delete.add_argument("name")
+    add_connection_arguments(delete, sub=True)
+    classes = actions.add_parser("classes", help="a gallery's enrolled classes with their item counts")
+    classes.add_argument("name")
+    add_connection_arguments(classes, sub=True)
+    add_connection_arguments(parser)
+
+
+def _gallery_row(g) -> tuple:
+    return (g.name, g.class_count, g.item_count, g.index.kind.value, g.scoring.value, g.threshold,
+            g.model_fingerprint[:12], g.dim)
+
+
+_GALLERY_HEADERS = ["gallery", "classes", "items", "index", "scoring", "threshold", "model", "dim"]
+
+
+@handles_errors
+def run(args: argparse.Namespace) -> int:
+    action = args.action or "list"
+    with connect(args) as client:
+        if action == "list":
+            result = client.galleries()
+            if args.json:
+                print_json(result)
+            elif result:
+                print(table([_gallery_row(g) for g in result], _GALLERY_HEADERS))
+            else:
+                print("no galleries; create one with `twinsearch galleries create NAME`")
+        elif action == "show":
+            g = client.get_gallery(args.name)
+            print_json(g) if args.json else print(table([_gallery_row(g)], _GALLERY_HEADERS))
+        elif action == "create":
+            g = client.create_gallery(args.name, index=args.index, scoring=args.scoring, mean_k=args.mean_k,
+                                      threshold=args.threshold, exist_ok=args.exist_ok)
+            print_json(g) if args.json else print(table([_gallery_row(g)], _GALLERY_HEADERS))
+        elif action == "delete":
+            deleted = client.delete_gallery(args.name)
+            if args.json:
+                print_json({"gallery": args.name, "items_deleted": deleted})
+            else:
+                print(f"deleted gallery {args.name!r} ({deleted} items)")
+        elif action == "classes":
+            result = client.classes(args.name)
+            if args.json:
+                print_json(result)
+            else:
+                print(table([(c.label, c.count) for c in result], ["class", "items"]))
+                print(f"{len(result)} classes, {sum(c.count for c in result)} items")
+    return 0

@@ -1,0 +1,117 @@
+"""What callers may pass, turned into what both clients hand on.
+
+The public methods of `Client` and `LocalClient` accept, wherever an image goes, a path, bytes, a PIL
+image or a numpy array (H x W or H x W x C), and wherever a vector may replace an image, a 1-D numpy
+array. Wherever a list goes a single item works too. This module decides, once for both clients:
+
+- whether an argument is one item or a batch (`as_batch`);
+- the canonical payload of one item (`payload`): encoded bytes, a pixel array in a wire dtype (uint8,
+  uint16 or float32), or a 1-D float32 vector. The remote client sends exactly this; the local client
+  hands exactly this to the engine, so both see the same input and give the same answer.
+
+A 2-D numpy array is an image, never a batch of vectors: pass `list(matrix)` for that.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from twinsearch.client.convert import ImageLike, image_payload, is_vector
+from twinsearch.client.errors import InvalidArgument
+
+Payload = Any  # bytes | np.ndarray (2-D/3-D pixels, or a 1-D float32 vector)
+
+_WIRE_DTYPES = ("uint8", "uint16", "float32")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One item to enroll, in canonical form."""
+
+    label: str
+    payload: Payload
+    client_id: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+def is_single(obj: object) -> bool:
+    """True for one image or vector; False for a list, tuple or other iterable of them."""
+    if isinstance(obj, (str, bytes, bytearray, memoryview, os.PathLike, np.ndarray)):
+        return True
+    if type(obj).__module__.startswith("PIL."):
+        return True
+    return not isinstance(obj, Iterable)
+
+
+def as_batch(obj: object) -> tuple[list, bool]:
+    """(items, single): a list of items and whether the caller passed one item rather than a list."""
+    if is_single(obj):
+        return [obj], True
+    return list(obj), False  # type: ignore[call-overload]
+
+
+def payload(item: ImageLike, where: str = "image") -> Payload:
+    """The canonical payload of an image or a vector (see the module docstring).
+
+    Raises InvalidArgument, naming `where`, for what is neither.
+    """
+    if is_vector(item):
+        vector = np.ascontiguousarray(item, dtype=np.float32)
+        if vector.size == 0:
+            raise InvalidArgument(f"{where}: empty vector")
+        return vector
+    try:
+        out = image_payload(item)
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"{where}: {exc.details}") from None
+    if isinstance(out, np.ndarray):
+        # The same dtype the wire form carries (convert.raw_image_to_pb): uint8, uint16, else float32.
+        dtype = out.dtype.name if out.dtype.name in _WIRE_DTYPES else "float32"
+        out = np.ascontiguousarray(out, dtype=dtype)
+    return out
+
+
+def payloads(items: Sequence[ImageLike], what: str = "images") -> list[Payload]:
+    if not items:
+        raise InvalidArgument(f"no {what} given")
+    return [payload(x, f"{what}[{i}]") for i, x in enumerate(items)]
+
+
+def broadcast(value: object, n: int, what: str) -> list:
+    """A per-item list from one value (repeated) or a list of exactly n values."""
+    if value is None or isinstance(value, (str, Mapping)):
+        return [value] * n
+    values = list(value)  # type: ignore[call-overload]
+    if len(values) != n:
+        raise InvalidArgument(f"{len(values)} {what} for {n} items")
+    return values
+
+
+def enroll_items(
+    label: str | Sequence[str],
+    images: object,
+    ids: str | Sequence[str | None] | None = None,
+    metadata: Mapping[str, str] | Sequence[Mapping[str, str] | None] | None = None,
+) -> list[Item]:
+    """Items for `enroll`: one label for all images or one per image; client ids and metadata the same."""
+    batch, _ = as_batch(images)
+    if not batch:
+        raise InvalidArgument("no images given")
+    n = len(batch)
+    labels = broadcast(label, n, "labels")
+    if isinstance(ids, str):
+        if n != 1:
+            raise InvalidArgument(f"one client id for {n} items: give one id per item")
+        ids = [ids]
+    client_ids = broadcast(ids, n, "client ids")
+    metas = broadcast(metadata, n, "metadata entries")
+    return [
+        Item(label=labels[i], payload=payload(batch[i], f"images[{i}]"), client_id=client_ids[i] or None,
+             metadata=dict(metas[i] or {}))
+        for i in range(n)
+    ]

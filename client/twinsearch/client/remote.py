@@ -1,0 +1,320 @@
+"""`Client`: the twinsearch API over gRPC.
+
+Every call carries a deadline (`timeout` seconds, per call overridable). A call that fails with
+UNAVAILABLE (server starting, restarting or shutting down) is retried with exponential backoff and
+jitter while the deadline allows; no other status is retried. An Enroll whose items do not all carry
+client ids is not retried, because re-sending it could store the items twice. Statuses become the
+exceptions of `twinsearch.client.errors` (NotFound, InvalidArgument, ...), carrying `code` and
+`details`; results are the dataclasses of `twinsearch.client.types` and numpy arrays.
+
+The enroll stream (bulk indexing) keeps at most `max_in_flight` batches unacknowledged; its deadline
+applies to each acknowledgement (no ack within `timeout` seconds cancels the stream), and after
+UNAVAILABLE it reconnects and re-sends the batches it holds no acknowledgement for, which client ids
+make idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+
+import grpc
+import numpy as np
+
+from twinsearch.client import convert as c
+from twinsearch.client import types as t
+from twinsearch.client.base import BaseClient
+from twinsearch.client.errors import DeadlineExceeded, InternalError, TwinsearchError, error_for_code
+from twinsearch.client.inputs import Item, Payload
+from twinsearch.v1 import twinsearch_pb2 as pb
+from twinsearch.v1 import twinsearch_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ADDRESS = "localhost:50051"
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+def error_from_rpc(exc: grpc.RpcError) -> TwinsearchError:
+    """The library's exception for a failed gRPC call (status name and details preserved)."""
+    code = exc.code() if hasattr(exc, "code") else None
+    details = (exc.details() if hasattr(exc, "details") else None) or str(exc)
+    name = code.name if code is not None else "UNKNOWN"
+    return error_for_code(name, details)
+
+
+class Client(BaseClient):
+    """The twinsearch API over gRPC.
+
+    `address`: "host:port". `token`: sent as "authorization: Bearer <token>" metadata when the
+    server requires one. `timeout`: the deadline of each call in seconds (retries included).
+    `tls`: use a TLS channel, verified against `root_certificates` (PEM bytes; None = the system's).
+    `retries`: attempts after the first on UNAVAILABLE, `backoff`: the first wait in seconds (doubling).
+    Use as a context manager, or call `close()`.
+    """
+
+    def __init__(
+        self,
+        address: str = DEFAULT_ADDRESS,
+        token: str | None = None,
+        timeout: float = 10.0,
+        *,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        retries: int = 4,
+        backoff: float = 0.1,
+        max_backoff: float = 2.0,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+    ):
+        if timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        self.address = address
+        self.timeout = float(timeout)
+        self.retries = int(retries)
+        self.backoff = float(backoff)
+        self.max_backoff = float(max_backoff)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        options = [
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+        ]
+        if tls or root_certificates is not None:
+            credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+            self._channel = grpc.secure_channel(address, credentials, options=options)
+        else:
+            self._channel = grpc.insecure_channel(address, options=options)
+        self._stub = twinsearch_pb2_grpc.TwinSearchStub(self._channel)
+
+    def __repr__(self) -> str:
+        return f"Client({self.address!r}, timeout={self.timeout})"
+
+    def close(self) -> None:
+        self._channel.close()
+
+    # ------------------------------------------------------------------------------- plumbing
+
+    def _sleep_before_retry(self, attempt: int, deadline: float) -> bool:
+        """Wait before retry number `attempt` (0-based); False when no retry is left or time is up."""
+        if attempt >= self.retries:
+            return False
+        delay = min(self.backoff * (2 ** attempt), self.max_backoff) * (0.5 + random.random() / 2)
+        if time.monotonic() + delay >= deadline:
+            return False
+        time.sleep(delay)
+        return True
+
+    def _call(self, method: str, request, *, retry: bool = True):
+        deadline = time.monotonic() + self.timeout
+        rpc = getattr(self._stub, method)
+        attempt = 0
+        while True:
+            remaining = max(deadline - time.monotonic(), 0.001)
+            try:
+                return rpc(request, timeout=remaining, metadata=self._metadata)
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAVAILABLE and retry and self._sleep_before_retry(attempt, deadline):
+                    log.debug("%s: UNAVAILABLE (%s), retry %d", method, exc.details(), attempt + 1)
+                    attempt += 1
+                    continue
+                raise error_from_rpc(exc) from None
+
+    # ----------------------------------------------------------------------------- primitives
+
+    def _info(self) -> t.ServerInfo:
+        return c.server_info_from_pb(self._call("Info", pb.InfoRequest()))
+
+    def _embed(self, images: list[Payload]) -> np.ndarray:
+        response = self._call("Embed", pb.EmbedRequest(images=[c.image_to_pb(x) for x in images]))
+        vectors = [c.vector_from_pb(v, f"vectors[{i}]") for i, v in enumerate(response.vectors)]
+        return c.vectors_to_matrix(vectors)
+
+    def _verify(self, pairs, *, threshold, target_far) -> list[t.Verification]:
+        request = pb.VerifyRequest(
+            pairs=[pb.Pair(a=c.input_to_pb(a), b=c.input_to_pb(b)) for a, b in pairs],
+            threshold=c.threshold_options_to_pb(threshold, target_far),
+        )
+        return [c.verification_from_pb(v) for v in self._call("Verify", request).results]
+
+    def _create_gallery(self, name, *, index, scoring, mean_k, threshold) -> t.GalleryInfo:
+        kind, params = c.index_spec_to_pb(index)
+        request = pb.CreateGalleryRequest(name=name, index=kind, params=params, scoring=c.scoring_to_pb(scoring),
+                                          mean_k=mean_k or 0)
+        if threshold is not None:
+            request.threshold = threshold
+        return c.gallery_from_pb(self._call("CreateGallery", request))
+
+    def _get_gallery(self, name) -> t.GalleryInfo:
+        return c.gallery_from_pb(self._call("GetGallery", pb.GetGalleryRequest(name=name)))
+
+    def _list_galleries(self) -> list[t.GalleryInfo]:
+        return [c.gallery_from_pb(g) for g in self._call("ListGalleries", pb.ListGalleriesRequest()).galleries]
+
+    def _delete_gallery(self, name) -> int:
+        return int(self._call("DeleteGallery", pb.DeleteGalleryRequest(name=name)).items_deleted)
+
+    def _enroll(self, gallery, items, *, skip_invalid) -> t.EnrollResult:
+        request = enroll_request(gallery, items, skip_invalid=skip_invalid)
+        idempotent = all(item.client_id for item in items)
+        return c.enroll_result_from_pb(self._call("Enroll", request, retry=idempotent))
+
+    def _enroll_batches(self, gallery, batches, *, max_in_flight) -> Iterator[t.EnrollResult]:
+        return _EnrollStream(self, gallery, batches, max_in_flight=max_in_flight).run()
+
+    def _delete(self, gallery, *, ids, client_ids, label) -> int:
+        request = pb.DeleteRequest(gallery=gallery, ids=ids, client_ids=client_ids, label=label or "")
+        return int(self._call("Delete", request).deleted)
+
+    def _list_classes(self, gallery, *, page_size, page_token) -> t.ClassPage:
+        request = pb.ListClassesRequest(gallery=gallery, page_size=page_size, page_token=page_token)
+        return c.class_page_from_pb(self._call("ListClasses", request))
+
+    def _identify(self, gallery, probes, *, k, scoring, mean_k, threshold, target_far, labels):
+        request = pb.IdentifyRequest(
+            gallery=gallery, probes=[c.input_to_pb(p) for p in probes], k=k, scoring=c.scoring_to_pb(scoring),
+            mean_k=mean_k or 0, threshold=c.threshold_options_to_pb(threshold, target_far), labels=labels or [],
+        )
+        return [c.identification_from_pb(r) for r in self._call("Identify", request).results]
+
+    def _verify_class(self, gallery, queries, *, scoring, mean_k, threshold, target_far):
+        request = pb.VerifyClassRequest(
+            gallery=gallery, queries=[pb.ClassQuery(probe=c.input_to_pb(p), label=label) for p, label in queries],
+            scoring=c.scoring_to_pb(scoring), mean_k=mean_k or 0,
+            threshold=c.threshold_options_to_pb(threshold, target_far),
+        )
+        return [c.verification_from_pb(v) for v in self._call("VerifyClass", request).results]
+
+    def _search(self, gallery, probes, *, k, labels):
+        request = pb.SearchRequest(gallery=gallery, probes=[c.input_to_pb(p) for p in probes], k=k,
+                                   labels=labels or [])
+        return c.neighbors_from_pb(self._call("Search", request))
+
+
+def enroll_request(gallery: str, items: list[Item], *, skip_invalid: bool, sequence: int = 0) -> pb.EnrollRequest:
+    return pb.EnrollRequest(
+        gallery=gallery,
+        items=[pb.EnrollItem(label=i.label, input=c.input_to_pb(i.payload), client_id=i.client_id or "",
+                             metadata=dict(i.metadata)) for i in items],
+        skip_invalid=skip_invalid,
+        sequence=sequence,
+    )
+
+
+class _EnrollStream:
+    """One bulk enrollment over EnrollStream, with flow control, an ack deadline and resumption.
+
+    Batches are pulled from `batches` only when fewer than `max_in_flight` are unacknowledged. Every
+    request goes out with skip_invalid and a sequence number; acknowledgements come back in order.
+    After UNAVAILABLE a new stream re-sends the unacknowledged batches first (client ids make that
+    idempotent, and `_enroll_batches` callers always set them), then goes on with the rest.
+    """
+
+    _DONE = object()
+
+    def __init__(self, client: Client, gallery: str, batches: Iterator[list[Item]], *, max_in_flight: int):
+        self.client = client
+        self.gallery = gallery
+        self.source = iter(batches)
+        self.max_in_flight = max(1, int(max_in_flight))
+        self.lock = threading.Lock()
+        self.unacked: deque[tuple[int, pb.EnrollRequest]] = deque()
+        self.next_sequence = 1
+        self.exhausted = False
+        self.source_error: BaseException | None = None
+        self.generation = 0
+
+    def _requests(self, generation: int, slots: threading.Semaphore, resend: deque) -> Iterator[pb.EnrollRequest]:
+        while True:
+            while not slots.acquire(timeout=0.2):
+                if generation != self.generation:
+                    return
+            with self.lock:
+                if generation != self.generation:
+                    return
+                if resend:
+                    request = resend.popleft()[1]
+                elif self.exhausted:
+                    return
+                else:
+                    try:
+                        items = next(self.source)
+                    except StopIteration:
+                        self.exhausted = True
+                        return
+                    except BaseException as exc:  # raised to the caller by run(), not lost in gRPC's thread
+                        self.source_error = exc
+                        self.exhausted = True
+                        return
+                    request = enroll_request(self.gallery, items, skip_invalid=True, sequence=self.next_sequence)
+                    self.unacked.append((self.next_sequence, request))
+                    self.next_sequence += 1
+            yield request
+
+    def _open(self):
+        with self.lock:
+            self.generation += 1
+            resend = deque(self.unacked)
+            slots = threading.Semaphore(self.max_in_flight)
+            requests = self._requests(self.generation, slots, resend)
+        call = self.client._stub.EnrollStream(requests, metadata=self.client._metadata)
+        acks: queue.Queue = queue.Queue()
+
+        def read() -> None:
+            try:
+                for response in call:
+                    acks.put(response)
+                    slots.release()
+                acks.put(self._DONE)
+            except grpc.RpcError as exc:
+                acks.put(exc)
+
+        threading.Thread(target=read, name="twinsearch-enroll-acks", daemon=True).start()
+        return call, acks
+
+    def run(self) -> Iterator[t.EnrollResult]:
+        call, acks = self._open()
+        attempt = 0
+        try:
+            while True:
+                try:
+                    ack = acks.get(timeout=self.client.timeout)
+                except queue.Empty:
+                    with self.lock:
+                        waiting = bool(self.unacked)
+                    if not waiting:
+                        continue  # the source is slow to produce a batch (reading files): not the server's fault
+                    call.cancel()
+                    raise DeadlineExceeded(
+                        f"enroll stream: no acknowledgement within {self.client.timeout:g} s"
+                    ) from None
+                if self.source_error is not None:
+                    raise self.source_error
+                if ack is self._DONE:
+                    with self.lock:
+                        if self.unacked:
+                            raise InternalError(f"enroll stream closed with {len(self.unacked)} batches unacknowledged")
+                    return
+                if isinstance(ack, grpc.RpcError):
+                    if ack.code() == grpc.StatusCode.UNAVAILABLE and self.client._sleep_before_retry(
+                            attempt, time.monotonic() + self.client.timeout):
+                        log.warning("enroll stream: UNAVAILABLE (%s); reconnecting, re-sending %d batches",
+                                    ack.details(), len(self.unacked))
+                        attempt += 1
+                        call, acks = self._open()
+                        continue
+                    raise error_from_rpc(ack) from None
+                with self.lock:
+                    if not self.unacked or self.unacked[0][0] != ack.sequence:
+                        expected = self.unacked[0][0] if self.unacked else None
+                        raise InternalError(f"enroll stream: acknowledgement {ack.sequence}, expected {expected}")
+                    self.unacked.popleft()
+                attempt = 0
+                yield c.enroll_result_from_pb(ack)
+        finally:
+            with self.lock:
+                self.generation += 1  # stops the request generator of the last stream
+            call.cancel()

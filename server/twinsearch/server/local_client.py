@@ -1,0 +1,111 @@
+"""`LocalClient`: the twinsearch API in-process, on the same engine the gRPC server runs.
+
+    from twinsearch.client import LocalClient        # imported lazily: needs torch and faiss
+    with LocalClient("./data") as c:                 # a folder: SQLite store and index snapshots
+        c.create_gallery("staff", exist_ok=True)
+        ...
+
+Same methods, same arguments, same answers and same exceptions as `twinsearch.client.Client`: the
+public methods (in `twinsearch.client.base.BaseClient`) normalise inputs identically for both, and
+the engine builds its answers from the same dataclasses the remote client decodes. Congruence tests
+run one scenario through both and compare. Calls have no deadline (nothing travels).
+
+Only one process may open a data folder at a time: a LocalClient and a server on the same folder
+would both write it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from twinsearch.client import types as t
+from twinsearch.client.base import BaseClient
+from twinsearch.client.inputs import Item
+
+from .engine import Engine, EnrollItem
+from .settings import EngineSettings
+
+
+def _engine_items(items: list[Item]) -> list[EnrollItem]:
+    return [EnrollItem(label=i.label, payload=i.payload, client_id=i.client_id, metadata=dict(i.metadata))
+            for i in items]
+
+
+class LocalClient(BaseClient):
+    """The twinsearch API on an in-process engine over the data folder `path`.
+
+    `model`: a model file, or None for the default model shipped with the package. `settings`: the
+    engine's limits and tuning (EngineSettings). `engine`: an already open Engine to wrap instead
+    (then `path`, `model` and `settings` are ignored and `close()` leaves the engine open).
+    """
+
+    def __init__(self, path: str | Path | None = None, model: str | Path | None = None, *,
+                 settings: EngineSettings | None = None, engine: Engine | None = None):
+        if engine is None:
+            if path is None:
+                raise ValueError("LocalClient needs a data folder (path) or an open engine")
+            self.engine = Engine.open(Path(path), None if model is None else Path(model),
+                                      settings or EngineSettings())
+            self._owns_engine = True
+        else:
+            self.engine = engine
+            self._owns_engine = False
+        self.path = None if path is None else Path(path)
+
+    def __repr__(self) -> str:
+        return f"LocalClient({str(self.path)!r})"
+
+    def close(self) -> None:
+        if self._owns_engine:
+            self.engine.close()
+
+    # ----------------------------------------------------------------------------- primitives
+
+    def _info(self) -> t.ServerInfo:
+        return self.engine.info()
+
+    def _embed(self, images) -> np.ndarray:
+        return self.engine.embed(images)
+
+    def _verify(self, pairs, *, threshold, target_far) -> list[t.Verification]:
+        return self.engine.verify(pairs, threshold=threshold, target_far=target_far)
+
+    def _create_gallery(self, name, *, index, scoring, mean_k, threshold) -> t.GalleryInfo:
+        return self.engine.create_gallery(name, index=index, scoring=scoring, mean_k=mean_k, threshold=threshold)
+
+    def _get_gallery(self, name) -> t.GalleryInfo:
+        return self.engine.get_gallery(name)
+
+    def _list_galleries(self) -> list[t.GalleryInfo]:
+        return self.engine.list_galleries()
+
+    def _delete_gallery(self, name) -> int:
+        return self.engine.delete_gallery(name)
+
+    def _enroll(self, gallery, items, *, skip_invalid) -> t.EnrollResult:
+        return self.engine.enroll(gallery, _engine_items(items), skip_invalid=skip_invalid)
+
+    def _enroll_batches(self, gallery, batches, *, max_in_flight) -> Iterator[t.EnrollResult]:
+        # In-process there is nothing to overlap with: one batch at a time, in order.
+        for items in batches:
+            yield self.engine.enroll(gallery, _engine_items(items), skip_invalid=True)
+
+    def _delete(self, gallery, *, ids, client_ids, label) -> int:
+        return self.engine.delete(gallery, ids=ids, client_ids=client_ids, label=label)
+
+    def _list_classes(self, gallery, *, page_size, page_token) -> t.ClassPage:
+        return self.engine.list_classes(gallery, page_size=page_size, page_token=page_token)
+
+    def _identify(self, gallery, probes, *, k, scoring, mean_k, threshold, target_far, labels):
+        return self.engine.identify(gallery, probes, k=k, scoring=scoring, mean_k=mean_k, threshold=threshold,
+                                    target_far=target_far, labels=labels)
+
+    def _verify_class(self, gallery, queries, *, scoring, mean_k, threshold, target_far):
+        return self.engine.verify_class(gallery, queries, scoring=scoring, mean_k=mean_k, threshold=threshold,
+                                        target_far=target_far)
+
+    def _search(self, gallery, probes, *, k, labels):
+        return self.engine.search(gallery, probes, k=k, labels=labels)
