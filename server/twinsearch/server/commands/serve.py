@@ -1,0 +1,121 @@
+"""`twinsearch serve`: run the gRPC server over a data folder until SIGTERM or SIGINT.
+
+Every flag has a `TWINSEARCH_*` environment variable (flag wins); this command is the only place
+that reads the environment. It prints one line once the server is up:
+
+    twinsearch serving on HOST:PORT
+
+(with the real port when --address asks for port 0), and exits 0 after a graceful shutdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+from twinsearch.server import settings as s
+
+log = logging.getLogger(__name__)
+
+# (flag, environment variable, type, default, help)
+_OPTIONS: tuple[tuple[str, str, type, object, str], ...] = (
+    ("--model", "TWINSEARCH_MODEL", Path, None, "model file (default: the model shipped with twinsearch)"),
+    ("--data-dir", "TWINSEARCH_DATA_DIR", Path, Path("twinsearch-data"),
+     "folder of the gallery store (SQLite and index snapshots); created if missing"),
+    ("--address", "TWINSEARCH_ADDRESS", str, s.DEFAULT_ADDRESS, "HOST:PORT to listen on (port 0: a free port)"),
+    ("--token", "TWINSEARCH_TOKEN", str, None,
+     "require 'authorization: Bearer TOKEN' metadata on every call but health"),
+    ("--tls-cert", "TWINSEARCH_TLS_CERT", Path, None, "PEM certificate chain: serve TLS (with --tls-key)"),
+    ("--tls-key", "TWINSEARCH_TLS_KEY", Path, None, "PEM private key of --tls-cert"),
+    ("--metrics-port", "TWINSEARCH_METRICS_PORT", int, None, "serve Prometheus metrics on this port"),
+    ("--metrics-address", "TWINSEARCH_METRICS_ADDRESS", str, "127.0.0.1", "interface of the metrics endpoint"),
+    ("--max-message-mb", "TWINSEARCH_MAX_MESSAGE_MB", int, s.DEFAULT_MAX_MESSAGE_MB,
+     "largest request or answer in MiB"),
+    ("--max-batch", "TWINSEARCH_MAX_BATCH", int, s.DEFAULT_MAX_BATCH,
+     "most images, pairs, probes or items in one request"),
+    ("--max-pixels", "TWINSEARCH_MAX_PIXELS", int, s.DEFAULT_MAX_PIXELS, "most pixels (width x height) per image"),
+    ("--max-k", "TWINSEARCH_MAX_K", int, s.DEFAULT_MAX_K, "largest k for identify and search"),
+    ("--batch-wait-ms", "TWINSEARCH_BATCH_WAIT_MS", float, s.DEFAULT_BATCH_WAIT_MS,
+     "how long a batch waits to gather concurrent calls"),
+    ("--torch-threads", "TWINSEARCH_TORCH_THREADS", int, 0, "encoder threads (0: one per CPU)"),
+    ("--workers", "TWINSEARCH_WORKERS", int, s.DEFAULT_WORKERS, "gRPC handler threads"),
+    ("--grace", "TWINSEARCH_GRACE", float, s.DEFAULT_GRACE_S, "seconds calls in flight get at shutdown"),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = "Each option can also be set with the environment variable named after it."
+    for flag, env, kind, default, text in _OPTIONS:
+        shown = "" if default is None else f" (default: {default})"
+        parser.add_argument(flag, type=kind, default=None, metavar=flag.lstrip("-").split("-")[-1].upper(),
+                            help=f"{text}{shown} [{env}]")
+
+
+def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> s.ServerSettings:
+    """The server settings from flags, then `TWINSEARCH_*` variables, then defaults."""
+    values: dict[str, object] = {}
+    for flag, env, kind, default, _ in _OPTIONS:
+        attr = flag.lstrip("-").replace("-", "_")
+        value = getattr(args, attr, None)
+        if value is None and environ.get(env, "") != "":
+            try:
+                value = kind(environ[env])
+            except ValueError:
+                raise ValueError(f"{env}={environ[env]!r} is not a valid {kind.__name__}") from None
+        values[attr] = default if value is None else value
+    engine = s.EngineSettings(
+        max_batch=values["max_batch"], max_pixels=values["max_pixels"], max_k=values["max_k"],
+        batch_wait_ms=values["batch_wait_ms"], torch_threads=values["torch_threads"],
+    )
+    return s.ServerSettings(
+        data_dir=values["data_dir"], model_path=values["model"], address=values["address"],
+        token=values["token"], tls_cert=values["tls_cert"], tls_key=values["tls_key"],
+        metrics_port=values["metrics_port"], metrics_address=values["metrics_address"],
+        max_message_mb=values["max_message_mb"], workers=values["workers"], grace_s=values["grace"],
+        engine=engine,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = settings_from(args, os.environ)
+    except ValueError as exc:
+        print(f"twinsearch serve: {exc}", file=sys.stderr)
+        return 2
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from twinsearch.encoder.errors import ModelFileError
+    from twinsearch.server.app import start_server
+
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        log.info("received %s", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        try:
+            running = start_server(settings)
+        except (ModelFileError, OSError) as exc:
+            print(f"twinsearch serve: {exc}", file=sys.stderr)
+            return 1
+        print(f"twinsearch serving on {running.address}", flush=True)
+        if running.metrics_port is not None:
+            print(f"twinsearch metrics on http://{settings.metrics_address}:{running.metrics_port}/metrics",
+                  flush=True)
+        while not stop.wait(0.5):
+            pass
+        running.stop(settings.grace_s)
+        print("twinsearch stopped", flush=True)
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

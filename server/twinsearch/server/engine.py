@@ -1,0 +1,505 @@
+"""The engine: everything the server does, without a transport.
+
+`Engine.open(data_dir, model_path)` loads the model, opens the gallery store and starts two batchers:
+one gathers the images of concurrent calls into encoder forward passes (on its own thread, with its
+own torch thread count), the other gathers the probes of concurrent queries on the same gallery with
+the same options into one gallery search. The gRPC servicer (`twinsearch.server.service`) and the
+in-process client (`twinsearch.client.LocalClient`) both call it, so both give the same answers.
+
+Inputs ("payloads") are what `twinsearch.client.convert.input_from_pb` returns: encoded image bytes, a
+pixel array (2-D or 3-D), or a vector (1-D). Vectors skip the encoder; images are embedded with the
+server's model. Errors are `twinsearch.client.errors` classes whose details name the item
+("probes[3]: ..."). Distances are Euclidean between L2-normalised embeddings, in [0, 2], smaller =
+more alike; a pair is "same" when its distance is <= the threshold in force.
+
+Thread-safe: every method may be called from many threads at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from twinsearch.client.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable
+from twinsearch.client.types import (
+    ClassPage,
+    EnrollFailure,
+    EnrollResult,
+    GalleryInfo,
+    Identification,
+    IndexSpec,
+    InputSpec,
+    ModelInfo,
+    Neighbor,
+    OperatingPoint,
+    Scoring,
+    ServerInfo,
+    Verification,
+)
+
+from . import deadlines
+from .batching import Batcher, wait_for
+from .payloads import Prepared, prepare
+from .settings import EngineSettings
+from .thresholds import MODEL_SOURCES, ThresholdPolicy
+from .validation import check_k, check_label
+
+log = logging.getLogger(__name__)
+
+Payload = Any  # bytes | np.ndarray: 2-D/3-D pixels, or a 1-D float32 vector
+API_VERSION = "v1"
+DEFAULT_MEAN_K = 3
+MAX_THRESHOLD = 2.0  # the largest Euclidean distance between unit vectors
+MAX_PAGE_SIZE = 10_000
+MAX_METADATA_BYTES = 64 * 1024  # per item: keys and values together
+DEFAULT_SETTINGS = EngineSettings()
+
+
+@dataclass(frozen=True)
+class EnrollItem:
+    """One item to enroll: its class label, an image or vector payload, an optional client id (makes
+    re-sending idempotent) and free-form string metadata (returned by search)."""
+
+    label: str
+    payload: Payload
+    client_id: str | None = None
+    metadata: Mapping[str, str] | None = field(default=None)
+
+
+BatchObserver = Callable[[str, int, int], None]  # (stage, calls gathered, rows)
+
+
+class Engine:
+    """The data plane. Build it with `Engine.open`; close it with `close()` (writes index snapshots)."""
+
+    def __init__(self, model, store, settings: EngineSettings = DEFAULT_SETTINGS, *,
+                 observer: BatchObserver | None = None):
+        self.model = model
+        self.store = store
+        self.settings = settings
+        self.policy = ThresholdPolicy(model.calibration, default=settings.default_threshold)
+        self.observer = observer
+        self._lock = threading.Condition()
+        self._calls = 0
+        self._closed = False
+        wait_s = settings.batch_wait_ms / 1000.0
+        self._encoder = Batcher("encoder", self._run_encoder, max_size=settings.encoder_batch, wait_s=wait_s,
+                                threads=1, on_start=self._encoder_thread_start,
+                                observe=lambda key, calls, rows: self._observe("encoder", calls, rows))
+        self._searcher = Batcher("search", self._run_search, max_size=settings.search_batch, wait_s=wait_s,
+                                 threads=2, observe=lambda key, calls, rows: self._observe(key[0], calls, rows))
+
+    @classmethod
+    def open(cls, data_dir: Path, model_path: Path | None = None, settings: EngineSettings = DEFAULT_SETTINGS,
+             *, observer: BatchObserver | None = None) -> Engine:
+        """Load the model (None: the default model shipped with the package), open (or create) the
+        gallery store in `data_dir`, catching its indexes up, and start the batchers."""
+        import torch
+
+        from twinsearch.encoder.model import load_model
+
+        torch.set_num_threads(settings.threads)
+        model = load_model(None if model_path is None else Path(model_path))
+        log.info("model %s (%s), dim %d, loaded", model.name, model.fingerprint, model.dim)
+        data_dir = Path(data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        store = _open_store(data_dir, settings)
+        log.info("gallery store at %s open: %d galleries", data_dir, len(store.list_galleries()))
+        return cls(model, store, settings, observer=observer)
+
+    # ------------------------------------------------------------------ life cycle
+    @contextmanager
+    def _call(self):
+        with self._lock:
+            if self._closed:
+                raise Unavailable("the server is shutting down")
+            self._calls += 1
+        try:
+            yield deadlines.current()
+        finally:
+            with self._lock:
+                self._calls -= 1
+                self._lock.notify_all()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Refuse new calls, let running ones finish (up to `timeout` s), stop the batchers, write index
+        snapshots and close the store. Safe to call twice."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if not self._lock.wait_for(lambda: self._calls == 0, timeout):
+                log.warning("closing with %d calls still running", self._calls)
+        self._encoder.close()
+        self._searcher.close()
+        self.store.close()
+        log.info("engine closed")
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ facts
+    def info(self) -> ServerInfo:
+        import faiss
+
+        with self._call():
+            gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+            return ServerInfo(
+                server_version=_version(),
+                api_version=API_VERSION,
+                model=self.model_info(),
+                index_backend=f"faiss {faiss.__version__}",
+                gpu=gpus > 0,
+                gpu_count=gpus,
+                galleries=tuple(g.name for g in self.store.list_galleries()),
+            )
+
+    def model_info(self) -> ModelInfo:
+        m = self.model
+        pre = m.preprocess
+        points: tuple[OperatingPoint, ...] = ()
+        default = None
+        cal = m.calibration
+        if cal is not None:
+            points = tuple(
+                OperatingPoint(name=p.name, distance=float(p.distance), far=float(p.far), frr=float(p.frr),
+                               genuine_pairs=int(cal.genuine_pairs), impostor_pairs=int(cal.impostor_pairs))
+                for p in (cal.points[name] for name in MODEL_SOURCES if name in cal.points)
+            )
+            default = MODEL_SOURCES[self.policy.default]
+        return ModelInfo(
+            name=m.name, fingerprint=m.fingerprint, dim=int(m.dim), metric=m.metric,
+            input=InputSpec(width=int(pre.width), height=int(pre.height), channels=int(pre.channels)),
+            thresholds=points, default_threshold=default,
+        )
+
+    # ------------------------------------------------------------------ embed and verify
+    def embed(self, images: Sequence[Payload]) -> np.ndarray:
+        """(n, dim) float32 L2-normalised embeddings of `images` (bytes or pixel arrays), in order."""
+        with self._call() as deadline:
+            self._check_count(len(images), "images")
+            for i, image in enumerate(images):
+                if isinstance(image, np.ndarray) and image.ndim == 1:
+                    raise InvalidArgument(f"images[{i}]: a 1-D array is a vector, not an image")
+            prepared = self._prepare(images, [f"images[{i}]" for i in range(len(images))])
+            return self._embed_prepared(prepared, deadline)
+
+    def verify(self, pairs: Sequence[tuple[Payload, Payload]], *, threshold: float | None = None,
+               target_far: float | None = None) -> list[Verification]:
+        """Is each pair the same class? Each side is an image or a vector."""
+        with self._call() as deadline:
+            self._check_count(len(pairs), "pairs")
+            decision = self._resolve(threshold, target_far)
+            flat: list[Payload] = []
+            names: list[str] = []
+            for i, pair in enumerate(pairs):
+                if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                    raise InvalidArgument(f"pairs[{i}]: a pair must have two sides")
+                flat.extend(pair)
+                names.extend((f"pairs[{i}].a", f"pairs[{i}].b"))
+            if not pairs:
+                return []
+            vectors = self._embed_prepared(self._prepare(flat, names), deadline)
+            a, b = vectors[0::2].astype(np.float64), vectors[1::2].astype(np.float64)
+            distances = np.clip(np.linalg.norm(a - b, axis=1), 0.0, MAX_THRESHOLD)
+            probabilities = self.policy.probability(distances)
+            return [
+                Verification(
+                    same=bool(d <= decision.distance), distance=float(d), threshold=decision,
+                    probability=None if probabilities is None else float(probabilities[i]),
+                )
+                for i, d in enumerate(distances)
+            ]
+
+    # ------------------------------------------------------------------ galleries
+    def create_gallery(self, name: str, *, index: IndexSpec | None = None, scoring: Scoring | None = None,
+                       mean_k: int | None = None, threshold: float | None = None) -> GalleryInfo:
+        """A new empty gallery bound to the server's model (fingerprint and dimension)."""
+        with self._call():
+            _check_threshold_range(threshold)
+            return self.store.create_gallery(
+                name, fingerprint=self.model.fingerprint, dim=int(self.model.dim),
+                index=index or IndexSpec(), scoring=scoring or Scoring.NEAREST,
+                mean_k=int(mean_k) if mean_k else DEFAULT_MEAN_K, threshold=threshold,
+            )
+
+    def get_gallery(self, name: str) -> GalleryInfo:
+        with self._call():
+            return self.store.get_gallery(name)
+
+    def list_galleries(self) -> list[GalleryInfo]:
+        with self._call():
+            return list(self.store.list_galleries())
+
+    def delete_gallery(self, name: str) -> int:
+        """Delete a gallery and its items; returns how many items it held."""
+        with self._call():
+            return int(self.store.delete_gallery(name))
+
+    # ------------------------------------------------------------------ enroll, delete, classes
+    def enroll(self, gallery: str, items: Sequence[EnrollItem], *, skip_invalid: bool = False) -> EnrollResult:
+        """Store labelled items, committed before this returns. With `skip_invalid`, invalid items are
+        reported in `failed` and the others stored; without it one bad item fails the whole batch."""
+        with self._call() as deadline:
+            self._check_count(len(items), "items")
+            self._usable_gallery(gallery)
+            failures: dict[int, str] = {}
+            seen_ids: dict[str, int] = {}
+            for i, item in enumerate(items):
+                try:
+                    _check_item(item, i, seen_ids)
+                except InvalidArgument as exc:
+                    if not skip_invalid:
+                        raise
+                    failures[i] = exc.details
+            prepared = self._prepare([it.payload for it in items], [f"items[{i}]" for i in range(len(items))],
+                                     collect_failures=skip_invalid, skip=sorted(failures))
+            failures.update(dict(prepared.failed))
+            ok = prepared.ok_positions
+            stored = ()
+            if ok:
+                vectors = self._embed_prepared(prepared, deadline)
+                deadline.check("storing")
+                stored = tuple(self.store.enroll(
+                    gallery, [items[i].label for i in ok], vectors,
+                    client_ids=[items[i].client_id or None for i in ok],
+                    metadata=[dict(items[i].metadata or {}) for i in ok],
+                    fingerprint=self.model.fingerprint,
+                ))
+            failed = tuple(EnrollFailure(index=i, client_id=items[i].client_id or None, reason=reason)
+                           for i, reason in sorted(failures.items()))
+            return EnrollResult(stored=stored, failed=failed)
+
+    def delete(self, gallery: str, *, ids: Sequence[int] = (), client_ids: Sequence[str] = (),
+               label: str | None = None) -> int:
+        """Delete items by stored id or client id, or a whole class by label; returns items removed."""
+        with self._call():
+            ids, client_ids = list(ids), list(client_ids)
+            if label:
+                if ids or client_ids:
+                    raise InvalidArgument("delete either a class (label) or items (ids, client_ids), not both")
+                return int(self.store.delete_class(gallery, label))
+            if not ids and not client_ids:
+                raise InvalidArgument("nothing to delete: give ids, client_ids or a label")
+            self._check_count(len(ids) + len(client_ids), "ids and client_ids")
+            return int(self.store.delete_items(gallery, ids=ids, client_ids=client_ids))
+
+    def list_classes(self, gallery: str, *, page_size: int = 100, page_token: str = "") -> ClassPage:
+        """Enrolled classes with their item counts, ordered by label, `page_size` (1 to 10,000) per page."""
+        with self._call():
+            page_size = check_k(page_size or 100, MAX_PAGE_SIZE, "page_size")
+            return self.store.list_classes(gallery, page_size=page_size, page_token=page_token or "")
+
+    # ------------------------------------------------------------------ queries
+    def identify(self, gallery: str, probes: Sequence[Payload], *, k: int = 5, scoring: Scoring | None = None,
+                 mean_k: int | None = None, threshold: float | None = None, target_far: float | None = None,
+                 labels: Sequence[str] | None = None) -> list[Identification]:
+        """For each probe, up to k enrolled classes ranked by class distance and a decision (a label, or
+        unknown when the best distance is over the threshold)."""
+        with self._call() as deadline:
+            self._check_count(len(probes), "probes")
+            k = check_k(k or 5, self.settings.max_k)
+            _check_threshold_range(threshold)
+            labels = _label_tuple(labels)
+            self._usable_gallery(gallery)
+            if not probes:
+                return []
+            vectors = self._vectors(probes, "probes", deadline)
+            key = ("identify", gallery, k, scoring, mean_k or None, labels, threshold, target_far)
+            return self._search(key, vectors, None, deadline)
+
+    def verify_class(self, gallery: str, queries: Sequence[tuple[Payload, str]], *, scoring: Scoring | None = None,
+                     mean_k: int | None = None, threshold: float | None = None,
+                     target_far: float | None = None) -> list[Verification]:
+        """Is each probe the enrolled class it names? Uses the same class distance as identify."""
+        with self._call() as deadline:
+            self._check_count(len(queries), "queries")
+            _check_threshold_range(threshold)
+            for i, query in enumerate(queries):
+                if not isinstance(query, (tuple, list)) or len(query) != 2:
+                    raise InvalidArgument(f"queries[{i}]: a query is (probe, label)")
+                check_label(query[1], where=f"queries[{i}]: ")
+            self._usable_gallery(gallery)
+            if not queries:
+                return []
+            vectors = self._vectors([q[0] for q in queries], "queries", deadline, suffix=".probe")
+            key = ("verify_class", gallery, scoring, mean_k or None, threshold, target_far)
+            return self._search(key, vectors, [q[1] for q in queries], deadline)
+
+    def search(self, gallery: str, probes: Sequence[Payload], *, k: int = 10,
+               labels: Sequence[str] | None = None) -> list[list[Neighbor]]:
+        """For each probe, its k nearest stored items, nearest first."""
+        with self._call() as deadline:
+            self._check_count(len(probes), "probes")
+            k = check_k(k or 10, self.settings.max_k)
+            labels = _label_tuple(labels)
+            self._usable_gallery(gallery)
+            if not probes:
+                return []
+            vectors = self._vectors(probes, "probes", deadline)
+            return self._search(("search", gallery, k, labels), vectors, None, deadline)
+
+    # ------------------------------------------------------------------ internals
+    def _check_count(self, n: int, what: str) -> None:
+        if n > self.settings.max_batch:
+            raise ResourceExhausted(f"{n} {what} in one call, at most {self.settings.max_batch}")
+
+    def _resolve(self, threshold: float | None, target_far: float | None):
+        _check_threshold_range(threshold)
+        if threshold is not None and target_far is not None:
+            raise InvalidArgument("give a threshold or a target false-accept rate, not both")
+        return self.policy.resolve(threshold=threshold, target_far=target_far)
+
+    def _usable_gallery(self, name: str) -> GalleryInfo:
+        """The gallery, if it exists and is bound to this model (checked before any embedding work)."""
+        info = self.store.get_gallery(name)
+        if info.model_fingerprint != self.model.fingerprint:
+            raise FailedPrecondition(
+                f"gallery {name!r} is bound to model {info.model_fingerprint!r}; this server runs model "
+                f"{self.model.fingerprint!r}"
+            )
+        return info
+
+    def _prepare(self, payloads: Sequence[Payload], names: Sequence[str], *, collect_failures: bool = False,
+                 skip: Sequence[int] = ()) -> Prepared:
+        return prepare(payloads, names, preprocess=self.model.preprocess, dim=int(self.model.dim),
+                       max_pixels=self.settings.max_pixels, collect_failures=collect_failures, skip=skip)
+
+    def _vectors(self, payloads: Sequence[Payload], what: str, deadline, suffix: str = "") -> np.ndarray:
+        prepared = self._prepare(payloads, [f"{what}[{i}]{suffix}" for i in range(len(payloads))])
+        return self._embed_prepared(prepared, deadline)
+
+    def _embed_prepared(self, prepared: Prepared, deadline) -> np.ndarray:
+        """Run the prepared images through the encoder batcher; vectors and embeddings in order."""
+        embedded = np.zeros((0, int(self.model.dim)), dtype=np.float32)
+        if len(prepared.images):
+            deadline.check("embedding")
+            future = self._encoder.submit("embed", prepared.images, len(prepared.images), deadline)
+            embedded = wait_for(future, deadline)
+        return prepared.assemble(embedded)
+
+    def _search(self, key: tuple, vectors: np.ndarray, extra: list | None, deadline) -> list:
+        deadline.check("searching")
+        future = self._searcher.submit(key, (vectors, extra), len(vectors), deadline)
+        return wait_for(future, deadline)
+
+    def _encoder_thread_start(self) -> None:
+        import torch
+
+        torch.set_num_threads(self.settings.threads)
+
+    def _run_encoder(self, key: Hashable, parts: Sequence[np.ndarray]) -> list[np.ndarray]:
+        images = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        step = self.settings.encoder_batch
+        chunks = [self.model.embed_arrays(images[i:i + step]) for i in range(0, len(images), step)]
+        out = np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
+        return _split(out, [len(p) for p in parts])
+
+    def _run_search(self, key: tuple, parts: Sequence[tuple[np.ndarray, list | None]]) -> list[list]:
+        vectors = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts])
+        op, gallery = key[0], key[1]
+        fp = self.model.fingerprint
+        if op == "identify":
+            _, _, k, scoring, mean_k, labels, threshold, target_far = key
+            results = self.store.identify(
+                gallery, vectors, policy=self.policy, k=k, scoring=scoring, mean_k=mean_k,
+                labels=list(labels) if labels is not None else None, threshold=threshold,
+                target_far=target_far, fingerprint=fp)
+        elif op == "verify_class":
+            _, _, scoring, mean_k, threshold, target_far = key
+            labels = [label for p in parts for label in p[1]]
+            results = self.store.verify_class(
+                gallery, vectors, labels, policy=self.policy, scoring=scoring, mean_k=mean_k,
+                threshold=threshold, target_far=target_far, fingerprint=fp)
+        else:
+            _, _, k, labels = key
+            results = self.store.search(gallery, vectors, k=k,
+                                        labels=list(labels) if labels is not None else None, fingerprint=fp)
+        return _split(list(results), [len(p[0]) for p in parts])
+
+    def _observe(self, stage: str, calls: int, rows: int) -> None:
+        if self.observer is not None:
+            self.observer(stage, calls, rows)
+
+
+# ---------------------------------------------------------------------- helpers
+def _split(rows, sizes: Sequence[int]) -> list:
+    out, start = [], 0
+    for n in sizes:
+        out.append(rows[start:start + n])
+        start += n
+    return out
+
+
+def _check_threshold_range(threshold: float | None) -> None:
+    if threshold is None:
+        return
+    value = float(threshold)
+    if not (0.0 <= value <= MAX_THRESHOLD):  # also refuses NaN
+        raise InvalidArgument(f"threshold must be a distance in [0, 2], got {threshold!r}")
+
+
+def _label_tuple(labels: Sequence[str] | None) -> tuple[str, ...] | None:
+    if labels is None:
+        return None
+    if isinstance(labels, str):
+        raise InvalidArgument("labels must be a list of labels, not one string")
+    labels = tuple(labels)
+    for i, label in enumerate(labels):
+        check_label(label, where=f"labels[{i}]: ")
+    return labels or None
+
+
+def _check_item(item: EnrollItem, i: int, seen_ids: dict[str, int]) -> None:
+    where = f"items[{i}]: "
+    if not isinstance(item, EnrollItem):
+        raise InvalidArgument(f"{where}expected an EnrollItem, not {type(item).__name__}")
+    check_label(item.label, where=where)
+    cid = item.client_id or None
+    if cid is not None:
+        if not isinstance(cid, str):
+            raise InvalidArgument(f"{where}client id must be a string")
+        if cid in seen_ids:
+            raise InvalidArgument(f"{where}client id {cid!r} repeats items[{seen_ids[cid]}] of the same batch")
+        seen_ids[cid] = i
+    if item.metadata:
+        size = 0
+        for key, value in item.metadata.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise InvalidArgument(f"{where}metadata must map strings to strings")
+            size += len(key.encode()) + len(value.encode())
+        if size > MAX_METADATA_BYTES:
+            raise InvalidArgument(f"{where}metadata is {size} bytes, at most {MAX_METADATA_BYTES}")
+
+
+def _open_store(data_dir: Path, settings: EngineSettings):
+    """Open the gallery store with limits that agree with the engine's (`settings.store` overrides)."""
+    from .store import GalleryStore, StoreSettings
+
+    options = {
+        "max_k": settings.max_k,
+        # A gathered search holds up to search_batch probes, or one request of up to max_batch.
+        "max_queries": max(settings.max_batch, settings.search_batch),
+        "max_batch": max(settings.max_batch, StoreSettings.max_batch),
+        **settings.store,
+    }
+    return GalleryStore.open(data_dir, StoreSettings(**options))
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("twinsearch")
+    except PackageNotFoundError:
+        return "0.0.0+unknown"

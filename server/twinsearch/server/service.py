@@ -1,0 +1,224 @@
+"""The gRPC servicer: a thin skin over the engine.
+
+Each method converts its request (`twinsearch.client.convert`), calls the engine, and converts the
+answer back. The `_rpc` decorator does the rest for every method, once: the call's deadline and
+liveness (`deadlines.call_scope`), metrics, and errors mapped to status codes (`status.status_for`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable, Iterator
+
+import grpc
+
+from twinsearch.client import convert as c
+from twinsearch.client.errors import InvalidArgument, ResourceExhausted, Unavailable
+from twinsearch.client.types import EnrollFailure, EnrollResult
+from twinsearch.v1 import twinsearch_pb2 as pb
+from twinsearch.v1 import twinsearch_pb2_grpc
+
+from .deadlines import Deadline, call_scope
+from .engine import Engine, EnrollItem
+from .metrics import Metrics
+from .status import status_for
+
+log = logging.getLogger(__name__)
+
+
+def _deadline(context: grpc.ServicerContext) -> Deadline:
+    return Deadline.after(context.time_remaining(), context.is_active)
+
+
+def _rpc(items: Callable[[object], int] | None = None):
+    """Decorate a unary-unary servicer method: deadline scope, metrics, one error mapping."""
+
+    def wrap(fn):
+        name = fn.__name__
+
+        @functools.wraps(fn)
+        def handler(self: TwinSearchServicer, request, context: grpc.ServicerContext):
+            started = time.perf_counter()
+            code, details, answer = grpc.StatusCode.OK, "", None
+            self.metrics.in_flight.labels(name).inc()
+            try:
+                if items is not None:
+                    self.metrics.items.labels(name).inc(items(request))
+                if self.closing:
+                    raise Unavailable("the server is shutting down; retry on another replica or later")
+                with call_scope(_deadline(context)):
+                    answer = fn(self, request, context)
+            except Exception as exc:  # noqa: BLE001 - every error becomes a status, never a traceback
+                code, details = status_for(exc, name)
+            finally:
+                self.metrics.in_flight.labels(name).dec()
+                self.metrics.rpcs.labels(name, code.name).inc()
+                self.metrics.latency.labels(name).observe(time.perf_counter() - started)
+            if code is not grpc.StatusCode.OK:
+                log.debug("%s -> %s: %s", name, code.name, details)
+                context.abort(code, details)
+            return answer
+
+        return handler
+
+    return wrap
+
+
+class TwinSearchServicer(twinsearch_pb2_grpc.TwinSearchServicer):
+    def __init__(self, engine: Engine, metrics: Metrics | None = None):
+        self.engine = engine
+        self.metrics = metrics or Metrics()
+        self.closing = False
+
+    def _count(self, n: int, what: str) -> None:
+        """Refuse an oversized batch before converting it (the engine checks again)."""
+        limit = self.engine.settings.max_batch
+        if n > limit:
+            raise ResourceExhausted(f"{n} {what} in one call, at most {limit}")
+
+    # ------------------------------------------------------------------ facts, embed, verify
+    @_rpc()
+    def Info(self, request: pb.InfoRequest, context) -> pb.InfoResponse:
+        return c.server_info_to_pb(self.engine.info())
+
+    @_rpc(items=lambda r: len(r.images))
+    def Embed(self, request: pb.EmbedRequest, context) -> pb.EmbedResponse:
+        self._count(len(request.images), "images")
+        images = [c.image_from_pb(image, f"images[{i}]") for i, image in enumerate(request.images)]
+        vectors = self.engine.embed(images)
+        return pb.EmbedResponse(vectors=[c.vector_to_pb(v) for v in vectors],
+                                model_fingerprint=self.engine.model.fingerprint)
+
+    @_rpc(items=lambda r: len(r.pairs))
+    def Verify(self, request: pb.VerifyRequest, context) -> pb.VerifyResponse:
+        self._count(len(request.pairs), "pairs")
+        pairs = [(c.input_from_pb(p.a, f"pairs[{i}].a"), c.input_from_pb(p.b, f"pairs[{i}].b"))
+                 for i, p in enumerate(request.pairs)]
+        threshold, target_far = c.threshold_options_from_pb(request.threshold)
+        results = self.engine.verify(pairs, threshold=threshold, target_far=target_far)
+        return pb.VerifyResponse(results=[c.verification_to_pb(r) for r in results])
+
+    # ------------------------------------------------------------------ galleries
+    @_rpc()
+    def CreateGallery(self, request: pb.CreateGalleryRequest, context) -> pb.Gallery:
+        info = self.engine.create_gallery(
+            request.name,
+            index=c.index_spec_from_pb(request.index, request.params),
+            scoring=c.scoring_from_pb(request.scoring),
+            mean_k=request.mean_k or None,
+            threshold=request.threshold if request.HasField("threshold") else None,
+        )
+        return c.gallery_to_pb(info)
+
+    @_rpc()
+    def GetGallery(self, request: pb.GetGalleryRequest, context) -> pb.Gallery:
+        return c.gallery_to_pb(self.engine.get_gallery(request.name))
+
+    @_rpc()
+    def ListGalleries(self, request: pb.ListGalleriesRequest, context) -> pb.ListGalleriesResponse:
+        return pb.ListGalleriesResponse(galleries=[c.gallery_to_pb(g) for g in self.engine.list_galleries()])
+
+    @_rpc()
+    def DeleteGallery(self, request: pb.DeleteGalleryRequest, context) -> pb.DeleteGalleryResponse:
+        return pb.DeleteGalleryResponse(items_deleted=self.engine.delete_gallery(request.name))
+
+    # ------------------------------------------------------------------ enroll, delete, classes
+    @_rpc(items=lambda r: len(r.items))
+    def Enroll(self, request: pb.EnrollRequest, context) -> pb.EnrollResponse:
+        return self._enroll(request)
+
+    def EnrollStream(self, request_iterator: Iterator[pb.EnrollRequest], context) -> Iterator[pb.EnrollResponse]:
+        """One acknowledgement per committed batch, in order; the first failing batch ends the stream
+        with its status (the batches acknowledged before it stay committed)."""
+        name = "EnrollStream"
+        started = time.perf_counter()
+        code, details = grpc.StatusCode.OK, ""
+        self.metrics.in_flight.labels(name).inc()
+        try:
+            if self.closing:
+                raise Unavailable("the server is shutting down; retry on another replica or later")
+            with call_scope(_deadline(context)):
+                for request in request_iterator:
+                    self.metrics.items.labels(name).inc(len(request.items))
+                    yield self._enroll(request)
+        except Exception as exc:  # noqa: BLE001 - every error becomes a status
+            code, details = status_for(exc, name)
+        finally:
+            self.metrics.in_flight.labels(name).dec()
+            self.metrics.rpcs.labels(name, code.name).inc()
+            self.metrics.latency.labels(name).observe(time.perf_counter() - started)
+        if code is not grpc.StatusCode.OK:
+            context.abort(code, details)
+
+    def _enroll(self, request: pb.EnrollRequest) -> pb.EnrollResponse:
+        self._count(len(request.items), "items")
+        items: list[EnrollItem] = []
+        positions: list[int] = []  # request position of each item handed to the engine
+        failed: list[EnrollFailure] = []
+        for i, item in enumerate(request.items):
+            try:
+                payload = c.input_from_pb(item.input, f"items[{i}]")
+            except InvalidArgument as exc:
+                if not request.skip_invalid:
+                    raise
+                failed.append(EnrollFailure(index=i, client_id=item.client_id or None, reason=exc.details))
+                continue
+            items.append(EnrollItem(label=item.label, payload=payload, client_id=item.client_id or None,
+                                    metadata=c.metadata_from_pb(item.metadata)))
+            positions.append(i)
+        result = self.engine.enroll(request.gallery, items, skip_invalid=request.skip_invalid)
+        if failed:
+            # The engine numbered its failures within the items it was given: back to request positions.
+            engine_failed = [EnrollFailure(index=positions[f.index], client_id=f.client_id,
+                                           reason=f.reason.replace(f"items[{f.index}]", f"items[{positions[f.index]}]", 1))
+                             for f in result.failed]
+            result = EnrollResult(stored=result.stored,
+                                  failed=tuple(sorted(failed + engine_failed, key=lambda f: f.index)))
+        return c.enroll_result_to_pb(result, sequence=request.sequence)
+
+    @_rpc(items=lambda r: len(r.ids) + len(r.client_ids))
+    def Delete(self, request: pb.DeleteRequest, context) -> pb.DeleteResponse:
+        deleted = self.engine.delete(request.gallery, ids=list(request.ids), client_ids=list(request.client_ids),
+                                     label=request.label or None)
+        return pb.DeleteResponse(deleted=deleted)
+
+    @_rpc()
+    def ListClasses(self, request: pb.ListClassesRequest, context) -> pb.ListClassesResponse:
+        page = self.engine.list_classes(request.gallery, page_size=request.page_size or 100,
+                                        page_token=request.page_token)
+        return c.class_page_to_pb(page)
+
+    # ------------------------------------------------------------------ queries
+    @_rpc(items=lambda r: len(r.probes))
+    def Identify(self, request: pb.IdentifyRequest, context) -> pb.IdentifyResponse:
+        self._count(len(request.probes), "probes")
+        probes = [c.input_from_pb(p, f"probes[{i}]") for i, p in enumerate(request.probes)]
+        threshold, target_far = c.threshold_options_from_pb(request.threshold)
+        results = self.engine.identify(
+            request.gallery, probes, k=request.k or 5, scoring=c.scoring_from_pb(request.scoring),
+            mean_k=request.mean_k or None, threshold=threshold, target_far=target_far,
+            labels=list(request.labels) or None,
+        )
+        return pb.IdentifyResponse(results=[c.identification_to_pb(r) for r in results])
+
+    @_rpc(items=lambda r: len(r.queries))
+    def VerifyClass(self, request: pb.VerifyClassRequest, context) -> pb.VerifyResponse:
+        self._count(len(request.queries), "queries")
+        queries = [(c.input_from_pb(q.probe, f"queries[{i}].probe"), q.label)
+                   for i, q in enumerate(request.queries)]
+        threshold, target_far = c.threshold_options_from_pb(request.threshold)
+        results = self.engine.verify_class(
+            request.gallery, queries, scoring=c.scoring_from_pb(request.scoring), mean_k=request.mean_k or None,
+            threshold=threshold, target_far=target_far,
+        )
+        return pb.VerifyResponse(results=[c.verification_to_pb(r) for r in results])
+
+    @_rpc(items=lambda r: len(r.probes))
+    def Search(self, request: pb.SearchRequest, context) -> pb.SearchResponse:
+        self._count(len(request.probes), "probes")
+        probes = [c.input_from_pb(p, f"probes[{i}]") for i, p in enumerate(request.probes)]
+        results = self.engine.search(request.gallery, probes, k=request.k or 10,
+                                     labels=list(request.labels) or None)
+        return c.neighbors_to_pb(results)
