@@ -33,6 +33,21 @@ class ImageArrays:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def subset_classes(self, classes: np.ndarray) -> ImageArrays:
+        """The images of the given class indices, relabelled 0..len(classes)-1 in that order."""
+        classes = np.asarray(classes, dtype=np.int64)
+        remap = np.full(self.num_classes, -1, dtype=np.int64)
+        remap[classes] = np.arange(len(classes))
+        mask = remap[self.labels] >= 0
+        return ImageArrays(self.images[mask], remap[self.labels[mask]], tuple(self.classes[c] for c in classes),
+                           tuple(self.groups[c] for c in classes),
+                           {**self.summary, "classes": int(len(classes)), "images": int(mask.sum())})
+
+    def subset_images(self, mask: np.ndarray) -> ImageArrays:
+        """The images where `mask` (N,) bool is true; classes unchanged."""
+        return ImageArrays(self.images[mask], self.labels[mask], self.classes, self.groups,
+                           {**self.summary, "images": int(mask.sum())})
+
     def group_labels(self) -> np.ndarray:
         """(num_classes,) int64 group index of each class (groups in order of first appearance)."""
         names = list(dict.fromkeys(self.groups))

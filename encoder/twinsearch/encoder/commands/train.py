@@ -1,0 +1,224 @@
+"""`twinsearch train`: train an encoder on a folder tree (or zip, or idx files) and write a model file.
+
+The default Omniglot model was made with (see its card for the exact command):
+
+    twinsearch train --data data/omniglot/images_background_small1.zip --class-depth 2 \\
+        --calib-data data/omniglot/images_background_small2.zip --calib-class-depth 2 \\
+        --calib-groups 'Japanese_(katakana)' Sanskrit Tagalog --invert --size 56 --rotations \\
+        --minutes 20 --out omniglot.tsm
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = parser.add_argument_group("data")
+    d.add_argument("--data", required=True, help="folder tree, zip of one, or idx folder (with --split)")
+    d.add_argument("--class-depth", type=int, default=1, help="folder depth of classes (Omniglot: 2)")
+    d.add_argument("--split", choices=("train", "test"), help="idx folders: which split")
+    d.add_argument("--groups", nargs="*", default=[], help="train only on these groups (class depth >= 2)")
+    d.add_argument("--exclude-groups", nargs="*", default=[], help="leave these groups out of training")
+    d.add_argument("--val-fraction", type=float, default=0.1,
+                   help="fraction of the training classes held out for validation (0: none; keep the last step)")
+    d.add_argument("--val-by", choices=("classes", "images"), default="classes",
+                   help="hold out whole classes (open set, default) or images of every class (closed set)")
+    d.add_argument("--calib-data", help="held-out data for calibration and the card's evaluation "
+                                        "(default: the validation split)")
+    d.add_argument("--calib-class-depth", type=int, default=None)
+    d.add_argument("--calib-split", choices=("train", "test"))
+    d.add_argument("--calib-groups", nargs="*", default=[])
+
+    p = parser.add_argument_group("input")
+    p.add_argument("--size", type=int, default=56, help="input width and height in pixels")
+    p.add_argument("--channels", type=int, choices=(1, 3), default=1)
+    p.add_argument("--resize", choices=("stretch", "fit"), default="stretch")
+    p.add_argument("--invert", action="store_true", help="dark ink on a light background (Omniglot)")
+    p.add_argument("--mean", type=float, nargs="+", default=[0.0])
+    p.add_argument("--std", type=float, nargs="+", default=[1.0])
+
+    m = parser.add_argument_group("model")
+    m.add_argument("--backbone", choices=("conv4", "koch", "signet", "resnet"), default="conv4")
+    m.add_argument("--widths", type=int, nargs="+", help="conv4/resnet channel widths, e.g. 64 64 64 64")
+    m.add_argument("--pool", choices=("flatten", "avg"), help="conv4: flatten (default) or average-pool")
+    m.add_argument("--dim", type=int, default=128, help="embedding dimension")
+    m.add_argument("--dropout", type=float, default=0.0, help="dropout before the embedding layer")
+
+    t = parser.add_argument_group("training")
+    t.add_argument("--loss", choices=("normsoftmax", "prototypical", "triplet", "contrastive", "contrastive-pairs"),
+                   default="normsoftmax")
+    t.add_argument("--margin", type=float, default=None, help="loss margin (triplet 0.2, contrastive 1.0, "
+                                                              "normsoftmax 0.1 by default)")
+    t.add_argument("--scale", type=float, default=None, help="logit scale (normsoftmax 16, prototypical 10)")
+    t.add_argument("--mining", choices=("batch_hard", "semi_hard", "all"), default="batch_hard")
+    t.add_argument("--label-smoothing", type=float, default=0.0)
+    t.add_argument("-P", "--classes-per-batch", type=int, default=64)
+    t.add_argument("-K", "--images-per-class", type=int, default=2)
+    t.add_argument("--lr", type=float, default=3e-3)
+    t.add_argument("--weight-decay", type=float, default=5e-4)
+    t.add_argument("--minutes", type=float, default=0.0, help="time budget (wall clock) in minutes")
+    t.add_argument("--steps", type=int, default=0, help="step limit")
+    t.add_argument("--rotations", action="store_true", help="rotated copies as extra classes (characters)")
+    t.add_argument("--no-augment", action="store_true", help="no random affine distortions")
+    t.add_argument("--aug-rotation", type=float, default=10.0, help="degrees")
+    t.add_argument("--aug-shear", type=float, default=0.3, help="radians")
+    t.add_argument("--aug-scale", type=float, nargs=2, default=[0.8, 1.2])
+    t.add_argument("--aug-translate", type=float, default=0.1, help="fraction of the size")
+    t.add_argument("--aug-thickness", type=float, default=0.0, help="probability of stroke dilation/erosion")
+    t.add_argument("--val-every", type=int, default=200, help="steps between validations")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    t.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
+    t.add_argument("--checkpoint", help="checkpoint file (default: OUT.ckpt)")
+    t.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+
+    o = parser.add_argument_group("output")
+    o.add_argument("--out", required=True, help="model file to write")
+    o.add_argument("--name", help="model name (default: the output file's stem)")
+    o.add_argument("--eval-way", type=int, default=20)
+    o.add_argument("--eval-episodes", type=int, default=400)
+    o.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _config(args: argparse.Namespace):
+    from ..training import TrainConfig
+
+    backbone_args: dict = {}
+    if args.widths:
+        backbone_args["widths"] = list(args.widths)
+    if args.pool:
+        backbone_args["pool"] = args.pool
+    margin = args.margin
+    if margin is None:
+        margin = {"triplet": 0.2, "contrastive": 1.0, "contrastive-pairs": 1.0, "normsoftmax": 0.1}.get(args.loss, 0.0)
+    scale = args.scale if args.scale is not None else (10.0 if args.loss == "prototypical" else 16.0)
+    augment = None if args.no_augment else {
+        "rotation": args.aug_rotation, "shear": args.aug_shear, "scale": list(args.aug_scale),
+        "translate": args.aug_translate, "thickness": args.aug_thickness}
+    return TrainConfig(
+        backbone=args.backbone, backbone_args=backbone_args, dim=args.dim,
+        head_args={"dropout": args.dropout} if args.dropout else {}, loss=args.loss, margin=margin, scale=scale,
+        mining=args.mining, label_smoothing=args.label_smoothing, classes_per_batch=args.classes_per_batch,
+        images_per_class=args.images_per_class, lr=args.lr, weight_decay=args.weight_decay, steps=args.steps,
+        minutes=args.minutes, rotations=args.rotations, augment=augment, val_every=args.val_every,
+        seed=args.seed, threads=args.threads)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from ..data import load_arrays, open_source
+    from ..data.loading import split_classes
+    from ..evaluation import calibrate, evaluate_embeddings
+    from ..model import EncoderModel
+    from ..preprocess import Preprocess
+    from ..training import Trainer
+
+    command = "twinsearch " + shlex.join(sys.argv[1:])
+    if not args.minutes and not args.steps:
+        print("twinsearch train: give --minutes, --steps or both", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = _config(args)
+    preprocess = Preprocess(width=args.size, height=args.size, channels=args.channels, resize=args.resize,
+                            invert=args.invert, mean=tuple(args.mean), std=tuple(args.std))
+    source = open_source(args.data, args.class_depth, args.split)
+    if args.groups or args.exclude_groups:
+        source = source.select_groups(args.groups, args.exclude_groups)
+    with tqdm(total=len(source), desc="decoding", unit="img", disable=args.no_progress, leave=False) as bar:
+        everything = load_arrays(source, preprocess, progress=lambda i, n: bar.update(1))
+
+    # Validation split: whole classes (open set) or a fraction of each class's images (closed set).
+    train, val = everything, None
+    if args.val_fraction > 0:
+        if args.val_by == "classes":
+            keep, held = split_classes(everything.num_classes, args.val_fraction, args.seed)
+            train, val = everything.subset_classes(keep), everything.subset_classes(held)
+        else:
+            rng = np.random.default_rng(args.seed)
+            mask = rng.random(len(everything)) < args.val_fraction
+            train, val = everything.subset_images(~mask), everything.subset_images(mask)
+
+    calib = val
+    calib_summary = None
+    if args.calib_data:
+        csrc = open_source(args.calib_data, args.calib_class_depth or args.class_depth, args.calib_split)
+        if args.calib_groups:
+            csrc = csrc.select_groups(args.calib_groups)
+        calib = load_arrays(csrc, preprocess)
+        calib_summary = csrc.summary()
+
+    bar = tqdm(total=1000, desc="training", unit="‰", disable=args.no_progress,
+               bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}")
+    status: dict = {}
+
+    def on_event(event: dict) -> None:
+        if event["kind"] == "step":
+            bar.update(int(event["progress"] * 1000) - bar.n)
+            status.update(step=event["step"], loss=f"{event['loss']:.3f}", lr=f"{event['lr']:.2e}")
+        else:
+            status.update(val=f"{event['val_oneshot']:.3f}", best=f"{event['best']:.3f}",
+                          r1=f"{event['val_recall_at_1']:.3f}")
+        if event["kind"] == "val" or event["step"] % 10 == 0:
+            bar.set_postfix(status, refresh=False)
+
+    checkpoint = args.checkpoint or f"{args.out}.ckpt"
+    trainer = Trainer(config, preprocess, train, val, device=args.device, checkpoint=checkpoint, callback=on_event)
+    result = trainer.fit(resume=args.resume)
+    bar.update(1000 - bar.n)
+    bar.close()
+
+    from pathlib import Path
+
+    name = args.name or Path(args.out).name.split(".")[0]
+    model = EncoderModel.create(result.net, result.architecture, preprocess, name)
+    calibration = None
+    evaluation: dict = {}
+    if calib is not None:
+        emb = model.embed_arrays(preprocess.normalize(calib.images))
+        calibration = calibrate(emb, calib.labels, seed=args.seed)
+        groups = calib.group_labels()
+        within = len(set(calib.groups)) > 1 and len(set(calib.groups)) < calib.num_classes
+        report, _ = evaluate_embeddings(emb, calib.labels, way=args.eval_way, shot=1, episodes=args.eval_episodes,
+                                        class_groups=groups, group_names=list(dict.fromkeys(calib.groups)),
+                                        within_group=within, threshold=calibration.points["eer"].distance,
+                                        seed=args.seed)
+        evaluation = {"on": "calibration data" if args.calib_data else "validation split", **report}
+    card = model.card
+    card.calibration = calibration.to_dict() if calibration else None
+    card.training = {
+        "command": command,
+        "config": config.to_dict(),
+        "steps": result.steps,
+        "elapsed_s": round(result.elapsed_s, 1),
+        "stopped_by": result.stopped_by,
+        "kept_step": result.best_step,
+        "best_val_oneshot": result.best_metric,
+        "history": result.history,
+        "device": str(trainer.device),
+        "threads": torch.get_num_threads(),
+    }
+    card.data = {
+        "train": train.summary,
+        "validation": None if val is None else {"by": args.val_by, **val.summary},
+        "calibration": calib_summary or (None if calib is None else {"source": "validation split",
+                                                                      "images": len(calib)}),
+    }
+    card.evaluation = evaluation
+    model.save(args.out)
+    summary = {"model": args.out, "fingerprint": card.fingerprint, "steps": result.steps,
+               "elapsed_s": round(result.elapsed_s, 1), "kept_step": result.best_step}
+    if evaluation:
+        summary.update(oneshot=round(evaluation["oneshot"]["accuracy"], 4),
+                       pairs_accuracy=round(evaluation["pairs"]["accuracy"], 4),
+                       recall_at_1=round(evaluation["recall_at_1"], 4))
+    print(json.dumps(summary, indent=2))
+    return 0
+

@@ -1,0 +1,168 @@
+"""A trained encoder ready to serve: network, preprocessing, card and calibration.
+
+    m = load_model()                      # the default Omniglot model shipped in the package
+    e = m.embed([png_bytes, pil_image])   # (2, m.dim) float32, L2-normalised rows
+    d = np.linalg.norm(e[0] - e[1])       # Euclidean, in [0, 2], smaller = more alike
+
+`embed` and `embed_arrays` are safe to call from several threads at once (inference only, no state).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import io
+import json
+import logging
+import os
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .calibration import Calibration
+from .card import CARD_NAME, WEIGHTS_NAME, ModelCard, read_card, write_model_file
+from .errors import ImageFormatError, ModelFileError
+from .heads import EmbeddingNet, build_net
+from .preprocess import ImageInput, Preprocess
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "omniglot.tsm"
+
+__all__ = ["EncoderModel", "ModelCard", "default_model_path", "fingerprint_of", "load_model", "read_card"]
+
+
+def default_model_path() -> Path:
+    """Path of the default model shipped inside the package (trained on Omniglot)."""
+    return Path(__file__).resolve().parent / "models" / DEFAULT_MODEL
+
+
+def fingerprint_of(state_dict: dict[str, torch.Tensor], architecture: dict, preprocess: Preprocess) -> str:
+    """Hex SHA-256 (first 16 hex digits) of the architecture, preprocessing and every weight tensor."""
+    h = hashlib.sha256()
+    h.update(json.dumps(architecture, sort_keys=True, separators=(",", ":")).encode())
+    h.update(preprocess.canonical_json().encode())
+    for key in sorted(state_dict):
+        t = state_dict[key].detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _pick_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class EncoderModel:
+    """An embedding network with its preprocessing and card. Use `load_model` or `EncoderModel.create`."""
+
+    metric = "euclidean"
+
+    def __init__(self, net: EmbeddingNet, card: ModelCard, device: str | torch.device | None = None,
+                 batch_size: int = 256):
+        self.device = _pick_device(device)
+        self.net = net.to(self.device).eval()
+        self.card = card
+        self.preprocess = Preprocess.from_dict(card.preprocess)
+        self.calibration = Calibration.from_dict(card.calibration) if card.calibration else None
+        self.batch_size = batch_size
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    @property
+    def fingerprint(self) -> str:
+        return self.card.fingerprint
+
+    @property
+    def dim(self) -> int:
+        return int(self.card.dim)
+
+    # ------------------------------------------------------------------ inference
+    def embed(self, images: Sequence[ImageInput]) -> np.ndarray:
+        """Preprocess and embed images (bytes, PIL images or arrays): (n, dim) float32, L2-normalised rows.
+
+        Raises an ImageError subclass naming the first bad image's position."""
+        arrays = np.empty((len(images),) + self.preprocess.shape, dtype=np.float32)
+        for i, image in enumerate(images):
+            try:
+                arrays[i] = self.preprocess.load(image)
+            except ValueError as exc:
+                raise type(exc)(f"image {i}: {exc}") from exc
+        return self.embed_arrays(arrays)
+
+    def embed_arrays(self, batch: np.ndarray) -> np.ndarray:
+        """(n, C, H, W) float32 preprocessed images -> (n, dim) float32 C-contiguous L2-normalised rows."""
+        batch = np.asarray(batch)
+        if batch.ndim != 4 or tuple(batch.shape[1:]) != self.preprocess.shape:
+            raise ImageFormatError(f"batch must have shape (n, {', '.join(map(str, self.preprocess.shape))}), "
+                                   f"got {tuple(batch.shape)}")
+        if batch.dtype != np.float32:
+            batch = batch.astype(np.float32)
+        out = np.empty((len(batch), self.dim), dtype=np.float32)
+        with torch.inference_mode():
+            for s in range(0, len(batch), self.batch_size):
+                x = torch.from_numpy(np.ascontiguousarray(batch[s:s + self.batch_size])).to(self.device)
+                out[s:s + len(x)] = self.net(x).float().cpu().numpy()
+        return out
+
+    # ------------------------------------------------------------------ files
+    @classmethod
+    def create(cls, net: EmbeddingNet, architecture: dict, preprocess: Preprocess, name: str,
+               **card_fields) -> EncoderModel:
+        """Wrap a trained network: fills dim, preprocessing, fingerprint, creation time and versions."""
+        net = net.cpu().eval()
+        card = ModelCard(
+            name=name, architecture=architecture, preprocess=preprocess.to_dict(), dim=net.dim,
+            fingerprint=fingerprint_of(net.state_dict(), architecture, preprocess),
+            created=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+            software={"torch": torch.__version__, "numpy": np.__version__},
+            **card_fields,
+        )
+        return cls(net, card, device="cpu")
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the model file (zip: card.json + weights.pt)."""
+        buf = io.BytesIO()
+        state = {k: v.detach().cpu() for k, v in self.net.state_dict().items()}
+        torch.save(state, buf)
+        write_model_file(path, self.card, buf.getvalue())
+
+
+def load_model(path: str | os.PathLike | None = None, device: str | torch.device | None = None) -> EncoderModel:
+    """Load a model file (None: the default model). Checks the card, the architecture and the fingerprint;
+    raises ModelFileError when the file is missing, corrupt or incompatible. `device` None: cuda if present."""
+    path = default_model_path() if path is None else Path(path)
+    card = ModelCard.from_dict(read_card(path))
+    try:
+        with zipfile.ZipFile(path) as zf:
+            raw = zf.read(WEIGHTS_NAME)
+    except KeyError as exc:
+        raise ModelFileError(f"{str(path)!r} has {CARD_NAME} but no {WEIGHTS_NAME}") from exc
+    except (zipfile.BadZipFile, OSError, RuntimeError) as exc:
+        raise ModelFileError(f"cannot read the weights in {str(path)!r}: {exc}") from exc
+    try:
+        state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for bad pickles
+        raise ModelFileError(f"weights in {str(path)!r} cannot be read: {exc}") from exc
+    try:
+        preprocess = Preprocess.from_dict(card.preprocess)
+        net = build_net(card.architecture)
+        net.load_state_dict(state, strict=True)
+    except (ValueError, TypeError, KeyError, RuntimeError) as exc:
+        raise ModelFileError(f"{str(path)!r} does not fit its architecture {card.architecture}: {exc}") from exc
+    found = fingerprint_of(state, card.architecture, preprocess)
+    if found != card.fingerprint:
+        raise ModelFileError(f"{str(path)!r}: weights fingerprint {found} differs from the card's "
+                             f"{card.fingerprint}; the file is corrupt or was altered")
+    if net.dim != card.dim:
+        raise ModelFileError(f"{str(path)!r}: card says dim {card.dim}, network gives {net.dim}")
+    log.info("loaded model %s (%s) from %s", card.name, card.fingerprint, path)
+    return EncoderModel(net, card, device=device)

@@ -1,0 +1,49 @@
+"""Training configuration: one dataclass, recorded in the model card."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one training run.
+
+    loss: "normsoftmax" (proxy classifier, default: measured best), "prototypical" (episodes),
+    "triplet" (with `mining`), or "contrastive" (in-batch over P x K, or `pairs` for classic pairs).
+    Batches: P classes x K images (episodes: P-way, 1 support + K-1 queries per class).
+    The learning rate warms up over `warmup` of the run, then follows a cosine to 0; progress is the
+    larger of steps done / `steps` and time spent / `minutes`, so a time budget ends the schedule on time.
+    """
+
+    backbone: str = "conv4"
+    backbone_args: dict = field(default_factory=dict)
+    dim: int = 128
+    head_args: dict = field(default_factory=dict)
+    loss: str = "normsoftmax"
+    margin: float = 0.0
+    scale: float = 16.0
+    mining: str = "batch_hard"
+    label_smoothing: float = 0.0
+    classes_per_batch: int = 64
+    images_per_class: int = 2
+    lr: float = 3e-3
+    weight_decay: float = 5e-4
+    warmup: float = 0.03
+    steps: int = 0            # 0: no step limit (needs minutes)
+    minutes: float = 0.0      # 0: no time limit (needs steps)
+    rotations: bool = False   # rotated copies as extra classes
+    augment: dict | None = field(default_factory=lambda: {"rotation": 10.0, "shear": 0.3, "scale": [0.8, 1.2],
+                                                          "translate": 0.1})
+    val_every: int = 200      # steps between validations
+    val_episodes: int = 200
+    val_way: int = 20
+    seed: int = 0
+    threads: int = 0          # 0: leave torch's default
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})

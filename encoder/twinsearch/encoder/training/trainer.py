@@ -1,0 +1,245 @@
+"""The training loop: seeded, AdamW with warm-up and cosine decay, a time budget, validation on held-out
+classes, the best checkpoint kept, resumable from a checkpoint file, a GPU when present.
+
+Progress is reported through a callback (the command layer draws the progress bar); the library logs.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..augment import RandomAffine, expand_rotations
+from ..data import ImageArrays
+from ..evaluation import oneshot_accuracy, retrieval
+from ..heads import EmbeddingNet, build_net
+from ..losses import BaseMetricLoss, ContrastiveLoss, NormSoftmaxLoss, PrototypicalLoss, TripletLoss
+from ..preprocess import Preprocess
+from ..samplers import PairBatchSampler, PKSampler
+from .config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+LOSSES = ("normsoftmax", "prototypical", "triplet", "contrastive", "contrastive-pairs")
+
+
+@dataclass
+class TrainResult:
+    net: EmbeddingNet
+    architecture: dict
+    steps: int
+    elapsed_s: float
+    best_step: int
+    best_metric: float | None
+    history: list[dict] = field(default_factory=list)
+    stopped_by: str = ""
+
+
+def architecture_for(config: TrainConfig, preprocess: Preprocess) -> dict:
+    """The card's architecture dict: backbone arguments completed from the input specification."""
+    args = dict(config.backbone_args)
+    args.setdefault("in_channels", preprocess.channels)
+    args.setdefault("input_size", preprocess.height)
+    if config.backbone == "signet":
+        args.setdefault("input_width", preprocess.width)
+    return {"backbone": config.backbone, "backbone_args": args, "dim": config.dim, "head_args": dict(config.head_args)}
+
+
+def build_loss(config: TrainConfig, num_classes: int) -> BaseMetricLoss:
+    if config.loss == "normsoftmax":
+        return NormSoftmaxLoss(num_classes, config.dim, scale=config.scale, margin=config.margin,
+                               label_smoothing=config.label_smoothing)
+    if config.loss == "prototypical":
+        return PrototypicalLoss(shot=1, scale=config.scale)
+    if config.loss == "triplet":
+        return TripletLoss(margin=config.margin or 0.2, mining=config.mining)
+    if config.loss == "contrastive":
+        return ContrastiveLoss(margin=config.margin or 1.0)
+    if config.loss == "contrastive-pairs":
+        return ContrastiveLoss(margin=config.margin or 1.0, pairs="given")
+    raise ValueError(f"unknown loss {config.loss!r}; choose from {LOSSES}")
+
+
+def _schedule(config: TrainConfig, step: int, elapsed: float) -> float:
+    """Fraction of the run done, in [0, 1]: the larger of the step and the time fractions."""
+    parts = []
+    if config.steps:
+        parts.append(step / config.steps)
+    if config.minutes:
+        parts.append(elapsed / (60.0 * config.minutes))
+    return min(1.0, max(parts)) if parts else 0.0
+
+
+def _lr_at(config: TrainConfig, progress: float) -> float:
+    warm = min(1.0, progress / config.warmup) if config.warmup > 0 else 1.0
+    return config.lr * warm * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class Trainer:
+    """Train an embedding network on `train` (ImageArrays in [0, 1]), validating on `val` if given.
+
+    `callback(event)` receives dicts: {"kind": "step", "step", "progress", "loss", "lr"} and
+    {"kind": "val", "step", ...metrics}. `checkpoint` (a path) is written at each validation and at the
+    end; `fit(resume=True)` continues from it (same config), counting the time already spent.
+    """
+
+    def __init__(self, config: TrainConfig, preprocess: Preprocess, train: ImageArrays,
+                 val: ImageArrays | None = None, device: str | torch.device | None = None,
+                 checkpoint: str | os.PathLike | None = None,
+                 callback: Callable[[dict], None] | None = None):
+        if not config.steps and not config.minutes:
+            raise ValueError("give a step limit, a time budget in minutes, or both")
+        if config.loss not in LOSSES:
+            raise ValueError(f"unknown loss {config.loss!r}; choose from {LOSSES}")
+        self.config = config
+        self.preprocess = preprocess
+        self.train_data = train
+        self.val = val
+        self.device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available()
+                                                                       else "cpu")
+        self.checkpoint = os.fspath(checkpoint) if checkpoint else None
+        self.callback = callback or (lambda event: None)
+
+    # ------------------------------------------------------------------ pieces
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.preprocess.mean, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.preprocess.std, device=x.device).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+    def _embed(self, net: EmbeddingNet, images: np.ndarray, batch: int = 512) -> np.ndarray:
+        net.eval()
+        out = []
+        with torch.inference_mode():
+            for s in range(0, len(images), batch):
+                x = torch.from_numpy(images[s:s + batch]).to(self.device)
+                out.append(net(self._normalize(x)).float().cpu().numpy())
+        net.train()
+        return np.concatenate(out)
+
+    def validate(self, net: EmbeddingNet) -> dict:
+        """One-shot accuracy (way = min(val_way, classes), 1 shot) and Recall@1 on the validation set."""
+        assert self.val is not None
+        emb = self._embed(net, self.val.images)
+        way = min(self.config.val_way, self.val.num_classes)
+        shot = oneshot_accuracy(emb, self.val.labels, way, 1, self.config.val_episodes, seed=self.config.seed)
+        ret = retrieval(emb, self.val.labels)
+        return {"val_oneshot": shot["accuracy"], "val_way": way, "val_recall_at_1": ret["recall_at_1"]}
+
+    def _sampler(self, labels: np.ndarray, num_classes: int, seed: int):
+        cfg = self.config
+        if cfg.loss == "contrastive-pairs":
+            return PairBatchSampler(labels, cfg.classes_per_batch * cfg.images_per_class // 2, seed=seed)
+        return PKSampler(labels, min(cfg.classes_per_batch, num_classes), cfg.images_per_class, seed=seed)
+
+    # ------------------------------------------------------------------ loop
+    def fit(self, resume: bool = False) -> TrainResult:
+        cfg = self.config
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        images, labels, num_classes = self.train_data.images, self.train_data.labels, self.train_data.num_classes
+        if cfg.rotations:
+            images, labels, num_classes = expand_rotations(images, labels, num_classes)
+        x_all = torch.from_numpy(images)
+        y_all = torch.from_numpy(labels)
+        architecture = architecture_for(cfg, self.preprocess)
+        net = build_net(architecture).to(self.device)
+        loss_fn = build_loss(cfg, num_classes).to(self.device)
+        params = list(net.parameters()) + [p for p in loss_fn.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        fill = (1.0 - self.preprocess.background) if self.preprocess.invert else self.preprocess.background
+        aug = RandomAffine(**{**cfg.augment, "scale": tuple(cfg.augment.get("scale", (0.8, 1.2))), "fill": fill}) \
+            if cfg.augment else None
+        sampler = self._sampler(labels, num_classes, seed=cfg.seed)
+        step, spent, best_metric, best_step, best_state, history = 0, 0.0, None, 0, None, []
+        if resume:
+            if not self.checkpoint or not os.path.exists(self.checkpoint):
+                raise FileNotFoundError(f"no checkpoint to resume from at {self.checkpoint!r}")
+            ck = torch.load(self.checkpoint, map_location=self.device, weights_only=False)
+            if ck["config"] != cfg.to_dict():
+                raise ValueError("the checkpoint was written with a different training configuration")
+            net.load_state_dict(ck["net"])
+            loss_fn.load_state_dict(ck["loss"])
+            opt.load_state_dict(ck["opt"])
+            step, spent = ck["step"], ck["elapsed"]
+            best_metric, best_step, best_state, history = ck["best_metric"], ck["best_step"], ck["best"], ck["history"]
+            gen.set_state(ck["gen"])
+            sampler = self._sampler(labels, num_classes, seed=cfg.seed + step)  # reproducible from here
+            log.info("resumed at step %d after %.0f s", step, spent)
+
+        def save_checkpoint() -> None:
+            if not self.checkpoint:
+                return
+            ck = {"config": cfg.to_dict(), "net": net.state_dict(), "loss": loss_fn.state_dict(),
+                  "opt": opt.state_dict(), "step": step, "elapsed": spent + (time.monotonic() - t0),
+                  "best_metric": best_metric, "best_step": best_step, "best": best_state, "history": history,
+                  "gen": gen.get_state()}
+            tmp = f"{self.checkpoint}.tmp"
+            torch.save(ck, tmp)
+            os.replace(tmp, self.checkpoint)
+
+        def run_validation() -> None:
+            nonlocal best_metric, best_step, best_state
+            if self.val is None:
+                return
+            metrics = self.validate(net)
+            metrics.update(step=step, elapsed_s=round(spent + time.monotonic() - t0, 1))
+            history.append(metrics)
+            if best_metric is None or metrics["val_oneshot"] >= best_metric:
+                best_metric, best_step = metrics["val_oneshot"], step
+                best_state = copy.deepcopy({k: v.cpu() for k, v in net.state_dict().items()})
+            self.callback({"kind": "val", **metrics, "best": best_metric})
+            log.info("step %d: %s", step, metrics)
+
+        net.train()
+        t0 = time.monotonic()
+        batches = iter(sampler)
+        running = None
+        stopped_by = "steps" if cfg.steps else "time"
+        while True:
+            progress = _schedule(cfg, step, spent + time.monotonic() - t0)
+            if progress >= 1.0:
+                stopped_by = "steps" if cfg.steps and step >= cfg.steps else "time"
+                break
+            lr = _lr_at(cfg, progress)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            try:
+                idx = next(batches)
+            except StopIteration:
+                batches = iter(sampler)
+                idx = next(batches)
+            xb = x_all[idx]
+            if aug is not None:
+                xb = aug(xb, generator=gen)
+            xb = self._normalize(xb.to(self.device))
+            loss = loss_fn(net(xb), y_all[idx].to(self.device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            value = float(loss.detach())
+            running = value if running is None else 0.98 * running + 0.02 * value
+            self.callback({"kind": "step", "step": step, "progress": progress, "loss": running, "lr": lr})
+            if cfg.val_every and step % cfg.val_every == 0:
+                run_validation()
+                save_checkpoint()
+        if self.val is not None and (not history or history[-1]["step"] != step):
+            run_validation()
+        save_checkpoint()
+        elapsed = spent + time.monotonic() - t0
+        if best_state is not None:
+            net.load_state_dict(best_state)
+        else:
+            best_step = step
+        log.info("trained %d steps in %.0f s; kept step %d (val %s)", step, elapsed, best_step, best_metric)
+        return TrainResult(net.cpu().eval(), architecture, step, elapsed, best_step, best_metric, history, stopped_by)
