@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from twinsearch.encoder.augment import RandomAffine, expand_rotations
+from twinsearch.encoder.card import read_card
+from twinsearch.encoder.commands import evaluate as evaluate_cmd
+from twinsearch.encoder.commands import train as train_cmd
+from twinsearch.encoder.data import load_arrays, open_source
+from twinsearch.encoder.model import load_model
+from twinsearch.encoder.preprocess import Preprocess
+from twinsearch.encoder.training import TrainConfig, Trainer
+
+TINY = {"widths": [8, 16], "pool": "avg"}
+
+
+def _arrays(glyph_tree):
+    return load_arrays(open_source(glyph_tree, class_depth=2), Preprocess(width=16, height=16, invert=True))
+
+
+def test_affine_and_rotations():
+    x = torch.zeros(4, 1, 16, 16)
+    x[:, :, 6:10, 6:10] = 1
+    gen = torch.Generator().manual_seed(0)
+    out = RandomAffine(rotation=20, thickness=1.0)(x, generator=gen)
+    assert out.shape == x.shape and not torch.equal(out, x) and out.min() >= -1e-6
+    same = RandomAffine(p=0.0)(x, generator=gen)
+    assert torch.allclose(same, x, atol=1e-5)
+    imgs = np.arange(2 * 16).reshape(2, 1, 4, 4).astype(np.float32)
+    big, labels, n = expand_rotations(imgs, np.array([0, 1]), 2)
+    assert big.shape == (8, 1, 4, 4) and n == 8 and list(labels) == [0, 1, 2, 3, 4, 5, 6, 7]
+    assert np.array_equal(big[2], np.rot90(imgs[0], 1, axes=(1, 2)))
+
+
+@pytest.mark.parametrize("loss", ["normsoftmax", "prototypical", "triplet", "contrastive", "contrastive-pairs"])
+def test_every_loss_trains_a_few_steps(glyph_tree, loss):
+    data = _arrays(glyph_tree)
+    cfg = TrainConfig(backbone_args=TINY, dim=8, loss=loss, steps=4, classes_per_batch=4, images_per_class=3,
+                      val_every=0, seed=1, margin=0.2 if loss == "triplet" else 0.0)
+    result = Trainer(cfg, Preprocess(width=16, height=16, invert=True), data, device="cpu").fit()
+    assert result.steps == 4 and result.net.dim == 8
+
+
+def test_training_is_seeded_and_resumable(glyph_tree, tmp_path):
+    data = _arrays(glyph_tree)
+    train, val = data.subset_classes(np.arange(8)), data.subset_classes(np.arange(8, 12))
+    pre = Preprocess(width=16, height=16, invert=True)
+    cfg = TrainConfig(backbone_args=TINY, dim=8, steps=6, classes_per_batch=4, images_per_class=2, val_every=3,
+                      val_way=4, val_episodes=10, rotations=True)
+    a = Trainer(cfg, pre, train, val, device="cpu", checkpoint=tmp_path / "a.ckpt").fit()
+    b = Trainer(cfg, pre, train, val, device="cpu").fit()
+    for (k, va), vb in zip(a.net.state_dict().items(), b.net.state_dict().values(), strict=True):
+        assert torch.equal(va, vb), k
+    assert [h["step"] for h in a.history] == [3, 6] and a.best_step in (3, 6)
+    # resume a finished run with a longer budget: continues from step 6
+    longer = TrainConfig(**{**cfg.to_dict(), "steps": 8})
+    with pytest.raises(ValueError, match="different training configuration"):
+        Trainer(longer, pre, train, val, device="cpu", checkpoint=tmp_path / "a.ckpt").fit(resume=True)
+    c = Trainer(cfg, pre, train, val, device="cpu", checkpoint=tmp_path / "a.ckpt").fit(resume=True)
+    assert c.steps == 6
+
+
+def _parse(module, argv):
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_train_and_evaluate_commands(glyph_tree, tmp_path, capsys):
+    out = tmp_path / "m.tsm"
+    args = _parse(train_cmd, ["--data", str(glyph_tree), "--class-depth", "2", "--size", "16", "--invert",
+                              "--widths", "8", "16", "--pool", "avg", "--dim", "8", "-P", "4", "-K", "2",
+                              "--steps", "8", "--val-every", "4", "--val-fraction", "0.34", "--rotations",
+                              "--eval-episodes", "20", "--threads", "2", "--out", str(out), "--no-progress"])
+    assert train_cmd.run(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["steps"] == 8
+    card = read_card(out)
+    assert card["data"]["train"]["classes"] == 8 and card["data"]["validation"]["classes"] == 4
+    assert card["calibration"]["genuine_pairs"] == 4 * 15 and card["training"]["command"].startswith("twinsearch")
+    assert "oneshot" in card["evaluation"]
+    model = load_model(out, device="cpu")
+    assert model.preprocess.invert and model.dim == 8
+
+    report_path, plots = tmp_path / "r.json", tmp_path / "plots"
+    args = _parse(evaluate_cmd, ["--model", str(out), "--data", str(glyph_tree), "--class-depth", "2", "--way", "5",
+                                 "--within-group", "--episodes", "30", "--json", str(report_path),
+                                 "--plots", str(plots), "--threads", "2"])
+    assert evaluate_cmd.run(args) == 0
+    text = capsys.readouterr().out
+    assert "one-shot" in text and "Recall@1" in text
+    report = json.loads(report_path.read_text())
+    assert 0 <= report["oneshot"]["accuracy"] <= 1 and set(report["oneshot"]["per_group"]) == {"group0", "group1"}
+    for key in ("accuracy", "roc_auc", "eer", "tar_at_far"):
+        assert key in report["pairs"]
+    assert 0 <= report["recall_at_1"] <= 1 and 0 <= report["map_at_r"] <= 1
+    assert sorted(p.name for p in plots.iterdir()) == ["det.png", "distances.png", "roc.png"]
