@@ -35,7 +35,7 @@ class SearchLimits:
     approx_max_depth: int = 8192     # deepest search on IVF/HNSW when proving a class ranking
     compact_min_dead: int = 1024     # compact tombstones once there are this many ...
     compact_dead_fraction: float = 0.1  # ... and they are this fraction of the index
-    ivf_train_sample: int = 256      # training vectors per IVF cell (at most)
+    ivf_train_sample: int = 64       # training vectors per IVF cell (at most): k-means time grows with it
 
 
 class _FlatView:
@@ -81,6 +81,7 @@ class Gallery:
         self.deletions = row.deletions  # SQLite's deletion counter as reflected in memory
         self.applied_max_id = 0         # largest item id applied here; SQLite rows above it are not yet
         self.dirty = False              # changed since the last snapshot
+        self.needs_new_index = False    # IVF (re)training or HNSW compaction is due: see `fresh_index`
 
     @property
     def id(self) -> int:
@@ -158,11 +159,7 @@ class Gallery:
     def rebuild(self) -> None:
         """Rebuild index and class table from SQLite. Caller holds the write lock (or owns the gallery)."""
         stats = self.db.stats(self.id)
-        training = None
-        if self.index.wants_training(stats.count):
-            nlist = self.spec.nlist or auto_nlist(stats.count)
-            training = self.db.sample_vectors(self.id, self.dim, nlist * self.limits.ivf_train_sample)
-        self.index.reset(training, stats.count)
+        self.index = self._new_index(stats.count)
         self.classes = ClassTable(self.dim)
         for ids, labels, vectors in self.db.iter_items(self.id, self.dim):
             self.index.add(vectors, ids)
@@ -170,7 +167,30 @@ class Gallery:
         self.deletions = stats.deletions
         self.applied_max_id = stats.max_id
         self.dirty = True
+        self.needs_new_index = False
         log.info("gallery %r: index rebuilt from SQLite with %d items", self.name, self.classes.n_items)
+
+    def _new_index(self, count: int) -> VectorIndex:
+        """An empty index for a gallery of `count` items, IVF trained on SQLite's vectors when due."""
+        index = VectorIndex(self.dim, self.spec, self.index.params, self.index.gpu)
+        training = None
+        if index.wants_training(count):
+            nlist = self.spec.nlist or auto_nlist(count)
+            training = self.db.sample_vectors(self.id, self.dim, nlist * self.limits.ivf_train_sample)
+        index.reset(training, count)
+        return index
+
+    def fresh_index(self) -> VectorIndex:
+        """A new index of the live items, built from SQLite (IVF retrained, HNSW without tombstones).
+
+        Caller holds the store's writer mutex but not this gallery's lock: queries go on with the old
+        index meanwhile, and SQLite cannot change under the build. Swap it in under the write lock.
+        """
+        index = self._new_index(self.classes.n_items)
+        for ids, _, vectors in self.db.iter_items(self.id, self.dim):
+            index.add(vectors, ids)
+        log.info("gallery %r: new %s index built with %d items", self.name, self.spec.kind.value, index.ntotal)
+        return index
 
     def write_snapshot(self, folder: Path) -> None:
         """Caller holds at least the read lock."""
@@ -207,8 +227,7 @@ class Gallery:
     def _after_change(self) -> None:
         n = self.classes.n_items
         if self.index.wants_training(n):
-            log.info("gallery %r: (re)training its IVF index at %d items", self.name, n)
-            self.rebuild()
+            self.needs_new_index = True
             return
         dead = self.index.ntotal - n
         if dead >= self.limits.compact_min_dead and dead >= self.limits.compact_dead_fraction * self.index.ntotal:
@@ -217,7 +236,7 @@ class Gallery:
                 self.index.compact(gone)
                 log.info("gallery %r: removed %d deleted vectors from its index", self.name, len(gone))
             else:
-                self.rebuild()
+                self.needs_new_index = True
 
     # ------------------------------------------------------------------ queries (caller holds the read lock)
     def _view(self, labels: Sequence[str] | None):

@@ -39,7 +39,7 @@ class IndexParams:
     """Store-wide defaults for the parameters an IndexSpec leaves at 0."""
 
     ivf_min_train: int = 10_000      # an IVF gallery is flat (exact) below this many vectors
-    ivf_retrain_growth: float = 8.0  # retrain IVF (auto nlist) when the gallery grew this many times
+    ivf_retrain_growth: float = 2.0  # retrain IVF (auto nlist) when the gallery grew this many times
     ivf_nprobe_fraction: float = 0.1  # auto nprobe: this fraction of nlist ...
     ivf_min_nprobe: int = 16          # ... but at least this many cells
 

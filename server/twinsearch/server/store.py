@@ -139,6 +139,7 @@ class GalleryStore:
             for row in db.galleries():
                 g = Gallery(row, db, settings.index, settings.limits, gpu)
                 store.load_report[row.name] = g.load(store._snapshots)
+                store._maintain(g)
                 store._galleries[row.name] = g
         except BaseException:
             store.close(snapshot=False)
@@ -317,6 +318,7 @@ class GalleryStore:
                 except Exception:
                     log.exception("gallery %r: applying an enroll failed; rebuilding from SQLite", name)
                     g.rebuild()
+            self._maintain(g)
         out: list[Enrolled] = []
         new_id = dict(zip(new_rows.tolist(), ids.tolist(), strict=True))
         for i in range(n):
@@ -367,7 +369,19 @@ class GalleryStore:
             except Exception:
                 log.exception("gallery %r: applying a delete failed; rebuilding from SQLite", g.name)
                 g.rebuild()
+        with self._writer:
+            self._maintain(g)
         return len(item_ids)
+
+    @staticmethod
+    def _maintain(g: Gallery) -> None:
+        """Retrain IVF or compact HNSW when due. Caller holds the writer mutex, not the gallery lock."""
+        if g.needs_new_index and not getattr(g, "deleted", False):
+            fresh = g.fresh_index()  # queries continue on the old index meanwhile
+            with g.lock.write():
+                g.index = fresh
+                g.needs_new_index = False
+                g.dirty = True
 
     # ------------------------------------------------------------------ reads
     def list_classes(self, name: str, *, page_size: int = 100, page_token: str = "") -> ClassPage:
