@@ -57,6 +57,16 @@ def parse_scoring(value: t.Scoring | str | None) -> t.Scoring | None:
         ) from None
 
 
+def positive_int(value: object, what: str, *, optional: bool = False) -> int | None:
+    """`value` as an int >= 1 (None passes when `optional`); InvalidArgument otherwise. Checked here so
+    that the remote client never hands the wire a negative number it cannot encode."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InvalidArgument(f"{what} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
 class BaseClient(abc.ABC):
     """The twinsearch API. Subclasses implement the `_primitives`; callers use the public methods."""
 
@@ -114,6 +124,7 @@ class BaseClient(abc.ABC):
         existing gallery of that name is returned as it is instead of raising AlreadyExists.
         """
         spec = parse_index(index, params)
+        mean_k = positive_int(mean_k, "mean_k")
         try:
             return self._create_gallery(name, index=spec, scoring=parse_scoring(scoring),
                                         mean_k=mean_k, threshold=threshold)
@@ -201,6 +212,7 @@ class BaseClient(abc.ABC):
 
     def classes(self, gallery: str, *, page_size: int = 1000) -> list[t.ClassCount]:
         """Every enrolled class of a gallery with its item count, ordered by label (all pages)."""
+        page_size = positive_int(page_size, "page_size")
         out: list[t.ClassCount] = []
         token = ""
         while True:
@@ -212,6 +224,7 @@ class BaseClient(abc.ABC):
 
     def class_page(self, gallery: str, *, page_size: int = 100, page_token: str = "") -> t.ClassPage:
         """One page of `classes`; pass `next_page_token` back for the next one (empty on the last)."""
+        page_size = positive_int(page_size, "page_size")
         return self._list_classes(gallery, page_size=page_size, page_token=page_token)
 
     # ----------------------------------------------------------------------------------- queries
@@ -236,6 +249,8 @@ class BaseClient(abc.ABC):
         `target_far` the default threshold; `labels` restricts the answer to those classes.
         """
         batch, single = as_batch(probes)
+        k = positive_int(k, "k")
+        mean_k = positive_int(mean_k, "mean_k", optional=True)
         results = self._identify(
             gallery, payloads(batch, "probes"), k=k, scoring=parse_scoring(scoring), mean_k=mean_k,
             threshold=threshold, target_far=target_far, labels=list(labels) if labels is not None else None,
@@ -258,6 +273,7 @@ class BaseClient(abc.ABC):
         Uses the same class distance as identify. NotFound when a label is not enrolled.
         """
         batch, single = as_batch(probes)
+        mean_k = positive_int(mean_k, "mean_k", optional=True)
         label_list = broadcast(labels, len(batch), "labels")
         queries = [(payload(x, f"probes[{i}]"), label_list[i]) for i, x in enumerate(batch)]
         if not queries:
@@ -270,6 +286,7 @@ class BaseClient(abc.ABC):
         """The k nearest stored items of each probe, nearest first: a list of Neighbor per probe
         (one list for a single probe). `labels` restricts the search to those classes."""
         batch, single = as_batch(probes)
+        k = positive_int(k, "k")
         results = self._search(gallery, payloads(batch, "probes"), k=k,
                                labels=list(labels) if labels is not None else None)
         return results[0] if single else results
