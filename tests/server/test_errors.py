@@ -179,3 +179,19 @@ def test_random_garbage_never_breaks_the_server(stub, gallery):
             except grpc.RpcError as exc:
                 assert exc.code() in (INVALID, EXHAUSTED, NOT_FOUND, PRECONDITION), (exc.code(), exc.details())
     assert stub.Info(pb.InfoRequest(), timeout=TIMEOUT).api_version == "v1"
+
+
+@pytest.mark.parametrize("method, payload", [
+    ("Enroll", b"\x0a\x03\xff\xfe\xfd"),       # gallery: bytes that are not UTF-8
+    ("Identify", b"\xff\xff\xff"),             # not protobuf at all
+    ("EnrollStream", b"\x0a\x02\xc3\x28"),
+])
+def test_malformed_messages_are_invalid_arguments(channel, method, payload):
+    path = f"/twinsearch.v1.TwinSearch/{method}"
+    with pytest.raises(grpc.RpcError) as info:
+        if method == "EnrollStream":
+            list(channel.stream_stream(path)(iter([payload]), timeout=TIMEOUT))
+        else:
+            channel.unary_unary(path)(payload, timeout=TIMEOUT)
+    assert info.value.code() == INVALID, info.value.details()
+    assert "not a valid twinsearch.v1" in info.value.details()

@@ -21,17 +21,15 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from twinsearch.v1 import twinsearch_pb2, twinsearch_pb2_grpc
-
 from .auth import TokenInterceptor
 from .engine import Engine
 from .metrics import Metrics
-from .service import TwinSearchServicer
+from .service import SERVICE, TwinSearchServicer, add_to_server
 from .settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = twinsearch_pb2.DESCRIPTOR.services_by_name["TwinSearch"].full_name  # "twinsearch.v1.TwinSearch"
+SERVICE_NAME = SERVICE.full_name  # "twinsearch.v1.TwinSearch"
 
 
 @dataclass
@@ -117,7 +115,7 @@ def _start(settings: ServerSettings, engine: Engine, metrics: Metrics) -> Runnin
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="twinsearch-rpc"),
                          interceptors=interceptors, options=options)
     servicer = TwinSearchServicer(engine, metrics)
-    twinsearch_pb2_grpc.add_TwinSearchServicer_to_server(servicer, server)
+    add_to_server(servicer, server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -3,6 +3,11 @@
 Each method converts its request (`twinsearch.client.convert`), calls the engine, and converts the
 answer back. The `_rpc` decorator does the rest for every method, once: the call's deadline and
 liveness (`deadlines.call_scope`), metrics, and errors mapped to status codes (`status.status_for`).
+
+`add_to_server` registers the servicer like the generated `add_TwinSearchServicer_to_server`, but with
+request deserializers that never fail: gRPC answers a request it cannot parse with INTERNAL, while a
+malformed message is the client's fault, so it reaches the handler as `Undecodable` and is answered
+INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import grpc
 
@@ -26,6 +32,49 @@ from .metrics import Metrics
 from .status import status_for
 
 log = logging.getLogger(__name__)
+
+
+SERVICE = pb.DESCRIPTOR.services_by_name["TwinSearch"]
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """A request message that did not parse."""
+
+    message: str
+    error: str
+
+    def fail(self) -> None:
+        raise InvalidArgument(f"the request is not a valid {self.message} message: {self.error}")
+
+
+def _tolerant(message_cls):
+    def deserialize(data: bytes):
+        try:
+            return message_cls.FromString(data)
+        except Exception as exc:  # noqa: BLE001 - DecodeError, or RuntimeError from some protobuf builds
+            return Undecodable(message_cls.DESCRIPTOR.full_name, str(exc) or type(exc).__name__)
+
+    return deserialize
+
+
+def add_to_server(servicer: TwinSearchServicer, server: grpc.Server) -> None:
+    """Register every method of twinsearch.v1.TwinSearch on `server`."""
+    handlers = {}
+    for method in SERVICE.methods:
+        kw = {"request_deserializer": _tolerant(getattr(pb, method.input_type.name)),
+              "response_serializer": getattr(pb, method.output_type.name).SerializeToString}
+        behaviour = getattr(servicer, method.name)
+        if method.client_streaming and method.server_streaming:
+            handlers[method.name] = grpc.stream_stream_rpc_method_handler(behaviour, **kw)
+        elif method.client_streaming:
+            handlers[method.name] = grpc.stream_unary_rpc_method_handler(behaviour, **kw)
+        elif method.server_streaming:
+            handlers[method.name] = grpc.unary_stream_rpc_method_handler(behaviour, **kw)
+        else:
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(behaviour, **kw)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
+    server.add_registered_method_handlers(SERVICE.full_name, handlers)
 
 
 def _deadline(context: grpc.ServicerContext) -> Deadline:
@@ -44,6 +93,8 @@ def _rpc(items: Callable[[object], int] | None = None):
             code, details, answer = grpc.StatusCode.OK, "", None
             self.metrics.in_flight.labels(name).inc()
             try:
+                if isinstance(request, Undecodable):
+                    request.fail()
                 if items is not None:
                     self.metrics.items.labels(name).inc(items(request))
                 if self.closing:
@@ -141,6 +192,8 @@ class TwinSearchServicer(twinsearch_pb2_grpc.TwinSearchServicer):
                 raise Unavailable("the server is shutting down; retry on another replica or later")
             with call_scope(_deadline(context)):
                 for request in request_iterator:
+                    if isinstance(request, Undecodable):
+                        request.fail()
                     self.metrics.items.labels(name).inc(len(request.items))
                     yield self._enroll(request)
         except Exception as exc:  # noqa: BLE001 - every error becomes a status
