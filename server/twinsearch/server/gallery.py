@@ -82,6 +82,7 @@ class Gallery:
         self.applied_max_id = 0         # largest item id applied here; SQLite rows above it are not yet
         self.dirty = False              # changed since the last snapshot
         self.needs_new_index = False    # IVF (re)training or HNSW compaction is due: see `fresh_index`
+        self.deleted = False            # set when the gallery is deleted while a caller still holds it
 
     @property
     def id(self) -> int:

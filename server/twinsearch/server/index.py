@@ -145,7 +145,12 @@ class VectorIndex:
         self._apply_search_params()
 
     def _apply_search_params(self) -> None:
-        if self.is_ivf:
+        if not self.is_ivf:
+            return
+        if self.on_gpu:
+            # A GPU IVF index is no faiss.IndexIVF; the GPU parameter space knows both, through the id map.
+            faiss.GpuParameterSpace().set_index_parameter(self.index, "nprobe", self.nprobe)
+        else:
             faiss.extract_index_ivf(self.index).nprobe = self.nprobe
 
     @property
@@ -171,8 +176,8 @@ class VectorIndex:
 
     def ids(self) -> np.ndarray:
         """The int64 ids held (live and tombstoned), in insertion order."""
-        cpu = self.index if not self.on_gpu else faiss.index_gpu_to_cpu(self.index)
-        return faiss.vector_to_array(cpu.id_map).astype(np.int64, copy=False)
+        # The id map stays a CPU object even around a GPU index, so no copy of the vectors is needed.
+        return faiss.vector_to_array(self.index.id_map).astype(np.int64, copy=False)
 
     def can_remove(self) -> bool:
         return self.spec.kind != IndexKind.HNSW

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import fcntl
 import logging
 import os
@@ -173,7 +174,7 @@ class GalleryStore:
         written = 0
         for g in galleries:
             with g.lock.read():
-                if getattr(g, "deleted", False) or not (g.dirty or name):
+                if g.deleted or not (g.dirty or name):
                     continue
                 g.write_snapshot(self._snapshots)
                 written += 1
@@ -190,7 +191,7 @@ class GalleryStore:
 
     @staticmethod
     def _still_there(g: Gallery) -> None:
-        if getattr(g, "deleted", False):
+        if g.deleted:
             raise NotFound(f"no gallery named {g.name!r}")
 
     # ------------------------------------------------------------------ galleries
@@ -376,7 +377,7 @@ class GalleryStore:
     @staticmethod
     def _maintain(g: Gallery) -> None:
         """Retrain IVF or compact HNSW when due. Caller holds the writer mutex, not the gallery lock."""
-        if g.needs_new_index and not getattr(g, "deleted", False):
+        if g.needs_new_index and not g.deleted:
             fresh = g.fresh_index()  # queries continue on the old index meanwhile
             with g.lock.write():
                 g.index = fresh
@@ -398,7 +399,7 @@ class GalleryStore:
             self._still_there(g)
             counts = g.classes.counts
             labels = sorted(g.classes.labels[s] for s in g.classes.live_slots())
-        start = np.searchsorted(np.array(labels, dtype=object), after, side="right") if after else 0
+        start = bisect.bisect_right(labels, after) if after else 0
         page = labels[start:start + page_size]
         token = ""
         if start + page_size < len(labels):
