@@ -12,6 +12,7 @@ import enum
 import functools
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -103,8 +104,7 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
     """A plain-text table: columns padded to their widest cell, numbers right-aligned."""
     cells = [[fmt(v) for v in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    numeric = [all(isinstance(row[i], (int, float)) and not isinstance(row[i], bool) for row in rows) and bool(rows)
-               for i in range(len(headers))]
+    numeric = [bool(rows) and all(_numeric(row[i]) for row in rows) for i in range(len(headers))]
 
     def line(values: Sequence[str]) -> str:
         return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True))
@@ -112,6 +112,16 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
     out = [line(list(headers)), line(["-" * w for w in widths])]
     out += [line(r) for r in cells]
     return "\n".join(s.rstrip() for s in out)
+
+
+_NUMBER = re.compile(r"^-?[\d.,]+ ?(%|ms|s|/s)?$")
+
+
+def _numeric(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float, np.integer, np.floating)) or (
+        isinstance(value, str) and bool(_NUMBER.match(value)))
 
 
 def fmt(value: Any) -> str:

@@ -76,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"  ... and {report.failed - 50} more (--json lists them all)")
     s = _summary(report)
     print()
-    print(table([[s[k] for k in ("gallery", "found", "sent", "stored", "skipped", "failed", "seconds",
-                                 "images_per_s")]],
+    print(table([[*(s[k] for k in ("gallery", "found", "sent", "stored", "skipped", "failed")),
+                  f"{report.seconds:.1f}", f"{report.images_per_s:.0f}"]],
                 ["gallery", "found", "sent", "stored", "skipped", "failed", "seconds", "images/s"]))
     return 0
 

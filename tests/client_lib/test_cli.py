@@ -1,0 +1,107 @@
+"""The client-side commands of `twinsearch`, run in-process against a real server."""
+
+import json
+
+import pytest
+
+from twinsearch.client.cli import main
+
+
+@pytest.fixture
+def run(server, capsys):
+    """run(*argv) -> (exit status, stdout, stderr), with --address pointing at the test server."""
+
+    def _run(*argv: str, address: bool = True):
+        extra = ["--address", server.address] if address else []
+        status = main([*argv, *extra])
+        out = capsys.readouterr()
+        return status, out.out, out.err
+
+    return _run
+
+
+@pytest.fixture
+def tree(tmp_path, png):
+    root = tmp_path / "photos"
+    for n, label in enumerate(("alice", "bob")):
+        (root / label).mkdir(parents=True)
+        for i in range(3):
+            (root / label / f"{i}.png").write_bytes(png(10 * n + i))
+    (root / "bob" / "broken.png").write_bytes(b"junk")
+    return root
+
+
+def test_info(run):
+    status, out, _ = run("info")
+    assert status == 0 and "tiny-test" in out and "far_1" in out and "galleries   (none)" in out
+    status, out, _ = run("info", "--json")
+    assert status == 0 and json.loads(out)["model"]["dim"] == 16
+
+
+def test_index_identify_verify_galleries(run, tree):
+    status, out, _ = run("galleries", "create", "staff", "--scoring", "prototype")
+    assert status == 0 and "staff" in out and "prototype" in out
+    status, out, _ = run("index", str(tree), "--gallery", "staff", "--batch-size", "2", "--no-progress")
+    assert status == 0
+    assert "bob/broken.png" in out and "1 files not enrolled" in out
+    status, out, _ = run("index", str(tree), "--gallery", "staff", "--json")
+    figures = json.loads(out)
+    assert status == 0 and (figures["sent"], figures["stored"], figures["skipped"], figures["failed"]) == (7, 0, 6, 1)
+    assert figures["failures"][0]["path"] == "bob/broken.png"
+
+    status, out, _ = run("galleries")
+    assert status == 0 and "staff" in out and "6" in out
+    status, out, _ = run("galleries", "list", "--json")
+    assert json.loads(out)[0]["item_count"] == 6
+    status, out, _ = run("galleries", "classes", "staff")
+    assert status == 0 and "alice" in out and "2 classes, 6 items" in out
+
+    probe = str(tree / "alice" / "0.png")
+    status, out, _ = run("identify", probe, str(tree / "bob" / "1.png"), "--gallery", "staff", "--k", "2")
+    assert status == 0 and "alice/0.png" in out and "decision" in out
+    status, out, _ = run("identify", probe, "--gallery", "staff", "--json", "--scoring", "nearest")
+    [answer] = json.loads(out)
+    assert answer["image"] == probe and answer["label"] == "alice" and answer["known"] is True
+    assert answer["candidates"][0]["distance"] < 1e-6
+
+    status, out, _ = run("verify", probe, probe)
+    assert status == 0 and "same" in out
+    status, out, _ = run("verify", probe, str(tree / "bob" / "0.png"), "--json", "--threshold", "0.0")
+    assert json.loads(out)["threshold"]["source"] == "request"
+
+    status, out, _ = run("galleries", "delete", "staff")
+    assert status == 0 and "6 items" in out
+
+
+def test_index_creates_the_gallery_when_asked(run, tree):
+    status, _, err = run("index", str(tree), "--gallery", "new", "--no-progress")
+    assert status == 1 and "NOT_FOUND" in err
+    status, out, _ = run("index", str(tree), "--gallery", "new", "--create", "--json")
+    assert status == 0 and json.loads(out)["stored"] == 6
+
+
+def test_errors_are_one_line_and_exit_1(run, tmp_path):
+    status, out, err = run("identify", str(tmp_path / "missing.png"), "--gallery", "staff")
+    assert status == 1 and err.startswith("error: INVALID_ARGUMENT") and "Traceback" not in err
+    status, _, err = run("galleries", "show", "nowhere")
+    assert status == 1 and "NOT_FOUND" in err
+    status, _, err = main(["info", "--address", "127.0.0.1:1", "--timeout", "0.5"]), None, None
+    assert status == 1
+
+
+def test_address_and_token_from_the_environment(server, monkeypatch, capsys):
+    monkeypatch.setenv("TWINSEARCH_ADDRESS", server.address)
+    monkeypatch.setenv("TWINSEARCH_TOKEN", "")
+    assert main(["galleries"]) == 0
+    assert "no galleries" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["index", "identify", "verify", "info", "galleries", "demo"])
+def test_help_explains_each_command(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert f"twinsearch {command}" in text and len(text) > 300
+    if command != "demo":
+        assert "--address" in text
