@@ -191,3 +191,19 @@ def test_serve_command_reports_a_bad_model(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert "not a twinsearch model file" in result.stderr
+
+
+def test_address_in_use_and_store_in_use_are_refused(tmp_path, model_path, server):
+    import dataclasses
+
+    from twinsearch.client.errors import FailedPrecondition
+
+    taken = settings_for(tmp_path / "other", model_path)
+    with pytest.raises(OSError):
+        start_server(dataclasses.replace(taken, address=server.address))
+    again = start_server(taken)  # the failed start released the data folder it had opened
+    try:
+        with pytest.raises(FailedPrecondition):
+            start_server(taken)  # one process, one server per data folder
+    finally:
+        again.stop(grace=1.0)

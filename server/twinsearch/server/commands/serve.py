@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    from twinsearch.client.errors import TwinsearchError
     from twinsearch.encoder.errors import ModelFileError
     from twinsearch.server.app import start_server
 
@@ -104,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         try:
             running = start_server(settings)
-        except (ModelFileError, OSError) as exc:
+        except (ModelFileError, OSError, ValueError, RuntimeError, TwinsearchError) as exc:
+            # A bad model file, an address in use, unreadable TLS files, a store held by another process.
             print(f"twinsearch serve: {exc}", file=sys.stderr)
             return 1
         print(f"twinsearch serving on {running.address}", flush=True)

@@ -1,0 +1,56 @@
+"""`twinsearch serve` settings: flags win over TWINSEARCH_* variables, which win over defaults."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from twinsearch.server.commands import serve
+from twinsearch.server.settings import DEFAULT_ADDRESS, DEFAULT_MAX_BATCH, ServerSettings
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    serve.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_defaults():
+    settings = serve.settings_from(parse(), {})
+    assert settings.address == DEFAULT_ADDRESS and settings.token is None and settings.model_path is None
+    assert settings.engine.max_batch == DEFAULT_MAX_BATCH and settings.metrics_port is None
+
+
+def test_flags_win_over_environment():
+    env = {"TWINSEARCH_ADDRESS": "0.0.0.0:7000", "TWINSEARCH_MAX_K": "9", "TWINSEARCH_TOKEN": "from-env",
+           "TWINSEARCH_DATA_DIR": "/srv/data", "TWINSEARCH_METRICS_PORT": "9100", "TWINSEARCH_MAX_PIXELS": ""}
+    settings = serve.settings_from(parse("--address", "127.0.0.1:0", "--max-batch", "5"), env)
+    assert settings.address == "127.0.0.1:0"          # flag
+    assert settings.engine.max_batch == 5              # flag
+    assert settings.engine.max_k == 9                  # environment
+    assert settings.token == "from-env" and settings.metrics_port == 9100
+    assert settings.data_dir == Path("/srv/data")
+    assert settings.engine.max_pixels == 40_000_000    # an empty variable counts as unset
+
+
+@pytest.mark.parametrize("argv, env, message", [
+    ((), {"TWINSEARCH_MAX_K": "many"}, "TWINSEARCH_MAX_K"),
+    (("--tls-cert", "c.pem"), {}, "both"),
+    (("--max-batch", "0"), {}, "max_batch"),
+    (("--address", "nowhere"), {}, "HOST:PORT"),
+])
+def test_bad_settings_are_refused(argv, env, message):
+    with pytest.raises(ValueError, match=message):
+        serve.settings_from(parse(*argv), env)
+
+
+def test_bad_settings_exit_2(capsys):
+    assert serve.run(parse("--max-k", "0")) == 2
+    assert "max_k" in capsys.readouterr().err
+
+
+def test_settings_object_checks():
+    with pytest.raises(ValueError):
+        ServerSettings(data_dir=Path("d"), token="  ")
