@@ -104,11 +104,13 @@ def _rpc(items: Callable[[object], int] | None = None):
             except Exception as exc:  # noqa: BLE001 - every error becomes a status, never a traceback
                 code, details = status_for(exc, name)
             finally:
+                elapsed = time.perf_counter() - started
                 self.metrics.in_flight.labels(name).dec()
                 self.metrics.rpcs.labels(name, code.name).inc()
-                self.metrics.latency.labels(name).observe(time.perf_counter() - started)
+                self.metrics.latency.labels(name).observe(elapsed)
+                log.debug("rpc=%s code=%s ms=%.1f peer=%s%s", name, code.name, elapsed * 1000, context.peer(),
+                          f" details={details!r}" if details else "")
             if code is not grpc.StatusCode.OK:
-                log.debug("%s -> %s: %s", name, code.name, details)
                 context.abort(code, details)
             return answer
 
@@ -199,9 +201,12 @@ class TwinSearchServicer(twinsearch_pb2_grpc.TwinSearchServicer):
         except Exception as exc:  # noqa: BLE001 - every error becomes a status
             code, details = status_for(exc, name)
         finally:
+            elapsed = time.perf_counter() - started
             self.metrics.in_flight.labels(name).dec()
             self.metrics.rpcs.labels(name, code.name).inc()
-            self.metrics.latency.labels(name).observe(time.perf_counter() - started)
+            self.metrics.latency.labels(name).observe(elapsed)
+            log.debug("rpc=%s code=%s ms=%.1f peer=%s%s", name, code.name, elapsed * 1000, context.peer(),
+                      f" details={details!r}" if details else "")
         if code is not grpc.StatusCode.OK:
             context.abort(code, details)
 
