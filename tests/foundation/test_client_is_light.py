@@ -13,6 +13,11 @@ class Block(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Block())
 import twinsearch.client, twinsearch.client.convert, twinsearch.client.types, twinsearch.client.errors
 import twinsearch.client.cli
+from twinsearch.client import Client, TwinsearchError, Identification
+import twinsearch.client.bulk, twinsearch.client.montage, twinsearch.client.remote
+for name in ('index', 'verify', 'identify', 'galleries', 'info', 'demo'):
+    __import__('twinsearch.client.commands.' + name)
+Client('localhost:1').close()
 from twinsearch.v1 import twinsearch_pb2, twinsearch_pb2_grpc
 assert 'torch' not in sys.modules and 'faiss' not in sys.modules
 print('ok')
