@@ -90,11 +90,14 @@ class Engine:
         self._calls = 0
         self._closed = False
         wait_s = settings.batch_wait_ms / 1000.0
+        # Two search threads let two galleries be searched at once on CPU; one GPU is driven from one thread.
+        on_gpu = getattr(store, "gpu", None) is not None
         self._encoder = Batcher("encoder", self._run_encoder, max_size=settings.encoder_batch, wait_s=wait_s,
                                 threads=1, on_start=self._encoder_thread_start,
                                 observe=lambda key, calls, rows: self._observe("encoder", calls, rows))
         self._searcher = Batcher("search", self._run_search, max_size=settings.search_batch, wait_s=wait_s,
-                                 threads=2, observe=lambda key, calls, rows: self._observe(key[0], calls, rows))
+                                 threads=1 if on_gpu else 2,
+                                 observe=lambda key, calls, rows: self._observe(key[0], calls, rows))
 
     @classmethod
     def open(cls, data_dir: Path, model_path: Path | None = None, settings: EngineSettings = DEFAULT_SETTINGS,
@@ -159,7 +162,7 @@ class Engine:
                 api_version=API_VERSION,
                 model=self.model_info(),
                 index_backend=f"faiss {faiss.__version__}",
-                gpu=gpus > 0,
+                gpu=getattr(self.store, "gpu", None) is not None,  # whether the store puts indexes on a GPU
                 gpu_count=gpus,
                 galleries=tuple(g.name for g in self.store.list_galleries()),
             )
