@@ -169,15 +169,18 @@ class ServerProcess:
         self._ready.set()
 
     def wait_ready(self, timeout: float) -> str:
-        if not self._ready.wait(timeout) or self.address is None:
+        if self._ready.wait(timeout) and self.address is not None:
+            return self.address
+        status = self.process.poll()
+        if status is None:
             self.process.kill()
-            raise RuntimeError(f"the server did not come up within {timeout:.0f} s:\n{self.tail()}")
-        return self.address
+            raise RuntimeError(f"`twinsearch serve` did not come up within {timeout:.0f} s; its log:\n{self.tail()}")
+        raise RuntimeError(f"`twinsearch serve` exited with status {status}; its log:\n{self.tail()}")
 
     def tail(self, lines: int = 20) -> str:
         self._log.flush()
         text = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:] + self._lines[-5:])
+        return "\n".join(f"  {line}" for line in text[-lines:])
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM, then wait for a clean exit (SIGKILL after `timeout`); returns the exit status."""
@@ -341,12 +344,16 @@ def run(args: argparse.Namespace) -> int:
                                  title="twinsearch one-shot demo: probe | enrolled exemplar of the predicted class "
                                        "(green right, red wrong)")
             say(f"montage written to {path}")
-        except (TwinsearchError, RuntimeError) as exc:
+        except RuntimeError as exc:
+            print(f"twinsearch demo: {exc}", file=sys.stderr)
+            return 1
+        except TwinsearchError as exc:
             print(f"twinsearch demo: {exc}", file=sys.stderr)
             print(f"server log (last lines):\n{server.tail()}", file=sys.stderr)
             return 1
         finally:
-            say("stopping the server (SIGTERM) ...")
+            if server.process.poll() is None:
+                say("stopping the server (SIGTERM) ...")
             exit_code = server.stop()
     seconds = time.perf_counter() - started
     summary.update(seconds=seconds, server_exit=exit_code, montage=str(path),
