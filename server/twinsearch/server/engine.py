@@ -314,7 +314,7 @@ class Engine:
             k = check_k(k or 5, self.settings.max_k)
             _check_threshold_range(threshold)
             labels = _label_tuple(labels)
-            self._usable_gallery(gallery)
+            self._usable_gallery(gallery, searchable=True)
             if not probes:
                 return []
             vectors = self._vectors(probes, "probes", deadline)
@@ -332,7 +332,7 @@ class Engine:
                 if not isinstance(query, (tuple, list)) or len(query) != 2:
                     raise InvalidArgument(f"queries[{i}]: a query is (probe, label)")
                 check_label(query[1], where=f"queries[{i}]: ")
-            self._usable_gallery(gallery)
+            self._usable_gallery(gallery, searchable=True)
             if not queries:
                 return []
             vectors = self._vectors([q[0] for q in queries], "queries", deadline, suffix=".probe")
@@ -346,7 +346,7 @@ class Engine:
             self._check_count(len(probes), "probes")
             k = check_k(k or 10, self.settings.max_k)
             labels = _label_tuple(labels)
-            self._usable_gallery(gallery)
+            self._usable_gallery(gallery, searchable=True)
             if not probes:
                 return []
             vectors = self._vectors(probes, "probes", deadline)
@@ -363,14 +363,17 @@ class Engine:
             raise InvalidArgument("give a threshold or a target false-accept rate, not both")
         return self.policy.resolve(threshold=threshold, target_far=target_far)
 
-    def _usable_gallery(self, name: str) -> GalleryInfo:
-        """The gallery, if it exists and is bound to this model (checked before any embedding work)."""
+    def _usable_gallery(self, name: str, searchable: bool = False) -> GalleryInfo:
+        """The gallery, if it exists, is bound to this model and (for queries) holds items: checked before
+        any embedding work, so a call that must fail fails at once. The store checks again."""
         info = self.store.get_gallery(name)
         if info.model_fingerprint != self.model.fingerprint:
             raise FailedPrecondition(
                 f"gallery {name!r} is bound to model {info.model_fingerprint!r}; this server runs model "
                 f"{self.model.fingerprint!r}"
             )
+        if searchable and info.item_count == 0:
+            raise FailedPrecondition(f"gallery {name!r} is empty")
         return info
 
     def _prepare(self, payloads: Sequence[Payload], names: Sequence[str], *, collect_failures: bool = False,
