@@ -332,8 +332,9 @@ class BaseClient(abc.ABC):
 
     @abc.abstractmethod
     def _enroll_batches(self, gallery: str, batches: Iterator[list[Item]], *,
-                        max_in_flight: int) -> Iterator[t.EnrollResult]:
-        """Enroll each batch with skip_invalid; yield one result per batch, in order."""
+                        max_in_flight: int) -> Iterator[tuple[list[Item], t.EnrollResult]]:
+        """Enroll each batch with skip_invalid, at most `max_in_flight` awaiting acknowledgement;
+        yield (the batch's items, its result) per batch, in the order the batches were taken."""
 
     @abc.abstractmethod
     def _delete(self, gallery: str, *, ids: list[int], client_ids: list[str], label: str | None) -> int: ...

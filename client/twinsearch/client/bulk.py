@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,14 +138,11 @@ def enroll_folder(
     entries, failures = walk_folder(folder, class_depth, extensions)
     total = len(entries)
     log.info("enroll_folder %s -> %s: %d files, %d outside class folders", folder, gallery, total, len(failures))
-    # Relative paths of each batch sent, in order: acknowledgements come back in the same order.
-    in_flight: deque[list[str]] = deque()
     counts = {"sent": 0, "stored": 0, "skipped": 0, "local_failed": 0, "server_failed": 0}
 
     def batches() -> Iterator[list[Item]]:
         for start in range(0, total, batch_size):
             items: list[Item] = []
-            names: list[str] = []
             for entry in entries[start:start + batch_size]:
                 try:
                     data = entry.path.read_bytes()
@@ -159,9 +155,7 @@ def enroll_folder(
                     counts["local_failed"] += 1
                     continue
                 items.append(Item(label=entry.label, payload=data, client_id=id_prefix + entry.relative))
-                names.append(entry.relative)
             if items:
-                in_flight.append(names)
                 counts["sent"] += len(items)
                 yield items
 
@@ -172,13 +166,12 @@ def enroll_folder(
                                   failed=len(failures)))
 
     report_progress()
-    for result in client._enroll_batches(gallery, batches(), max_in_flight=max_in_flight):
-        names = in_flight.popleft()
+    for items, result in client._enroll_batches(gallery, batches(), max_in_flight=max_in_flight):
         for item in result.stored:
             counts["stored" if item.created else "skipped"] += 1
         for failure in result.failed:
-            where = names[failure.index] if failure.index < len(names) else (failure.client_id or "?")
-            failures.append(FileFailure(where, failure.reason))
+            client_id = items[failure.index].client_id if failure.index < len(items) else failure.client_id
+            failures.append(FileFailure((client_id or "?")[len(id_prefix):], failure.reason))
             counts["server_failed"] += 1
         report_progress()
     seconds = time.perf_counter() - started

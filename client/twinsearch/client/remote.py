@@ -162,7 +162,7 @@ class Client(BaseClient):
         idempotent = all(item.client_id for item in items)
         return c.enroll_result_from_pb(self._call("Enroll", request, retry=idempotent))
 
-    def _enroll_batches(self, gallery, batches, *, max_in_flight) -> Iterator[t.EnrollResult]:
+    def _enroll_batches(self, gallery, batches, *, max_in_flight) -> Iterator[tuple[list[Item], t.EnrollResult]]:
         return _EnrollStream(self, gallery, batches, max_in_flight=max_in_flight).run()
 
     def _delete(self, gallery, *, ids, client_ids, label) -> int:
@@ -208,9 +208,10 @@ class _EnrollStream:
     """One bulk enrollment over EnrollStream, with flow control, an ack deadline and resumption.
 
     Batches are pulled from `batches` only when fewer than `max_in_flight` are unacknowledged. Every
-    request goes out with skip_invalid and a sequence number; acknowledgements come back in order.
-    After UNAVAILABLE a new stream re-sends the unacknowledged batches first (client ids make that
-    idempotent, and `_enroll_batches` callers always set them), then goes on with the rest.
+    request goes out with skip_invalid and a sequence number (in the order the batches were pulled);
+    acknowledgements come back in that order and `run` yields `(items, result)` per batch. After
+    UNAVAILABLE a new stream re-sends the unacknowledged batches first (client ids make that
+    idempotent: callers of `_enroll_batches` set them), then goes on with the rest.
     """
 
     _DONE = object()
@@ -220,14 +221,41 @@ class _EnrollStream:
         self.gallery = gallery
         self.source = iter(batches)
         self.max_in_flight = max(1, int(max_in_flight))
-        self.lock = threading.Lock()
-        self.unacked: deque[tuple[int, pb.EnrollRequest]] = deque()
+        self.lock = threading.Lock()          # guards the fields below
+        self.source_lock = threading.Lock()   # one puller at a time; pull order = sequence order
+        self.unacked: deque[tuple[int, list[Item], pb.EnrollRequest]] = deque()
+        self.resend: deque[tuple[int, list[Item], pb.EnrollRequest]] = deque()
         self.next_sequence = 1
         self.exhausted = False
         self.source_error: BaseException | None = None
         self.generation = 0
 
-    def _requests(self, generation: int, slots: threading.Semaphore, resend: deque) -> Iterator[pb.EnrollRequest]:
+    def _pull(self, generation: int) -> pb.EnrollRequest | None:
+        """The next new batch as a request (registered as unacknowledged), or None when there is none
+        or this stream is stale. A stale stream that already pulled hands its batch to the new one."""
+        with self.source_lock:
+            if self.exhausted or generation != self.generation:
+                return None
+            try:
+                items = next(self.source)
+            except StopIteration:
+                self.exhausted = True
+                return None
+            except BaseException as exc:  # raised to the caller by run(), not lost in gRPC's thread
+                self.source_error = exc
+                self.exhausted = True
+                return None
+            with self.lock:
+                sequence = self.next_sequence
+                self.next_sequence += 1
+                request = enroll_request(self.gallery, items, skip_invalid=True, sequence=sequence)
+                self.unacked.append((sequence, items, request))
+                if generation != self.generation:
+                    self.resend.append((sequence, items, request))
+                    return None
+            return request
+
+    def _requests(self, generation: int, slots: threading.Semaphore) -> Iterator[pb.EnrollRequest]:
         while True:
             while not slots.acquire(timeout=0.2):
                 if generation != self.generation:
@@ -235,31 +263,19 @@ class _EnrollStream:
             with self.lock:
                 if generation != self.generation:
                     return
-                if resend:
-                    request = resend.popleft()[1]
-                elif self.exhausted:
+                request = self.resend.popleft()[2] if self.resend else None
+            if request is None:
+                request = self._pull(generation)
+                if request is None:
                     return
-                else:
-                    try:
-                        items = next(self.source)
-                    except StopIteration:
-                        self.exhausted = True
-                        return
-                    except BaseException as exc:  # raised to the caller by run(), not lost in gRPC's thread
-                        self.source_error = exc
-                        self.exhausted = True
-                        return
-                    request = enroll_request(self.gallery, items, skip_invalid=True, sequence=self.next_sequence)
-                    self.unacked.append((self.next_sequence, request))
-                    self.next_sequence += 1
             yield request
 
     def _open(self):
         with self.lock:
             self.generation += 1
-            resend = deque(self.unacked)
+            self.resend = deque(self.unacked)
             slots = threading.Semaphore(self.max_in_flight)
-            requests = self._requests(self.generation, slots, resend)
+            requests = self._requests(self.generation, slots)
         call = self.client._stub.EnrollStream(requests, metadata=self.client._metadata)
         acks: queue.Queue = queue.Queue()
 
@@ -275,7 +291,7 @@ class _EnrollStream:
         threading.Thread(target=read, name="twinsearch-enroll-acks", daemon=True).start()
         return call, acks
 
-    def run(self) -> Iterator[t.EnrollResult]:
+    def run(self) -> Iterator[tuple[list[Item], t.EnrollResult]]:
         call, acks = self._open()
         attempt = 0
         try:
@@ -311,9 +327,9 @@ class _EnrollStream:
                     if not self.unacked or self.unacked[0][0] != ack.sequence:
                         expected = self.unacked[0][0] if self.unacked else None
                         raise InternalError(f"enroll stream: acknowledgement {ack.sequence}, expected {expected}")
-                    self.unacked.popleft()
+                    _, items, _ = self.unacked.popleft()
                 attempt = 0
-                yield c.enroll_result_from_pb(ack)
+                yield items, c.enroll_result_from_pb(ack)
         finally:
             with self.lock:
                 self.generation += 1  # stops the request generator of the last stream

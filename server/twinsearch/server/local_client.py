@@ -88,10 +88,10 @@ class LocalClient(BaseClient):
     def _enroll(self, gallery, items, *, skip_invalid) -> t.EnrollResult:
         return self.engine.enroll(gallery, _engine_items(items), skip_invalid=skip_invalid)
 
-    def _enroll_batches(self, gallery, batches, *, max_in_flight) -> Iterator[t.EnrollResult]:
+    def _enroll_batches(self, gallery, batches, *, max_in_flight) -> Iterator[tuple[list[Item], t.EnrollResult]]:
         # In-process there is nothing to overlap with: one batch at a time, in order.
         for items in batches:
-            yield self.engine.enroll(gallery, _engine_items(items), skip_invalid=True)
+            yield items, self.engine.enroll(gallery, _engine_items(items), skip_invalid=True)
 
     def _delete(self, gallery, *, ids, client_ids, label) -> int:
         return self.engine.delete(gallery, ids=ids, client_ids=client_ids, label=label)
