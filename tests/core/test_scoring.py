@@ -66,20 +66,31 @@ def test_rankings_stay_exact_after_deletions(store, rng, scoring):
     check_against_brute(store, "g", queries, xk, lk, scoring, 3, 6)
 
 
-def test_compaction_keeps_answers(tmp_path, rng):
+@pytest.mark.parametrize("kind", list(IndexKind))
+def test_compaction_keeps_answers(tmp_path, rng, kind):
     from twinsearch.server.gallery import SearchLimits
+    from twinsearch.server.index import IndexParams
     from twinsearch.server.store import GalleryStore, StoreSettings
 
-    settings = StoreSettings(synchronous="OFF", limits=SearchLimits(compact_min_dead=10, compact_dead_fraction=0.1))
+    settings = StoreSettings(synchronous="OFF", index=IndexParams(ivf_min_train=100),
+                             limits=SearchLimits(compact_min_dead=10, compact_dead_fraction=0.1))
     with GalleryStore.open(tmp_path / "s", settings) as store:
         x, labels = clustered(rng, 20, 10)
-        store.create_gallery("g", fingerprint="m", dim=DIM)
+        # IVF with nprobe above nlist searches every cell: exact, so it can be checked against brute force
+        store.create_gallery("g", fingerprint="m", dim=DIM, index=IndexSpec(kind=kind, nprobe=10_000))
         got = store.enroll("g", labels, x)
         store.delete_items("g", ids=[e.id for e in got[:60]])
         gallery = store._galleries["g"]
         assert gallery.index.ntotal == len(x) - 60  # compacted, not tombstoned
+        assert kind != IndexKind.IVF or gallery.index.is_ivf
         queries = unit(x[100:110] + 0.1 * rng.normal(size=(10, DIM)).astype(np.float32))
-        check_against_brute(store, "g", queries, x[60:], labels[60:], Scoring.NEAREST, 3, 5)
+        if kind == IndexKind.HNSW:
+            res = store.identify("g", x[100:110], policy=POLICY, k=1, threshold=0.5)
+            assert [r.label for r in res] == labels[100:110]
+        else:
+            check_against_brute(store, "g", queries, x[60:], labels[60:], Scoring.NEAREST, 3, 5)
+        hits = store.search("g", x[60:70], k=1)
+        assert [row[0].id for row in hits] == [e.id for e in got[60:70]]
 
 
 def test_search_matches_brute_force_and_returns_metadata(store, rng):

@@ -187,7 +187,8 @@ class Gallery:
         Caller holds the store's writer mutex but not this gallery's lock: queries go on with the old
         index meanwhile, and SQLite cannot change under the build. Swap it in under the write lock.
         """
-        index = self._new_index(self.classes.n_items)
+        n = self.classes.n_items
+        index = self._new_index(n) if self.index.wants_training(n) else self.index.empty_like()
         for ids, _, vectors in self.db.iter_items(self.id, self.dim):
             index.add(vectors, ids)
         log.info("gallery %r: new %s index built with %d items", self.name, self.spec.kind.value, index.ntotal)

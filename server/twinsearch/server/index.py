@@ -4,9 +4,10 @@ Every kind is an `IndexIDMap` around the FAISS index, so search returns the SQLi
 are squared L2 distances as FAISS gives them; the caller takes square roots (Euclidean distance on
 L2-normalised vectors, in [0, 2], smaller = more alike).
 
-Deletions are tombstones: the caller drops ids it no longer holds from results and calls `compact`
-once enough have piled up. One path for every kind, because HNSW and the GPU indexes cannot remove
-vectors in place.
+Deletions are tombstones: the caller drops ids it no longer holds from results and, once enough
+have piled up, compacts: a flat index in place (`compact`), IVF and HNSW by building a fresh index
+beside the live one (`empty_like`, keeping IVF's trained cells). One path for every kind, because
+HNSW and the GPU indexes cannot remove vectors in place.
 
 With a GPU (`faiss.get_num_gpus() > 0` and the store's setting allows it), exact and IVF indexes are
 copied to it (`faiss.index_cpu_to_gpu`, which clones the id map and moves the inner index); HNSW
@@ -180,10 +181,23 @@ class VectorIndex:
         return faiss.vector_to_array(self.index.id_map).astype(np.int64, copy=False)
 
     def can_remove(self) -> bool:
-        return self.spec.kind != IndexKind.HNSW
+        """Whether `compact` works in place: flat only. IndexIDMap.remove_ids assumes the inner index
+        renumbers what is left the way IndexFlat does; IVF keeps its ids and HNSW cannot remove."""
+        return self.spec.kind != IndexKind.HNSW and not self.is_ivf
+
+    def empty_like(self) -> VectorIndex:
+        """An empty index of the same kind, keeping a trained IVF quantizer (no retraining)."""
+        other = VectorIndex(self.dim, self.spec, self.params, self.gpu)
+        if self.is_ivf:
+            inner = faiss.clone_index(self.cpu_copy().index)
+            inner.reset()
+            other.nlist, other.trained_at = self.nlist, self.trained_at
+            other.index = other._wrap(inner)
+            other._apply_search_params()
+        return other
 
     def compact(self, dead: np.ndarray) -> None:
-        """Remove tombstoned ids (flat and IVF: in place on a CPU copy). HNSW callers rebuild instead."""
+        """Remove tombstoned ids in place (flat only, see `can_remove`; on a GPU through a CPU copy)."""
         if not len(dead):
             return
         cpu = self.cpu_copy() if self.on_gpu else self.index
