@@ -95,3 +95,11 @@ def test_index_and_scoring_arguments():
         parse_index("ivf", {"nlists": 8})
     with pytest.raises(InvalidArgument, match="unknown scoring"):
         parse_scoring("closest")
+
+
+def test_one_label_is_a_label_not_its_characters():
+    from twinsearch.client.base import label_list
+
+    assert label_list("alice") == ["alice"]
+    assert label_list(("a", "b")) == ["a", "b"]
+    assert label_list(None) is None

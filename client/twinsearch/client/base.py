@@ -67,6 +67,13 @@ def positive_int(value: object, what: str, *, optional: bool = False) -> int | N
     return int(value)
 
 
+def label_list(labels: str | Sequence[str] | None) -> list[str] | None:
+    """None, or a list of labels (one label given as a string is one label, not its characters)."""
+    if labels is None:
+        return None
+    return [labels] if isinstance(labels, str) else list(labels)
+
+
 class BaseClient(abc.ABC):
     """The twinsearch API. Subclasses implement the `_primitives`; callers use the public methods."""
 
@@ -239,7 +246,7 @@ class BaseClient(abc.ABC):
         mean_k: int | None = None,
         threshold: float | None = None,
         target_far: float | None = None,
-        labels: Sequence[str] | None = None,
+        labels: str | Sequence[str] | None = None,
     ):
         """Which enrolled class is each probe (image or vector), or unknown (open set)?
 
@@ -253,7 +260,7 @@ class BaseClient(abc.ABC):
         mean_k = positive_int(mean_k, "mean_k", optional=True)
         results = self._identify(
             gallery, payloads(batch, "probes"), k=k, scoring=parse_scoring(scoring), mean_k=mean_k,
-            threshold=threshold, target_far=target_far, labels=list(labels) if labels is not None else None,
+            threshold=threshold, target_far=target_far, labels=label_list(labels),
         )
         return results[0] if single else results
 
@@ -274,21 +281,21 @@ class BaseClient(abc.ABC):
         """
         batch, single = as_batch(probes)
         mean_k = positive_int(mean_k, "mean_k", optional=True)
-        label_list = broadcast(labels, len(batch), "labels")
-        queries = [(payload(x, f"probes[{i}]"), label_list[i]) for i, x in enumerate(batch)]
+        per_probe = broadcast(labels, len(batch), "labels")
+        queries = [(payload(x, f"probes[{i}]"), per_probe[i]) for i, x in enumerate(batch)]
         if not queries:
             raise InvalidArgument("no probes given")
         results = self._verify_class(gallery, queries, scoring=parse_scoring(scoring), mean_k=mean_k,
                                      threshold=threshold, target_far=target_far)
         return results[0] if single else results
 
-    def search(self, gallery: str, probes, *, k: int = 10, labels: Sequence[str] | None = None):
+    def search(self, gallery: str, probes, *, k: int = 10, labels: str | Sequence[str] | None = None):
         """The k nearest stored items of each probe, nearest first: a list of Neighbor per probe
         (one list for a single probe). `labels` restricts the search to those classes."""
         batch, single = as_batch(probes)
         k = positive_int(k, "k")
         results = self._search(gallery, payloads(batch, "probes"), k=k,
-                               labels=list(labels) if labels is not None else None)
+                               labels=label_list(labels))
         return results[0] if single else results
 
     # ------------------------------------------------------------------------------- lifecycle
