@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import faiss
@@ -51,11 +53,16 @@ def auto_nlist(n: int) -> int:
 
 
 class GpuContext:
-    """FAISS GPU resources shared by a store's indexes (one device)."""
+    """FAISS GPU resources shared by a store's indexes (one device).
+
+    `lock` serialises calls into the GPU indexes: StandardGpuResources (its streams and scratch
+    memory) must not be used from two threads at once, while CPU indexes take concurrent searches.
+    """
 
     def __init__(self, device: int = 0):
         self.device = device
         self.resources = faiss.StandardGpuResources()
+        self.lock = threading.Lock()
 
     def to_gpu(self, index: faiss.Index) -> faiss.Index:
         return faiss.index_cpu_to_gpu(self.resources, self.device, index)
@@ -97,7 +104,8 @@ class VectorIndex:
     def _place(self, cpu_index: faiss.Index) -> faiss.Index:
         if self.gpu is None:
             return cpu_index
-        return self.gpu.to_gpu(cpu_index)
+        with self.gpu.lock:
+            return self.gpu.to_gpu(cpu_index)
 
     @property
     def on_gpu(self) -> bool:
@@ -150,7 +158,8 @@ class VectorIndex:
             return
         if self.on_gpu:
             # A GPU IVF index is no faiss.IndexIVF; the GPU parameter space knows both, through the id map.
-            faiss.GpuParameterSpace().set_index_parameter(self.index, "nprobe", self.nprobe)
+            with self._device():
+                faiss.GpuParameterSpace().set_index_parameter(self.index, "nprobe", self.nprobe)
         else:
             faiss.extract_index_ivf(self.index).nprobe = self.nprobe
 
@@ -167,13 +176,18 @@ class VectorIndex:
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         """Add float32 (n, dim) vectors under int64 ids."""
         if len(ids):
-            self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32),
-                                    np.ascontiguousarray(ids, dtype=np.int64))
+            with self._device():
+                self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32),
+                                        np.ascontiguousarray(ids, dtype=np.int64))
 
     def search(self, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
         """(D, I): squared L2 distances float32 (n, depth) ascending, ids int64 (n, depth), -1 past the end."""
         depth = max(1, min(depth, self.max_depth))
-        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), depth)
+        with self._device():
+            return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), depth)
+
+    def _device(self):
+        return self.gpu.lock if self.gpu is not None else nullcontext()
 
     def ids(self) -> np.ndarray:
         """The int64 ids held (live and tombstoned), in insertion order."""
@@ -206,7 +220,10 @@ class VectorIndex:
 
     # ------------------------------------------------------------------ snapshots
     def cpu_copy(self) -> faiss.Index:
-        return faiss.index_gpu_to_cpu(self.index) if self.on_gpu else self.index
+        if not self.on_gpu:
+            return self.index
+        with self._device():
+            return faiss.index_gpu_to_cpu(self.index)
 
     def serialize_to(self, path: str) -> None:
         faiss.write_index(self.cpu_copy(), path)
