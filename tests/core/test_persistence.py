@@ -133,3 +133,18 @@ def test_deleted_gallery_leaves_no_snapshot(tmp_path, rng):
         store.create_gallery("g", fingerprint="m", dim=DIM)
     with GalleryStore.open(tmp_path, SETTINGS) as store:
         assert store.get_gallery("g").item_count == 0
+
+
+def test_snapshot_after_changes_bounds_the_catch_up(tmp_path, rng):
+    settings = StoreSettings(synchronous="NORMAL", snapshot_after_changes=100)
+    x, labels = clustered(rng, 10, 30)
+    store = GalleryStore.open(tmp_path, settings)
+    store.create_gallery("g", fingerprint="m", dim=DIM)
+    for lo in range(0, 300, 60):
+        store.enroll("g", labels[lo:lo + 60], x[lo:lo + 60])
+    store.close(snapshot=False)  # as if killed: only the automatic snapshots exist
+    with GalleryStore.open(tmp_path, settings) as store:
+        assert store.load_report == {"g": "caught up"}
+        assert store.get_gallery("g").item_count == 300
+        g = store._galleries["g"]
+        assert g.changes == 60  # the snapshot was taken at 240 items (after the 4th batch)

@@ -81,6 +81,7 @@ class Gallery:
         self.deletions = row.deletions  # SQLite's deletion counter as reflected in memory
         self.applied_max_id = 0         # largest item id applied here; SQLite rows above it are not yet
         self.dirty = False              # changed since the last snapshot
+        self.changes = 0                # items enrolled or deleted since the last snapshot
         self.needs_new_index = False    # IVF (re)training or HNSW compaction is due: see `fresh_index`
         self.deleted = False            # set when the gallery is deleted while a caller still holds it
 
@@ -130,11 +131,13 @@ class Gallery:
             gone = np.setdiff1d(table.item_ids, alive, assume_unique=True)
             if len(gone):
                 self._forget(gone, self._vectors_from_index(gone))
+            self.changes += len(gone)
             caught_up = True
         for ids, labels, vectors in self.db.iter_items(self.id, self.dim, after_id=int(header["max_id"])):
             self.index.add(vectors, ids)
             self.classes.add(ids, labels, vectors)
             self.applied_max_id = int(ids[-1])
+            self.changes += len(ids)
             caught_up = True
         self.deletions = stats.deletions
         self.dirty = caught_up
@@ -206,6 +209,7 @@ class Gallery:
         }
         snapshot.write(folder, self.id, self.index.serialize_to, self.classes.to_arrays(), header)
         self.dirty = False
+        self.changes = 0
 
     # ------------------------------------------------------------------ changes (caller holds the write lock)
     def apply_enroll(self, ids: np.ndarray, labels: Sequence[str], vectors: np.ndarray) -> None:
@@ -214,12 +218,14 @@ class Gallery:
         if len(ids):
             self.applied_max_id = max(self.applied_max_id, int(ids.max()))
         self.dirty = True
+        self.changes += len(ids)
         self._after_change()
 
     def apply_delete(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         self._forget(ids, vectors)
         self.deletions += len(ids)
         self.dirty = True
+        self.changes += len(ids)
         self._after_change()
 
     def _forget(self, ids: np.ndarray, vectors: np.ndarray) -> None:
