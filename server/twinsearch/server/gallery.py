@@ -113,7 +113,11 @@ class Gallery:
         if header.get("dim") != self.dim or header.get("index_spec") != self.row.index_spec:
             raise snapshot.SnapshotError("snapshot was taken with another dimension or index configuration")
         stats = self.db.stats(self.id)
-        if header["max_id"] > stats.max_id or header["deletions"] > stats.deletions:
+        # SQLite's largest id may be below the snapshot's when the newest items were deleted since;
+        # without deletions since, a larger id in the snapshot means it is not of this SQLite file.
+        ahead = header["deletions"] > stats.deletions or (
+            header["deletions"] == stats.deletions and header["max_id"] > stats.max_id)
+        if ahead:
             raise snapshot.SnapshotError("snapshot is ahead of SQLite")
         table = ClassTable.from_arrays(self.dim, arrays)
         if table.max_id > header["max_id"]:
