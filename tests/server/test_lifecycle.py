@@ -87,6 +87,26 @@ def test_deadline_expired_in_the_queue_stops_the_work(tmp_path, model_path):
         running.stop(grace=1.0)
 
 
+def test_cancelled_call_never_reaches_the_encoder(tmp_path, model_path):
+    settings = settings_for(tmp_path, model_path)
+    engine = Engine.open(settings.data_dir, settings.model_path, settings.engine)
+    engine.model = SlowModel(engine.model, delay=0.6)
+    running = start_server(settings, engine=engine)
+    channel, stub = stub_for(running.address)
+    try:
+        busy = stub.Embed.future(pb.EmbedRequest(images=[pb.Image(encoded=png(glyph(1)))]), timeout=TIMEOUT)
+        time.sleep(0.2)
+        doomed = stub.Embed.future(pb.EmbedRequest(images=[pb.Image(encoded=png(glyph(2)))] * 5), timeout=TIMEOUT)
+        time.sleep(0.1)
+        doomed.cancel()
+        busy.result(timeout=TIMEOUT)
+        time.sleep(0.5)
+        assert engine.model.batches == [1]
+    finally:
+        channel.close()
+        running.stop(grace=1.0)
+
+
 def test_restart_keeps_every_gallery(tmp_path, model_path, other_model_path):
     first = start_server(settings_for(tmp_path, model_path))
     channel, stub = stub_for(first.address)

@@ -50,7 +50,8 @@ class RunningServer:
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # IPv6 literals in brackets
+        return f"{host}:{self.port}"
 
     def stop(self, grace: float | None = None) -> None:
         """Graceful shutdown (see the module docstring); safe to call more than once."""
