@@ -173,7 +173,7 @@ def test_list_classes_paginates(store, rng):
 
 def test_second_process_cannot_open_the_same_store(tmp_path):
     with GalleryStore.open(tmp_path):
-        with pytest.raises(FailedPrecondition, match="another process"):
+        with pytest.raises(FailedPrecondition, match="already open"):
             GalleryStore.open(tmp_path)
 
 

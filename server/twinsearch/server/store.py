@@ -96,6 +96,13 @@ class StoreSettings:
     index: IndexParams = field(default_factory=IndexParams)
     limits: SearchLimits = field(default_factory=SearchLimits)
 
+    def __post_init__(self) -> None:
+        if self.synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, got {self.synchronous!r}")
+        for name in ("max_k", "max_queries", "max_batch", "max_items"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+
 
 class GalleryStore:
     """Galleries in one data folder. Open with `GalleryStore.open(path)`; one process at a time."""
@@ -129,7 +136,9 @@ class GalleryStore:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             os.close(lock_fd)
-            raise FailedPrecondition(f"gallery store {data_dir} is open in another process") from exc
+            raise FailedPrecondition(
+                f"gallery store {data_dir} is already open (another process or another GalleryStore)"
+            ) from exc
         try:
             gpus = faiss.get_num_gpus()
             if settings.use_gpu and gpus == 0:
@@ -154,16 +163,17 @@ class GalleryStore:
 
     def close(self, *, snapshot: bool | None = None) -> None:
         """Write snapshots of changed galleries (atomically), close SQLite and release the store."""
-        if self._closed:
-            return
-        if snapshot if snapshot is not None else self.settings.snapshot_on_close:
-            try:
-                self.snapshot()
-            except Exception:  # the snapshot is derived: losing it costs a rebuild, never data
-                log.exception("writing snapshots at close failed")
-        self._closed = True
-        self.db.close()
-        os.close(self._lock_fd)
+        with self._writer:  # no change is half applied while the snapshots are written
+            if self._closed:
+                return
+            if snapshot if snapshot is not None else self.settings.snapshot_on_close:
+                try:
+                    self.snapshot()
+                except Exception:  # the snapshot is derived: losing it costs a rebuild, never data
+                    log.exception("writing snapshots at close failed")
+            self._closed = True
+            self.db.close()
+            os.close(self._lock_fd)
 
     def __enter__(self) -> GalleryStore:
         return self
@@ -173,8 +183,11 @@ class GalleryStore:
 
     def snapshot(self, name: str | None = None) -> int:
         """Snapshot the changed galleries (or the named one); returns how many were written."""
-        with self._registry:
-            galleries = [self._galleries[name]] if name else list(self._galleries.values())
+        if name is not None:
+            galleries = [self._gallery(name)]
+        else:
+            with self._registry:
+                galleries = list(self._galleries.values())
         written = 0
         for g in galleries:
             with g.lock.read():
