@@ -18,6 +18,7 @@ Thread-safe: every method may be called from many threads at once.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from contextlib import contextmanager
@@ -86,6 +87,9 @@ class Engine:
         self.settings = settings
         self.policy = ThresholdPolicy(model.calibration, default=settings.default_threshold)
         self.observer = observer
+        # Decoding is CPU-bound: more images at once than twice the cores gains nothing and only holds
+        # more full-size decoded images in memory.
+        self._decode_gate = threading.BoundedSemaphore(max(2, 2 * (os.cpu_count() or 1)))
         self._lock = threading.Condition()
         self._calls = 0
         self._closed = False
@@ -379,7 +383,8 @@ class Engine:
     def _prepare(self, payloads: Sequence[Payload], names: Sequence[str], *, collect_failures: bool = False,
                  skip: Sequence[int] = ()) -> Prepared:
         return prepare(payloads, names, preprocess=self.model.preprocess, dim=int(self.model.dim),
-                       max_pixels=self.settings.max_pixels, collect_failures=collect_failures, skip=skip)
+                       max_pixels=self.settings.max_pixels, collect_failures=collect_failures, skip=skip,
+                       gate=self._decode_gate)
 
     def _vectors(self, payloads: Sequence[Payload], what: str, deadline, suffix: str = "") -> np.ndarray:
         prepared = self._prepare(payloads, [f"{what}[{i}]{suffix}" for i in range(len(payloads))])

@@ -11,6 +11,7 @@ The encoder's image errors become domain errors here, the one place that does it
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -91,13 +92,17 @@ def prepare(
     max_pixels: int,
     collect_failures: bool = False,
     skip: Sequence[int] = (),
+    gate: contextlib.AbstractContextManager | None = None,
 ) -> Prepared:
     """Decode and preprocess the images of a batch, check its vectors.
 
     `where[i]` names payload i in errors ("probes[3]"). Without `collect_failures` the first bad item
     raises (InvalidArgument or ResourceExhausted); with it, bad items are listed in `failed`.
     Positions in `skip` are already known bad (the caller reports them): they are left out.
+    `gate` (e.g. a semaphore) is held while each image is decoded: it bounds how many full-size images
+    are in memory at once across concurrent calls.
     """
+    gate = gate if gate is not None else contextlib.nullcontext()
     skipped = set(skip)
     images: list[np.ndarray] = []
     image_pos: list[int] = []
@@ -109,11 +114,9 @@ def prepare(
         try:
             if isinstance(payload, np.ndarray) and payload.ndim == 1:
                 vectors[i] = check_vector(payload, dim, where[i])
-            elif isinstance(payload, (bytes, bytearray, memoryview)):
-                images.append(_load(preprocess, bytes(payload), max_pixels, where[i]))
-                image_pos.append(i)
-            elif isinstance(payload, np.ndarray):
-                images.append(_load(preprocess, payload, max_pixels, where[i]))
+            elif isinstance(payload, (bytes, bytearray, memoryview, np.ndarray)):
+                with gate:
+                    images.append(_load(preprocess, payload, max_pixels, where[i]))
                 image_pos.append(i)
             else:
                 raise InvalidArgument(
@@ -130,6 +133,8 @@ def prepare(
 
 
 def _load(preprocess, image, max_pixels: int, where: str) -> np.ndarray:
+    if isinstance(image, (bytearray, memoryview)):
+        image = bytes(image)
     try:
         return preprocess.load(image, max_pixels=max_pixels)
     except ImageError as exc:
