@@ -227,3 +227,18 @@ def test_address_in_use_and_store_in_use_are_refused(tmp_path, model_path, serve
             start_server(taken)  # one process, one server per data folder
     finally:
         again.stop(grace=1.0)
+
+
+def test_default_model_when_none_is_given(tmp_path):
+    from twinsearch.encoder.model import default_model_path
+
+    if not default_model_path().exists():
+        pytest.skip("the default model is not shipped yet")
+    running = start_server(settings_for(tmp_path, None))
+    channel, stub = stub_for(running.address)
+    try:
+        info = stub.Info(pb.InfoRequest(), timeout=TIMEOUT)
+        assert info.model.fingerprint and info.model.dim > 0
+    finally:
+        channel.close()
+        running.stop(grace=1.0)
