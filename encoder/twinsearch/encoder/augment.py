@@ -3,7 +3,9 @@
 `RandomAffine` follows Koch et al. (2015): each image of a batch gets its own rotation, shear, scale and
 translation, applied with one `affine_grid`/`grid_sample` call (fast on CPU and GPU). Pixels from outside
 are filled with `fill` (use the normalised background, 0 for inverted ink). An optional random stroke
-thickness change (grey dilation or erosion by a 3x3 max-pool) suits pen strokes.
+thickness change (grey dilation or erosion by a 3x3 max-pool) suits pen strokes, and an optional elastic
+distortion (smooth random displacement field, Simard et al. 2003) imitates another hand drawing the same
+character.
 
 `expand_rotations` adds rotated copies (90, 180, 270 degrees) of every image as new classes: a classic
 trick for Omniglot that multiplies the number of training classes by 4.
@@ -24,7 +26,8 @@ class RandomAffine:
     `thickness` the probability of a random dilation or erosion (for ink data, ink high)."""
 
     def __init__(self, rotation: float = 10.0, shear: float = 0.3, scale: tuple[float, float] = (0.8, 1.2),
-                 translate: float = 0.1, p: float = 1.0, fill: float = 0.0, thickness: float = 0.0):
+                 translate: float = 0.1, p: float = 1.0, fill: float = 0.0, thickness: float = 0.0,
+                 elastic: float = 0.0, elastic_grid: int = 4):
         self.rotation = rotation
         self.shear = shear
         self.scale = scale
@@ -32,10 +35,13 @@ class RandomAffine:
         self.p = p
         self.fill = fill
         self.thickness = thickness
+        self.elastic = elastic
+        self.elastic_grid = elastic_grid
 
     def to_dict(self) -> dict:
         return dict(rotation=self.rotation, shear=self.shear, scale=list(self.scale), translate=self.translate,
-                    p=self.p, fill=self.fill, thickness=self.thickness)
+                    p=self.p, fill=self.fill, thickness=self.thickness, elastic=self.elastic,
+                    elastic_grid=self.elastic_grid)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """x (N, C, H, W) float32 -> same shape, each image distorted independently."""
@@ -62,6 +68,13 @@ class RandomAffine:
         identity = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).expand(n, 2, 3)
         theta = torch.where(keep[:, None, None], identity, theta).to(x.dtype).to(x.device)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        if self.elastic > 0:
+            # Smooth random displacements: normal noise on a coarse grid, upsampled (bicubic) to the image.
+            g = self.elastic_grid
+            noise = torch.randn(n, 2, g, g, generator=generator) * (2 * self.elastic)
+            noise = noise * (~keep).to(noise.dtype)[:, None, None, None]
+            field = F.interpolate(noise, size=x.shape[2:], mode="bicubic", align_corners=False)
+            grid = grid + field.permute(0, 2, 3, 1).to(grid.dtype).to(grid.device)
         out = F.grid_sample(x - self.fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         out = out + self.fill
         if self.thickness > 0:

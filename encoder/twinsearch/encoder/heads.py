@@ -26,24 +26,42 @@ class EmbeddingHead(nn.Module):
 
 
 class EmbeddingNet(nn.Module):
-    def __init__(self, backbone: nn.Module, head: EmbeddingHead):
+    """backbone -> head. With `tta_shifts` (pixel offsets (dy, dx)), evaluation embeds the input and each
+    shifted copy (zero-filled; use with a zero background) and returns the normalised mean: one embedding
+    per image, a little steadier against small misplacements. Training ignores it."""
+
+    def __init__(self, backbone: nn.Module, head: EmbeddingHead, tta_shifts: list | None = None):
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.tta_shifts = [tuple(int(v) for v in s) for s in (tta_shifts or [])]
 
     @property
     def dim(self) -> int:
         return self.head.dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
+        if self.training or not self.tta_shifts:
+            return self.head(self.backbone(x))
+        views = [x] + [_shift(x, dy, dx) for dy, dx in self.tta_shifts]
+        n = x.shape[0]
+        emb = self.head(self.backbone(torch.cat(views)))
+        return F.normalize(emb.view(len(views), n, -1).mean(0), dim=1)
+
+
+def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Translate (N, C, H, W) by (dy, dx) pixels, filling with zeros."""
+    h, w = x.shape[2:]
+    padded = F.pad(x, (max(dx, 0), max(-dx, 0), max(dy, 0), max(-dy, 0)))
+    top, left = max(-dy, 0), max(-dx, 0)
+    return padded[:, :, top:top + h, left:left + w]
 
 
 def build_net(architecture: dict) -> EmbeddingNet:
     """Build from a card's architecture: {"backbone": name, "backbone_args": {...}, "dim": int,
-    "head_args": {...}}."""
+    "head_args": {...}, optional "tta_shifts": [[dy, dx], ...]}."""
     from .backbones import build_backbone
 
     backbone = build_backbone(architecture["backbone"], **architecture.get("backbone_args", {}))
     head = EmbeddingHead(backbone.out_features, architecture["dim"], **architecture.get("head_args", {}))
-    return EmbeddingNet(backbone, head)
+    return EmbeddingNet(backbone, head, architecture.get("tta_shifts"))

@@ -66,7 +66,7 @@ class EncoderModel:
     def __init__(self, net: EmbeddingNet, card: ModelCard, device: str | torch.device | None = None,
                  batch_size: int = 256):
         self.device = _pick_device(device)
-        self.net = net.to(self.device).eval()
+        self.net = net.to(self.device, memory_format=torch.channels_last).eval()
         self.card = card
         self.preprocess = Preprocess.from_dict(card.preprocess)
         self.calibration = Calibration.from_dict(card.calibration) if card.calibration else None
@@ -110,6 +110,7 @@ class EncoderModel:
         with torch.inference_mode():
             for s in range(0, len(batch), self.batch_size):
                 x = torch.from_numpy(np.ascontiguousarray(batch[s:s + self.batch_size])).to(self.device)
+                x = x.contiguous(memory_format=torch.channels_last)
                 out[s:s + len(x)] = self.net(x).float().cpu().numpy()
         return out
 
@@ -131,7 +132,7 @@ class EncoderModel:
     def save(self, path: str | os.PathLike) -> None:
         """Write the model file (zip: card.json + weights.pt)."""
         buf = io.BytesIO()
-        state = {k: v.detach().cpu() for k, v in self.net.state_dict().items()}
+        state = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
         torch.save(state, buf)
         write_model_file(path, self.card, buf.getvalue())
 

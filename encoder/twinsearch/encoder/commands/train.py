@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--widths", type=int, nargs="+", help="conv4/resnet channel widths, e.g. 64 64 64 64")
     m.add_argument("--pool", choices=("flatten", "avg"), help="conv4: flatten (default) or average-pool")
     m.add_argument("--dim", type=int, default=128, help="embedding dimension")
+    m.add_argument("--tta", type=int, default=0, metavar="PIXELS",
+                   help="embed each image also shifted by this many pixels up, down, left and right, and "
+                        "average (one embedding; 5x the inference cost; 0: off)")
     m.add_argument("--dropout", type=float, default=0.0, help="dropout before the embedding layer")
 
     t = parser.add_argument_group("training")
@@ -58,6 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--label-smoothing", type=float, default=0.0)
     t.add_argument("-P", "--classes-per-batch", type=int, default=64)
     t.add_argument("-K", "--images-per-class", type=int, default=2)
+    t.add_argument("--groups-per-batch", type=int, default=0,
+                   help="draw each batch's classes from this many groups only (hard batches; 0: any classes)")
     t.add_argument("--lr", type=float, default=3e-3)
     t.add_argument("--weight-decay", type=float, default=5e-4)
     t.add_argument("--minutes", type=float, default=0.0, help="time budget (wall clock) in minutes")
@@ -69,6 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--aug-scale", type=float, nargs=2, default=[0.8, 1.2])
     t.add_argument("--aug-translate", type=float, default=0.1, help="fraction of the size")
     t.add_argument("--aug-thickness", type=float, default=0.0, help="probability of stroke dilation/erosion")
+    t.add_argument("--aug-elastic", type=float, default=0.0, help="elastic distortion strength (fraction of size)")
     t.add_argument("--val-every", type=int, default=200, help="steps between validations")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -98,12 +104,16 @@ def _config(args: argparse.Namespace):
     scale = args.scale if args.scale is not None else (10.0 if args.loss == "prototypical" else 16.0)
     augment = None if args.no_augment else {
         "rotation": args.aug_rotation, "shear": args.aug_shear, "scale": list(args.aug_scale),
-        "translate": args.aug_translate, "thickness": args.aug_thickness}
+        "translate": args.aug_translate, "thickness": args.aug_thickness,
+        "elastic": args.aug_elastic}
+    t = args.tta
     return TrainConfig(
         backbone=args.backbone, backbone_args=backbone_args, dim=args.dim,
-        head_args={"dropout": args.dropout} if args.dropout else {}, loss=args.loss, margin=margin, scale=scale,
-        mining=args.mining, label_smoothing=args.label_smoothing, classes_per_batch=args.classes_per_batch,
-        images_per_class=args.images_per_class, lr=args.lr, weight_decay=args.weight_decay, steps=args.steps,
+        head_args={"dropout": args.dropout} if args.dropout else {},
+        tta_shifts=[[t, 0], [-t, 0], [0, t], [0, -t]] if t else [],
+        loss=args.loss, margin=margin, scale=scale, mining=args.mining, label_smoothing=args.label_smoothing,
+        classes_per_batch=args.classes_per_batch, images_per_class=args.images_per_class,
+        groups_per_batch=args.groups_per_batch, lr=args.lr, weight_decay=args.weight_decay, steps=args.steps,
         minutes=args.minutes, rotations=args.rotations, augment=augment, val_every=args.val_every,
         seed=args.seed, threads=args.threads)
 

@@ -1,5 +1,7 @@
 """Class-balanced batches: P classes x K images each, for in-batch mining (triplet, contrastive,
-normalised softmax). Classes with fewer than K images are sampled with replacement."""
+normalised softmax). Classes with fewer than K images are sampled with replacement. With class groups and
+`groups_per_batch`, a batch's classes come from that many groups (batches may then hold fewer than P
+classes)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ import numpy as np
 class PKSampler:
     """Yields (P*K,) int64 index arrays, class-major ([c1 x K, c2 x K, ...]), forever or `batches` times."""
 
-    def __init__(self, labels: np.ndarray, p: int, k: int, seed: int = 0, batches: int | None = None):
+    def __init__(self, labels: np.ndarray, p: int, k: int, seed: int = 0, batches: int | None = None,
+                 class_groups: np.ndarray | None = None, groups_per_batch: int = 0):
         self.labels = np.asarray(labels)
         self.classes = np.unique(self.labels)
         if p > len(self.classes):
@@ -17,11 +20,26 @@ class PKSampler:
         self.by_class = [np.flatnonzero(self.labels == c) for c in self.classes]
         self.p, self.k, self.batches = p, k, batches
         self.rng = np.random.default_rng(seed)
+        # Hard batches: classes drawn from `groups_per_batch` groups only (e.g. one alphabet), so that the
+        # loss has to tell apart classes that look alike, as within-group one-shot tests demand.
+        self.pools: list[np.ndarray] = []
+        if groups_per_batch and class_groups is not None:
+            cg = np.asarray(class_groups)[self.classes]
+            self.pools = [np.flatnonzero(cg == g) for g in np.unique(cg)]
+            self.groups_per_batch = min(groups_per_batch, len(self.pools))
+
+    def _choose(self) -> np.ndarray:
+        if not self.pools:
+            return self.rng.choice(len(self.classes), size=self.p, replace=False)
+        sizes = np.array([len(p) for p in self.pools], dtype=np.float64)
+        picked = self.rng.choice(len(self.pools), size=self.groups_per_batch, replace=False, p=sizes / sizes.sum())
+        pool = np.concatenate([self.pools[g] for g in picked])
+        return self.rng.choice(pool, size=min(self.p, len(pool)), replace=False)
 
     def __iter__(self):
         count = 0
         while self.batches is None or count < self.batches:
-            chosen = self.rng.choice(len(self.classes), size=self.p, replace=False)
+            chosen = self._choose()
             parts = []
             for c in chosen:
                 members = self.by_class[c]

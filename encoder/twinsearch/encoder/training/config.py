@@ -20,6 +20,7 @@ class TrainConfig:
     backbone_args: dict = field(default_factory=dict)
     dim: int = 128
     head_args: dict = field(default_factory=dict)
+    tta_shifts: list = field(default_factory=list)  # [[dy, dx], ...] test-time shifts averaged into one embedding
     loss: str = "normsoftmax"
     margin: float = 0.0
     scale: float = 16.0
@@ -27,6 +28,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     classes_per_batch: int = 64
     images_per_class: int = 2
+    groups_per_batch: int = 0  # > 0: a batch's classes come from this many groups (hard batches)
     lr: float = 3e-3
     weight_decay: float = 5e-4
     warmup: float = 0.03

@@ -50,7 +50,10 @@ def architecture_for(config: TrainConfig, preprocess: Preprocess) -> dict:
     args.setdefault("input_size", preprocess.height)
     if config.backbone == "signet":
         args.setdefault("input_width", preprocess.width)
-    return {"backbone": config.backbone, "backbone_args": args, "dim": config.dim, "head_args": dict(config.head_args)}
+    arch = {"backbone": config.backbone, "backbone_args": args, "dim": config.dim, "head_args": dict(config.head_args)}
+    if config.tta_shifts:
+        arch["tta_shifts"] = [list(s) for s in config.tta_shifts]
+    return arch
 
 
 def build_loss(config: TrainConfig, num_classes: int) -> BaseMetricLoss:
@@ -120,7 +123,8 @@ class Trainer:
         with torch.inference_mode():
             for s in range(0, len(images), batch):
                 x = torch.from_numpy(images[s:s + batch]).to(self.device)
-                out.append(net(self._normalize(x)).float().cpu().numpy())
+                x = self._normalize(x).contiguous(memory_format=torch.channels_last)
+                out.append(net(x).float().cpu().numpy())
         net.train()
         return np.concatenate(out)
 
@@ -137,7 +141,8 @@ class Trainer:
         cfg = self.config
         if cfg.loss == "contrastive-pairs":
             return PairBatchSampler(labels, cfg.classes_per_batch * cfg.images_per_class // 2, seed=seed)
-        return PKSampler(labels, min(cfg.classes_per_batch, num_classes), cfg.images_per_class, seed=seed)
+        return PKSampler(labels, min(cfg.classes_per_batch, num_classes), cfg.images_per_class, seed=seed,
+                         class_groups=self._class_groups, groups_per_batch=cfg.groups_per_batch)
 
     # ------------------------------------------------------------------ loop
     def fit(self, resume: bool = False) -> TrainResult:
@@ -146,12 +151,18 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         images, labels, num_classes = self.train_data.images, self.train_data.labels, self.train_data.num_classes
+        class_groups = self.train_data.group_labels()
         if cfg.rotations:
+            n_groups = int(class_groups.max()) + 1
             images, labels, num_classes = expand_rotations(images, labels, num_classes)
+            # a rotated alphabet is a group of its own
+            class_groups = np.concatenate([class_groups + i * n_groups for i in range(4)])
+        self._class_groups = class_groups
         x_all = torch.from_numpy(images)
         y_all = torch.from_numpy(labels)
         architecture = architecture_for(cfg, self.preprocess)
-        net = build_net(architecture).to(self.device)
+        # channels-last runs the convolutions of these nets about 1.6x faster on CPU (oneDNN)
+        net = build_net(architecture).to(self.device, memory_format=torch.channels_last)
         loss_fn = build_loss(cfg, num_classes).to(self.device)
         params = list(net.parameters()) + [p for p in loss_fn.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -221,7 +232,7 @@ class Trainer:
             xb = x_all[idx]
             if aug is not None:
                 xb = aug(xb, generator=gen)
-            xb = self._normalize(xb.to(self.device))
+            xb = self._normalize(xb.to(self.device)).contiguous(memory_format=torch.channels_last)
             loss = loss_fn(net(xb), y_all[idx].to(self.device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
