@@ -203,6 +203,28 @@ def percentile_ms(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values) * 1000.0, q)) if values else float("nan")
 
 
+def open_set_table(points, known_records, unknown_records) -> list[dict]:
+    """Open-set identification at each calibrated operating point of the model.
+
+    The server decides "known" when the best class distance is <= the threshold, so the decision at
+    another threshold follows from the same answers (candidates[0].distance): no extra calls.
+    """
+    rows = []
+    for point in points:
+        def decide(result, threshold=point.distance):
+            best = result.candidates[0] if result.candidates else None
+            return best.label if best is not None and best.distance <= threshold else None
+
+        rows.append({
+            "point": point.name, "threshold": point.distance,
+            "right": float(np.mean([decide(r) == s.label for s, r in known_records])),
+            "known_rejected": float(np.mean([decide(r) is None for s, r in known_records])),
+            "unknown_rejected": float(np.mean([decide(r) is None for s, r in unknown_records]))
+            if unknown_records else float("nan"),
+        })
+    return rows
+
+
 def within_alphabet(client, plan: Plan, seed: int) -> tuple[int, float]:
     """The classic one-shot task: each probe against its own character and up to WAYS - 1 other enrolled
     characters of the same alphabet (identify restricted with `labels`). Returns (largest N, accuracy)."""
@@ -260,6 +282,8 @@ def run_demo(client, plan: Plan, say, seed: int = 0) -> tuple[dict, list]:
         threshold=records[0][2].threshold.distance if records else float("nan"),
         threshold_source=records[0][2].threshold.source.value if records else "",
     )
+
+    summary["open_set"] = open_set_table(client.info().model.thresholds, known_records, unknown_records)
 
     say(f"one-shot {WAYS}-way within each alphabet (Koch et al.): {len(plan.known_probes)} more calls ...")
     summary["within_alphabet_ways"], summary["within_alphabet_top1"] = within_alphabet(client, plan, seed)
@@ -329,6 +353,11 @@ def print_summary(s: dict, info, seconds: float, exit_code: int, montage: Path) 
     ]
     print()
     print(table(rows, ["twinsearch demo: one-shot Omniglot", "result"]))
+    if s.get("open_set"):
+        print("\nopen set: the same identifications decided at each of the model's calibrated thresholds")
+        print(table([(r["point"], f"{r['threshold']:.3f}", pct(r["right"]), pct(r["known_rejected"]),
+                      pct(r["unknown_rejected"])) for r in s["open_set"]],
+                    ["operating point", "threshold", "right label", "enrolled rejected", "never enrolled rejected"]))
 
 
 def run(args: argparse.Namespace) -> int:
