@@ -236,3 +236,20 @@ def test_token(tmp_path, tiny_model):
             assert good.info().api_version == "v1"
     finally:
         running.stop(grace=1.0)
+
+
+def test_one_client_many_threads(client, png):
+    """Concurrent calls on one Client (which the server batches together) answer as sequential ones do."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    client.create_gallery("g")
+    images = [png(200 + i) for i in range(12)]
+    client.enroll("g", [f"c{i}" for i in range(12)], images)
+    sequential = [client.identify("g", image, k=3) for image in images]
+    with ThreadPoolExecutor(6) as pool:
+        concurrent = list(pool.map(lambda image: client.identify("g", image, k=3), images))
+    for i, (a, b) in enumerate(zip(sequential, concurrent, strict=True)):
+        # Each probe is an enrolled image: its own class is first by far, whatever the batch it ran in.
+        assert a.label == b.label == f"c{i}"
+        assert a.candidates[0].distance == pytest.approx(b.candidates[0].distance, abs=1e-5)
+        assert {c.label for c in a.candidates} == {c.label for c in b.candidates} or a.margin < 1e-4

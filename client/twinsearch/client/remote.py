@@ -55,7 +55,8 @@ class Client(BaseClient):
     server requires one. `timeout`: the deadline of each call in seconds (retries included).
     `tls`: use a TLS channel, verified against `root_certificates` (PEM bytes; None = the system's).
     `retries`: attempts after the first on UNAVAILABLE, `backoff`: the first wait in seconds (doubling).
-    Use as a context manager, or call `close()`.
+    Use as a context manager, or call `close()`. Thread-safe: one Client (one channel) may serve many
+    threads at once, and the server gathers their concurrent calls into shared batches.
     """
 
     def __init__(
