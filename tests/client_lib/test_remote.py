@@ -252,4 +252,3 @@ def test_one_client_many_threads(client, png):
         # Each probe is an enrolled image: its own class is first by far, whatever the batch it ran in.
         assert a.label == b.label == f"c{i}"
         assert a.candidates[0].distance == pytest.approx(b.candidates[0].distance, abs=1e-5)
-        assert {c.label for c in a.candidates} == {c.label for c in b.candidates} or a.margin < 1e-4
