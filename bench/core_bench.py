@@ -151,10 +151,19 @@ def main() -> None:
     finally:
         shutil.rmtree(data, ignore_errors=True)
     meta = {"cpu_count": os.cpu_count(), "faiss_threads": _faiss_threads(), "dim": DIM, "per_class": PER_CLASS,
-            "enroll_batch": BATCH, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "enroll_batch": BATCH, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "commit": _commit(), "load_average": os.getloadavg()}
     out = Path(__file__).resolve().parent / "results" / f"core_bench_{args.n}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parent).stdout.strip()
+    except OSError:
+        return ""
 
 
 def _faiss_threads() -> int:

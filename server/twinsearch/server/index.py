@@ -45,6 +45,22 @@ class IndexParams:
     ivf_retrain_growth: float = 2.0  # retrain IVF (auto nlist) when the gallery grew this many times
     ivf_nprobe_fraction: float = 0.1  # auto nprobe: this fraction of nlist ...
     ivf_min_nprobe: int = 16          # ... but at least this many cells
+    # Exhaustive-search kernels, process-wide faiss settings (None leaves faiss's own). faiss 1.15 uses
+    # its SIMD kernel below a large query count; on a 2-core AVX2 box, batches of 64 to 1,024 queries
+    # against 200k x 128 ran 3 to 6 times faster through BLAS with wide database blocks (measured
+    # interleaved, best of 5). Scratch per concurrent search: blas_query_bs * blas_database_bs floats.
+    blas_threshold: int | None = 64
+    blas_query_bs: int | None = 256
+    blas_database_bs: int | None = 32768
+
+
+def configure_faiss(params: IndexParams) -> None:
+    """Apply the process-wide faiss kernel settings of `params` (see IndexParams)."""
+    for attr, value in (("distance_compute_blas_threshold", params.blas_threshold),
+                        ("distance_compute_blas_query_bs", params.blas_query_bs),
+                        ("distance_compute_blas_database_bs", params.blas_database_bs)):
+        if value is not None:
+            setattr(faiss.cvar, attr, int(value))
 
 
 def auto_nlist(n: int) -> int:

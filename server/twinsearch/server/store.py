@@ -55,7 +55,7 @@ from twinsearch.client.types import (
 
 from .database import Database
 from .gallery import Gallery, SearchLimits
-from .index import GpuContext, IndexParams
+from .index import GpuContext, IndexParams, configure_faiss
 from .thresholds import ThresholdPolicy
 from .validation import (
     check_client_ids,
@@ -140,6 +140,7 @@ class GalleryStore:
                 f"gallery store {data_dir} is already open (another process or another GalleryStore)"
             ) from exc
         try:
+            configure_faiss(settings.index)
             gpus = faiss.get_num_gpus()
             if settings.use_gpu and gpus == 0:
                 raise FailedPrecondition("use_gpu is set but faiss sees no GPU")
