@@ -84,6 +84,7 @@ class StoreSettings:
     use_gpu: bool | None = None      # None: use a GPU when faiss sees one; True: require one; False: never
     gpu_device: int = 0
     synchronous: str = "FULL"        # SQLite: FULL survives power loss; NORMAL only process crashes
+    sqlite_writer_cache_mb: int = 64  # page cache of the writing connection
     max_k: int = 1000                # largest k a query may ask for
     max_queries: int = 10_000        # query vectors per call
     max_batch: int = 100_000         # vectors per enroll call
@@ -145,7 +146,8 @@ class GalleryStore:
             if settings.use_gpu and gpus == 0:
                 raise FailedPrecondition("use_gpu is set but faiss sees no GPU")
             gpu = GpuContext(settings.gpu_device) if (settings.use_gpu is not False and gpus > 0) else None
-            db = Database(data_dir / DB_NAME, synchronous=settings.synchronous)
+            db = Database(data_dir / DB_NAME, synchronous=settings.synchronous,
+                          writer_cache_mb=settings.sqlite_writer_cache_mb)
         except BaseException:
             os.close(lock_fd)
             raise
