@@ -22,8 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-from twinsearch.client.errors import NotFound
-
 SCHEMA_VERSION = 1
 # Stay well under SQLite's limit on bound parameters per statement.
 _CHUNK = 900
@@ -209,29 +207,22 @@ class Database:
 
     # ------------------------------------------------------------------ delete
     def resolve_items(self, conn: sqlite3.Connection, gallery_id: int, ids: Sequence[int],
-                      client_ids: Sequence[str], gallery: str) -> tuple[np.ndarray, list[str]]:
-        """Stored (id, label) pairs for item ids and client ids; NotFound naming the first unknown."""
-        found: dict[int, str] = {}
+                      client_ids: Sequence[str]) -> np.ndarray:
+        """Sorted int64 stored ids of the gallery's items named by item id or client id.
+
+        Ids and client ids the gallery does not hold are left out (deleting them is not an error).
+        """
+        found: set[int] = set()
         unique_ids = sorted({int(i) for i in ids})
         for start in range(0, len(unique_ids), _CHUNK):
             part = unique_ids[start:start + _CHUNK]
             marks = ",".join("?" * len(part))
-            rows = conn.execute(
-                f"SELECT id, label FROM items WHERE gallery_id = ? AND id IN ({marks})", (gallery_id, *part)
-            ).fetchall()
-            found.update((int(i), label) for i, label in rows)
-            if len(rows) != len(part):
-                missing = sorted(set(part) - {int(r[0]) for r in rows})
-                raise NotFound(f"gallery {gallery!r} has no item with id {missing[0]} ({len(missing)} unknown)")
-        by_client = self.existing_client_ids(conn, gallery_id, sorted(set(client_ids)))
-        missing_c = sorted(set(client_ids) - set(by_client))
-        if missing_c:
-            raise NotFound(
-                f"gallery {gallery!r} has no item with client id {missing_c[0]!r} ({len(missing_c)} unknown)"
-            )
-        found.update(by_client.values())
-        item_ids = np.array(sorted(found), dtype=np.int64)
-        return item_ids, [found[int(i)] for i in item_ids]
+            found.update(int(r[0]) for r in conn.execute(
+                f"SELECT id FROM items WHERE gallery_id = ? AND id IN ({marks})", (gallery_id, *part)))
+        if client_ids:
+            by_client = self.existing_client_ids(conn, gallery_id, sorted(set(client_ids)))
+            found.update(item_id for item_id, _ in by_client.values())
+        return np.array(sorted(found), dtype=np.int64)
 
     def delete_ids(self, conn: sqlite3.Connection, gallery_id: int, ids: np.ndarray) -> None:
         conn.executemany("DELETE FROM items WHERE id = ?", ((int(i),) for i in ids))

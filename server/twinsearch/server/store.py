@@ -351,7 +351,11 @@ class GalleryStore:
         return out
 
     def delete_items(self, name: str, *, ids: Sequence[int] = (), client_ids: Sequence[str] = ()) -> int:
-        """Delete items by stored id and/or client id; all or nothing. NotFound names an unknown one."""
+        """Delete items by stored id and/or client id; returns how many were removed.
+
+        Ids and client ids the gallery does not hold are not an error (the API contract: a re-sent
+        delete is harmless); they count for nothing.
+        """
         g = self._gallery(name)
         ids = list(ids)
         client_ids = list(client_ids)
@@ -361,7 +365,7 @@ class GalleryStore:
             raise InvalidArgument("item ids must be integers")
         if any(not isinstance(c, str) or not c for c in client_ids):
             raise InvalidArgument("client ids must be non-empty strings")
-        return self._delete(g, lambda conn: self.db.resolve_items(conn, g.id, ids, client_ids, name)[0])
+        return self._delete(g, lambda conn: self.db.resolve_items(conn, g.id, ids, client_ids))
 
     def delete_class(self, name: str, label: str) -> int:
         """Delete every item of a class; returns how many. NotFound when the gallery has no such class."""
@@ -383,6 +387,8 @@ class GalleryStore:
             self._still_there(g)
             with self.db.transaction() as conn:
                 item_ids = resolve(conn)
+                if not len(item_ids):
+                    return 0
                 vectors = self.db.vectors_of_ids(conn, item_ids, g.dim)
                 self.db.delete_ids(conn, g.id, item_ids)
             try:
