@@ -38,7 +38,7 @@ def test_without_calibration():
         p.resolve(target_far=0.01)
 
 
-@pytest.mark.parametrize("kwargs", [{"threshold": -1}, {"threshold": float("inf")}, {"target_far": 0},
+@pytest.mark.parametrize("kwargs", [{"threshold": -1}, {"threshold": 2.5}, {"threshold": float("inf")}, {"target_far": 0},
                                     {"target_far": 1.5}, {"target_far": float("nan")}])
 def test_bad_request_values(calibration, kwargs):
     with pytest.raises(InvalidArgument):

@@ -135,8 +135,9 @@ def check_threshold(threshold: object, what: str = "threshold") -> float | None:
         value = float(threshold)  # type: ignore[arg-type]
     except (TypeError, ValueError) as exc:
         raise InvalidArgument(f"{what} must be a number, got {threshold!r}") from exc
-    if not math.isfinite(value) or value < 0.0:
-        raise InvalidArgument(f"{what} must be a finite distance >= 0, got {threshold!r}")
+    # Distances between unit vectors lie in [0, 2]: a threshold outside cannot be meant.
+    if not math.isfinite(value) or not 0.0 <= value <= 2.0:
+        raise InvalidArgument(f"{what} must be a distance in [0, 2], got {threshold!r}")
     return value
 
 
