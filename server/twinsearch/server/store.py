@@ -401,19 +401,31 @@ class GalleryStore:
         return len(item_ids)
 
     def _maintain(self, g: Gallery) -> None:
-        """Retrain IVF, compact HNSW, snapshot, when due. Caller holds the writer mutex, not the gallery lock."""
+        """Retrain IVF, compact HNSW, snapshot, when due. Caller holds the writer mutex, not the gallery lock.
+
+        Runs after a change was committed and applied, so it never fails the caller: a failure is
+        logged and the gallery keeps answering from its current index (still correct, maybe slower).
+        """
         if g.deleted:
             return
         if g.needs_new_index:
-            fresh = g.fresh_index()  # queries continue on the old index meanwhile
-            with g.lock.write():
-                g.index = fresh
-                g.needs_new_index = False
-                g.dirty = True
+            try:
+                fresh = g.fresh_index()  # queries continue on the old index meanwhile
+            except Exception:
+                log.exception("gallery %r: building a new index failed; keeping the current one", g.name)
+                g.needs_new_index = False  # the next change that calls for it tries again
+            else:
+                with g.lock.write():
+                    g.index = fresh
+                    g.needs_new_index = False
+                    g.dirty = True
         every = self.settings.snapshot_after_changes
         if every and g.changes >= every:
-            with g.lock.read():
-                g.write_snapshot(self._snapshots)
+            try:
+                with g.lock.read():
+                    g.write_snapshot(self._snapshots)
+            except Exception:
+                log.exception("gallery %r: writing a snapshot failed", g.name)
 
     # ------------------------------------------------------------------ reads
     def list_classes(self, name: str, *, page_size: int = 100, page_token: str = "") -> ClassPage:
