@@ -145,3 +145,19 @@ def test_hnsw_and_ivf_galleries_answer_too(store, rng):
         store.enroll(kind.value, labels, x)
         res = store.identify(kind.value, x[:5], policy=POLICY, k=3, threshold=0.5)
         assert [r.label for r in res] == labels[:5]
+
+
+@pytest.mark.parametrize("kind", [IndexKind.IVF, IndexKind.HNSW])
+@pytest.mark.parametrize("scoring", list(Scoring))
+def test_label_restriction_is_exact_on_approximate_galleries(tmp_path, rng, kind, scoring):
+    from twinsearch.server.index import IndexParams
+    from twinsearch.server.store import GalleryStore, StoreSettings
+
+    settings = StoreSettings(synchronous="OFF", index=IndexParams(ivf_min_train=100))
+    with GalleryStore.open(tmp_path, settings) as store:
+        x, labels = clustered(rng, 30, 8)
+        store.create_gallery("g", fingerprint="m", dim=DIM, index=IndexSpec(kind=kind, nprobe=1))
+        store.enroll("g", labels, x)
+        queries = unit(x[::25] + 0.3 * rng.normal(size=x[::25].shape).astype(np.float32))
+        restrict = sorted(set(labels))[1::4]
+        check_against_brute(store, "g", queries, x, labels, scoring, 3, 5, restrict)
