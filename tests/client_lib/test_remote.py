@@ -151,8 +151,6 @@ def test_delete_and_classes(client, unit_vectors):
     assert [c.label for c in client.classes("g")] == ["c", "d", "e"]
 
 
-@pytest.mark.xfail(reason="the store raises NOT_FOUND for unknown item ids; the proto says they are not an error "
-                          "(Delete: 'unknown item ids are not an error (deleted counts what was removed)')")
 def test_unknown_item_ids_are_not_an_error(client, unit_vectors):
     client.create_gallery("g")
     client.enroll("g", "a", list(unit_vectors(1, seed=6)), ids=["x"])
