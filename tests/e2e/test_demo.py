@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,3 +36,20 @@ def test_demo_with_a_tiny_model(tmp_path, tiny_model):
     assert s["identify_p99_ms"] >= s["identify_p50_ms"] > 0
     with Image.open(montage) as image:
         assert image.format == "PNG" and image.width > 600
+
+
+def _default_model_exists() -> bool:
+    path = ROOT / "encoder" / "twinsearch" / "encoder" / "models" / "omniglot.tsm"
+    return path.is_file()
+
+
+@pytest.mark.skipif(not _default_model_exists(), reason="the default model is not shipped yet")
+def test_demo_as_make_demo_runs_it(tmp_path):
+    """The demo as `make demo` runs it (the shipped model, default settings), well inside 5 minutes,
+    with accuracies far above chance (1/90 top-1, 1/20 within an alphabet, 1/2 for pairs)."""
+    out, s, montage = _demo(tmp_path)
+    assert s["server_exit"] == 0 and s["seconds"] < 300
+    assert s["gallery_classes"] == 90 and s["unknown_classes"] == 16 and s["known_probes"] == 360
+    assert s["one_shot_top1"] > 0.5 and s["within_alphabet_top1"] > 0.6
+    assert s["verification_accuracy"] > 0.8
+    assert montage.is_file()
