@@ -83,6 +83,11 @@ class Client(BaseClient):
         options = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
+            # gRPC's own reconnect backoff (1 s growing to 120 s) would fail our retries fast with
+            # UNAVAILABLE long after a restarted server is back: keep it within our own backoff's range.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", int(max(max_backoff, 0.1) * 1000)),
         ]
         if tls or root_certificates is not None:
             credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
