@@ -93,9 +93,9 @@ def test_vectors_replace_images(client, png):
     by_vector = client.identify("g", list(client.embed(images)), k=2)
     assert [r.label for r in by_image] == [r.label for r in by_vector]
     for a, b in zip(by_image, by_vector, strict=True):
-        # Not to 1e-6: a near-zero distance found in a search gathered from several calls can come out
-        # around 3e-4 (sqrt of float32 cancellation in |x|^2 + |y|^2 - 2xy) where a lone probe gets
-        # 5e-8; other classes are ~1e-2 away.
+        # Not to 1e-6: a near-zero distance from a search of several probes at once (one call's, or
+        # several calls' gathered) can come out around 3e-4 (sqrt of float32 cancellation in
+        # |x|^2 + |y|^2 - 2xy) where a lone probe gets 5e-8; other classes are ~1e-2 away.
         assert a.candidates[0].distance == pytest.approx(b.candidates[0].distance, abs=2e-3)
     v = client.embed(images)
     assert client.verify(v[0], images[1]).distance == pytest.approx(client.verify(images[0], images[1]).distance,
@@ -252,7 +252,7 @@ def test_one_client_many_threads(client, png):
     for i, (a, b) in enumerate(zip(sequential, concurrent, strict=True)):
         # Each probe is an enrolled image: its own class is first by far, whatever the batch it ran in.
         assert a.label == b.label == f"c{i}"
-        # Not to 1e-6: a near-zero distance found in a search gathered from several calls can come out
-        # around 3e-4 (sqrt of float32 cancellation in |x|^2 + |y|^2 - 2xy) where a lone probe gets
-        # 5e-8; other classes are ~1e-2 away.
+        # Not to 1e-6: a near-zero distance from a search of several probes at once (one call's, or
+        # several calls' gathered) can come out around 3e-4 (sqrt of float32 cancellation in
+        # |x|^2 + |y|^2 - 2xy) where a lone probe gets 5e-8; other classes are ~1e-2 away.
         assert a.candidates[0].distance == pytest.approx(b.candidates[0].distance, abs=2e-3)
