@@ -1,0 +1,1 @@
+"""twinsearch benchmarks: `make bench` runs `python -m bench.run` (see bench/run.py)."""

@@ -1,0 +1,90 @@
+"""Encoder throughput (server Embed against the model in-process) and verification latency.
+
+`encoder_ratio`: images/s of the server's Embed with 16 concurrent clients, each call a batch of
+`EMBED_CALL` encoded PNG images, over the images/s of the same model in-process (`EncoderModel.embed`
+on the same PNG bytes: decode, preprocess and forward pass) at its best batch size. Both sides
+decode the same Omniglot PNG files (105 x 105, resized by the model's preprocessing).
+
+`verify_p50_ms` / `verify_p99_ms`: one client, one pair of PNG images per call, calls one after the
+other (no batching help from other callers).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from bench.common import BenchError, percentiles, run_concurrent
+
+log = logging.getLogger("bench")
+
+CLIENTS = 16
+EMBED_CALL = 16
+BATCH_SIZES = (16, 32, 64, 128, 256, 512)
+
+
+def _rate(model, images: list[bytes], bs: int) -> float:
+    t0 = time.perf_counter()
+    for s in range(0, len(images), bs):
+        model.embed(images[s:s + bs])
+    return len(images) / (time.perf_counter() - t0)
+
+
+def inprocess(model, images: list[bytes], batch_sizes=BATCH_SIZES, sweep: int = 512) -> dict:
+    """Images/s of `model.embed` over `images` at its best batch size: each size is tried on the first
+    `sweep` images (after a warm-up batch), then the best one runs over all of them."""
+    model.embed(images[:32])
+    part = images[:sweep]
+    rates = {bs: round(_rate(model, part, bs), 1) for bs in batch_sizes if bs <= len(part)}
+    best = max(rates, key=rates.get)
+    return {"images": len(images), "sweep_images": len(part), "sweep_images_per_s_by_batch": rates,
+            "best_batch": best, "images_per_s": round(_rate(model, images, best), 1)}
+
+
+def server_embed(address: str, images: list[bytes]) -> dict:
+    from twinsearch.client import Client
+
+    calls = [images[s:s + EMBED_CALL] for s in range(0, len(images), EMBED_CALL)]
+
+    def call(client, batch):
+        client.embed(batch)
+        return len(batch)
+
+    res = run_concurrent(CLIENTS, calls, call, lambda: Client(address, timeout=600.0), warmup=CLIENTS)
+    if res.errors:
+        raise BenchError(f"Embed load: {res.errors} errors, first: {res.first_error}")
+    return {"clients": CLIENTS, "images_per_call": EMBED_CALL, **res.summary()}
+
+
+def verify_latency(address: str, images: list[bytes], calls: int) -> dict:
+    from twinsearch.client import Client
+
+    lat = []
+    with Client(address, timeout=60.0) as c:
+        for i in range(10):  # warm up
+            c.verify(images[i], images[i + 1])
+        for i in range(calls):
+            a, b = images[(2 * i) % len(images)], images[(2 * i + 1) % len(images)]
+            t0 = time.perf_counter()
+            c.verify(a, b)
+            lat.append(time.perf_counter() - t0)
+    return {"calls": calls, **percentiles(lat)}
+
+
+def run(address: str, model, images: list[bytes], verify_calls: int) -> dict:
+    log.info("encoder: in-process over %d images", len(images))
+    local = inprocess(model, images)
+    log.info("encoder: server Embed from %d clients", CLIENTS)
+    remote = server_embed(address, images)
+    log.info("verify latency: %d calls", verify_calls)
+    verify = verify_latency(address, images, verify_calls)
+    return {
+        "encoder_inprocess": local,
+        "encoder_server": remote,
+        "encoder_inprocess_images_per_s": local["images_per_s"],
+        "encoder_server_images_per_s": remote["items_per_s"],
+        "encoder_ratio": round(remote["items_per_s"] / local["images_per_s"], 3),
+        "verify": verify,
+        "verify_p50_ms": verify["p50_ms"],
+        "verify_p99_ms": verify["p99_ms"],
+    }
