@@ -105,7 +105,7 @@ class Clustered:
     n: int
     n_classes: int
     dim: int = 128
-    spread: float = 0.05  # per-coordinate noise around the class centre, before re-normalising
+    spread: float = 0.03  # per-coordinate noise around the class centre, before re-normalising
     seed: int = 0
     _centres: np.ndarray | None = field(default=None, repr=False)
 

@@ -44,10 +44,10 @@ SECTIONS = ("encoder", "bulk", "accuracy", "gallery")
 
 SIZES = {
     "full": {"n": 1_000_000, "classes": 100_000, "probes": 1024, "ann_probes": 4096, "recall_probes": 1000,
-             "nlist": 1024, "nprobe": 16, "peer_budget_s": 60, "encoder_images": 2048, "verify_calls": 300,
+             "nlist": 1024, "nprobe": 32, "peer_budget_s": 60, "encoder_images": 2048, "verify_calls": 300,
              "bulk_images": 70_000, "bulk_inprocess_images": 10_000, "episodes": 400},
     "quick": {"n": 100_000, "classes": 10_000, "probes": 256, "ann_probes": 1024, "recall_probes": 256,
-              "nlist": 256, "nprobe": 8, "peer_budget_s": 15, "encoder_images": 512, "verify_calls": 100,
+              "nlist": 256, "nprobe": 16, "peer_budget_s": 15, "encoder_images": 512, "verify_calls": 100,
               "bulk_images": 5_000, "bulk_inprocess_images": 2_000, "episodes": 100},
 }
 
