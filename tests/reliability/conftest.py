@@ -5,7 +5,7 @@ minutes on 2 cores (CI runs it); raise them for a longer soak:
 
     TWINSEARCH_CRASH_ROUNDS     SIGKILL rounds of the crash-safety test          (default 20)
     TWINSEARCH_BAD_INPUTS       malformed inputs of the bad-input corpus, >= 1000 (default 1100)
-    TWINSEARCH_LOAD_SECONDS     duration of the mixed load test                   (default 20; the issue: 60)
+    TWINSEARCH_LOAD_SECONDS     duration of the mixed load test, seconds          (default 60)
     TWINSEARCH_LOAD_CLIENTS     concurrent clients of the load test               (default 64)
 
 The server runs as `python -m twinsearch.client.cli serve` in a subprocess, as in production, so
