@@ -40,3 +40,11 @@ def test_episodes_within_group():
         cls = labels[support[:, 0]]
         assert len(set(groups[cls])) == 1
         assert (labels[query] == cls[:, None]).all() and not set(support.ravel()) & set(query.ravel())
+
+
+def test_pk_batches_from_few_groups():
+    labels = np.repeat(np.arange(12), 3)
+    groups = np.repeat(np.arange(4), 3)  # 4 groups of 3 classes
+    for b in PKSampler(labels, p=6, k=2, seed=1, batches=20, class_groups=groups, groups_per_batch=1):
+        classes = np.unique(labels[b])
+        assert len(classes) == 3 and len(set(groups[classes])) == 1

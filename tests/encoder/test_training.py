@@ -29,8 +29,13 @@ def test_affine_and_rotations():
     gen = torch.Generator().manual_seed(0)
     out = RandomAffine(rotation=20, thickness=1.0)(x, generator=gen)
     assert out.shape == x.shape and not torch.equal(out, x) and out.min() >= -1e-6
-    same = RandomAffine(p=0.0)(x, generator=gen)
+    same = RandomAffine(p=0.0, elastic=0.05)(x, generator=gen)
     assert torch.allclose(same, x, atol=1e-5)
+    elastic = RandomAffine(rotation=0, shear=0, scale=(1, 1), translate=0, elastic=0.05)(x, generator=gen)
+    assert not torch.allclose(elastic, x, atol=1e-3) and float(elastic.sum()) == pytest.approx(float(x.sum()), rel=0.3)
+    ramp = torch.linspace(0, 1, 16).expand(1, 1, 16, 16)
+    mirrored = RandomAffine(rotation=0, shear=0, scale=(1, 1), translate=0, hflip=1.0)(ramp, generator=gen)
+    assert torch.allclose(mirrored, ramp.flip(3), atol=1e-5)
     imgs = np.arange(2 * 16).reshape(2, 1, 4, 4).astype(np.float32)
     big, labels, n = expand_rotations(imgs, np.array([0, 1]), 2)
     assert big.shape == (8, 1, 4, 4) and n == 8 and list(labels) == [0, 1, 2, 3, 4, 5, 6, 7]
@@ -51,12 +56,13 @@ def test_training_is_seeded_and_resumable(glyph_tree, tmp_path):
     train, val = data.subset_classes(np.arange(8)), data.subset_classes(np.arange(8, 12))
     pre = Preprocess(width=16, height=16, invert=True)
     cfg = TrainConfig(backbone_args=TINY, dim=8, steps=6, classes_per_batch=4, images_per_class=2, val_every=3,
-                      val_way=4, val_episodes=10, rotations=True)
+                      val_way=4, val_episodes=10, rotations=True, groups_per_batch=1, tta_shifts=[[1, 0], [0, -1]])
     a = Trainer(cfg, pre, train, val, device="cpu", checkpoint=tmp_path / "a.ckpt").fit()
     b = Trainer(cfg, pre, train, val, device="cpu").fit()
     for (k, va), vb in zip(a.net.state_dict().items(), b.net.state_dict().values(), strict=True):
         assert torch.equal(va, vb), k
     assert [h["step"] for h in a.history] == [3, 6] and a.best_step in (3, 6)
+    assert a.architecture["tta_shifts"] == [[1, 0], [0, -1]] and a.net.tta_shifts == [(1, 0), (0, -1)]
     # resume a finished run with a longer budget: continues from step 6
     longer = TrainConfig(**{**cfg.to_dict(), "steps": 8})
     with pytest.raises(ValueError, match="different training configuration"):

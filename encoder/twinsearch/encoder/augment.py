@@ -23,11 +23,12 @@ import torch.nn.functional as F
 class RandomAffine:
     """Batch affine augmentation. Angles in degrees; `shear` in radians; `scale` a (low, high) range;
     `translate` a fraction of the image size; `p` the probability an image is transformed at all;
-    `thickness` the probability of a random dilation or erosion (for ink data, ink high)."""
+    `thickness` the probability of a random dilation or erosion (for ink data, ink high); `elastic` the size
+of random smooth displacements (fraction of the image); `hflip` the probability of a left-right mirror."""
 
     def __init__(self, rotation: float = 10.0, shear: float = 0.3, scale: tuple[float, float] = (0.8, 1.2),
                  translate: float = 0.1, p: float = 1.0, fill: float = 0.0, thickness: float = 0.0,
-                 elastic: float = 0.0, elastic_grid: int = 4):
+                 elastic: float = 0.0, elastic_grid: int = 4, hflip: float = 0.0):
         self.rotation = rotation
         self.shear = shear
         self.scale = scale
@@ -37,11 +38,12 @@ class RandomAffine:
         self.thickness = thickness
         self.elastic = elastic
         self.elastic_grid = elastic_grid
+        self.hflip = hflip
 
     def to_dict(self) -> dict:
         return dict(rotation=self.rotation, shear=self.shear, scale=list(self.scale), translate=self.translate,
                     p=self.p, fill=self.fill, thickness=self.thickness, elastic=self.elastic,
-                    elastic_grid=self.elastic_grid)
+                    elastic_grid=self.elastic_grid, hflip=self.hflip)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """x (N, C, H, W) float32 -> same shape, each image distorted independently."""
@@ -58,6 +60,8 @@ class RandomAffine:
         tx = u(-self.translate, self.translate) * 2
         ty = u(-self.translate, self.translate) * 2
         keep = torch.rand(n, generator=generator) >= self.p
+        flip = torch.rand(n, generator=generator) < self.hflip
+        sx = torch.where(flip, -sx, sx)  # mirror left-right (clothing, faces; not characters)
         cos, sin = torch.cos(rot), torch.sin(rot)
         # A = R @ Sh @ S, mapping output coordinates to input coordinates (grid_sample's convention).
         a11 = (cos - sin * shy) * sx

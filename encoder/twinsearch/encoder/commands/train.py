@@ -75,6 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--aug-translate", type=float, default=0.1, help="fraction of the size")
     t.add_argument("--aug-thickness", type=float, default=0.0, help="probability of stroke dilation/erosion")
     t.add_argument("--aug-elastic", type=float, default=0.0, help="elastic distortion strength (fraction of size)")
+    t.add_argument("--aug-hflip", type=float, default=0.0, help="probability of a left-right mirror")
     t.add_argument("--val-every", type=int, default=200, help="steps between validations")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -105,7 +106,7 @@ def _config(args: argparse.Namespace):
     augment = None if args.no_augment else {
         "rotation": args.aug_rotation, "shear": args.aug_shear, "scale": list(args.aug_scale),
         "translate": args.aug_translate, "thickness": args.aug_thickness,
-        "elastic": args.aug_elastic}
+        "elastic": args.aug_elastic, "hflip": args.aug_hflip}
     t = args.tta
     return TrainConfig(
         backbone=args.backbone, backbone_args=backbone_args, dim=args.dim,
