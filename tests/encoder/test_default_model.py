@@ -17,7 +17,7 @@ def test_default_model_card():
     assert path.is_file() and path.stat().st_size < 5_000_000
     card = read_card(path)
     assert card["metric"] == "euclidean"
-    assert card["training"]["command"].startswith("twinsearch train ")
+    assert card["training"]["command"].startswith("twinsearch ") and " train " in card["training"]["command"]
     assert "images_background_small1" in card["training"]["command"]
     assert card["data"]["train"]["images"] <= 2720
     cal = card["calibration"]
