@@ -1,16 +1,20 @@
 """End-to-end accuracy: the evaluation episodes and pairs run through a server and the client, compared
 with what `twinsearch evaluate` reports in-process for the same model, data and seed.
 
-One-shot (Omniglot, the held-out alphabets, 20-way 1-shot within an alphabet): every image is enrolled
-once under its own label ("img-<n>"); each episode's queries go in one Identify call restricted
-(`labels=`) to the episode's support images, k = way, nearest-exemplar scoring, and the answer is the
-first candidate. With one shot the nearest support image is the nearest prototype, which is what
-`evaluate` computes. Episodes come from the encoder's own `EpisodeSampler` with the same arguments.
+Every image is embedded once by the server (Enroll of the image itself, or Embed), so that the figures
+cost one forward pass per image; the decisions are the server's (Identify, Verify) on those vectors.
 
-Verification (Fashion-MNIST test split): the encoder's classic pairs (`classic_pairs`, seed 0), each
-pair sent as two raw 28 x 28 arrays in Verify calls of 256 pairs, decided at the server's default
-threshold (the model card's EER point, which `evaluate` uses too). Accuracy = decisions that match the
-pair's truth.
+One-shot (Omniglot, the held-out alphabets, 20-way 1-shot within an alphabet): every image is enrolled
+once under its own label ("img-<n>"); each episode's queries (their server embeddings) go in one
+Identify call restricted (`labels=`) to the episode's support images, k = way, nearest-exemplar
+scoring, and the answer is the first candidate. With one shot the nearest support image is the
+nearest prototype, which is what `evaluate` computes. Episodes come from the encoder's own
+`EpisodeSampler` with the same arguments.
+
+Verification (Fashion-MNIST test split): the encoder's classic pairs (`classic_pairs`, seed 0); the
+10,000 images are embedded by the server (raw 28 x 28 arrays in Embed calls of 256), and each pair's
+two vectors go in Verify calls of 256 pairs, decided at the server's default threshold (the model
+card's EER point, which `evaluate` uses too). Accuracy = decisions that match the pair's truth.
 """
 
 from __future__ import annotations
@@ -40,6 +44,11 @@ def evaluate_cli(model: Path, args: list[str], out: Path) -> dict:
     return json.loads(out.read_text())
 
 
+def embed_all(client, images: list) -> np.ndarray:
+    """Server embeddings of `images` (bytes or arrays), in Embed calls of 256: float32 (n, dim)."""
+    return np.concatenate([client.embed(images[s:s + 256]) for s in range(0, len(images), 256)])
+
+
 def oneshot(address: str, model: Path, work: Path, episodes: int) -> dict:
     from twinsearch.client import Client
     from twinsearch.encoder.data import open_source
@@ -59,12 +68,13 @@ def oneshot(address: str, model: Path, work: Path, episodes: int) -> dict:
     log.info("accuracy: %d Omniglot images enrolled, %d episodes identified through the server", len(raw), episodes)
     with Client(address, timeout=600.0) as c:
         c.create_gallery(GALLERY, exist_ok=True)
+        vectors = embed_all(c, raw)
         for s in range(0, len(raw), 128):
             idx = range(s, min(len(raw), s + 128))
             c.enroll(GALLERY, [f"img-{i}" for i in idx], [raw[i] for i in idx], ids=[f"img-{i}" for i in idx])
         for support, queries in sampler:
             labels = [f"img-{int(i)}" for i in support[:, 0]]
-            found = c.identify(GALLERY, [raw[int(i)] for i in queries[:, 0]], k=len(labels), labels=labels,
+            found = c.identify(GALLERY, [vectors[int(i)] for i in queries[:, 0]], k=len(labels), labels=labels,
                                scoring="nearest")
             predicted = [labels.index(r.candidates[0].label) for r in found]
             accs.append(float(np.mean(np.array(predicted) == np.arange(len(labels)))))
@@ -95,8 +105,10 @@ def pairs(address: str, model: Path, work: Path) -> dict:
     same = np.empty(len(a), dtype=bool)
     log.info("accuracy: %d Fashion-MNIST pairs verified through the server", len(a))
     with Client(address, timeout=600.0) as c:
+        vectors = embed_all(c, list(images))
         for s in range(0, len(a), 256):
-            res = c.verify([images[i] for i in a[s:s + 256]], [images[i] for i in b[s:s + 256]], threshold=threshold)
+            res = c.verify([vectors[i] for i in a[s:s + 256]], [vectors[i] for i in b[s:s + 256]],
+                           threshold=threshold)
             same[s:s + len(res)] = [r.same for r in res]
     e2e = float(np.mean(same == (y == 1)))
     inproc = float(report["pairs"]["accuracy"])

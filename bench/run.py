@@ -45,7 +45,7 @@ SECTIONS = ("encoder", "bulk", "accuracy", "gallery")
 SIZES = {
     "full": {"n": 1_000_000, "classes": 100_000, "probes": 1024, "ann_probes": 4096, "recall_probes": 1000,
              "nlist": 1024, "nprobe": 32, "peer_budget_s": 60, "encoder_images": 2048, "verify_calls": 300,
-             "bulk_images": 70_000, "bulk_inprocess_images": 10_000, "episodes": 400},
+             "bulk_images": 70_000, "bulk_inprocess_images": 5_000, "episodes": 400},
     "quick": {"n": 100_000, "classes": 10_000, "probes": 256, "ann_probes": 1024, "recall_probes": 256,
               "nlist": 256, "nprobe": 16, "peer_budget_s": 15, "encoder_images": 512, "verify_calls": 100,
               "bulk_images": 5_000, "bulk_inprocess_images": 2_000, "episodes": 100},
@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         image_sections = [s for s in ("encoder", "bulk", "accuracy") if s in args.only]
         if image_sections:
+            shutil.rmtree(work / "images-server", ignore_errors=True)
             with ServerProcess(work / "images-server", model_file) as srv:
                 result["image_server"] = {"startup_s": round(srv.startup_s, 2), "rss_mb_at_start": round(srv.rss_mb(), 1)}
                 for section in image_sections:

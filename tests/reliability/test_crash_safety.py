@@ -2,9 +2,10 @@
 
 Round after round (TWINSEARCH_CRASH_ROUNDS, default 20), an EnrollStream sends batches of labelled
 vectors with client ids into a running `twinsearch serve`, and the process is killed with SIGKILL at
-a random moment (0 to 0.8 s after the stream opens: before, during and between commits). The server
-is restarted on the same data folder (its index comes from a stale snapshot caught up from SQLite),
-and then:
+a random moment (0 to 0.8 s after the stream opens: before, during and between commits; in about a
+third of the rounds SIGTERM comes first and SIGKILL 0 to 0.5 s later, during the graceful stop and
+its snapshot writing). The server is restarted on the same data folder (its index comes from a
+snapshot, stale or fresh, caught up from SQLite), and then:
 
 - every batch is sent again with the same client ids (as a resuming client would): each batch that
   was acknowledged comes back wholly "already stored" (created = False); each batch that was not
@@ -16,6 +17,7 @@ and then:
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 
@@ -72,9 +74,17 @@ def stream_until_killed(server: ServeProcess, first: int, rng: np.random.Generat
             yield request(start, b)
 
     delay = float(rng.uniform(0.0, 0.8))
+    grace = float(rng.uniform(0.0, 0.5)) if rng.random() < 0.3 else None
+
+    def kill() -> None:
+        if grace is not None:  # a shutdown under way (snapshots being written) is cut short
+            server.proc.send_signal(signal.SIGTERM)
+            time.sleep(grace)
+        server.kill()
+
     with grpc.insecure_channel(server.address) as channel:
         stub = twinsearch_pb2_grpc.TwinSearchStub(channel)
-        killer = threading.Timer(delay, server.kill)
+        killer = threading.Timer(delay, kill)
         stream = stub.EnrollStream(requests(), timeout=TIMEOUT)
         killer.start()
         try:
