@@ -346,7 +346,6 @@ def print_summary(s: dict, info, seconds: float, exit_code: int, montage: Path) 
         ("threshold", f"{s['threshold']:.3f} ({s['threshold_source']})"),
         ("identify latency p50 / p99", f"{s['identify_p50_ms']:.1f} / {s['identify_p99_ms']:.1f} ms (one probe per call)"),
         ("verify latency p50 / p99", f"{s['verify_p50_ms']:.1f} / {s['verify_p99_ms']:.1f} ms (one pair per call)"),
-        ("enrollment", f"{s['enroll_images_per_s']:.0f} images/s"),
         ("montage", str(montage)),
         ("server", f"stopped cleanly (exit {exit_code})" if exit_code == 0 else f"exit status {exit_code}"),
         ("total time", f"{seconds:.0f} s"),
