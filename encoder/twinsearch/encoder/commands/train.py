@@ -3,9 +3,13 @@
 The default Omniglot model was made with (see its card for the exact command):
 
     twinsearch train --data data/omniglot/images_background_small1.zip --class-depth 2 \\
-        --calib-data data/omniglot/images_background_small2.zip --calib-class-depth 2 \\
-        --calib-groups 'Japanese_(katakana)' Sanskrit Tagalog --invert --size 56 --rotations \\
-        --minutes 20 --out omniglot.tsm
+        --calib-data data/omniglot/images_background_small2.zip \\
+        --calib-groups 'Japanese_(katakana)' Sanskrit Tagalog --invert --size 32 --rotations \\
+        --loss prototypical -P 60 -K 2 --groups-per-batch 2 --aug-elastic 0.03 --tta 2 --threads 2 \\
+        --val-every 200 --minutes 20 --name omniglot --out omniglot.tsm
+
+Validation (best checkpoint) uses classes held out of the training data (`--val-fraction`); calibration and
+the card's evaluation use `--calib-data` when given (classes the model never saw), else the validation split.
 """
 
 from __future__ import annotations
@@ -53,7 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     t = parser.add_argument_group("training")
     t.add_argument("--loss", choices=("normsoftmax", "prototypical", "triplet", "contrastive", "contrastive-pairs"),
-                   default="normsoftmax")
+                   default="prototypical",
+                   help="prototypical (default: measured best on Omniglot, 0.71 vs 0.66 for normsoftmax in the "
+                        "same 6-minute 48 px run), normsoftmax (closed-set data such as Fashion-MNIST), triplet, "
+                        "contrastive (in-batch over P x K), contrastive-pairs (the classic pair builder)")
     t.add_argument("--margin", type=float, default=None, help="loss margin (triplet 0.2, contrastive 1.0, "
                                                               "normsoftmax 0.1 by default)")
     t.add_argument("--scale", type=float, default=None, help="logit scale (normsoftmax 16, prototypical 10)")

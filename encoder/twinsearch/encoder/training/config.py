@@ -9,7 +9,8 @@ from dataclasses import asdict, dataclass, field
 class TrainConfig:
     """Hyper-parameters of one training run.
 
-    loss: "normsoftmax" (proxy classifier, default: measured best), "prototypical" (episodes),
+    loss: "prototypical" (episodes of P-way 1-shot, K-1 queries; default: measured best on Omniglot),
+    "normsoftmax" (proxy classifier; suits closed-set data),
     "triplet" (with `mining`), or "contrastive" (in-batch over P x K, or `pairs` for classic pairs).
     Batches: P classes x K images (episodes: P-way, 1 support + K-1 queries per class).
     The learning rate warms up over `warmup` of the run, then follows a cosine to 0; progress is the
@@ -21,7 +22,7 @@ class TrainConfig:
     dim: int = 128
     head_args: dict = field(default_factory=dict)
     tta_shifts: list = field(default_factory=list)  # [[dy, dx], ...] test-time shifts averaged into one embedding
-    loss: str = "normsoftmax"
+    loss: str = "prototypical"
     margin: float = 0.0
     scale: float = 16.0
     mining: str = "batch_hard"
