@@ -308,19 +308,35 @@ def run_demo(client, plan: Plan, say, seed: int = 0) -> tuple[dict, list]:
 
 
 def montage_tiles(plan: Plan, records: list, count: int = 36, seed: int = 0):
-    """A mix of probes for the montage: mostly enrolled characters, some never enrolled; wrong answers
-    are kept in proportion, not hidden."""
+    """A sample of probes for the montage: mostly enrolled characters, some never enrolled, right and
+    wrong answers in the same proportions as over all probes (a stratified draw, so the picture
+    neither flatters nor slanders the run)."""
     from twinsearch.client.montage import Tile
 
     exemplar = {s.label: s.data for s in plan.enrolled}
     rng = random.Random(seed)
-    known = [r for r in records if r[1]]
-    unknown = [r for r in records if not r[1]]
-    chosen = rng.sample(known, min(len(known), count - count // 6)) + rng.sample(unknown, min(len(unknown), count // 6))
+
+    def is_right(record) -> bool:
+        sample, known, result = record
+        return result.label == sample.label if known else result.label is None
+
+    def stratified(group: list, n: int) -> list:
+        n = min(n, len(group))
+        right = [r for r in group if is_right(r)]
+        wrong = [r for r in group if not is_right(r)]
+        n_right = min(len(right), round(n * len(right) / len(group))) if group else 0
+        n_wrong = min(len(wrong), n - n_right)
+        return rng.sample(right, n_right) + rng.sample(wrong, n_wrong)
+
+    n_unknown = count // 6
+    chosen = stratified([r for r in records if r[1]], count - n_unknown)
+    rng.shuffle(chosen)
+    chosen += stratified([r for r in records if not r[1]], n_unknown)
     tiles = []
-    for sample, is_known, result in chosen:
+    for record in chosen:
+        sample, is_known, result = record
         predicted = result.label
-        right = predicted == sample.label if is_known else predicted is None
+        right = is_right(record)
         truth = sample.label.replace("Japanese_(katakana)", "Katakana")
         said = (predicted or "unknown").replace("Japanese_(katakana)", "Katakana")
         d = result.candidates[0].distance if result.candidates else float("nan")
