@@ -136,3 +136,12 @@ def test_the_stream_reconnects_and_resends_after_a_server_restart(tmp_path, tiny
             assert c.get_gallery("g").item_count == 60
     finally:
         servers[-1].stop(grace=1.0)
+
+
+def test_client_ids_are_paths_or_their_digest_when_too_long():
+    from twinsearch.client.bulk import client_id_for
+
+    assert client_id_for("a/b.png", "run1:") == "run1:a/b.png"
+    long = "x" * 300 + ".png"
+    digest = client_id_for(long)
+    assert digest.startswith("sha256:") and len(digest) <= 256 and digest == client_id_for(long)

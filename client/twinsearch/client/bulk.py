@@ -4,7 +4,8 @@ Layout: `ROOT/<class>/<...>/<image>`; with `class_depth=N` the label is the firs
 joined by "/" (e.g. `class_depth=2` on `omniglot/Tagalog/character01/x.png` gives
 "Tagalog/character01"). Files not inside a class folder are reported, never guessed at.
 
-Every file's client id is its path relative to ROOT (POSIX separators, after an optional prefix), so
+Every file's client id is its path relative to ROOT (POSIX separators, after an optional prefix; a
+digest of it when that would be over 256 characters), so
 enrolling the same tree again stores nothing twice: the server answers `created = False` for what it
 already holds, counted here as "skipped". A run that failed half-way is resumed by running it again.
 
@@ -15,6 +16,7 @@ callback (the command line draws a bar from it); this module only logs.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -27,6 +29,7 @@ from twinsearch.client.inputs import Item
 
 log = logging.getLogger(__name__)
 
+MAX_CLIENT_ID_LENGTH = 256  # the server's limit on a client id, in characters
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm")
 
 
@@ -77,6 +80,15 @@ class BulkReport:
     @property
     def images_per_s(self) -> float:
         return self.sent / self.seconds if self.seconds > 0 else 0.0
+
+
+def client_id_for(relative: str, prefix: str = "") -> str:
+    """The client id of a file: prefix + its relative path, or, when that is longer than the server
+    accepts (MAX_CLIENT_ID_LENGTH), prefix + "sha256:" + a digest of the path (still stable across runs)."""
+    client_id = prefix + relative
+    if len(client_id) > MAX_CLIENT_ID_LENGTH:
+        client_id = prefix + "sha256:" + hashlib.sha256(relative.encode()).hexdigest()
+    return client_id
 
 
 def walk_folder(
@@ -139,6 +151,7 @@ def enroll_folder(
     total = len(entries)
     log.info("enroll_folder %s -> %s: %d files, %d outside class folders", folder, gallery, total, len(failures))
     counts = {"sent": 0, "stored": 0, "skipped": 0, "local_failed": 0, "server_failed": 0}
+    relative_of: dict[str, str] = {}  # client id -> relative path, to name the files the server refused
 
     def batches() -> Iterator[list[Item]]:
         for start in range(0, total, batch_size):
@@ -154,7 +167,9 @@ def enroll_folder(
                     failures.append(FileFailure(entry.relative, "empty file"))
                     counts["local_failed"] += 1
                     continue
-                items.append(Item(label=entry.label, payload=data, client_id=id_prefix + entry.relative))
+                client_id = client_id_for(entry.relative, id_prefix)
+                relative_of[client_id] = entry.relative
+                items.append(Item(label=entry.label, payload=data, client_id=client_id))
             if items:
                 counts["sent"] += len(items)
                 yield items
@@ -171,7 +186,7 @@ def enroll_folder(
             counts["stored" if item.created else "skipped"] += 1
         for failure in result.failed:
             client_id = items[failure.index].client_id if failure.index < len(items) else failure.client_id
-            failures.append(FileFailure((client_id or "?")[len(id_prefix):], failure.reason))
+            failures.append(FileFailure(relative_of.get(client_id or "", client_id or "?"), failure.reason))
             counts["server_failed"] += 1
         report_progress()
     seconds = time.perf_counter() - started
