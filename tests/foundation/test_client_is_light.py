@@ -18,6 +18,7 @@ import twinsearch.client.bulk, twinsearch.client.montage, twinsearch.client.remo
 for name in ('index', 'verify', 'identify', 'galleries', 'info', 'demo'):
     __import__('twinsearch.client.commands.' + name)
 Client('localhost:1').close()
+from twinsearch.client import *
 from twinsearch.v1 import twinsearch_pb2, twinsearch_pb2_grpc
 assert 'torch' not in sys.modules and 'faiss' not in sys.modules
 print('ok')

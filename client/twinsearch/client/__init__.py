@@ -52,7 +52,7 @@ __all__ = [
     "AlreadyExists", "BulkProgress", "BulkReport", "Cancelled", "Candidate", "ClassCount", "ClassPage", "Client",
     "DeadlineExceeded", "EnrollFailure", "EnrollResult", "Enrolled", "FailedPrecondition", "FileFailure",
     "GalleryInfo", "Identification", "IndexKind", "IndexSpec", "InputSpec", "InternalError", "InvalidArgument",
-    "LocalClient", "ModelInfo", "Neighbor", "NotFound", "OperatingPoint", "ResourceExhausted", "Scoring",
+    "ModelInfo", "Neighbor", "NotFound", "OperatingPoint", "ResourceExhausted", "Scoring",
     "ServerInfo", "Threshold", "ThresholdSource", "TwinsearchError", "Unauthenticated", "Unavailable",
     "Verification",
 ]
@@ -60,8 +60,14 @@ __all__ = [
 
 def __getattr__(name: str):
     # LocalClient needs the server (torch, faiss): import it only when asked for.
+    # (Not in __all__, so that `from twinsearch.client import *` works without the server extra.)
     if name == "LocalClient":
-        from twinsearch.server.local_client import LocalClient
-
+        try:
+            from twinsearch.server.local_client import LocalClient
+        except ImportError as exc:
+            raise ImportError(
+                f"LocalClient runs the server's engine in-process and needs the server extra (torch, faiss): "
+                f"pip install 'twinsearch[server]' ({exc})"
+            ) from exc
         return LocalClient
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
