@@ -1,11 +1,11 @@
 """End-to-end accuracy: the evaluation episodes and pairs run through a server and the client, compared
 with what `twinsearch evaluate` reports in-process for the same model, data and seed.
 
-Every image is embedded once by the server (Enroll of the image itself, or Embed), so that the figures
-cost one forward pass per image; the decisions are the server's (Identify, Verify) on those vectors.
+Every image is embedded once by the server (Embed), so that the figures cost one forward pass per
+image; the decisions are the server's (Enroll, Identify, Verify) on those vectors.
 
-One-shot (Omniglot, the held-out alphabets, 20-way 1-shot within an alphabet): every image is enrolled
-once under its own label ("img-<n>"); each episode's queries (their server embeddings) go in one
+One-shot (Omniglot, the held-out alphabets, 20-way 1-shot within an alphabet): every image's vector is
+enrolled once under its own label ("img-<n>"); each episode's queries (their server embeddings) go in one
 Identify call restricted (`labels=`) to the episode's support images, k = way, nearest-exemplar
 scoring, and the answer is the first candidate. With one shot the nearest support image is the
 nearest prototype, which is what `evaluate` computes. Episodes come from the encoder's own
@@ -71,7 +71,7 @@ def oneshot(address: str, model: Path, work: Path, episodes: int) -> dict:
         vectors = embed_all(c, raw)
         for s in range(0, len(raw), 128):
             idx = range(s, min(len(raw), s + 128))
-            c.enroll(GALLERY, [f"img-{i}" for i in idx], [raw[i] for i in idx], ids=[f"img-{i}" for i in idx])
+            c.enroll(GALLERY, [f"img-{i}" for i in idx], [vectors[i] for i in idx], ids=[f"img-{i}" for i in idx])
         for support, queries in sampler:
             labels = [f"img-{int(i)}" for i in support[:, 0]]
             found = c.identify(GALLERY, [vectors[int(i)] for i in queries[:, 0]], k=len(labels), labels=labels,

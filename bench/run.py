@@ -56,6 +56,7 @@ ROWS = [
     ("encoder_ratio", "", lambda v: v >= 0.8, ">= 0.8"),
     ("encoder_server_images_per_s", "img/s", None, ""),
     ("encoder_inprocess_images_per_s", "img/s", None, ""),
+    ("encoder_inprocess_forward_only_images_per_s", "img/s", None, ""),
     ("identify_qps", "q/s", None, ""),
     ("identify_p50_ms", "ms", None, ""),
     ("identify_p99_ms", "ms", None, ""),
