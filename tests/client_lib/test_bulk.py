@@ -118,7 +118,7 @@ def test_the_stream_reconnects_and_resends_after_a_server_restart(tmp_path, tiny
         for i in range(10):
             (root / f"c{label}" / f"{i}.png").write_bytes(png(1000 + 10 * label + i))
     restarted = threading.Event()
-    caplog.set_level("WARNING", logger="twinsearch.client.remote")
+    caplog.set_level("WARNING", logger="twinsearch.client.enroll_stream")
 
     def restart(progress):
         if progress.done >= 20 and not restarted.is_set():

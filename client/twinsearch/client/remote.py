@@ -1,26 +1,22 @@
 """`Client`: the twinsearch API over gRPC.
 
-Every call carries a deadline (`timeout` seconds, per call overridable). A call that fails with
+Every call carries a deadline (the client's `timeout`, in seconds). A call that fails with
 UNAVAILABLE (server starting, restarting or shutting down) is retried with exponential backoff and
 jitter while the deadline allows; no other status is retried. An Enroll whose items do not all carry
 client ids is not retried, because re-sending it could store the items twice. Statuses become the
 exceptions of `twinsearch.client.errors` (NotFound, InvalidArgument, ...), carrying `code` and
 `details`; results are the dataclasses of `twinsearch.client.types` and numpy arrays.
 
-The enroll stream (bulk indexing) keeps at most `max_in_flight` batches unacknowledged; its deadline
-applies to each acknowledgement (no ack within `timeout` seconds cancels the stream), and after
-UNAVAILABLE it reconnects and re-sends the batches it holds no acknowledgement for, which client ids
-make idempotent.
+The enroll stream of bulk indexing is `twinsearch.client.enroll_stream.EnrollStream`: its deadline
+applies to each acknowledgement, and after UNAVAILABLE it reconnects and re-sends what was not
+acknowledged.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import random
-import threading
 import time
-from collections import deque
 from collections.abc import Iterator
 
 import grpc
@@ -29,7 +25,8 @@ import numpy as np
 from twinsearch.client import convert as c
 from twinsearch.client import types as t
 from twinsearch.client.base import BaseClient
-from twinsearch.client.errors import DeadlineExceeded, InternalError, TwinsearchError, error_for_code
+from twinsearch.client.enroll_stream import EnrollStream, enroll_request
+from twinsearch.client.errors import TwinsearchError, error_for_code
 from twinsearch.client.inputs import Item, Payload
 from twinsearch.v1 import twinsearch_pb2 as pb
 from twinsearch.v1 import twinsearch_pb2_grpc
@@ -169,7 +166,12 @@ class Client(BaseClient):
         return c.enroll_result_from_pb(self._call("Enroll", request, retry=idempotent))
 
     def _enroll_batches(self, gallery, batches, *, max_in_flight) -> Iterator[tuple[list[Item], t.EnrollResult]]:
-        return _EnrollStream(self, gallery, batches, max_in_flight=max_in_flight).run()
+        stream = EnrollStream(
+            gallery, batches, max_in_flight=max_in_flight, ack_timeout=self.timeout,
+            open_call=lambda requests: self._stub.EnrollStream(requests, metadata=self._metadata),
+            retry_wait=self._sleep_before_retry, to_error=error_from_rpc,
+        )
+        return stream.run()
 
     def _delete(self, gallery, *, ids, client_ids, label) -> int:
         request = pb.DeleteRequest(gallery=gallery, ids=ids, client_ids=client_ids, label=label or "")
@@ -198,145 +200,3 @@ class Client(BaseClient):
         request = pb.SearchRequest(gallery=gallery, probes=[c.input_to_pb(p) for p in probes], k=k,
                                    labels=labels or [])
         return c.neighbors_from_pb(self._call("Search", request))
-
-
-def enroll_request(gallery: str, items: list[Item], *, skip_invalid: bool, sequence: int = 0) -> pb.EnrollRequest:
-    return pb.EnrollRequest(
-        gallery=gallery,
-        items=[pb.EnrollItem(label=i.label, input=c.input_to_pb(i.payload), client_id=i.client_id or "",
-                             metadata=dict(i.metadata)) for i in items],
-        skip_invalid=skip_invalid,
-        sequence=sequence,
-    )
-
-
-class _EnrollStream:
-    """One bulk enrollment over EnrollStream, with flow control, an ack deadline and resumption.
-
-    Batches are pulled from `batches` only when fewer than `max_in_flight` are unacknowledged. Every
-    request goes out with skip_invalid and a sequence number (in the order the batches were pulled);
-    acknowledgements come back in that order and `run` yields `(items, result)` per batch. After
-    UNAVAILABLE a new stream re-sends the unacknowledged batches first (client ids make that
-    idempotent: callers of `_enroll_batches` set them), then goes on with the rest.
-    """
-
-    _DONE = object()
-
-    def __init__(self, client: Client, gallery: str, batches: Iterator[list[Item]], *, max_in_flight: int):
-        self.client = client
-        self.gallery = gallery
-        self.source = iter(batches)
-        self.max_in_flight = max(1, int(max_in_flight))
-        self.lock = threading.Lock()          # guards the fields below
-        self.source_lock = threading.Lock()   # one puller at a time; pull order = sequence order
-        self.unacked: deque[tuple[int, list[Item], pb.EnrollRequest]] = deque()
-        self.resend: deque[tuple[int, list[Item], pb.EnrollRequest]] = deque()
-        self.next_sequence = 1
-        self.exhausted = False
-        self.source_error: BaseException | None = None
-        self.generation = 0
-
-    def _pull(self, generation: int) -> pb.EnrollRequest | None:
-        """The next new batch as a request (registered as unacknowledged), or None when there is none
-        or this stream is stale. A stale stream that already pulled hands its batch to the new one."""
-        with self.source_lock:
-            if self.exhausted or generation != self.generation:
-                return None
-            try:
-                items = next(self.source)
-            except StopIteration:
-                self.exhausted = True
-                return None
-            except BaseException as exc:  # raised to the caller by run(), not lost in gRPC's thread
-                self.source_error = exc
-                self.exhausted = True
-                return None
-            with self.lock:
-                sequence = self.next_sequence
-                self.next_sequence += 1
-                request = enroll_request(self.gallery, items, skip_invalid=True, sequence=sequence)
-                self.unacked.append((sequence, items, request))
-                if generation != self.generation:
-                    self.resend.append((sequence, items, request))
-                    return None
-            return request
-
-    def _requests(self, generation: int, slots: threading.Semaphore) -> Iterator[pb.EnrollRequest]:
-        while True:
-            while not slots.acquire(timeout=0.2):
-                if generation != self.generation:
-                    return
-            with self.lock:
-                if generation != self.generation:
-                    return
-                request = self.resend.popleft()[2] if self.resend else None
-            if request is None:
-                request = self._pull(generation)
-                if request is None:
-                    return
-            yield request
-
-    def _open(self):
-        with self.lock:
-            self.generation += 1
-            self.resend = deque(self.unacked)
-            slots = threading.Semaphore(self.max_in_flight)
-            requests = self._requests(self.generation, slots)
-        call = self.client._stub.EnrollStream(requests, metadata=self.client._metadata)
-        acks: queue.Queue = queue.Queue()
-
-        def read() -> None:
-            try:
-                for response in call:
-                    acks.put(response)
-                    slots.release()
-                acks.put(self._DONE)
-            except grpc.RpcError as exc:
-                acks.put(exc)
-
-        threading.Thread(target=read, name="twinsearch-enroll-acks", daemon=True).start()
-        return call, acks
-
-    def run(self) -> Iterator[tuple[list[Item], t.EnrollResult]]:
-        call, acks = self._open()
-        attempt = 0
-        try:
-            while True:
-                try:
-                    ack = acks.get(timeout=self.client.timeout)
-                except queue.Empty:
-                    with self.lock:
-                        waiting = bool(self.unacked)
-                    if not waiting:
-                        continue  # the source is slow to produce a batch (reading files): not the server's fault
-                    call.cancel()
-                    raise DeadlineExceeded(
-                        f"enroll stream: no acknowledgement within {self.client.timeout:g} s"
-                    ) from None
-                if self.source_error is not None:
-                    raise self.source_error
-                if ack is self._DONE:
-                    with self.lock:
-                        if self.unacked:
-                            raise InternalError(f"enroll stream closed with {len(self.unacked)} batches unacknowledged")
-                    return
-                if isinstance(ack, grpc.RpcError):
-                    if ack.code() == grpc.StatusCode.UNAVAILABLE and self.client._sleep_before_retry(
-                            attempt, time.monotonic() + self.client.timeout):
-                        log.warning("enroll stream: UNAVAILABLE (%s); reconnecting, re-sending %d batches",
-                                    ack.details(), len(self.unacked))
-                        attempt += 1
-                        call, acks = self._open()
-                        continue
-                    raise error_from_rpc(ack) from None
-                with self.lock:
-                    if not self.unacked or self.unacked[0][0] != ack.sequence:
-                        expected = self.unacked[0][0] if self.unacked else None
-                        raise InternalError(f"enroll stream: acknowledgement {ack.sequence}, expected {expected}")
-                    _, items, _ = self.unacked.popleft()
-                attempt = 0
-                yield items, c.enroll_result_from_pb(ack)
-        finally:
-            with self.lock:
-                self.generation += 1  # stops the request generator of the last stream
-            call.cancel()
