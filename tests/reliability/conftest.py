@@ -4,6 +4,7 @@ The suite's sizes come from environment variables whose defaults keep the whole 
 minutes on 2 cores (CI runs it); raise them for a longer soak:
 
     TWINSEARCH_CRASH_ROUNDS     SIGKILL rounds of the crash-safety test          (default 20)
+    TWINSEARCH_CRASH_DELETE_ROUNDS  SIGKILL rounds with deletions mixed in       (default 8)
     TWINSEARCH_BAD_INPUTS       malformed inputs of the bad-input corpus, >= 1000 (default 1100)
     TWINSEARCH_LOAD_SECONDS     duration of the mixed load test, seconds          (default 60)
     TWINSEARCH_LOAD_CLIENTS     concurrent clients of the load test               (default 64)
