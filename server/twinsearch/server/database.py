@@ -174,9 +174,13 @@ class Database:
         return GalleryStats(int(count), int(max_id), int(deletions))
 
     # ------------------------------------------------------------------ enroll
-    def existing_client_ids(self, conn: sqlite3.Connection, gallery_id: int,
+    def existing_client_ids(self, conn: sqlite3.Connection | None, gallery_id: int,
                             client_ids: Sequence[str]) -> dict[str, tuple[int, str]]:
-        """client id -> (stored id, label) for those of `client_ids` already stored in the gallery."""
+        """client id -> (stored id, label) for those of `client_ids` already stored in the gallery.
+
+        `conn` is the caller's transaction, or None for a plain read on this thread's reader.
+        """
+        conn = conn if conn is not None else self._reader()
         found: dict[str, tuple[int, str]] = {}
         for start in range(0, len(client_ids), _CHUNK):
             part = list(client_ids[start:start + _CHUNK])

@@ -31,6 +31,7 @@ import numpy as np
 from twinsearch.client.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable
 from twinsearch.client.types import (
     ClassPage,
+    Enrolled,
     EnrollFailure,
     EnrollResult,
     GalleryInfo,
@@ -269,23 +270,30 @@ class Engine:
                     if not skip_invalid:
                         raise
                     failures[i] = exc.details
+            # Items whose client id is already stored are answered from the store without decoding or
+            # embedding them: a resumed bulk run costs a lookup per item, not a forward pass.
+            known = self.store.stored_client_ids(
+                gallery, [it.client_id for i, it in enumerate(items) if i not in failures])
+            already = {i: Enrolled(known[it.client_id][0], it.client_id, known[it.client_id][1], False)
+                       for i, it in enumerate(items) if i not in failures and it.client_id in known}
             prepared = self._prepare([it.payload for it in items], [f"items[{i}]" for i in range(len(items))],
-                                     collect_failures=skip_invalid, skip=sorted(failures))
+                                     collect_failures=skip_invalid, skip=sorted(set(failures) | set(already)))
             failures.update(dict(prepared.failed))
             ok = prepared.ok_positions
-            stored = ()
+            by_position: dict[int, Enrolled] = dict(already)
             if ok:
                 vectors = self._embed_prepared(prepared, deadline)
                 deadline.check("storing")
-                stored = tuple(self.store.enroll(
+                stored = self.store.enroll(
                     gallery, [items[i].label for i in ok], vectors,
                     client_ids=[items[i].client_id or None for i in ok],
                     metadata=[dict(items[i].metadata or {}) for i in ok],
                     fingerprint=self.model.fingerprint,
-                ))
+                )
+                by_position.update(zip(ok, stored, strict=True))
             failed = tuple(EnrollFailure(index=i, client_id=items[i].client_id or None, reason=reason)
                            for i, reason in sorted(failures.items()))
-            return EnrollResult(stored=stored, failed=failed)
+            return EnrollResult(stored=tuple(by_position[i] for i in sorted(by_position)), failed=failed)
 
     def delete(self, gallery: str, *, ids: Sequence[int] = (), client_ids: Sequence[str] = (),
                label: str | None = None) -> int:

@@ -350,6 +350,17 @@ class GalleryStore:
                 out.append(Enrolled(item_id, cids[i], label, False))
         return out
 
+    def stored_client_ids(self, name: str, client_ids: Sequence[str | None]) -> dict[str, tuple[int, str]]:
+        """client id -> (stored id, label) for those of `client_ids` already stored in gallery `name`.
+
+        A plain read, for callers that want to skip work (decoding, embedding) for items already stored.
+        It may be out of date by the time the caller acts on it; `enroll` stays the authority and never
+        stores a client id twice.
+        """
+        g = self._gallery(name)
+        wanted = sorted({c for c in client_ids if c})
+        return self.db.existing_client_ids(None, g.id, wanted) if wanted else {}
+
     def delete_items(self, name: str, *, ids: Sequence[int] = (), client_ids: Sequence[str] = ()) -> int:
         """Delete items by stored id and/or client id; returns how many were removed.
 
