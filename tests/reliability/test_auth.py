@@ -5,13 +5,17 @@ made with openssl at test time). Every method of the TwinSearch service, found i
 descriptor so that a new RPC cannot be forgotten, is called without a token, with a wrong one, with
 another scheme and with an empty one: each answer is UNAUTHENTICATED. Health answers without a token.
 With the right token, the client library works end to end over TLS (create, enroll, bulk stream,
-identify, verify, search, delete); a plaintext channel and a TLS channel that does not trust the
+identify, verify, search, delete) and so does the command line (`twinsearch index`, `identify`); a
+plaintext channel and a TLS channel that does not trust the
 certificate get nothing.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
+import sys
 
 import grpc
 import numpy as np
@@ -82,6 +86,12 @@ def test_token_and_tls_end_to_end(serve, certificate):
             assert code != grpc.StatusCode.UNAUTHENTICATED, method.name
         health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=TIMEOUT)
         assert health.status == health_pb2.HealthCheckResponse.SERVING
+        # Reflection is an RPC like the others: it needs the token too.
+        reflect = channel.stream_stream("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+        with pytest.raises(grpc.RpcError) as info:
+            list(reflect(iter([b"\x3a\x00"]), timeout=TIMEOUT))  # list_services
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        refused += 1
 
     # The client library, end to end over TLS with the token.
     with Client(address, token=TOKEN, tls=True, root_certificates=roots, timeout=TIMEOUT) as c:
@@ -100,6 +110,24 @@ def test_token_and_tls_end_to_end(serve, certificate):
             pytest.raises(Unauthenticated):
         c.info()
 
+    # The command line, over TLS with the token from the environment: bulk indexing and a query.
+    tree = cert.parent / "tree"
+    for i in range(6):
+        (tree / f"class{i % 2}").mkdir(parents=True, exist_ok=True)
+        (tree / f"class{i % 2}" / f"{i}.png").write_bytes(glyph_png(10 + i))
+    env = {**os.environ, "TWINSEARCH_TOKEN": TOKEN, "TWINSEARCH_ADDRESS": address}
+    cli = [sys.executable, "-m", "twinsearch.client.cli"]
+    done = subprocess.run([*cli, "index", str(tree), "--gallery", "cli", "--create", "--ca", str(cert), "--json",
+                           "--no-progress"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["stored"] == 6
+    done = subprocess.run([*cli, "identify", str(tree / "class1" / "1.png"), "--gallery", "cli", "--ca", str(cert),
+                           "--json"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "class1" in done.stdout, done.stderr
+    done = subprocess.run([*cli, "info", "--ca", str(cert), "--token", "wrong"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode != 0 and "wrong token" in done.stderr + done.stdout
+
     # Plaintext to a TLS port, and TLS without trusting the certificate: no answer at all.
     with grpc.insecure_channel(address) as plain:
         assert call(plain, SERVICE.methods_by_name["Info"], (("authorization", f"Bearer {TOKEN}"),)) \
@@ -109,7 +137,7 @@ def test_token_and_tls_end_to_end(serve, certificate):
         assert call(untrusted, SERVICE.methods_by_name["Info"], (("authorization", f"Bearer {TOKEN}"),)) \
             == grpc.StatusCode.UNAVAILABLE
     print(f"\nauth: {len(SERVICE.methods)} RPCs, {refused} calls without the right token all UNAUTHENTICATED; "
-          "health open; TLS end to end with the client library")
+          "health open; TLS end to end with the client library and the command line")
 
 
 def _item(i: int):
