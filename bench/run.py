@@ -113,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peer", choices=("none", "ivf_flat"), default="none",
                     help="peer index: none (LanceDB's exhaustive search, recall 1.0; default) or ivf_flat")
     ap.add_argument("--no-peer", action="store_true", help="skip the peer comparison")
+    ap.add_argument("--gallery-n", type=int, metavar="N",
+                    help="gallery size instead of the preset's (N/10 classes; IVF cells and probes as the full size)")
     ap.add_argument("--out", type=Path, default=RESULTS, help="results folder (default: bench/results)")
     ap.add_argument("--work", type=Path, help="scratch folder (default: a temporary one, removed after)")
     args = ap.parse_args(argv)
@@ -121,7 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     size_name = "quick" if args.quick else "full"
-    size = SIZES[size_name]
+    size = dict(SIZES[size_name])
+    if args.gallery_n:
+        size.update(n=args.gallery_n, classes=max(1, args.gallery_n // 10), nlist=SIZES["full"]["nlist"],
+                    nprobe=SIZES["full"]["nprobe"])
     started = time.time()
     try:
         model_file = model_path(args.model)

@@ -6,8 +6,7 @@ descriptor so that a new RPC cannot be forgotten, is called without a token, wit
 another scheme and with an empty one: each answer is UNAUTHENTICATED. Health answers without a token.
 With the right token, the client library works end to end over TLS (create, enroll, bulk stream,
 identify, verify, search, delete) and so does the command line (`twinsearch index`, `identify`); a
-plaintext channel and a TLS channel that does not trust the
-certificate get nothing.
+plaintext channel and a TLS channel that does not trust the certificate get nothing.
 """
 
 from __future__ import annotations
