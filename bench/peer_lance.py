@@ -1,13 +1,14 @@
 """The peer: the same vectors and probes in LanceDB, an embedded vector store a user might pick instead.
 
     python -m bench.peer_lance --vectors X.npy --probes Q.npy --truth T.npy --out R.json \\
-        --threads 32 --budget-s 60 [--index none|ivf_flat --nlist N --nprobe P]
+        --threads 32 --budget-s 60 [--index none|ivf_flat --nlist N --nprobes P1,P2,...]
 
 Runs in its own process (its memory and threads stay out of ours). Loads the vectors into a LanceDB
-table (in batches of 100,000 rows), optionally builds an index, then answers the probes one per call
-from `--threads` threads, as our server's clients do, within about `--budget-s` seconds (fewer probes
-when it is slow; the count is reported). Recall@10 is measured against `--truth` (the exact top 10 row
-numbers of each probe). Writes a JSON object to --out.
+table (in batches of 100,000 rows), optionally builds an IVF_FLAT index (`--nlist` cells), then answers
+the probes one per call from `--threads` threads, as our server's clients do, once per number of
+cells probed in `--nprobes` (exhaustive search: once), each within about `--budget-s` / configs seconds
+(fewer probes when it is slow; the count is reported). Recall@10 is measured against `--truth` (the
+exact top 10 row numbers of each probe). Writes {"configs": [...], ...} as JSON to --out.
 
 LanceDB is optional: `pip install lancedb` (the `bench` extra). Without it this exits with code 3 and
 says so.
@@ -36,7 +37,7 @@ def main() -> int:
     ap.add_argument("--budget-s", type=float, default=60.0)
     ap.add_argument("--index", choices=("none", "ivf_flat"), default="none")
     ap.add_argument("--nlist", type=int, default=1024)
-    ap.add_argument("--nprobe", type=int, default=16)
+    ap.add_argument("--nprobes", default="16", help="comma-separated cells probed, one measurement each")
     a = ap.parse_args()
     os.environ.setdefault("LANCE_LOG", "error")
     os.environ.setdefault("RUST_LOG", "error")
@@ -72,31 +73,35 @@ def main() -> int:
                            num_partitions=a.nlist)
         index_s = time.perf_counter() - t1
 
-    def query(tbl, q):
-        s = tbl.search(q).metric("l2").limit(10).select(["id"])
-        if a.index != "none":
-            s = s.nprobes(a.nprobe)
-        return s.to_arrow()["id"].to_numpy()
-
-    # Estimate the speed on two probes, then size the run to the time budget.
-    t2 = time.perf_counter()
-    for q in probes[:2]:
-        query(table, q)
-    single_s = (time.perf_counter() - t2) / 2
+    nprobes = [int(p) for p in a.nprobes.split(",")] if a.index != "none" else [0]
+    configs = []
     cores = os.cpu_count() or 1
-    count = int(min(len(probes), max(a.threads, a.budget_s * cores / max(single_s, 1e-6))))
-    found: dict[int, np.ndarray] = {}
+    for nprobe in nprobes:
+        def query(tbl, q, nprobe=nprobe):
+            s = tbl.search(q).metric("l2").limit(10).select(["id"])
+            if nprobe:
+                s = s.nprobes(nprobe)
+            return s.to_arrow()["id"].to_numpy()
 
-    def call(tbl, i):
-        found[i] = query(tbl, probes[i])
-        return 1
+        # Estimate the speed on two probes, then size the run to its share of the time budget.
+        t2 = time.perf_counter()
+        for q in probes[:2]:
+            query(table, q)
+        single_s = (time.perf_counter() - t2) / 2
+        budget = a.budget_s / len(nprobes)
+        count = int(min(len(probes), max(a.threads, budget * cores / max(single_s, 1e-6))))
+        found: dict[int, np.ndarray] = {}
 
-    result = run_concurrent(a.threads, list(range(count)), call, lambda: db.open_table("bench"))
-    recall = float(np.mean([len(set(found[i].tolist()) & set(truth[i, :10].tolist())) / 10 for i in found]))
+        def call(tbl, i, query=query, found=found):
+            found[i] = query(tbl, probes[i])
+            return 1
+
+        result = run_concurrent(a.threads, list(range(count)), call, lambda: db.open_table("bench"))
+        recall = float(np.mean([len(set(found[i].tolist()) & set(truth[i, :10].tolist())) / 10 for i in found]))
+        configs.append({"nprobe": nprobe or None, "probes": count, "qps": round(result.items_per_s, 2),
+                        "recall_at_10": round(recall, 4), **result.summary()})
     out = {"peer": f"lancedb {lancedb.__version__}", "index": a.index, "nlist": a.nlist if a.index != "none" else None,
-           "nprobe": a.nprobe if a.index != "none" else None, "n": n, "load_s": round(load_s, 1),
-           "index_s": round(index_s, 1), "threads": a.threads, "probes": count,
-           "qps": round(result.items_per_s, 2), "recall_at_10": round(recall, 4), **result.summary()}
+           "n": n, "load_s": round(load_s, 1), "index_s": round(index_s, 1), "threads": a.threads, "configs": configs}
     a.out.write_text(json.dumps(out) + "\n")
     print(json.dumps(out))
     import shutil
