@@ -69,8 +69,9 @@ def main() -> int:
     index_s = 0.0
     if a.index == "ivf_flat":
         t1 = time.perf_counter()
-        table.create_index(metric="l2", vector_column_name="vector", index_type="IVF_FLAT",
-                           num_partitions=a.nlist)
+        from lancedb.index import IvfFlat
+
+        table.create_index("vector", config=IvfFlat(distance_type="l2", num_partitions=a.nlist))
         index_s = time.perf_counter() - t1
 
     nprobes = [int(p) for p in a.nprobes.split(",")] if a.index != "none" else [0]
