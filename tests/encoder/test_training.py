@@ -63,12 +63,13 @@ def test_training_is_seeded_and_resumable(glyph_tree, tmp_path):
         assert torch.equal(va, vb), k
     assert [h["step"] for h in a.history] == [3, 6] and a.best_step in (3, 6)
     assert a.architecture["tta_shifts"] == [[1, 0], [0, -1]] and a.net.tta_shifts == [(1, 0), (0, -1)]
-    # resume a finished run with a longer budget: continues from step 6
+    # resume a finished run with a longer budget: continues from step 6; other changes are refused
     longer = TrainConfig(**{**cfg.to_dict(), "steps": 8})
-    with pytest.raises(ValueError, match="different training configuration"):
-        Trainer(longer, pre, train, val, device="cpu", checkpoint=tmp_path / "a.ckpt").fit(resume=True)
-    c = Trainer(cfg, pre, train, val, device="cpu", checkpoint=tmp_path / "a.ckpt").fit(resume=True)
-    assert c.steps == 6
+    c = Trainer(longer, pre, train, val, device="cpu", checkpoint=tmp_path / "a.ckpt").fit(resume=True)
+    assert c.steps == 8 and [h["step"] for h in c.history] == [3, 6, 8]
+    other = TrainConfig(**{**cfg.to_dict(), "lr": 1.0})
+    with pytest.raises(ValueError, match="changed: lr"):
+        Trainer(other, pre, train, val, device="cpu", checkpoint=tmp_path / "a.ckpt").fit(resume=True)
 
 
 def _parse(module, argv):

@@ -189,7 +189,12 @@ def run(args: argparse.Namespace) -> int:
 
     checkpoint = args.checkpoint or f"{args.out}.ckpt"
     trainer = Trainer(config, preprocess, train, val, device=args.device, checkpoint=checkpoint, callback=on_event)
-    result = trainer.fit(resume=args.resume)
+    try:
+        result = trainer.fit(resume=args.resume)
+    except (FileNotFoundError, ValueError) as exc:
+        bar.close()
+        print(f"twinsearch train: cannot resume: {exc}", file=sys.stderr)
+        return 2
     bar.update(1000 - bar.n)
     bar.close()
 

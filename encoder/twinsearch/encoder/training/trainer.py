@@ -176,8 +176,14 @@ class Trainer:
             if not self.checkpoint or not os.path.exists(self.checkpoint):
                 raise FileNotFoundError(f"no checkpoint to resume from at {self.checkpoint!r}")
             ck = torch.load(self.checkpoint, map_location=self.device, weights_only=False)
-            if ck["config"] != cfg.to_dict():
-                raise ValueError("the checkpoint was written with a different training configuration")
+            # The budget (steps, minutes) may grow on resume; anything else must match.
+            budget = ("steps", "minutes", "val_every", "threads")
+            theirs = {k: v for k, v in ck["config"].items() if k not in budget}
+            ours = {k: v for k, v in cfg.to_dict().items() if k not in budget}
+            if theirs != ours:
+                changed = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+                raise ValueError(f"the checkpoint was written with a different training configuration "
+                                 f"(changed: {', '.join(changed)})")
             net.load_state_dict(ck["net"])
             loss_fn.load_state_dict(ck["loss"])
             opt.load_state_dict(ck["opt"])

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from twinsearch.encoder.backbones import BACKBONES, build_backbone
+from twinsearch.encoder.heads import build_net
+
+
+@pytest.mark.parametrize("name,args,shape", [
+    ("conv4", {"input_size": 28}, (1, 28, 28)),
+    ("conv4", {"input_size": 56, "widths": [16, 32, 64], "pool": "avg"}, (1, 56, 56)),
+    ("koch", {"input_size": 105}, (1, 105, 105)),
+    ("signet", {"input_size": 155, "input_width": 220}, (1, 155, 220)),
+    ("resnet", {"input_size": 64}, (3, 64, 64)),
+])
+def test_backbones_build_and_embed(name, args, shape):
+    in_channels = shape[0]
+    backbone = build_backbone(name, in_channels=in_channels, **args)
+    feats = backbone.eval()(torch.zeros(2, *shape))
+    assert feats.shape == (2, backbone.out_features)
+    net = build_net({"backbone": name, "backbone_args": {"in_channels": in_channels, **args}, "dim": 32}).eval()
+    with torch.no_grad():
+        emb = net(torch.rand(2, *shape))
+    assert emb.shape == (2, 32) and torch.allclose(emb.norm(dim=1), torch.ones(2), atol=1e-5)
+
+
+def test_unknown_backbone():
+    with pytest.raises(ValueError, match="unknown backbone"):
+        build_backbone("vgg")
+    assert set(BACKBONES) == {"conv4", "koch", "signet", "resnet"}
+
+
+def test_tta_is_one_embedding_at_evaluation_only():
+    arch = {"backbone": "conv4", "backbone_args": {"input_size": 16, "widths": [4, 4]}, "dim": 8,
+            "tta_shifts": [[1, 0], [0, 1]]}
+    torch.manual_seed(0)
+    net = build_net(arch)
+    x = torch.rand(3, 1, 16, 16)
+    net.eval()
+    with torch.no_grad():
+        averaged = net(x)
+        net.tta_shifts = []
+        plain = net(x)
+    assert averaged.shape == plain.shape == (3, 8) and not torch.allclose(averaged, plain)
