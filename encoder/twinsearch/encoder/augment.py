@@ -60,8 +60,9 @@ of random smooth displacements (fraction of the image); `hflip` the probability 
         tx = u(-self.translate, self.translate) * 2
         ty = u(-self.translate, self.translate) * 2
         keep = torch.rand(n, generator=generator) >= self.p
-        flip = torch.rand(n, generator=generator) < self.hflip
-        sx = torch.where(flip, -sx, sx)  # mirror left-right (clothing, faces; not characters)
+        if self.hflip > 0:  # (drawn only when asked, so that other recipes keep their random streams)
+            flip = torch.rand(n, generator=generator) < self.hflip
+            sx = torch.where(flip, -sx, sx)  # mirror left-right (clothing, faces; not characters)
         cos, sin = torch.cos(rot), torch.sin(rot)
         # A = R @ Sh @ S, mapping output coordinates to input coordinates (grid_sample's convention).
         a11 = (cos - sin * shy) * sx
