@@ -122,7 +122,9 @@ def run(size: dict, model: Path, fingerprint: str, dim: int, work: Path, peer: s
         out["rss_mb_1m"] = round(srv.rss_mb(), 1)
         exact = _identify_load(srv.address, probes, CLIENTS, warmup=CLIENTS)
         out["rss_mb_1m_after_load"] = round(srv.rss_mb(), 1)
+        out["identify_one_client"] = _identify_load(srv.address, probes[:size["one_client_calls"]], 1, warmup=2)
     out["identify_exact"] = exact
+    out["identify_one_client_p50_ms"] = out["identify_one_client"]["p50_ms"]
     out["identify_qps"] = exact["items_per_s"]
     out["identify_p50_ms"], out["identify_p99_ms"] = exact["p50_ms"], exact["p99_ms"]
 
