@@ -446,9 +446,13 @@ class GalleryStore:
         after = ""
         if page_token:
             try:
-                after = base64.urlsafe_b64decode(page_token.encode("ascii")).decode("utf-8")
+                # validate=True: the lenient default drops characters outside the alphabet, so a
+                # garbled token would silently restart at the first page.
+                after = base64.b64decode(page_token.encode("ascii"), altchars=b"-_", validate=True).decode("utf-8")
             except (binascii.Error, UnicodeError, ValueError) as exc:
                 raise InvalidArgument(f"page token {page_token!r} is not one this server gave") from exc
+            if not after:  # tokens name the last label of a page, and labels are never empty
+                raise InvalidArgument(f"page token {page_token!r} is not one this server gave")
         with g.lock.read():
             self._still_there(g)
             counts = g.classes.counts
