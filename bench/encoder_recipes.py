@@ -6,6 +6,10 @@
 Each recipe writes its model to bench/results/encoder_<recipe>.tsm, the evaluation report to
 bench/results/encoder_<recipe>.json and plots to bench/results/encoder_<recipe>_plots/. The commands
 are printed before they run, so they can be copied. `--minutes` shortens the budget for a quick look.
+
+Measured (2 CPU threads on a shared 2-core machine, 20 minutes): omniglot 0.858 within-alphabet 20-way
+1-shot (400 episodes); fashion-mnist pair accuracy 0.921 and Recall@1 0.899 on the test split, short of
+the 0.96 / 0.92 targets. Reports: bench/results/encoder_omniglot.json, encoder_fashion-mnist.json.
 """
 
 from __future__ import annotations
@@ -33,9 +37,10 @@ RECIPES = {
     },
     "fashion-mnist": {
         "train": ["--data", FASHION, "--split", "train", "--val-by", "images", "--val-fraction", "0.05",
-                  "--size", "28", "--loss", "normsoftmax", "-P", "10", "-K", "25", "--aug-rotation", "0",
-                  "--aug-shear", "0", "--aug-scale", "0.9", "1.1", "--aug-translate", "0.08", "--aug-hflip", "0.5",
-                  "--widths", "32", "64", "128", "--threads", "2", "--val-every", "300", "--name", "fashion-mnist"],
+                  "--size", "28", "--loss", "normsoftmax", "--margin", "0.25", "--scale", "30", "-P", "10",
+                  "-K", "25", "--aug-rotation", "0", "--aug-shear", "0", "--aug-scale", "0.95", "1.05",
+                  "--aug-translate", "0.06", "--aug-hflip", "0.5", "--widths", "32", "64", "128", "--threads", "2",
+                  "--val-every", "500", "--name", "fashion-mnist"],
         "evaluate": ["--data", FASHION, "--split", "test", "--way", "10", "--shot", "1", "--episodes", "400"],
     },
 }
