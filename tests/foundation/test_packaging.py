@@ -25,7 +25,8 @@ def test_wheel_holds_only_the_twinsearch_namespace(tmp_path):
     dist_info = {t for t in tops if t.endswith(".dist-info")}
     assert tops - dist_info == {"twinsearch"}, tops
     for part in ("twinsearch/v1/twinsearch_pb2.py", "twinsearch/client/convert.py",
-                 "twinsearch/encoder/calibration.py", "twinsearch/server/__init__.py"):
+                 "twinsearch/encoder/calibration.py", "twinsearch/server/__init__.py",
+                 "twinsearch/encoder/models/omniglot.tsm"):  # the default model travels with the package
         assert part in names, part
     assert "twinsearch/__init__.py" not in names
 
