@@ -104,12 +104,7 @@ def _rpc(items: Callable[[object], int] | None = None):
             except Exception as exc:  # noqa: BLE001 - every error becomes a status, never a traceback
                 code, details = status_for(exc, name)
             finally:
-                elapsed = time.perf_counter() - started
-                self.metrics.in_flight.labels(name).dec()
-                self.metrics.rpcs.labels(name, code.name).inc()
-                self.metrics.latency.labels(name).observe(elapsed)
-                log.debug("rpc=%s code=%s ms=%.1f peer=%s%s", name, code.name, elapsed * 1000, context.peer(),
-                          f" details={details!r}" if details else "")
+                self._finished(name, started, code, details, context)
             if code is not grpc.StatusCode.OK:
                 context.abort(code, details)
             return answer
@@ -177,6 +172,16 @@ class TwinSearchServicer(twinsearch_pb2_grpc.TwinSearchServicer):
     def DeleteGallery(self, request: pb.DeleteGalleryRequest, context) -> pb.DeleteGalleryResponse:
         return pb.DeleteGalleryResponse(items_deleted=self.engine.delete_gallery(request.name))
 
+    def _finished(self, name: str, started: float, code: grpc.StatusCode, details: str,
+                  context: grpc.ServicerContext) -> None:
+        """Metrics and the debug access-log line of one finished call."""
+        elapsed = time.perf_counter() - started
+        self.metrics.in_flight.labels(name).dec()
+        self.metrics.rpcs.labels(name, code.name).inc()
+        self.metrics.latency.labels(name).observe(elapsed)
+        log.debug("rpc=%s code=%s ms=%.1f peer=%s%s", name, code.name, elapsed * 1000, context.peer(),
+                  f" details={details!r}" if details else "")
+
     # ------------------------------------------------------------------ enroll, delete, classes
     @_rpc(items=lambda r: len(r.items))
     def Enroll(self, request: pb.EnrollRequest, context) -> pb.EnrollResponse:
@@ -201,12 +206,7 @@ class TwinSearchServicer(twinsearch_pb2_grpc.TwinSearchServicer):
         except Exception as exc:  # noqa: BLE001 - every error becomes a status
             code, details = status_for(exc, name)
         finally:
-            elapsed = time.perf_counter() - started
-            self.metrics.in_flight.labels(name).dec()
-            self.metrics.rpcs.labels(name, code.name).inc()
-            self.metrics.latency.labels(name).observe(elapsed)
-            log.debug("rpc=%s code=%s ms=%.1f peer=%s%s", name, code.name, elapsed * 1000, context.peer(),
-                      f" details={details!r}" if details else "")
+            self._finished(name, started, code, details, context)
         if code is not grpc.StatusCode.OK:
             context.abort(code, details)
 
