@@ -34,6 +34,7 @@ proto: $(STAMP)
 		proto/twinsearch/v1/twinsearch.proto
 
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[server,dev,bench]"
 	$(PY) -m bench.run
 
 wheel: $(STAMP)
