@@ -10,6 +10,7 @@ from twinsearch.encoder.heads import build_net
 @pytest.mark.parametrize("name,args,shape", [
     ("conv4", {"input_size": 28}, (1, 28, 28)),
     ("conv4", {"input_size": 56, "widths": [16, 32, 64], "pool": "avg"}, (1, 56, 56)),
+    ("conv4", {"input_size": 28, "widths": [8, 16, 32], "convs_per_block": [1, 2, 2]}, (1, 28, 28)),
     ("koch", {"input_size": 105}, (1, 105, 105)),
     ("signet", {"input_size": 155, "input_width": 220}, (1, 155, 220)),
     ("resnet", {"input_size": 64}, (3, 64, 64)),
@@ -29,6 +30,19 @@ def test_unknown_backbone():
     with pytest.raises(ValueError, match="unknown backbone"):
         build_backbone("vgg")
     assert set(BACKBONES) == {"conv4", "koch", "signet", "resnet"}
+
+
+def test_convs_per_block_adds_depth_not_resolution():
+    one = build_backbone("conv4", input_size=28, widths=[8, 16])
+    two = build_backbone("conv4", input_size=28, widths=[8, 16], convs_per_block=2)
+    count = lambda net: sum(isinstance(m, torch.nn.Conv2d) for m in net.modules())  # noqa: E731
+    assert (count(one), count(two)) == (2, 4) and one.out_features == two.out_features == 16 * 7 * 7
+    # one conv per block keeps the parameter names of earlier model files
+    assert list(build_backbone("conv4", convs_per_block=1).state_dict()) == list(build_backbone("conv4").state_dict())
+    with pytest.raises(ValueError, match="convs_per_block"):
+        build_backbone("conv4", widths=[8, 16], convs_per_block=[1, 2, 3])
+    with pytest.raises(ValueError, match="convs_per_block"):
+        build_backbone("conv4", widths=[8, 16], convs_per_block=0)
 
 
 def test_tta_is_one_embedding_at_evaluation_only():

@@ -51,6 +51,16 @@ def test_every_loss_trains_a_few_steps(glyph_tree, loss):
     assert result.steps == 4 and result.net.dim == 8
 
 
+def test_bf16_precision_trains_and_keeps_fp32_weights(glyph_tree):
+    data = _arrays(glyph_tree)
+    cfg = TrainConfig(backbone_args=TINY, dim=8, loss="normsoftmax", steps=3, classes_per_batch=4,
+                      images_per_class=3, val_every=0, seed=1, precision="bf16")
+    result = Trainer(cfg, Preprocess(width=16, height=16, invert=True), data, device="cpu").fit()
+    assert result.steps == 3 and all(p.dtype == torch.float32 for p in result.net.parameters())
+    with pytest.raises(ValueError, match="precision"):
+        Trainer(TrainConfig(steps=1, precision="fp8"), Preprocess(width=16, height=16), data, device="cpu")
+
+
 def test_training_is_seeded_and_resumable(glyph_tree, tmp_path):
     data = _arrays(glyph_tree)
     train, val = data.subset_classes(np.arange(8)), data.subset_classes(np.arange(8, 12))

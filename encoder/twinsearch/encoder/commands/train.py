@@ -49,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--backbone", choices=("conv4", "koch", "signet", "resnet"), default="conv4")
     m.add_argument("--widths", type=int, nargs="+", help="conv4/resnet channel widths, e.g. 64 64 64 64")
     m.add_argument("--pool", choices=("flatten", "avg"), help="conv4: flatten (default) or average-pool")
+    m.add_argument("--convs-per-block", type=int, nargs="+", metavar="N",
+                   help="conv4: 3x3 convs before each pool, one number for all blocks or one per block "
+                        "(default 1)")
     m.add_argument("--dim", type=int, default=128, help="embedding dimension")
     m.add_argument("--tta", type=int, default=0, metavar="PIXELS",
                    help="embed each image also shifted by this many pixels up, down, left and right, and "
@@ -87,6 +90,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     t.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
+    t.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16: forward pass in bfloat16 (faster on CPUs with AVX-512 BF16 or AMX and on recent "
+                        "GPUs); weights, loss and the saved model stay fp32")
     t.add_argument("--checkpoint", help="checkpoint file (default: OUT.ckpt)")
     t.add_argument("--resume", action="store_true", help="continue from the checkpoint")
 
@@ -106,6 +112,9 @@ def _config(args: argparse.Namespace):
         backbone_args["widths"] = list(args.widths)
     if args.pool:
         backbone_args["pool"] = args.pool
+    if args.convs_per_block:
+        cpb = list(args.convs_per_block)
+        backbone_args["convs_per_block"] = cpb[0] if len(cpb) == 1 else cpb
     margin = args.margin
     if margin is None:
         margin = {"triplet": 0.2, "contrastive": 1.0, "contrastive-pairs": 1.0, "normsoftmax": 0.1}.get(args.loss, 0.0)
@@ -123,7 +132,7 @@ def _config(args: argparse.Namespace):
         classes_per_batch=args.classes_per_batch, images_per_class=args.images_per_class,
         groups_per_batch=args.groups_per_batch, lr=args.lr, weight_decay=args.weight_decay, steps=args.steps,
         minutes=args.minutes, rotations=args.rotations, augment=augment, val_every=args.val_every,
-        seed=args.seed, threads=args.threads)
+        seed=args.seed, threads=args.threads, precision=args.precision)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -43,6 +43,8 @@ class TrainConfig:
     val_way: int = 20
     seed: int = 0
     threads: int = 0          # 0: leave torch's default
+    precision: str = "fp32"   # "bf16": forward pass under bfloat16 autocast (about 1.1-2x faster on CPUs with
+    #                           AVX-512 BF16 or AMX, and on recent GPUs); the loss, weights and serving stay fp32
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -29,6 +29,7 @@ from .config import TrainConfig
 log = logging.getLogger(__name__)
 
 LOSSES = ("normsoftmax", "prototypical", "triplet", "contrastive", "contrastive-pairs")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -102,6 +103,8 @@ class Trainer:
             raise ValueError("give a step limit, a time budget in minutes, or both")
         if config.loss not in LOSSES:
             raise ValueError(f"unknown loss {config.loss!r}; choose from {LOSSES}")
+        if config.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {config.precision!r}; choose from {PRECISIONS}")
         self.config = config
         self.preprocess = preprocess
         self.train_data = train
@@ -239,7 +242,9 @@ class Trainer:
             if aug is not None:
                 xb = aug(xb, generator=gen)
             xb = self._normalize(xb.to(self.device)).contiguous(memory_format=torch.channels_last)
-            loss = loss_fn(net(xb), y_all[idx].to(self.device))
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+                embeddings = net(xb)
+            loss = loss_fn(embeddings.float(), y_all[idx].to(self.device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
