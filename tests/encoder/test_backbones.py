@@ -57,3 +57,14 @@ def test_tta_is_one_embedding_at_evaluation_only():
         net.tta_shifts = []
         plain = net(x)
     assert averaged.shape == plain.shape == (3, 8) and not torch.allclose(averaged, plain)
+
+
+def test_tta_flip_makes_mirror_images_embed_alike():
+    arch = {"backbone": "conv4", "backbone_args": {"input_size": 16, "widths": [4, 4]}, "dim": 8, "tta_flip": True}
+    torch.manual_seed(0)
+    net = build_net(arch).eval()
+    x = torch.rand(3, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(net(x), net(x.flip(3)), atol=1e-6)
+        net.tta_flip = False
+        assert not torch.allclose(net(x), net(x.flip(3)), atol=1e-3)

@@ -56,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--tta", type=int, default=0, metavar="PIXELS",
                    help="embed each image also shifted by this many pixels up, down, left and right, and "
                         "average (one embedding; 5x the inference cost; 0: off)")
+    m.add_argument("--tta-flip", action="store_true",
+                   help="also embed the left-right mirror of each view and average (2x the inference cost; "
+                        "for mirror-symmetric classes such as clothing, not characters)")
     m.add_argument("--dropout", type=float, default=0.0, help="dropout before the embedding layer")
 
     t = parser.add_argument_group("training")
@@ -127,7 +130,7 @@ def _config(args: argparse.Namespace):
     return TrainConfig(
         backbone=args.backbone, backbone_args=backbone_args, dim=args.dim,
         head_args={"dropout": args.dropout} if args.dropout else {},
-        tta_shifts=[[t, 0], [-t, 0], [0, t], [0, -t]] if t else [],
+        tta_shifts=[[t, 0], [-t, 0], [0, t], [0, -t]] if t else [], tta_flip=args.tta_flip,
         loss=args.loss, margin=margin, scale=scale, mining=args.mining, label_smoothing=args.label_smoothing,
         classes_per_batch=args.classes_per_batch, images_per_class=args.images_per_class,
         groups_per_batch=args.groups_per_batch, lr=args.lr, weight_decay=args.weight_decay, steps=args.steps,

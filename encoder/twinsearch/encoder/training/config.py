@@ -22,6 +22,7 @@ class TrainConfig:
     dim: int = 128
     head_args: dict = field(default_factory=dict)
     tta_shifts: list = field(default_factory=list)  # [[dy, dx], ...] test-time shifts averaged into one embedding
+    tta_flip: bool = False    # also average the left-right mirror of each test-time view
     loss: str = "prototypical"
     margin: float = 0.0
     scale: float = 16.0

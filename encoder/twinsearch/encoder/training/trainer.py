@@ -54,6 +54,8 @@ def architecture_for(config: TrainConfig, preprocess: Preprocess) -> dict:
     arch = {"backbone": config.backbone, "backbone_args": args, "dim": config.dim, "head_args": dict(config.head_args)}
     if config.tta_shifts:
         arch["tta_shifts"] = [list(s) for s in config.tta_shifts]
+    if config.tta_flip:
+        arch["tta_flip"] = True
     return arch
 
 
