@@ -36,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--calib-class-depth", type=int, default=None)
     d.add_argument("--calib-split", choices=("train", "test"))
     d.add_argument("--calib-groups", nargs="*", default=[])
+    d.add_argument("--probability", choices=("logistic", "isotonic"), default="logistic",
+                   help="calibrated distance-to-probability mapping stored in the card (default: logistic)")
 
     p = parser.add_argument_group("input")
     p.add_argument("--size", type=int, default=56, help="input width and height in pixels")
@@ -218,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
     evaluation: dict = {}
     if calib is not None:
         emb = model.embed_arrays(preprocess.normalize(calib.images))
-        calibration = calibrate(emb, calib.labels, seed=args.seed)
+        calibration = calibrate(emb, calib.labels, seed=args.seed, probability=args.probability)
         groups = calib.group_labels()
         within = len(set(calib.groups)) > 1 and len(set(calib.groups)) < calib.num_classes
         report, _ = evaluate_embeddings(emb, calib.labels, way=args.eval_way, shot=1, episodes=args.eval_episodes,
@@ -256,4 +258,3 @@ def run(args: argparse.Namespace) -> int:
                        recall_at_1=round(evaluation["recall_at_1"], 4))
     print(json.dumps(summary, indent=2))
     return 0
-

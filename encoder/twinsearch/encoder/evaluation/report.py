@@ -32,10 +32,12 @@ def all_pair_distances(embeddings: np.ndarray, labels: np.ndarray, max_impostor:
     return g, imp
 
 
-def calibrate(embeddings: np.ndarray, labels: np.ndarray, seed: int = 0) -> Calibration:
-    """Calibration from all pairs of held-out images (classes the model did not train on)."""
+def calibrate(embeddings: np.ndarray, labels: np.ndarray, seed: int = 0,
+              probability: str = "logistic") -> Calibration:
+    """Calibration from all pairs of held-out images (classes the model did not train on);
+    `probability`: the distance-to-probability mapping, "logistic" or "isotonic" (see Calibration.fit)."""
     g, imp = all_pair_distances(embeddings, labels, seed=seed)
-    return Calibration.fit(g, imp)
+    return Calibration.fit(g, imp, probability=probability)
 
 
 def evaluate_embeddings(embeddings: np.ndarray, labels: np.ndarray, *, way: int = 20, shot: int = 1,
