@@ -258,3 +258,4 @@ def run(args: argparse.Namespace) -> int:
                        recall_at_1=round(evaluation["recall_at_1"], 4))
     print(json.dumps(summary, indent=2))
     return 0
+
