@@ -9,12 +9,9 @@ import gzip
 import json
 import os
 import platform
-import re
 import shutil
 import struct
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from twinsearch.client.server_process import ServerProcess, ServerStartError
 
 REPO = Path(__file__).resolve().parent.parent
 FASHION_DIR = Path(os.environ.get("TWINSEARCH_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
@@ -76,16 +75,6 @@ def machine() -> dict:
         "faiss": faiss.__version__,
         "platform": platform.platform(),
     }
-
-
-def rss_mb(pid: int | None = None) -> float:
-    """Resident set size of a process (default: this one) in MiB."""
-    path = f"/proc/{pid or 'self'}/status"
-    with open(path) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def percentiles(latencies_s: Sequence[float]) -> dict:
@@ -197,65 +186,14 @@ def model_path(given: str | None) -> Path:
 # ------------------------------------------------------------------------------------ a server process
 
 
-class ServerProcess:
-    """`twinsearch serve` in a subprocess on a free port; start-up time and resident memory measured.
+def start_server(data_dir: Path, model: Path) -> ServerProcess:
+    """`twinsearch serve` over `data_dir` in a subprocess, serving; `startup_s` and `rss_mb()` are figures.
 
-    `startup_s` runs from spawning the interpreter to the "serving on" line: imports, model load,
-    store open (snapshot load and catch-up) and port bind.
-    """
-
-    def __init__(self, data_dir: Path, model: Path, *, extra: Sequence[str] = (), env: dict | None = None,
-                 timeout_s: float = 600.0, log_path: Path | None = None):
-        self.data_dir = Path(data_dir)
-        self.log_path = log_path or Path(tempfile.mkstemp(prefix="twinsearch-serve-", suffix=".log")[1])
-        cmd = [sys.executable, "-m", "twinsearch.client.cli", "serve", "--data-dir", str(data_dir),
-               "--model", str(model), "--address", "127.0.0.1:0", *extra]
-        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
-        started = time.perf_counter()
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, text=True,
-                                     env={**os.environ, **(env or {})})
-        self.address = None
-        line = ""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            m = re.search(r"serving on (\S+)", line)
-            if m:
-                self.address = m.group(1)
-                break
-        self.startup_s = time.perf_counter() - started
-        if self.address is None:
-            self.stop()
-            tail = self.log_path.read_text()[-2000:]
-            raise BenchError(f"the server did not start (rc {self.proc.returncode}):\n{tail}")
-        # Keep draining stdout so the server never blocks on a full pipe.
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def rss_mb(self) -> float:
-        return rss_mb(self.proc.pid)
-
-    def stop(self, timeout: float = 120.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
-
-    def __enter__(self) -> ServerProcess:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+    A 1M gallery may take minutes to open, and as long again to snapshot on SIGTERM."""
+    try:
+        return ServerProcess.start(data_dir, model, timeout_s=600.0, stop_timeout_s=120.0)
+    except ServerStartError as exc:
+        raise BenchError(f"the server did not start: {exc}") from None
 
 
 # ------------------------------------------------------------------------------------ concurrent callers

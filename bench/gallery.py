@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import BenchError, Clustered, ServerProcess, run_concurrent
+from bench.common import BenchError, Clustered, run_concurrent, start_server
 
 log = logging.getLogger("bench")
 
@@ -112,12 +112,12 @@ def run(size: dict, model: Path, fingerprint: str, dim: int, work: Path, peer: s
     out["build_exact"] = _build(work / "exact", size, dim, fingerprint, "exact")
     out["build_ivf"] = _build(work / "ivf", size, dim, fingerprint, "ivf")
 
-    with ServerProcess(work / "empty", model) as empty:
+    with start_server(work / "empty", model) as empty:
         out["startup_s_empty"] = round(empty.startup_s, 2)
         out["rss_mb_empty"] = round(empty.rss_mb(), 1)
 
     log.info("exact server: start-up, memory, identify from %d clients", CLIENTS)
-    with ServerProcess(work / "exact", model) as srv:
+    with start_server(work / "exact", model) as srv:
         out["startup_s_1m"] = round(srv.startup_s, 2)
         out["rss_mb_1m"] = round(srv.rss_mb(), 1)
         exact = _identify_load(srv.address, probes, CLIENTS, warmup=CLIENTS)
@@ -137,7 +137,7 @@ def run(size: dict, model: Path, fingerprint: str, dim: int, work: Path, peer: s
     out["identify_ratio"] = round(exact["items_per_s"] / ref["qps"], 3)
 
     log.info("IVF server: identify from %d clients, search recall", CLIENTS)
-    with ServerProcess(work / "ivf", model) as srv:
+    with start_server(work / "ivf", model) as srv:
         ivf = _identify_load(srv.address, ann_probes, CLIENTS, warmup=CLIENTS)
         out["ann_recall_at_10"] = round(_search_recall(srv.address, ann_probes[:recall_n], truth_ann), 4)
     out["identify_ivf"] = ivf

@@ -35,7 +35,8 @@ import time
 import traceback
 from pathlib import Path
 
-from bench.common import BenchError, ServerProcess, machine, model_path, omniglot_pngs, write_json
+from bench.common import BenchError, machine, model_path, omniglot_pngs, start_server, write_json
+from twinsearch.client.server_process import ServerProcess
 
 log = logging.getLogger("bench")
 
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         image_sections = [s for s in ("encoder", "bulk", "accuracy") if s in args.only]
         if image_sections:
             shutil.rmtree(work / "images-server", ignore_errors=True)
-            with ServerProcess(work / "images-server", model_file) as srv:
+            with start_server(work / "images-server", model_file) as srv:
                 result["image_server"] = {"startup_s": round(srv.startup_s, 2), "rss_mb_at_start": round(srv.rss_mb(), 1)}
                 for section in image_sections:
                     failed |= _section(result, section, lambda s=section: _image_section(s, srv, model, model_file,

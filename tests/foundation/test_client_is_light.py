@@ -14,7 +14,7 @@ sys.meta_path.insert(0, Block())
 import twinsearch.client, twinsearch.client.convert, twinsearch.client.types, twinsearch.client.errors
 import twinsearch.client.cli
 from twinsearch.client import Client, TwinsearchError, Identification
-import twinsearch.client.bulk, twinsearch.client.montage, twinsearch.client.remote
+import twinsearch.client.bulk, twinsearch.client.montage, twinsearch.client.remote, twinsearch.client.server_process
 for name in ('index', 'verify', 'identify', 'galleries', 'info', 'demo'):
     __import__('twinsearch.client.commands.' + name)
 Client('localhost:1').close()

@@ -17,17 +17,13 @@ from __future__ import annotations
 
 import io
 import os
-import re
-import signal
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from twinsearch.client.server_process import ServerProcess
 
 DIM = 16
 SIDE = 28
@@ -82,76 +78,19 @@ def glyph_png(seed: int, size: int = SIDE) -> bytes:
     return buf.getvalue()
 
 
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-class ServeProcess:
-    """`twinsearch serve` over `data_dir` on a free port, in a subprocess. `address` once it serves."""
-
-    def __init__(self, data_dir: Path, model: Path, *extra: str, timeout_s: float = 120.0):
-        cmd = [sys.executable, "-m", "twinsearch.client.cli", "serve", "--data-dir", str(data_dir),
-               "--model", str(model), "--address", "127.0.0.1:0", "--torch-threads", "1", *extra]
-        self.log = data_dir.parent / f"{data_dir.name}-serve.log"
-        self._log = open(self.log, "a")  # noqa: SIM115 - closed in stop()/kill()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, text=True, env=env)
-        self.address = None
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            m = re.search(r"serving on (\S+)", line)
-            if m:
-                self.address = m.group(1)
-                break
-        if self.address is None:
-            self.kill()
-            raise RuntimeError(f"server did not start:\n{self.log.read_text()[-3000:]}")
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def rss_mb(self) -> float:
-        return rss_mb(self.proc.pid)
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown code runs (no snapshot, no SQLite close)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(30)
-        self._log.close()
-
-    def stop(self) -> int:
-        """SIGTERM and wait for the graceful exit; returns the exit status."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
+def start_server(data_dir: Path, model: Path, *flags: str) -> ServerProcess:
+    """`twinsearch serve` over `data_dir`, serving, with one torch thread (the suite runs on 2 cores).
+    A restart over the same folder appends to the same log, `<data_dir>-serve.log`."""
+    return ServerProcess.start(data_dir, model, flags=("--torch-threads", "1", *flags), timeout_s=120.0)
 
 
 @pytest.fixture
 def serve(tmp_path, model_file):
-    """serve(name="data", *flags) -> a started ServeProcess over tmp_path/name; all stopped at the end."""
-    started: list[ServeProcess] = []
+    """serve(name="data", *flags) -> a started ServerProcess over tmp_path/name; all stopped at the end."""
+    started: list[ServerProcess] = []
 
-    def start(name: str = "data", *extra: str) -> ServeProcess:
-        p = ServeProcess(tmp_path / name, model_file, *extra)
+    def start(name: str = "data", *extra: str) -> ServerProcess:
+        p = start_server(tmp_path / name, model_file, *extra)
         started.append(p)
         return p
 

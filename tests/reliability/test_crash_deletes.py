@@ -21,7 +21,7 @@ import pytest
 
 from twinsearch.client import Client, LocalClient, TwinsearchError
 
-from .conftest import ServeProcess, env_int, unit_vectors
+from .conftest import env_int, start_server, unit_vectors
 
 ROUNDS = env_int("TWINSEARCH_CRASH_DELETE_ROUNDS", 8)
 GALLERY = "crash-deletes"
@@ -106,13 +106,13 @@ def test_sigkill_during_enrollments_and_deletions(tmp_path, model_file):
     probes = unit_vectors(12, seed=8)
     data = tmp_path / "data"
     driver = Driver(rng)
-    server = ServeProcess(data, model_file)
+    server = start_server(data, model_file)
     with Client(server.address, timeout=TIMEOUT, retries=0) as client:
         client.create_gallery(GALLERY)
         for _ in range(20):
             driver.step(client)
     assert server.stop() == 0  # a snapshot that every later start finds stale
-    server = ServeProcess(data, model_file)
+    server = start_server(data, model_file)
     try:
         for r in range(ROUNDS):
             killer = threading.Timer(float(rng.uniform(0.2, 1.5)), server.kill)
@@ -125,7 +125,7 @@ def test_sigkill_during_enrollments_and_deletions(tmp_path, model_file):
                     pass  # the kill: the call in flight stays pending
             killer.join()
             assert not server.alive()
-            server = ServeProcess(data, model_file)
+            server = start_server(data, model_file)
             with Client(server.address, timeout=TIMEOUT) as client:
                 driver.redo(client)
                 check_against_scratch(client, driver, tmp_path / f"scratch-{r}", model_file, probes)

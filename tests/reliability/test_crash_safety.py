@@ -27,10 +27,11 @@ import pytest
 
 from twinsearch.client import Client, LocalClient
 from twinsearch.client import convert as c
+from twinsearch.client.server_process import ServerProcess
 from twinsearch.v1 import twinsearch_pb2 as pb
 from twinsearch.v1 import twinsearch_pb2_grpc
 
-from .conftest import ServeProcess, env_int, unit_vectors
+from .conftest import env_int, start_server, unit_vectors
 
 ROUNDS = env_int("TWINSEARCH_CRASH_ROUNDS", 20)
 BATCH = 25
@@ -56,7 +57,7 @@ def request(first: int, sequence: int) -> pb.EnrollRequest:
     return pb.EnrollRequest(gallery=GALLERY, items=items, sequence=sequence)
 
 
-def stream_until_killed(server: ServeProcess, first: int, rng: np.random.Generator) -> tuple[list[int], set[int]]:
+def stream_until_killed(server: ServerProcess, first: int, rng: np.random.Generator) -> tuple[list[int], set[int]]:
     """Stream batches from item `first` on; SIGKILL the server after a random delay. Returns the first
     item of every batch handed to gRPC and the sequences acknowledged."""
     sent: list[int] = []
@@ -78,7 +79,7 @@ def stream_until_killed(server: ServeProcess, first: int, rng: np.random.Generat
 
     def kill() -> None:
         if grace is not None:  # a shutdown under way (snapshots being written) is cut short
-            server.proc.send_signal(signal.SIGTERM)
+            server.process.send_signal(signal.SIGTERM)
             time.sleep(grace)
         server.kill()
 
@@ -144,7 +145,7 @@ def test_sigkill_during_bulk_enrollment(tmp_path, model_file):
     probes = unit_vectors(16, seed=5)
     data = tmp_path / "data"
     # A first batch and a graceful stop, so that every later start loads a stale snapshot and catches up.
-    server = ServeProcess(data, model_file)
+    server = start_server(data, model_file)
     with Client(server.address, timeout=TIMEOUT) as client:
         client.create_gallery(GALLERY)
         ids, labels, vectors = zip(*(item(i) for i in range(FIRST)), strict=True)
@@ -152,12 +153,12 @@ def test_sigkill_during_bulk_enrollment(tmp_path, model_file):
     assert server.stop() == 0
     total = FIRST
     summary = {"rounds": 0, "acked_batches": 0, "committed_unacked": 0, "lost_unacked": 0}
-    server = ServeProcess(data, model_file)
+    server = start_server(data, model_file)
     try:
         for r in range(ROUNDS):
             sent, acked = stream_until_killed(server, total, rng)
             assert not server.alive()
-            server = ServeProcess(data, model_file)
+            server = start_server(data, model_file)
             with Client(server.address, timeout=TIMEOUT) as client:
                 outcome = resend_and_check(client, sent, acked)
                 total += len(sent) * BATCH
@@ -173,7 +174,7 @@ def test_sigkill_during_bulk_enrollment(tmp_path, model_file):
         if server.alive():
             server.stop()
     # A clean restart after all that: the same answers once more.
-    server = ServeProcess(data, model_file)
+    server = start_server(data, model_file)
     try:
         with Client(server.address, timeout=TIMEOUT) as client:
             assert client.get_gallery(GALLERY).item_count == total

@@ -25,7 +25,7 @@ from pathlib import Path
 from twinsearch.client.commands._common import table
 from twinsearch.client.demo.plan import HELD_OUT, ZIP_NAME, find_data, load_characters, make_plan
 from twinsearch.client.demo.run import montage_tiles, run_demo
-from twinsearch.client.demo.server_process import ServerProcess
+from twinsearch.client.server_process import ServerProcess
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -107,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory(prefix="twinsearch-demo-") as tmp:
         say("starting `twinsearch serve` on a free local port ...")
-        server = ServerProcess(Path(tmp) / "data", args.model, Path(tmp) / "server.log")
+        # Only --model configures the demo's server, never the caller's TWINSEARCH_* variables.
+        server = ServerProcess(Path(tmp) / "data", args.model, keep_settings=False, stop_timeout_s=30.0)
         exit_code = None
         try:
             address = server.wait_ready(args.startup_timeout)
@@ -128,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"server log (last lines):\n{server.tail()}", file=sys.stderr)
             return 1
         finally:
-            if server.process.poll() is None:
+            if server.alive():
                 say("stopping the server (SIGTERM) ...")
             exit_code = server.stop()
     seconds = time.perf_counter() - started

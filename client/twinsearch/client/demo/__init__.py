@@ -1,1 +1,2 @@
-"""The one-shot Omniglot demo (`twinsearch demo`): plan, server subprocess, run and figures."""
+"""The one-shot Omniglot demo (`twinsearch demo`): plan, run and figures (the server
+subprocess is `twinsearch.client.server_process`)."""
