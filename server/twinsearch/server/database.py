@@ -232,8 +232,10 @@ class Database:
         conn.executemany("DELETE FROM items WHERE id = ?", ((int(i),) for i in ids))
         conn.execute("UPDATE galleries SET deletions = deletions + ? WHERE id = ?", (len(ids), gallery_id))
 
-    def vectors_of_ids(self, conn: sqlite3.Connection, ids: np.ndarray, dim: int) -> np.ndarray:
-        """Stored vectors float32 (m, dim) of existing item ids, in the order given."""
+    def vectors_of_ids(self, conn: sqlite3.Connection | None, ids: np.ndarray, dim: int) -> np.ndarray:
+        """Stored vectors float32 (m, dim) of existing item ids, in the order given (conn None: this
+        thread's reader)."""
+        conn = conn if conn is not None else self._reader()
         blobs: dict[int, bytes] = {}
         id_list = [int(i) for i in ids]
         for start in range(0, len(id_list), _CHUNK):

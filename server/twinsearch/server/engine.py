@@ -49,6 +49,7 @@ from twinsearch.client.types import (
 from . import deadlines
 from .batching import Batcher, wait_for
 from .payloads import Prepared, prepare
+from .scoring import exact_distances
 from .settings import EngineSettings
 from .thresholds import MODEL_SOURCES, ThresholdPolicy
 from .validation import check_k, check_label
@@ -218,8 +219,8 @@ class Engine:
             if not pairs:
                 return []
             vectors = self._embed_prepared(self._prepare(flat, names), deadline)
-            a, b = vectors[0::2].astype(np.float64), vectors[1::2].astype(np.float64)
-            distances = np.clip(np.linalg.norm(a - b, axis=1), 0.0, MAX_THRESHOLD)
+            # The very function (and so the very bits) the gallery reports distances with.
+            distances = exact_distances(vectors[0::2], vectors[1::2])
             probabilities = self.policy.probability(distances)
             return [
                 Verification(

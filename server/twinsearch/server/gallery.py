@@ -5,7 +5,11 @@ rows). The store commits a change to SQLite first and then applies it here under
 `lock`; queries run under the read side, so a query sees a committed batch wholly or not at all.
 Methods say which side of the lock their caller must hold.
 
-Distances returned are Euclidean (square roots of FAISS's squared L2), smaller = more alike.
+Distances returned are Euclidean, smaller = more alike, and exact: FAISS's float32 distances only
+pick candidates, whose distances are then recomputed in float64 from the stored vectors
+(`scoring.exact_distances`) and re-ranked (ties by id), so an answer does not depend on the batch a
+query shared. A search goes deeper until the float32 order cannot hide a nearer item (see
+`scoring.unseen_bound`).
 """
 
 from __future__ import annotations
@@ -23,9 +27,16 @@ from twinsearch.client.types import IndexKind, IndexSpec, Scoring
 from . import snapshot
 from .classes import ClassTable
 from .database import Database, GalleryRow
-from .index import GpuContext, IndexParams, VectorIndex, auto_nlist
+from .index import GpuContext, IndexParams, VectorIndex, auto_nlist, flat_rows
 from .rwlock import ReadWriteLock
-from .scoring import ClassScores, class_distance, rank_prototypes, score_neighbors
+from .scoring import (
+    ClassScores,
+    class_distance,
+    exact_distances,
+    rank_prototypes,
+    score_neighbors,
+    unseen_bound,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +47,9 @@ class SearchLimits:
     compact_min_dead: int = 1024     # compact tombstones once there are this many ...
     compact_dead_fraction: float = 0.1  # ... and they are this fraction of the index
     ivf_train_sample: int = 64       # training vectors per IVF cell (at most): k-means time grows with it
+
+
+EXACT_CHUNK = 1 << 15  # (query, candidate) pairs recomputed at once: 32 MiB of float64 at dim 128
 
 
 class _FlatView:
@@ -49,22 +63,48 @@ class _FlatView:
             self.index.add_with_ids(vectors, ids)
         self.ntotal = len(ids)
         self.max_depth = max(1, self.ntotal)
+        self._order = np.argsort(ids, kind="stable")
+        self._sorted_ids = ids[self._order]
+        v = vectors.astype(np.float64)
+        self.max_sq_norm = float(np.einsum("ij,ij->i", v, v).max()) if len(v) else 0.0
 
     def search(self, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
         return self.index.search(queries, max(1, min(depth, self.max_depth)))
+
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        """Stored float32 vectors of ids in the view (the flat index's rows: no copy kept beside it)."""
+        rows = flat_rows(faiss.downcast_index(self.index.index))
+        return rows[self._order[np.searchsorted(self._sorted_ids, ids)]]
 
 
 class _IndexView:
     """The gallery's own index, with its depth limits."""
 
-    def __init__(self, index: VectorIndex, limits: SearchLimits):
+    def __init__(self, index: VectorIndex, limits: SearchLimits, fallback):
         self._index = index
+        self._fallback = fallback  # ids -> vectors from SQLite, where the index cannot give them
         self.exact = index.exact
         self.ntotal = index.ntotal
         self.max_depth = index.max_depth if self.exact else min(index.max_depth, limits.approx_max_depth)
+        self.max_sq_norm = index.max_sq_norm
 
     def search(self, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
         return self._index.search(queries, min(depth, self.max_depth))
+
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        found = self._index.vectors(ids)
+        return self._fallback(ids) if found is None else found
+
+
+@dataclass(frozen=True)
+class _Candidates:
+    """One search, recomputed: rows are queries, columns the FAISS result positions."""
+
+    ids: np.ndarray       # int64 (n, depth), -1 past the end
+    slots: np.ndarray     # int64 (n, depth), -1 for padding and deleted items
+    dist: np.ndarray      # float64 (n, depth): exact Euclidean distances of live items, inf elsewhere
+    bound: np.ndarray     # float64 (n,): lower bound on the exact distance of any item not returned
+    complete: np.ndarray  # bool (n,): every item of the view was returned
 
 
 class Gallery:
@@ -150,19 +190,11 @@ class Gallery:
 
     def _vectors_from_index(self, ids: np.ndarray) -> np.ndarray:
         """Stored vectors of ids the index holds (SQLite no longer has them): float32 (m, dim)."""
-        cpu = self.index.cpu_copy()
-        inner = faiss.downcast_index(cpu.index)
-        if isinstance(inner, faiss.IndexIVF):
-            inner.make_direct_map()
-        held = faiss.vector_to_array(cpu.id_map)
-        order = np.argsort(held, kind="stable")
-        internal = order[np.searchsorted(held[order], ids)]
-        out = np.empty((len(ids), self.dim), dtype=np.float32)
-        for j, pos in enumerate(internal):
-            out[j] = inner.reconstruct(int(pos))
-        if isinstance(inner, faiss.IndexIVF):
-            inner.set_direct_map_type(faiss.DirectMap.NoMap)
-        return out
+        return self.index.vectors(ids, copy_ok=True)
+
+    def _vectors_from_sqlite(self, ids: np.ndarray) -> np.ndarray:
+        """Stored vectors of live ids, float32 (m, dim), in order. Caller holds the read lock."""
+        return self.db.vectors_of_ids(None, ids, self.dim)
 
     def rebuild(self) -> None:
         """Rebuild index and class table from SQLite. Caller holds the write lock (or owns the gallery)."""
@@ -254,7 +286,7 @@ class Gallery:
     def _view(self, labels: Sequence[str] | None):
         """(view, n_classes) for a query: the gallery index, or an exact view of the restricted labels."""
         if labels is None:
-            return _IndexView(self.index, self.limits), self.classes.n_classes
+            return _IndexView(self.index, self.limits, self._vectors_from_sqlite), self.classes.n_classes
         slots = self.classes.slots_of_labels(labels)
         names = [self.classes.labels[s] for s in slots]
         ids, _, vectors = self.db.vectors_of_labels(self.id, names, self.dim, self.applied_max_id)
@@ -265,25 +297,47 @@ class Gallery:
         """k nearest live items per query: lists of (id, class slot, distance) ascending."""
         view, _ = self._view(labels)
         dead = max(view.ntotal - self.classes.n_items, 0) if labels is None else 0
-        depth = min(k + min(dead, 4 * k + 64), view.max_depth)
+        # Room beyond k, so that the k-th is usually proven at the first depth (see the loop).
+        depth = min(2 * k + 16 + min(dead, 4 * k + 64), view.max_depth)
         out: list[list[tuple[int, int, float]] | None] = [None] * len(queries)
         todo = np.arange(len(queries))
         while len(todo):
-            dist, ids = view.search(queries[todo], depth)
-            slots = self.classes.slots_of_ids(ids)
+            c = self._candidates(view, queries[todo], depth)
             last = depth >= view.max_depth
             keep = []
             for j, qi in enumerate(todo):
-                live = np.flatnonzero(slots[j] >= 0)
-                if len(live) >= k or last or (ids[j] < 0).any():
-                    live = live[:k]
-                    out[qi] = [(int(ids[j, p]), int(slots[j, p]), float(np.sqrt(max(dist[j, p], 0.0))))
-                               for p in live]
+                live = np.flatnonzero(c.slots[j] >= 0)
+                live = live[np.lexsort((c.ids[j, live], c.dist[j, live]))]
+                # The k-th is proven when nothing unseen can be as near (ties would go by id).
+                proven = bool(c.complete[j]) or (len(live) >= k and c.dist[j, live[k - 1]] < c.bound[j])
+                if proven or last:
+                    out[qi] = [(int(c.ids[j, p]), int(c.slots[j, p]), float(c.dist[j, p])) for p in live[:k]]
                 else:
                     keep.append(j)
             todo = todo[keep]
             depth = min(depth * 4, view.max_depth)
         return out  # type: ignore[return-value]
+
+    def _candidates(self, view, queries: np.ndarray, depth: int) -> _Candidates:
+        """Search `view` at `depth` and recompute the live results exactly (float64, stored vectors)."""
+        fdist, ids = view.search(queries, depth)
+        slots = self.classes.slots_of_ids(ids)
+        dist = np.full(ids.shape, np.inf)
+        rows, cols = np.nonzero(slots >= 0)
+        if len(rows):
+            uniq, inverse = np.unique(ids[rows, cols], return_inverse=True)
+            vectors = view.vectors(uniq)
+            for lo in range(0, len(rows), EXACT_CHUNK):
+                r, cc, v = rows[lo:lo + EXACT_CHUNK], cols[lo:lo + EXACT_CHUNK], inverse[lo:lo + EXACT_CHUNK]
+                dist[r, cc] = exact_distances(queries[r], vectors[v])
+        returned = ids >= 0
+        deepest = np.where(returned, fdist, -np.inf).max(axis=1)
+        q = queries.astype(np.float64)
+        q_sq = np.einsum("ij,ij->i", q, q)
+        bound = np.array([unseen_bound(max(float(deepest[j]), 0.0), float(q_sq[j]), view.max_sq_norm, self.dim)
+                          for j in range(len(queries))])
+        complete = (~returned).any(axis=1) | (ids.shape[1] >= view.ntotal)
+        return _Candidates(ids, slots, dist, bound, complete)
 
     def rank(self, queries: np.ndarray, k: int, scoring: Scoring, mean_k: int,
              labels: Sequence[str] | None = None) -> list[ClassScores]:
@@ -300,16 +354,14 @@ class Gallery:
         dead = max(view.ntotal - self.classes.n_items, 0) if labels is None else 0
         depth = min(max(2 * k * per_class, 32) + min(dead, 256), view.max_depth)
         while len(todo):
-            dist, ids = view.search(queries[todo], depth)
-            slots = self.classes.slots_of_ids(ids)
-            whole = depth >= view.ntotal
+            c = self._candidates(view, queries[todo], depth)
             last = depth >= view.max_depth
             keep = []
             for j, qi in enumerate(todo):
-                complete = whole or bool((ids[j] < 0).any())
+                complete = bool(c.complete[j])
                 scores, proven = score_neighbors(
-                    dist[j], ids[j], slots[j], counts, per_class=per_class, k=k,
-                    n_classes=n_classes, complete_view=complete,
+                    c.dist[j], c.ids[j], c.slots[j], counts, bound=float(c.bound[j]), per_class=per_class,
+                    k=k, n_classes=n_classes, complete_view=complete,
                 )
                 if proven or complete or last:
                     if not proven and not complete:
@@ -337,9 +389,6 @@ class Gallery:
         per_class = 1 if scoring == Scoring.NEAREST else mean_k
         for label, rows in groups.items():
             _, _, vectors = self.db.vectors_of_labels(self.id, [label], self.dim, self.applied_max_id)
-            q = queries[rows].astype(np.float64)
-            v = vectors.astype(np.float64)
-            d2 = (q * q).sum(1)[:, None] + (v * v).sum(1)[None, :] - 2.0 * q @ v.T
-            d = np.sqrt(np.maximum(d2, 0.0))
-            out[rows] = [class_distance(row, per_class) for row in d]
+            # The distances identify and search report for the same pairs, bit for bit.
+            out[rows] = [class_distance(exact_distances(queries[i], vectors), per_class) for i in rows]
         return out

@@ -13,6 +13,13 @@ With a GPU (`faiss.get_num_gpus() > 0` and the store's setting allows it), exact
 copied to it (`faiss.index_cpu_to_gpu`, which clones the id map and moves the inner index); HNSW
 always stays on the CPU. Snapshots are always written from a CPU copy.
 
+Reported distances are not FAISS's: the caller recomputes the returned candidates exactly
+(`scoring.exact_distances`) from the stored vectors, which `vectors` gives without a second copy:
+rows of the flat storage (flat, and HNSW's own flat storage) or, for IVF, through a direct map kept
+on the inner index (internal position -> (list, offset): 8 bytes a vector, about 1% of a 128-d
+float32 gallery). A GPU IVF index cannot reconstruct by position; its caller reads SQLite instead.
+`max_sq_norm` (the largest stored squared norm) bounds FAISS's float32 error for the caller's proofs.
+
 An IVF index needs training data: until a gallery holds `IndexParams.ivf_min_train` vectors its IVF
 index is a flat one (exact, and cheap at that size), and it is trained on SQLite's vectors when it
 crosses that size, then again whenever it has grown `ivf_retrain_growth` times since.
@@ -94,6 +101,9 @@ class VectorIndex:
         self.gpu = gpu if spec.kind != IndexKind.HNSW else None
         self.nlist = 0       # > 0 once an IVF index is trained
         self.trained_at = 0  # gallery size when IVF was trained
+        self.max_sq_norm = 0.0  # largest squared norm of a vector added (never lowered: a safe bound)
+        self._ids_sorted = True  # the id map ascends (SQLite ids grow), so positions are a binary search
+        self._by_id: tuple[np.ndarray, np.ndarray] | None = None  # (order, sorted ids) when it does not
         self.index = self._wrap(self._empty_cpu())
 
     # ------------------------------------------------------------------ construction
@@ -108,6 +118,7 @@ class VectorIndex:
             ivf = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_L2)
             ivf.own_fields = True
             quantizer.this.disown()  # the IVF index owns and frees it
+            ivf.set_direct_map_type(faiss.DirectMap.Array)  # `vectors`: reconstruct by position
             return ivf
         return faiss.IndexFlatL2(self.dim)
 
@@ -166,6 +177,8 @@ class VectorIndex:
             log.info("trained IVF index: %d cells on %d vectors", nlist, len(training))
         self.nlist = nlist
         self.trained_at = n_items if nlist else 0
+        self.max_sq_norm = 0.0
+        self._ids_sorted, self._by_id = True, None
         self.index = self._wrap(inner)
         self._apply_search_params()
 
@@ -192,9 +205,16 @@ class VectorIndex:
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         """Add float32 (n, dim) vectors under int64 ids."""
         if len(ids):
+            vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+            ids = np.ascontiguousarray(ids, dtype=np.int64)
+            held = self._id_view()
+            ascending = bool((np.diff(ids) > 0).all()) and (not len(held) or ids[0] > held[-1])
             with self._device():
-                self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32),
-                                        np.ascontiguousarray(ids, dtype=np.int64))
+                self.index.add_with_ids(vectors, ids)
+            self._ids_sorted = self._ids_sorted and ascending
+            self._by_id = None
+            v = vectors.astype(np.float64)
+            self.max_sq_norm = max(self.max_sq_norm, float(np.einsum("ij,ij->i", v, v).max()))
 
     def search(self, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
         """(D, I): squared L2 distances float32 (n, depth) ascending, ids int64 (n, depth), -1 past the end."""
@@ -204,6 +224,53 @@ class VectorIndex:
 
     def _device(self):
         return self.gpu.lock if self.gpu is not None else nullcontext()
+
+    def _id_view(self) -> np.ndarray:
+        """The id map as an int64 array without a copy; valid until the index changes."""
+        n = int(self.index.id_map.size())
+        return faiss.rev_swig_ptr(self.index.id_map.data(), n) if n else np.zeros(0, dtype=np.int64)
+
+    def positions(self, ids: np.ndarray) -> np.ndarray:
+        """Internal positions int64 of ids the index holds (live or tombstoned); KeyError otherwise."""
+        ids = np.asarray(ids, dtype=np.int64)
+        held = self._id_view()
+        if self._ids_sorted:
+            order, ordered = None, held
+        else:
+            if self._by_id is None:  # built once per change; the id map normally ascends
+                order = np.argsort(held, kind="stable")
+                self._by_id = (order, held[order])
+            order, ordered = self._by_id
+        pos = np.minimum(np.searchsorted(ordered, ids), max(len(ordered) - 1, 0))
+        if not len(ordered) or not (ordered[pos] == ids).all():
+            raise KeyError("ids not held by the index")
+        return pos if order is None else order[pos]
+
+    def vectors(self, ids: np.ndarray, *, copy_ok: bool = False) -> np.ndarray | None:
+        """The stored float32 vectors (m, dim) of ids the index holds, in the order given.
+
+        From the index itself, without copying it: a flat index's (or HNSW's) storage rows, or an IVF
+        index's direct map. None for a GPU IVF index (it reconstructs only ranges), unless copy_ok,
+        which reads them through a CPU copy of the whole index (for start-up, not for queries).
+        """
+        if not len(ids):
+            return np.zeros((0, self.dim), dtype=np.float32)
+        pos = self.positions(ids)
+        if self.on_gpu:
+            if not self.is_ivf:
+                with self._device():
+                    return faiss.downcast_index(self.index.index).reconstruct_batch(pos)
+            if not copy_ok:
+                return None
+            cpu = self.cpu_copy()  # held: it owns the IVF index below
+            ivf = faiss.extract_index_ivf(cpu)
+            ivf.make_direct_map()
+            return ivf.reconstruct_batch(pos)
+        inner = faiss.downcast_index(self.index.index)
+        flat = flat_rows(inner)
+        if flat is not None:
+            return flat[pos]
+        return inner.reconstruct_batch(pos)
 
     def ids(self) -> np.ndarray:
         """The int64 ids held (live and tombstoned), in insertion order."""
@@ -221,6 +288,7 @@ class VectorIndex:
         if self.is_ivf:
             inner = faiss.clone_index(self.cpu_copy().index)
             inner.reset()
+            faiss.extract_index_ivf(inner).set_direct_map_type(faiss.DirectMap.Array)  # lost on a GPU
             other.nlist, other.trained_at = self.nlist, self.trained_at
             other.index = other._wrap(inner)
             other._apply_search_params()
@@ -233,6 +301,7 @@ class VectorIndex:
         cpu = self.cpu_copy() if self.on_gpu else self.index
         cpu.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(dead, dtype=np.int64)))
         self.index = self._place(cpu) if self.on_gpu else cpu
+        self._by_id = None  # removal keeps the order of what is left
 
     # ------------------------------------------------------------------ snapshots
     def cpu_copy(self) -> faiss.Index:
@@ -252,7 +321,45 @@ class VectorIndex:
             raise ValueError(f"snapshot index is a {type(cpu).__name__}, not an IndexIDMap")
         self.nlist = nlist
         self.trained_at = trained_at
+        inner = faiss.downcast_index(cpu.index)
+        if isinstance(inner, faiss.IndexIVF) and inner.direct_map.type != faiss.DirectMap.Array:
+            inner.set_direct_map_type(faiss.DirectMap.Array)  # a snapshot taken on a GPU has none
+        self.max_sq_norm = _max_sq_norm(inner, self.dim)
         self.index = self._place(cpu)
+        held = self._id_view()
+        self._ids_sorted, self._by_id = bool((np.diff(held) > 0).all()), None
         if self.spec.kind == IndexKind.HNSW:
             faiss.downcast_index(self.index.index).hnsw.efSearch = self.spec.ef_search
         self._apply_search_params()
+
+
+def flat_rows(inner: faiss.Index) -> np.ndarray | None:
+    """A flat index's vectors (HNSW: its storage's) as a float32 (ntotal, dim) view, else None."""
+    if isinstance(inner, faiss.IndexHNSW):
+        inner = faiss.downcast_index(inner.storage)
+    if not isinstance(inner, faiss.IndexFlat):
+        return None
+    if inner.ntotal == 0:
+        return np.zeros((0, inner.d), dtype=np.float32)
+    return faiss.rev_swig_ptr(inner.get_xb(), inner.ntotal * inner.d).reshape(inner.ntotal, inner.d)
+
+
+def _max_sq_norm(inner: faiss.Index, dim: int, chunk: int = 8192) -> float:
+    """Largest squared norm of the vectors a CPU index holds (flat, HNSW or IVF-flat), float."""
+    flat = flat_rows(inner)
+    if flat is not None:
+        blocks = (flat[lo:lo + chunk] for lo in range(0, len(flat), chunk))
+    else:
+        ivf = faiss.extract_index_ivf(inner)
+        lists = ivf.invlists
+        blocks = (
+            faiss.rev_swig_ptr(lists.get_codes(i), lists.list_size(i) * ivf.code_size).view(np.float32)
+            .reshape(-1, dim)
+            for i in range(ivf.nlist) if lists.list_size(i)
+        )
+    best = 0.0
+    for block in blocks:
+        if len(block):
+            v = block.astype(np.float64)
+            best = max(best, float(np.einsum("ij,ij->i", v, v).max()))
+    return best
