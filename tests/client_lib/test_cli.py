@@ -107,20 +107,11 @@ def test_help_explains_each_command(command, capsys):
         assert "--address" in text
 
 
-def test_tls_and_token_options(tmp_path, tiny_model, capsys):
+def test_tls_and_token_options(tmp_path, tiny_model, certificate, capsys):
     """--tls/--ca and --token against a server that requires both (certificate made with openssl)."""
-    import subprocess
-
     from twinsearch.server.app import ServerSettings, start_server
 
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    try:
-        subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-             "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-            check=True, capture_output=True, timeout=60)
-    except (OSError, subprocess.CalledProcessError) as exc:
-        pytest.skip(f"openssl cannot make a test certificate: {exc}")
+    cert, key = certificate
     running = start_server(ServerSettings(data_dir=tmp_path / "d", model_path=tiny_model, address="127.0.0.1:0",
                                           token="s3cret", tls_cert=cert, tls_key=key))
     try:

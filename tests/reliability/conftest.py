@@ -78,6 +78,14 @@ def glyph_png(seed: int, size: int = SIDE) -> bytes:
     return buf.getvalue()
 
 
+def assert_same_candidates(got, expected) -> None:
+    """Identify answers agree: the same candidate labels in the same order, distances within 1e-5."""
+    for g, e in zip(got, expected, strict=True):
+        assert [x.label for x in g.candidates] == [x.label for x in e.candidates]
+        np.testing.assert_allclose([x.distance for x in g.candidates], [x.distance for x in e.candidates],
+                                   rtol=0, atol=1e-5)
+
+
 def start_server(data_dir: Path, model: Path, *flags: str) -> ServerProcess:
     """`twinsearch serve` over `data_dir`, serving, with one torch thread (the suite runs on 2 cores).
     A restart over the same folder appends to the same log, `<data_dir>-serve.log`."""

@@ -31,20 +31,6 @@ SERVICE = pb.DESCRIPTOR.services_by_name["TwinSearch"]
 TIMEOUT = 30.0
 
 
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    try:
-        subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-             "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-            check=True, capture_output=True, timeout=60)
-    except (OSError, subprocess.CalledProcessError) as exc:
-        pytest.skip(f"openssl cannot make a test certificate: {exc}")
-    return cert, key
-
-
 def call(channel: grpc.Channel, method, metadata):
     """Call one TwinSearch method with an empty request; returns the status code."""
     from google.protobuf import message_factory

@@ -21,7 +21,7 @@ import pytest
 
 from twinsearch.client import Client, LocalClient, TwinsearchError
 
-from .conftest import env_int, start_server, unit_vectors
+from .conftest import assert_same_candidates, env_int, start_server, unit_vectors
 
 ROUNDS = env_int("TWINSEARCH_CRASH_DELETE_ROUNDS", 8)
 GALLERY = "crash-deletes"
@@ -94,10 +94,7 @@ def check_against_scratch(client: Client, driver: Driver, folder, model_file, pr
             fresh.enroll(GALLERY, [driver.live[i] for i in part], [POOL[i] for i in part], ids=[f"i{i}" for i in part])
         expected = fresh.identify(GALLERY, list(probes), k=5)
     got = client.identify(GALLERY, list(probes), k=5)
-    for g, e in zip(got, expected, strict=True):
-        assert [x.label for x in g.candidates] == [x.label for x in e.candidates]
-        np.testing.assert_allclose([x.distance for x in g.candidates], [x.distance for x in e.candidates],
-                                   rtol=0, atol=1e-5)
+    assert_same_candidates(got, expected)
 
 
 @pytest.mark.slow
