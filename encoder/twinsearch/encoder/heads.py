@@ -2,6 +2,10 @@
 
 `EmbeddingNet(backbone, head)` maps (N, C, H, W) float32 to (N, dim) float32 L2-normalised rows, so
 Euclidean distances between embeddings lie in [0, 2] (smaller = more alike) and d^2 = 2 - 2 cos.
+
+With a class posterior (`ClassPosterior`, for closed-set data: the classes served are the classes trained
+on), each row also carries the square root of the model's belief over the training classes, so the
+distance mixes "looks alike" with "is believed to be the same class".
 """
 
 from __future__ import annotations
@@ -25,34 +29,73 @@ class EmbeddingHead(nn.Module):
         return F.normalize(self.bn(self.linear(self.dropout(features))), dim=1)
 
 
+class ClassPosterior(nn.Module):
+    """Appends sqrt(p) to an embedding f, where p = softmax(temperature * cos(f, proxy_c)) over the training
+    classes' proxies (the normalised-softmax loss learns them).
+
+    The output is [sqrt(1 - weight) * f, sqrt(weight) * sqrt(p)], a unit vector again (|f| = 1, sum p = 1),
+    so squared distances split into (1 - weight) * |f_a - f_b|^2 + weight * 2 * (1 - BC(p_a, p_b)), where
+    BC = sum_c sqrt(p_a,c * p_b,c) is the Bhattacharyya coefficient: 1 when two images get the same belief,
+    0 when their beliefs do not overlap. Two images of a class the classifier knows well end up close even
+    when they look different (a plain and a patterned shirt); two images of an unseen class get a belief
+    spread over look-alike training classes, so for open-set use (enrolling classes never trained on) keep
+    `weight` at 0, that is, no posterior at all.
+    """
+
+    def __init__(self, num_classes: int, dim: int, weight: float, temperature: float):
+        super().__init__()
+        if not 0.0 < weight <= 1.0:
+            raise ValueError(f"posterior weight must be in (0, 1], got {weight}")
+        if not temperature > 0:
+            raise ValueError(f"posterior temperature must be positive, got {temperature}")
+        self.register_buffer("proxies", torch.zeros(num_classes, dim))
+        self.weight = float(weight)
+        self.temperature = float(temperature)
+
+    @property
+    def num_classes(self) -> int:
+        return self.proxies.shape[0]
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        p = torch.softmax(self.temperature * (f @ F.normalize(self.proxies, dim=1).T), dim=1)
+        out = torch.cat([(1.0 - self.weight) ** 0.5 * f, self.weight ** 0.5 * p.sqrt()], dim=1)
+        return F.normalize(out, dim=1)  # already unit length up to rounding
+
+
 class EmbeddingNet(nn.Module):
     """backbone -> head. With `tta_shifts` (pixel offsets (dy, dx)), evaluation embeds the input and each
     shifted copy (zero-filled; use with a zero background) and returns the normalised mean: one embedding
     per image, a little steadier against small misplacements. With `tta_flip`, the left-right mirror of
     every view is embedded too (for data whose classes are mirror-symmetric: clothing, faces; not
-    characters). Training ignores both."""
+    characters). Training ignores both, and the `posterior` (the loss is computed on the head's output)."""
 
     def __init__(self, backbone: nn.Module, head: EmbeddingHead, tta_shifts: list | None = None,
-                 tta_flip: bool = False):
+                 tta_flip: bool = False, posterior: ClassPosterior | None = None):
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.tta_shifts = [tuple(int(v) for v in s) for s in (tta_shifts or [])]
         self.tta_flip = bool(tta_flip)
+        self.posterior = posterior
 
     @property
     def dim(self) -> int:
-        return self.head.dim
+        return self.head.dim + (self.posterior.num_classes if self.posterior is not None else 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training or not (self.tta_shifts or self.tta_flip):
+        if self.training:
             return self.head(self.backbone(x))
-        views = [x] + [_shift(x, dy, dx) for dy, dx in self.tta_shifts]
-        if self.tta_flip:
-            views += [v.flip(3) for v in views]
-        n = x.shape[0]
-        emb = self.head(self.backbone(torch.cat(views)))
-        return F.normalize(emb.view(len(views), n, -1).mean(0), dim=1)
+        if self.tta_shifts or self.tta_flip:
+            views = [x] + [_shift(x, dy, dx) for dy, dx in self.tta_shifts]
+            if self.tta_flip:
+                views += [v.flip(3) for v in views]
+            emb = self.head(self.backbone(torch.cat(views)))
+            emb = F.normalize(emb.view(len(views), x.shape[0], -1).mean(0), dim=1)
+        else:
+            emb = self.head(self.backbone(x))
+        if self.posterior is not None:
+            emb = self.posterior(emb.float())
+        return emb
 
 
 def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -65,9 +108,15 @@ def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
 
 def build_net(architecture: dict) -> EmbeddingNet:
     """Build from a card's architecture: {"backbone": name, "backbone_args": {...}, "dim": int,
-    "head_args": {...}, optional "tta_shifts": [[dy, dx], ...], optional "tta_flip": bool}."""
+    "head_args": {...}, optional "tta_shifts": [[dy, dx], ...], optional "tta_flip": bool, optional
+    "posterior": {"classes": int, "weight": float, "temperature": float}}. The proxies of a posterior are
+    weights (zero here until loaded or set)."""
     from .backbones import build_backbone
 
     backbone = build_backbone(architecture["backbone"], **architecture.get("backbone_args", {}))
     head = EmbeddingHead(backbone.out_features, architecture["dim"], **architecture.get("head_args", {}))
-    return EmbeddingNet(backbone, head, architecture.get("tta_shifts"), architecture.get("tta_flip", False))
+    post = architecture.get("posterior")
+    posterior = ClassPosterior(int(post["classes"]), head.dim, float(post["weight"]), float(post["temperature"])) \
+        if post else None
+    return EmbeddingNet(backbone, head, architecture.get("tta_shifts"), architecture.get("tta_flip", False),
+                        posterior)

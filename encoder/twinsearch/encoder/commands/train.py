@@ -62,6 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="also embed the left-right mirror of each view and average (2x the inference cost; "
                         "for mirror-symmetric classes such as clothing, not characters)")
     m.add_argument("--dropout", type=float, default=0.0, help="dropout before the embedding layer")
+    m.add_argument("--posterior-weight", type=float, default=0.0, metavar="W",
+                   help="closed-set data only (the classes served are the training classes; needs --loss "
+                        "normsoftmax and --val-by images): append the square root of the class posterior over "
+                        "the training classes to each embedding, taking share W of the squared distance; its "
+                        "temperature is fitted on the validation images. 0 (default): plain embedding, for "
+                        "enrolling classes never trained on")
 
     t = parser.add_argument_group("training")
     t.add_argument("--loss", choices=("normsoftmax", "prototypical", "triplet", "contrastive", "contrastive-pairs"),
@@ -133,6 +139,7 @@ def _config(args: argparse.Namespace):
         backbone=args.backbone, backbone_args=backbone_args, dim=args.dim,
         head_args={"dropout": args.dropout} if args.dropout else {},
         tta_shifts=[[t, 0], [-t, 0], [0, t], [0, -t]] if t else [], tta_flip=args.tta_flip,
+        posterior_weight=args.posterior_weight,
         loss=args.loss, margin=margin, scale=scale, mining=args.mining, label_smoothing=args.label_smoothing,
         classes_per_batch=args.classes_per_batch, images_per_class=args.images_per_class,
         groups_per_batch=args.groups_per_batch, lr=args.lr, weight_decay=args.weight_decay, steps=args.steps,
@@ -155,6 +162,10 @@ def run(args: argparse.Namespace) -> int:
     command = "twinsearch " + shlex.join(sys.argv[1:])
     if not args.minutes and not args.steps:
         print("twinsearch train: give --minutes, --steps or both", file=sys.stderr)
+        return 2
+    if args.posterior_weight and (args.loss != "normsoftmax" or args.val_by != "images" or args.val_fraction <= 0):
+        print("twinsearch train: --posterior-weight needs --loss normsoftmax and validation images of the "
+              "training classes (--val-by images, --val-fraction > 0)", file=sys.stderr)
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -202,7 +213,13 @@ def run(args: argparse.Namespace) -> int:
             bar.set_postfix(status, refresh=False)
 
     checkpoint = args.checkpoint or f"{args.out}.ckpt"
-    trainer = Trainer(config, preprocess, train, val, device=args.device, checkpoint=checkpoint, callback=on_event)
+    try:
+        trainer = Trainer(config, preprocess, train, val, device=args.device, checkpoint=checkpoint,
+                          callback=on_event)
+    except ValueError as exc:
+        bar.close()
+        print(f"twinsearch train: {exc}", file=sys.stderr)
+        return 2
     try:
         result = trainer.fit(resume=args.resume)
     except (FileNotFoundError, ValueError) as exc:

@@ -23,6 +23,8 @@ class TrainConfig:
     head_args: dict = field(default_factory=dict)
     tta_shifts: list = field(default_factory=list)  # [[dy, dx], ...] test-time shifts averaged into one embedding
     tta_flip: bool = False    # also average the left-right mirror of each test-time view
+    posterior_weight: float = 0.0  # > 0 (normsoftmax, closed set): share of the squared distance taken by the
+    #                                class posterior over the training classes (heads.ClassPosterior)
     loss: str = "prototypical"
     margin: float = 0.0
     scale: float = 16.0

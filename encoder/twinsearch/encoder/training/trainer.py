@@ -20,7 +20,7 @@ import torch
 from ..augment import RandomAffine, expand_rotations
 from ..data import ImageArrays
 from ..evaluation import oneshot_accuracy, retrieval
-from ..heads import EmbeddingNet, build_net
+from ..heads import ClassPosterior, EmbeddingNet, build_net
 from ..losses import BaseMetricLoss, ContrastiveLoss, NormSoftmaxLoss, PrototypicalLoss, TripletLoss
 from ..preprocess import Preprocess
 from ..samplers import PairBatchSampler, PKSampler
@@ -107,6 +107,14 @@ class Trainer:
             raise ValueError(f"unknown loss {config.loss!r}; choose from {LOSSES}")
         if config.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {config.precision!r}; choose from {PRECISIONS}")
+        if config.posterior_weight:
+            if not 0.0 < config.posterior_weight <= 1.0:
+                raise ValueError(f"posterior weight must be in (0, 1], got {config.posterior_weight}")
+            if config.loss != "normsoftmax":
+                raise ValueError("a class posterior needs the normsoftmax loss (its proxies are the classes)")
+            if val is None or val.classes != train.classes:
+                raise ValueError("a class posterior needs validation images of the training classes to fit its "
+                                 "temperature (validation split by images)")
         self.config = config
         self.preprocess = preprocess
         self.train_data = train
@@ -149,6 +157,29 @@ class Trainer:
         return PKSampler(labels, min(cfg.classes_per_batch, num_classes), cfg.images_per_class, seed=seed,
                          class_groups=self._class_groups, groups_per_batch=cfg.groups_per_batch)
 
+    def _attach_posterior(self, net: EmbeddingNet, loss_fn: NormSoftmaxLoss,
+                          architecture: dict) -> tuple[EmbeddingNet, dict]:
+        """Give the trained net a ClassPosterior over the loss's proxies, its temperature fitted by the
+        negative log-likelihood of the validation images' classes (temperature scaling, Guo et al. 2017):
+        the posterior then means what it says, neither over- nor under-confident."""
+        assert self.val is not None
+        emb = torch.from_numpy(self._embed(net, self.val.images))
+        cos = emb @ torch.nn.functional.normalize(loss_fn.proxies.detach().cpu().float(), dim=1).T
+        labels = torch.from_numpy(self.val.labels)
+        grid = torch.logspace(0, 2, 201).tolist()  # temperatures 1 .. 100
+        nll = [float(torch.nn.functional.cross_entropy(t * cos, labels)) for t in grid]
+        temperature = grid[int(np.argmin(nll))]
+        posterior = ClassPosterior(cos.shape[1], net.head.dim, self.config.posterior_weight, temperature)
+        posterior.proxies.copy_(loss_fn.proxies.detach().cpu())
+        net.posterior = posterior.to(self.device)
+        log.info("class posterior: %d classes, weight %.3f, temperature %.2f (validation NLL %.4f)",
+                 cos.shape[1], self.config.posterior_weight, temperature, min(nll))
+        architecture = {**architecture, "posterior": {"classes": int(cos.shape[1]),
+                                                      "weight": self.config.posterior_weight,
+                                                      "temperature": round(temperature, 4),
+                                                      "validation_nll": round(min(nll), 4)}}
+        return net, architecture
+
     # ------------------------------------------------------------------ loop
     def fit(self, resume: bool = False) -> TrainResult:
         cfg = self.config
@@ -177,6 +208,7 @@ class Trainer:
             if cfg.augment else None
         sampler = self._sampler(labels, num_classes, seed=cfg.seed)
         step, spent, best_metric, best_step, best_state, history = 0, 0.0, None, 0, None, []
+        best_loss_state = None
         if resume:
             if not self.checkpoint or not os.path.exists(self.checkpoint):
                 raise FileNotFoundError(f"no checkpoint to resume from at {self.checkpoint!r}")
@@ -194,6 +226,7 @@ class Trainer:
             opt.load_state_dict(ck["opt"])
             step, spent = ck["step"], ck["elapsed"]
             best_metric, best_step, best_state, history = ck["best_metric"], ck["best_step"], ck["best"], ck["history"]
+            best_loss_state = ck.get("best_loss")
             gen.set_state(ck["gen"])
             sampler = self._sampler(labels, num_classes, seed=cfg.seed + step)  # reproducible from here
             log.info("resumed at step %d after %.0f s", step, spent)
@@ -204,13 +237,13 @@ class Trainer:
             ck = {"config": cfg.to_dict(), "net": net.state_dict(), "loss": loss_fn.state_dict(),
                   "opt": opt.state_dict(), "step": step, "elapsed": spent + (time.monotonic() - t0),
                   "best_metric": best_metric, "best_step": best_step, "best": best_state, "history": history,
-                  "gen": gen.get_state()}
+                  "best_loss": best_loss_state, "gen": gen.get_state()}
             tmp = f"{self.checkpoint}.tmp"
             torch.save(ck, tmp)
             os.replace(tmp, self.checkpoint)
 
         def run_validation() -> None:
-            nonlocal best_metric, best_step, best_state
+            nonlocal best_metric, best_step, best_state, best_loss_state
             if self.val is None:
                 return
             metrics = self.validate(net)
@@ -219,6 +252,7 @@ class Trainer:
             if best_metric is None or metrics["val_oneshot"] >= best_metric:
                 best_metric, best_step = metrics["val_oneshot"], step
                 best_state = copy.deepcopy({k: v.cpu() for k, v in net.state_dict().items()})
+                best_loss_state = copy.deepcopy({k: v.cpu() for k, v in loss_fn.state_dict().items()})
             self.callback({"kind": "val", **metrics, "best": best_metric})
             log.info("step %d: %s", step, metrics)
 
@@ -263,7 +297,11 @@ class Trainer:
         elapsed = spent + time.monotonic() - t0
         if best_state is not None:
             net.load_state_dict(best_state)
+            if best_loss_state is not None:
+                loss_fn.load_state_dict(best_loss_state)
         else:
             best_step = step
+        if cfg.posterior_weight:
+            net, architecture = self._attach_posterior(net, loss_fn, architecture)
         log.info("trained %d steps in %.0f s; kept step %d (val %s)", step, elapsed, best_step, best_metric)
         return TrainResult(net.cpu().eval(), architecture, step, elapsed, best_step, best_metric, history, stopped_by)
