@@ -14,7 +14,8 @@ class TrainConfig:
     "triplet" (with `mining`), or "contrastive" (in-batch over P x K, or `pairs` for classic pairs).
     Batches: P classes x K images (episodes: P-way, 1 support + K-1 queries per class).
     The learning rate warms up over `warmup` of the run, then follows a cosine to 0; progress is the
-    larger of steps done / `steps` and time spent / `minutes`, so a time budget ends the schedule on time.
+    larger of steps done / `steps` and time spent / `minutes`, so a time budget ends the run on time (the
+    loop stops early by what one validation and checkpoint take, as one more of each follows it).
     """
 
     backbone: str = "conv4"

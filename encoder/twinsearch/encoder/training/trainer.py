@@ -258,11 +258,14 @@ class Trainer:
 
         net.train()
         t0 = time.monotonic()
+        # The time budget covers the whole fit: the loop stops early by what the last validation and
+        # checkpoint took, since one more of each runs after it.
+        reserve = 0.0
         batches = iter(sampler)
         running = None
         stopped_by = "steps" if cfg.steps else "time"
         while True:
-            progress = _schedule(cfg, step, spent + time.monotonic() - t0)
+            progress = _schedule(cfg, step, spent + time.monotonic() - t0 + reserve)
             if progress >= 1.0:
                 stopped_by = "steps" if cfg.steps and step >= cfg.steps else "time"
                 break
@@ -289,8 +292,10 @@ class Trainer:
             running = value if running is None else 0.98 * running + 0.02 * value
             self.callback({"kind": "step", "step": step, "progress": progress, "loss": running, "lr": lr})
             if cfg.val_every and step % cfg.val_every == 0:
+                started = time.monotonic()
                 run_validation()
                 save_checkpoint()
+                reserve = time.monotonic() - started
         if self.val is not None and (not history or history[-1]["step"] != step):
             run_validation()
         save_checkpoint()
