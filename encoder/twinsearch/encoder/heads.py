@@ -56,8 +56,12 @@ class ClassPosterior(nn.Module):
     def num_classes(self) -> int:
         return self.proxies.shape[0]
 
+    def cosines(self, f: torch.Tensor) -> torch.Tensor:
+        """(N, classes) cosine of each unit embedding with each class proxy."""
+        return f @ F.normalize(self.proxies, dim=1).T
+
     def forward(self, f: torch.Tensor) -> torch.Tensor:
-        p = torch.softmax(self.temperature * (f @ F.normalize(self.proxies, dim=1).T), dim=1)
+        p = torch.softmax(self.temperature * self.cosines(f), dim=1)
         out = torch.cat([(1.0 - self.weight) ** 0.5 * f, self.weight ** 0.5 * p.sqrt()], dim=1)
         return F.normalize(out, dim=1)  # already unit length up to rounding
 

@@ -163,21 +163,23 @@ class Trainer:
         negative log-likelihood of the validation images' classes (temperature scaling, Guo et al. 2017):
         the posterior then means what it says, neither over- nor under-confident."""
         assert self.val is not None
-        emb = torch.from_numpy(self._embed(net, self.val.images))
-        cos = emb @ torch.nn.functional.normalize(loss_fn.proxies.detach().cpu().float(), dim=1).T
+        proxies = loss_fn.proxies.detach().cpu().float()
+        posterior = ClassPosterior(len(proxies), net.head.dim, self.config.posterior_weight, temperature=1.0)
+        posterior.proxies.copy_(proxies)
+        with torch.no_grad():
+            cos = posterior.cosines(torch.from_numpy(self._embed(net, self.val.images)))
         labels = torch.from_numpy(self.val.labels)
         grid = torch.logspace(0, 2, 201).tolist()  # temperatures 1 .. 100
         nll = [float(torch.nn.functional.cross_entropy(t * cos, labels)) for t in grid]
-        temperature = grid[int(np.argmin(nll))]
-        posterior = ClassPosterior(cos.shape[1], net.head.dim, self.config.posterior_weight, temperature)
-        posterior.proxies.copy_(loss_fn.proxies.detach().cpu())
+        best = int(np.argmin(nll))
+        posterior.temperature = grid[best]
         net.posterior = posterior.to(self.device)
         log.info("class posterior: %d classes, weight %.3f, temperature %.2f (validation NLL %.4f)",
-                 cos.shape[1], self.config.posterior_weight, temperature, min(nll))
-        architecture = {**architecture, "posterior": {"classes": int(cos.shape[1]),
-                                                      "weight": self.config.posterior_weight,
-                                                      "temperature": round(temperature, 4),
-                                                      "validation_nll": round(min(nll), 4)}}
+                 posterior.num_classes, posterior.weight, posterior.temperature, nll[best])
+        architecture = {**architecture, "posterior": {"classes": posterior.num_classes,
+                                                      "weight": posterior.weight,
+                                                      "temperature": round(posterior.temperature, 4),
+                                                      "validation_nll": round(nll[best], 4)}}
         return net, architecture
 
     # ------------------------------------------------------------------ loop
