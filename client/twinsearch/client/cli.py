@@ -6,6 +6,9 @@ provides two functions:
 
     add_arguments(parser: argparse.ArgumentParser) -> None
     run(args: argparse.Namespace) -> int        # the process exit status
+
+and optionally `parse_args(parser, argv) -> argparse.Namespace` when parsing takes more than
+`parser.parse_args` (train's presets set defaults that the flags given then override).
 """
 
 from __future__ import annotations
@@ -84,7 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = _load(command)
     parser = argparse.ArgumentParser(prog=f"twinsearch {command.name}", description=command.summary)
     module.add_arguments(parser)
-    args = parser.parse_args(argv[split + 1:])
+    parse = getattr(module, "parse_args", None)
+    args = parse(parser, argv[split + 1:]) if parse else parser.parse_args(argv[split + 1:])
     level = logging.WARNING - 10 * min(top_args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -9,9 +9,17 @@
 3. convert the mode predictably: palette -> RGB(A); alpha composited over the background colour
    (white by default); 16-bit and 32-bit integer images scaled by 1/65535; CMYK/YCbCr/LAB -> RGB;
    1-bit -> 8-bit; then to grayscale (ITU-R 601-2 luma) or RGB as `channels` asks;
-4. resize: "stretch" to width x height, or "fit" (keep the aspect ratio, pad with the background);
-5. scale to [0, 1], optionally invert the polarity (ink on white -> ink as 1.0 on 0.0), then
+4. for ink on paper (signatures, handwriting; grayscale only), optionally: remove the background
+   (`background_removal="otsu"`: every pixel lighter than the image's Otsu threshold becomes white and the
+   ink keeps its grey levels, SigNet's way, so the paper's grey level or texture says nothing), binarise
+   (`binarize="otsu"` or a fixed grey level in [0, 1]: ink black, paper white, so neither does the ink's
+   darkness), and crop to the ink (`crop_to_ink`: the bounding box of the ink, then centred by "fit");
+5. resize: "stretch" to width x height, or "fit" (keep the aspect ratio, pad with the background);
+6. scale to [0, 1], optionally invert the polarity (ink on white -> ink as 1.0 on 0.0), then
    normalise with (x - mean) / std per channel.
+
+Ink is dark on a light background for step 4 (before `invert`); the ink threshold is the Otsu threshold
+of the image's 256-level histogram, or the fixed `binarize` level.
 
 Training uses `to_unit` (steps 1-4 and polarity: values in [0, 1], background 0 when inverted) so
 that augmentation can run before `normalize`; `load` is `normalize(to_unit(...))`.
@@ -48,6 +56,9 @@ class Preprocess:
     `mean`/`std`: per-channel normalisation after inversion (length 1 or `channels`).
     `background`: the [0, 1] grey level used under transparent pixels and as padding in "fit" mode,
     before inversion. `max_pixels`: refuse larger inputs (width * height).
+    Ink on paper (grayscale only): `background_removal` "none" or "otsu"; `binarize` "none", "otsu" or a
+    grey level in (0, 1) (pixels at or below it are ink); `crop_to_ink` crops to the ink's bounding box
+    (plus `crop_margin`, a fraction of the box's longer side) before resizing. See the module docstring.
     """
 
     width: int = 56
@@ -60,6 +71,10 @@ class Preprocess:
     std: tuple[float, ...] = (1.0,)
     background: float = 1.0
     max_pixels: int = DEFAULT_MAX_PIXELS
+    background_removal: str = "none"
+    binarize: str | float = "none"
+    crop_to_ink: bool = False
+    crop_margin: float = 0.02
     # Free-form note (e.g. "Omniglot: 105x105 ink on white") kept in the model card.
     note: str = field(default="", compare=False)
 
@@ -79,8 +94,25 @@ class Preprocess:
                 raise ValueError(f"{name} must have 1 or {self.channels} values, got {len(values)}")
         if any(s <= 0 for s in self.std):
             raise ValueError("std values must be positive")
+        if self.background_removal not in ("none", "otsu"):
+            raise ValueError(f"background_removal must be 'none' or 'otsu', got {self.background_removal!r}")
+        if not (self.binarize in ("none", "otsu") or (isinstance(self.binarize, int | float)
+                                                      and not isinstance(self.binarize, bool)
+                                                      and 0.0 < self.binarize < 1.0)):
+            raise ValueError(f"binarize must be 'none', 'otsu' or a grey level in (0, 1), got {self.binarize!r}")
+        if isinstance(self.binarize, int | float):
+            object.__setattr__(self, "binarize", float(self.binarize))
+        if not 0.0 <= self.crop_margin <= 1.0:
+            raise ValueError(f"crop_margin must be in [0, 1], got {self.crop_margin}")
+        if self.ink_steps and self.channels != 1:
+            raise ValueError("background removal, binarisation and cropping to the ink need channels=1")
 
     # ------------------------------------------------------------------ public
+    @property
+    def ink_steps(self) -> bool:
+        """Whether any ink-on-paper step (background removal, binarisation, crop) is on."""
+        return self.background_removal != "none" or self.binarize != "none" or self.crop_to_ink
+
     @property
     def shape(self) -> tuple[int, int, int]:
         """(C, H, W) of one preprocessed image."""
@@ -96,6 +128,23 @@ class Preprocess:
 
     def to_unit(self, image: ImageInput, max_pixels: int | None = None) -> np.ndarray:
         """Like `load` but without normalisation: (C, H, W) float32 in [0, 1], polarity applied."""
+        arr = self._decode(image, max_pixels)
+        if self.ink_steps:  # grayscale first: the ink steps threshold grey levels
+            out = self._resize(self._clean_ink(self._to_channels(arr)[:, :, 0]))[:, :, None]
+        else:
+            out = self._resize(arr)
+            out = self._to_channels(out)
+        if self.invert:
+            out = 1.0 - out
+        return np.ascontiguousarray(np.transpose(out, (2, 0, 1)), dtype=np.float32)
+
+    def decode_gray(self, image: ImageInput, max_pixels: int | None = None) -> np.ndarray:
+        """Steps 1-3 only, then grayscale: (H, W) float32 in [0, 1] at the image's own size."""
+        arr = self._decode(image, max_pixels)
+        return arr if arr.ndim == 2 else arr @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+    def _decode(self, image: ImageInput, max_pixels: int | None) -> np.ndarray:
+        """Steps 1-3: HxW or HxWx3 float32 in [0, 1] at the image's own size."""
         limit = self.max_pixels if max_pixels is None else int(max_pixels)
         if isinstance(image, np.ndarray):
             arr = _array_to_unit(image, limit, self.background)
@@ -114,11 +163,7 @@ class Preprocess:
             if img.width == 0 or img.height == 0:
                 raise ImageFormatError(f"image has zero size ({img.width}x{img.height})")
             arr = _pil_to_unit(img, self.background)
-        out = self._resize(arr)
-        out = self._to_channels(out)
-        if self.invert:
-            out = 1.0 - out
-        return np.ascontiguousarray(np.transpose(out, (2, 0, 1)), dtype=np.float32)
+        return arr
 
     def normalize(self, unit: np.ndarray) -> np.ndarray:
         """(C, H, W) or (N, C, H, W) array in [0, 1] -> (x - mean) / std, float32."""
@@ -149,13 +194,38 @@ class Preprocess:
         return cls(**{k: (tuple(v) if k in ("mean", "std") else v) for k, v in data.items()})
 
     def canonical_json(self) -> str:
-        """Stable JSON text of the fields that change the output (used in fingerprints)."""
+        """Stable JSON text of the fields that change the output (used in fingerprints). Fields added
+        after the first model files were written are left out while at their defaults, so those files
+        keep their fingerprints."""
         d = self.to_dict()
         d.pop("note", None)
         d.pop("max_pixels", None)
+        for name, default in _LATER_FIELDS.items():
+            if d.get(name) == default:
+                d.pop(name, None)
         return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
     # ------------------------------------------------------------------ steps
+    def _clean_ink(self, gray: np.ndarray) -> np.ndarray:
+        """HxW float [0, 1], dark ink on light paper -> the same after background removal, binarisation
+        and cropping (each when asked). A blank page (no ink below the threshold) is returned whole."""
+        threshold = otsu_threshold(gray)
+        if self.binarize != "none":
+            level = threshold if self.binarize == "otsu" else float(self.binarize)
+            ink = gray <= level
+            gray = np.where(ink, 0.0, 1.0).astype(np.float32)
+        else:
+            ink = gray <= threshold
+            if self.background_removal == "otsu":
+                gray = np.where(ink, gray, 1.0).astype(np.float32)
+        if self.crop_to_ink and ink.any():
+            rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
+            top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+            pad = int(round(self.crop_margin * max(bottom - top, right - left)))
+            h, w = gray.shape
+            gray = gray[max(0, top - pad):min(h, bottom + pad), max(0, left - pad):min(w, right + pad)]
+        return gray
+
     def _resize(self, arr: np.ndarray) -> np.ndarray:
         """HxW or HxWx3 float [0,1] -> (height, width[, 3]) float32."""
         h, w = arr.shape[:2]
@@ -183,7 +253,27 @@ class Preprocess:
         return (arr @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[:, :, None]
 
 
+# Fields added after the first model files; left out of fingerprints while at these defaults.
+_LATER_FIELDS = {"background_removal": "none", "binarize": "none", "crop_to_ink": False, "crop_margin": 0.02}
+
+
 # ---------------------------------------------------------------------- helpers
+def otsu_threshold(gray: np.ndarray) -> float:
+    """Otsu's threshold (1979) of a grayscale image in [0, 1]: the grey level that maximises the
+    between-class variance of its 256-bin histogram; pixels <= it are the dark class (it lies half a bin
+    above the last dark bin). A uniform image gives 0.5."""
+    hist = np.bincount(np.clip(np.rint(gray * 255.0), 0, 255).astype(np.int64).ravel(), minlength=256)
+    p = hist / hist.sum()
+    omega = np.cumsum(p)
+    mu = np.cumsum(p * np.arange(256))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (mu[-1] * omega - mu) ** 2 / (omega * (1.0 - omega))
+    between = np.nan_to_num(between[:-1], nan=-1.0, posinf=-1.0)
+    if between.max() <= 0:
+        return 0.5
+    return (float(np.argmax(between)) + 0.5) / 255.0
+
+
 def _check_pixels(size: tuple[int, int], limit: int) -> None:
     w, h = size
     if w * h > limit:

@@ -7,6 +7,18 @@ labelled data set (classes it has never seen, for an honest one-shot figure).
 
 The JSON holds `oneshot.accuracy`, `pairs.accuracy` (at the model's calibrated EER threshold when it has
 one), `pairs.roc_auc`, `pairs.eer`, `pairs.tar_at_far` (at FAR 1% and 0.1%), `recall_at_1`, `map_at_r`.
+
+Signatures and other data with skilled forgeries (`NNN/` genuine, `NNN_forg/` forgeries of NNN):
+
+    twinsearch evaluate --model signatures.tsm --data writers/ --references 5 1 3 10 --json report.json
+
+enrolls R genuine images per class as its references and scores the class's other genuine images, its
+forgeries and the other classes' genuine images against them with the gallery's class scoring. The JSON
+holds the first R's figures under `references` (`count`, `skilled_eer`, `random_eer`, FAR and FRR at the
+model's threshold) and every R's under `references.by_count`. The classic figures above then use the
+genuine images only. When simple image statistics (background level, ink darkness, size) separate the
+genuine images from the forgeries on their own, a warning says so: such data rewards a model for looking
+at the paper or the pen instead of the signature.
 """
 
 from __future__ import annotations
@@ -29,14 +41,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--episodes", type=int, default=400)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threshold", type=float, help="pair decision distance (default: the model's EER one)")
+    parser.add_argument("--references", type=int, nargs="+", metavar="R",
+                        help="reference-based verification with R genuine references per class (several values "
+                             "allowed, e.g. 5 1 3 10; the first is the headline under `references` in the JSON)")
+    parser.add_argument("--scoring", choices=SCORINGS, default="nearest",
+                        help="class scoring for --references (default: nearest, the gallery's default)")
+    parser.add_argument("--forgery-suffix", default="_forg",
+                        help="class folders named <class><suffix> hold forgeries of <class> (default: _forg; "
+                             "'' for none)")
     parser.add_argument("--json", help="write the report here")
     parser.add_argument("--plots", help="folder for roc.png, det.png and distances.png")
     parser.add_argument("--device", help="cpu, cuda ... (default: cuda when present)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
 
 
+SCORINGS = ("nearest", "prototype", "mean_of_k")
+
+
 def run(args: argparse.Namespace) -> int:
     import time
+    from pathlib import Path
 
     import numpy as np
     import torch
@@ -46,31 +70,48 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import DataError, ModelFileError
     from ..evaluation import evaluate_embeddings
     from ..evaluation.plots import write_plots
+    from ..evaluation.references import reference_report
+    from ..evaluation.shortcuts import input_statistics, raw_statistics, shortcut_statistics
     from ..model import default_model_path, load_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.references and min(args.references) < 1:
+        print("twinsearch evaluate: --references must be at least 1", file=sys.stderr)
+        return 2
     try:
         model = load_model(args.model, device=args.device)
-        source = open_source(args.data, args.class_depth, args.split)
+        source = open_source(args.data, args.class_depth, args.split, forgery_suffix=args.forgery_suffix or None)
         if args.groups:
             source = source.select_groups(args.groups)
     except (ModelFileError, DataError) as exc:
         print(f"twinsearch evaluate: {exc}", file=sys.stderr)
         return 2
+    forges = source.forges
+    forged = np.zeros(len(source), dtype=bool) if forges is None else forges[source.labels] >= 0
     t0 = time.monotonic()
     pre = model.preprocess
     arrays = np.empty((len(source),) + pre.shape, dtype=np.float32)
+    raw_stats, input_stats = [], []
     for i, raw in tqdm(source.iter_raw(), total=len(source), desc="decoding", unit="img", leave=False):
-        arrays[i] = pre.load(raw)
+        unit = pre.to_unit(raw)
+        arrays[i] = pre.normalize(unit)
+        if forges is not None:
+            raw_stats.append(raw_statistics(pre.decode_gray(raw)))
+            input_stats.append(input_statistics(unit))
     emb = model.embed_arrays(arrays)
     embed_s = time.monotonic() - t0
-    group_names = list(dict.fromkeys(source.groups))
-    class_groups = np.array([group_names.index(g) for g in source.groups], dtype=np.int64)
     threshold = args.threshold
     if threshold is None and model.calibration is not None:
         threshold = model.calibration.points["eer"].distance
-    report, raw = evaluate_embeddings(emb, source.labels, way=args.way, shot=args.shot, episodes=args.episodes,
+    # The classic figures (one-shot, pairs, retrieval) are about classes: forgery images are left out.
+    genuine = ~forged
+    labels = source.labels[genuine]
+    classes = np.unique(labels)
+    labels = np.searchsorted(classes, labels)
+    group_names = list(dict.fromkeys(source.groups[c] for c in classes))
+    class_groups = np.array([group_names.index(source.groups[c]) for c in classes], dtype=np.int64)
+    report, raw = evaluate_embeddings(emb[genuine], labels, way=args.way, shot=args.shot, episodes=args.episodes,
                                       query=args.queries, class_groups=class_groups, group_names=group_names,
                                       within_group=args.within_group, threshold=threshold, seed=args.seed)
     if args.threshold is not None:
@@ -78,10 +119,31 @@ def run(args: argparse.Namespace) -> int:
     report["model"] = {"name": model.name, "fingerprint": model.fingerprint,
                        "path": str(args.model or default_model_path())}
     report["data"].update(source=source.description, groups=group_names)
+    if forges is not None:
+        report["data"].update(forgery_classes=int((forges >= 0).sum()), forgeries=int(forged.sum()))
+        report["shortcuts"] = {"stored": shortcut_statistics(raw_stats, forged),
+                               "model_input": shortcut_statistics(input_stats, forged)}
+    reference_raw = {}
+    for count in args.references or []:
+        rep, reference_raw[count] = reference_report(emb, source.labels, forges, count, threshold=threshold,
+                                                     scoring=args.scoring, seed=args.seed)
+        if threshold is not None:
+            rep["threshold_source"] = report["pairs"]["threshold_source"]
+        if "references" not in report:
+            report["references"] = {**rep, "by_count": {}}
+        report["references"]["by_count"][str(count)] = rep
     report["timing"] = {"decode_and_embed_s": round(embed_s, 2), "device": str(model.device)}
     if args.plots:
         report["plots"] = write_plots(raw["genuine"], raw["impostor"], args.plots, title=model.name,
                                       threshold=report["pairs"]["threshold"])
+        if args.references:
+            count = args.references[0]
+            r = reference_raw[count]
+            for kind in ("skilled", "random"):
+                if len(r["genuine"]) and len(r[kind]):
+                    report["plots"] += write_plots(r["genuine"], r[kind], Path(args.plots) / f"references-{kind}",
+                                                   title=f"{model.name}, {count} references, {kind} forgeries",
+                                                   threshold=threshold)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
@@ -100,5 +162,36 @@ def run(args: argparse.Namespace) -> int:
         f"             TAR at FAR 1% {p['tar_at_far']['far_1']:.4f}, at FAR 0.1% {p['tar_at_far']['far_0_1']:.4f}",
         f"retrieval    Recall@1 {report['recall_at_1']:.4f}, MAP@R {report['map_at_r']:.4f}",
     ]
+    for count in args.references or []:
+        r = report["references"]["by_count"][str(count)]
+        if not r["classes"]:
+            lines.append(f"references   R={count}: no class has more than {count} genuine images; nothing to score")
+            continue
+        line = (f"references   R={count} ({args.scoring}), {r['classes']} classes, {r['genuine_probes']} genuine "
+                f"probes: random-forgery EER {_pct(r['random_eer'])}")
+        if r["skilled_forgeries"]:
+            line += f", skilled-forgery EER {_pct(r['skilled_eer'])} ({r['skilled_forgeries']} forgeries)"
+        if r.get("threshold") is not None:
+            line += f"; at d <= {r['threshold']:.4f}: FRR {_pct(r['frr'])}"
+            if r["far_skilled"] is not None:
+                line += f", FAR skilled {_pct(r['far_skilled'])}"
+            line += f", FAR random {_pct(r['far_random'])}"
+        lines.append(line)
     print("\n".join(lines))
+    for where, stats in (report.get("shortcuts") or {}).items():
+        for name in stats["flagged"]:
+            s = stats[name]
+            print(f"twinsearch evaluate: warning: in this data the {name.replace('_', ' ')} of the "
+                  f"{'stored images' if where == 'stored' else 'images as the model sees them'} alone separates "
+                  f"genuine images from forgeries (ROC AUC {s['auc']:.2f}; median {s['genuine_median']:.3g} "
+                  f"genuine vs {s['forged_median']:.3g} forged). Figures on such data can reward looking at the "
+                  f"scan instead of the signature" + ("; the model's preprocessing removes it"
+                                                      if where == "stored" and name not in
+                                                      report["shortcuts"]["model_input"]["flagged"] else ""),
+                  file=sys.stderr)
     return 0
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+

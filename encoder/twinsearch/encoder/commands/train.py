@@ -10,6 +10,12 @@ The default Omniglot model was made with (see its card for the exact command):
 
 Validation (best checkpoint) uses classes held out of the training data (`--val-fraction`); calibration and
 the card's evaluation use `--calib-data` when given (classes the model never saw), else the validation split.
+
+Presets carry the measured recipes (`--preset characters | signatures | digits | clothing | photos`, see
+`twinsearch.encoder.presets`); flags given beside a preset override it. Signatures, with forgeries in
+`NNN_forg/` beside each writer's `NNN/`:
+
+    twinsearch train --preset signatures --data writers/ --minutes 20 --out signatures.tsm
 """
 
 from __future__ import annotations
@@ -19,8 +25,13 @@ import json
 import shlex
 import sys
 
+from ..presets import PRESETS, preset
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", choices=tuple(PRESETS),
+                        help="start from a measured recipe for this kind of data; flags given beside it override "
+                             "it (the card records the preset)")
     d = parser.add_argument_group("data")
     d.add_argument("--data", required=True, help="folder tree, zip of one, or idx folder (with --split)")
     d.add_argument("--class-depth", type=int, default=1, help="folder depth of classes (Omniglot: 2)")
@@ -29,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--exclude-groups", nargs="*", default=[], help="leave these groups out of training")
     d.add_argument("--val-fraction", type=float, default=0.1,
                    help="fraction of the training classes held out for validation (0: none; keep the last step)")
+    d.add_argument("--forgery-suffix", default="_forg",
+                   help="class folders named <class><suffix> hold skilled forgeries of <class>: never its "
+                        "positives, batched beside it as negatives, used for validation and calibration "
+                        "(default: _forg; '' for none)")
     d.add_argument("--val-by", choices=("classes", "images"), default="classes",
                    help="hold out whole classes (open set, default) or images of every class (closed set)")
     d.add_argument("--calib-data", help="held-out data for calibration and the card's evaluation "
@@ -40,10 +55,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="calibrated distance-to-probability mapping stored in the card (default: logistic)")
 
     p = parser.add_argument_group("input")
-    p.add_argument("--size", type=int, default=56, help="input width and height in pixels")
+    p.add_argument("--size", type=int, nargs="+", default=[56], metavar=("H", "W"),
+                   help="input height and width in pixels (one number: square); signatures: 96 192")
     p.add_argument("--channels", type=int, choices=(1, 3), default=1)
-    p.add_argument("--resize", choices=("stretch", "fit"), default="stretch")
+    p.add_argument("--resize", choices=("stretch", "fit"), default="stretch",
+                   help="stretch to the size, or fit (keep the aspect ratio, centre, pad with the background)")
     p.add_argument("--invert", action="store_true", help="dark ink on a light background (Omniglot)")
+    p.add_argument("--background-removal", choices=("none", "otsu"), default="none",
+                   help="ink on paper: pixels lighter than the image's Otsu threshold become white, the ink "
+                        "keeps its grey levels (so the paper's colour says nothing)")
+    p.add_argument("--binarize", default="none", metavar="otsu|LEVEL",
+                   help="ink on paper: black ink on white by Otsu's threshold, or by a fixed grey level in (0, 1) "
+                        "(so neither does the ink's darkness); default none")
+    p.add_argument("--crop-to-ink", action="store_true",
+                   help="ink on paper: crop to the ink's bounding box before resizing (with --resize fit: centred)")
     p.add_argument("--mean", type=float, nargs="+", default=[0.0])
     p.add_argument("--std", type=float, nargs="+", default=[1.0])
 
@@ -115,6 +140,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+# Steps timed for the early speed report, and fewer steps than this in the budget earn a warning.
+SPEED_STEPS = 20
+FEW_STEPS = 300
+# Below this standard deviation of held-out distances the embedding counts as collapsed.
+COLLAPSED_SPREAD = 0.01
+# Impostor pairs below which the FAR 0.1% threshold rests on fewer than 10 false accepts.
+SMALL_CALIBRATION = 10_000
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse `argv`; with --preset, the preset's settings become the defaults, so flags given win."""
+    args = parser.parse_args(argv)
+    if args.preset:
+        parser.set_defaults(**preset(args.preset))
+        args = parser.parse_args(argv)
+    return args
+
+
+def card_evaluation(emb, data, way: int, episodes: int, threshold: float, seed: int) -> dict:
+    """The card's evaluation of held-out `data` (ImageArrays) embedded as `emb`: one-shot, pairs and retrieval
+    over the genuine classes; with forgeries, also the reference-based figures (up to 5 references)."""
+    import numpy as np
+
+    from ..evaluation import evaluate_embeddings
+    from ..evaluation.references import reference_report
+
+    forged = data.forgery_of_images() >= 0
+    labels = data.labels[~forged]
+    classes = np.unique(labels)
+    genuine = data.subset_classes(classes)
+    within = len(set(genuine.groups)) > 1 and len(set(genuine.groups)) < genuine.num_classes
+    report, _ = evaluate_embeddings(emb[~forged], np.searchsorted(classes, labels), way=way, shot=1,
+                                    episodes=episodes, class_groups=genuine.group_labels(),
+                                    group_names=list(dict.fromkeys(genuine.groups)), within_group=within,
+                                    threshold=threshold, seed=seed)
+    if forged.any():
+        counts = np.bincount(labels)
+        refs = int(max(1, min(5, counts[counts > 0].min() - 1)))
+        report["references"], _ = reference_report(emb, data.labels, data.forges, refs, threshold=threshold,
+                                                   seed=seed)
+    return report
+
+
 def _config(args: argparse.Namespace):
     from ..training import TrainConfig
 
@@ -153,13 +221,22 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..data import load_arrays, open_source
-    from ..data.loading import split_classes
-    from ..evaluation import calibrate, evaluate_embeddings
+    from ..evaluation import calibrate
     from ..model import EncoderModel
     from ..preprocess import Preprocess
     from ..training import Trainer
+    from ..training.trainer import distance_spread
 
     command = "twinsearch " + shlex.join(sys.argv[1:])
+    if len(args.size) > 2:
+        print("twinsearch train: --size takes one number (square) or two (height width)", file=sys.stderr)
+        return 2
+    try:
+        binarize = args.binarize if args.binarize in ("none", "otsu") else float(args.binarize)
+    except ValueError:
+        print(f"twinsearch train: --binarize takes none, otsu or a grey level in (0, 1), got {args.binarize!r}",
+              file=sys.stderr)
+        return 2
     if not args.minutes and not args.steps:
         print("twinsearch train: give --minutes, --steps or both", file=sys.stderr)
         return 2
@@ -170,9 +247,16 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     config = _config(args)
-    preprocess = Preprocess(width=args.size, height=args.size, channels=args.channels, resize=args.resize,
-                            invert=args.invert, mean=tuple(args.mean), std=tuple(args.std))
-    source = open_source(args.data, args.class_depth, args.split)
+    height, width = args.size[0], args.size[-1]
+    try:
+        preprocess = Preprocess(width=width, height=height, channels=args.channels, resize=args.resize,
+                                invert=args.invert, mean=tuple(args.mean), std=tuple(args.std),
+                                background_removal=args.background_removal, binarize=binarize,
+                                crop_to_ink=args.crop_to_ink)
+    except ValueError as exc:
+        print(f"twinsearch train: {exc}", file=sys.stderr)
+        return 2
+    source = open_source(args.data, args.class_depth, args.split, forgery_suffix=args.forgery_suffix or None)
     if args.groups or args.exclude_groups:
         source = source.select_groups(args.groups, args.exclude_groups)
     with tqdm(total=len(source), desc="decoding", unit="img", disable=args.no_progress, leave=False) as bar:
@@ -182,8 +266,7 @@ def run(args: argparse.Namespace) -> int:
     train, val = everything, None
     if args.val_fraction > 0:
         if args.val_by == "classes":
-            keep, held = split_classes(everything.num_classes, args.val_fraction, args.seed)
-            train, val = everything.subset_classes(keep), everything.subset_classes(held)
+            train, val = everything.split_genuine_classes(args.val_fraction, args.seed)
         else:
             rng = np.random.default_rng(args.seed)
             mask = rng.random(len(everything)) < args.val_fraction
@@ -192,7 +275,8 @@ def run(args: argparse.Namespace) -> int:
     calib = val
     calib_summary = None
     if args.calib_data:
-        csrc = open_source(args.calib_data, args.calib_class_depth or args.class_depth, args.calib_split)
+        csrc = open_source(args.calib_data, args.calib_class_depth or args.class_depth, args.calib_split,
+                           forgery_suffix=args.forgery_suffix or None)
         if args.calib_groups:
             csrc = csrc.select_groups(args.calib_groups)
         calib = load_arrays(csrc, preprocess)
@@ -201,13 +285,40 @@ def run(args: argparse.Namespace) -> int:
     bar = tqdm(total=1000, desc="training", unit="‰", disable=args.no_progress,
                bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}")
     status: dict = {}
+    warnings: list[str] = []
+    budget_s = 60.0 * args.minutes
+    speed_at = {"t0": None}
+
+    def warn(text: str) -> None:
+        warnings.append(text)
+        tqdm.write(f"twinsearch train: warning: {text}", file=sys.stderr)
+
+    def report_speed(step: int) -> None:
+        """After the first steps: steps per second, and what the budget allows at that pace."""
+        import time
+
+        if step == 5:
+            speed_at["t0"] = time.monotonic()
+        if step != SPEED_STEPS + 5 or speed_at["t0"] is None:
+            return
+        rate = SPEED_STEPS / max(time.monotonic() - speed_at["t0"], 1e-9)
+        text = f"{rate:.2f} steps/s ({rate * config.classes_per_batch * config.images_per_class:.0f} images/s)"
+        if budget_s:
+            allowed = int(rate * budget_s)
+            text += f"; the {args.minutes:g}-minute budget allows about {allowed} steps"
+            if allowed < FEW_STEPS and (not args.steps or args.steps > allowed):
+                warn(f"at {rate:.2f} steps/s the budget allows only about {allowed} steps, too few for this "
+                     f"size and backbone to learn much: try a smaller --size, --precision bf16, a lighter "
+                     f"--backbone, or more --minutes")
+        tqdm.write(f"twinsearch train: {text}", file=sys.stderr)
 
     def on_event(event: dict) -> None:
         if event["kind"] == "step":
+            report_speed(event["step"])
             bar.update(int(event["progress"] * 1000) - bar.n)
             status.update(step=event["step"], loss=f"{event['loss']:.3f}", lr=f"{event['lr']:.2e}")
         else:
-            status.update(val=f"{event['val_oneshot']:.3f}", best=f"{event['best']:.3f}",
+            status.update(val=f"{event['score']:.3f}", best=f"{event['best']:.3f}",
                           r1=f"{event['val_recall_at_1']:.3f}")
         if event["kind"] == "val" or event["step"] % 10 == 0:
             bar.set_postfix(status, refresh=False)
@@ -237,14 +348,30 @@ def run(args: argparse.Namespace) -> int:
     evaluation: dict = {}
     if calib is not None:
         emb = model.embed_arrays(preprocess.normalize(calib.images))
-        calibration = calibrate(emb, calib.labels, seed=args.seed, probability=args.probability)
-        groups = calib.group_labels()
-        within = len(set(calib.groups)) > 1 and len(set(calib.groups)) < calib.num_classes
-        report, _ = evaluate_embeddings(emb, calib.labels, way=args.eval_way, shot=1, episodes=args.eval_episodes,
-                                        class_groups=groups, group_names=list(dict.fromkeys(calib.groups)),
-                                        within_group=within, threshold=calibration.points["eer"].distance,
-                                        seed=args.seed)
-        evaluation = {"on": "calibration data" if args.calib_data else "validation split", **report}
+        calibration = calibrate(emb, calib.labels, seed=args.seed, probability=args.probability,
+                                forges=calib.forges)
+        if calibration.impostor_pairs < SMALL_CALIBRATION:
+            warn(f"calibration has only {calibration.impostor_pairs} impostor pairs: the FAR 0.1% threshold "
+                 f"rests on fewer than {SMALL_CALIBRATION // 1000} false accepts; give more held-out classes "
+                 f"(--calib-data) before relying on it")
+        evaluation = {"on": "calibration data" if args.calib_data else "validation split",
+                      **card_evaluation(emb, calib, args.eval_way, args.eval_episodes,
+                                        calibration.points["eer"].distance, args.seed)}
+        way = evaluation["oneshot"]["mean_way"]
+        if way < args.eval_way:
+            warn(f"the one-shot figure is {way:.1f}-way, not {args.eval_way}-way: the "
+                 f"{evaluation['on']} holds only {evaluation['data']['classes']} classes")
+        spread = distance_spread(emb)
+        evaluation["distance_spread"] = spread
+        chance = 1.0 / max(way, 1.0)
+        if spread < COLLAPSED_SPREAD:
+            warn(f"the embedding has collapsed: distances between held-out images vary by only {spread:.4f} "
+                 f"(standard deviation), so thresholds cannot separate anything. Try --loss triplet or "
+                 f"prototypical, a lower --lr, the default --margin, or a --preset")
+        elif evaluation["oneshot"]["accuracy"] <= 1.5 * chance:
+            warn(f"held-out one-shot accuracy {evaluation['oneshot']['accuracy']:.3f} is near chance "
+                 f"({chance:.3f}): the model has learned little that transfers; try a --preset, more --minutes "
+                 f"or a smaller --size")
     card = model.card
     card.calibration = calibration.to_dict() if calibration else None
     card.training = {
@@ -254,10 +381,13 @@ def run(args: argparse.Namespace) -> int:
         "elapsed_s": round(result.elapsed_s, 1),
         "stopped_by": result.stopped_by,
         "kept_step": result.best_step,
-        "best_val_oneshot": result.best_metric,
+        "best_val_oneshot": result.best_metric,  # the validation score (history: score_name), kept name
+        "val_score": result.history[-1]["score_name"] if result.history else None,
         "history": result.history,
         "device": str(trainer.device),
         "threads": torch.get_num_threads(),
+        "preset": args.preset,
+        "warnings": warnings,
     }
     card.data = {
         "train": train.summary,
@@ -270,9 +400,15 @@ def run(args: argparse.Namespace) -> int:
     summary = {"model": args.out, "fingerprint": card.fingerprint, "steps": result.steps,
                "elapsed_s": round(result.elapsed_s, 1), "kept_step": result.best_step}
     if evaluation:
-        summary.update(oneshot=round(evaluation["oneshot"]["accuracy"], 4),
-                       pairs_accuracy=round(evaluation["pairs"]["accuracy"], 4),
+        o = evaluation["oneshot"]
+        summary.update(evaluated_on=evaluation["on"], oneshot=round(o["accuracy"], 4),
+                       oneshot_way=round(o["mean_way"], 1), pairs_accuracy=round(evaluation["pairs"]["accuracy"], 4),
                        recall_at_1=round(evaluation["recall_at_1"], 4))
+        if "references" in evaluation:
+            r = evaluation["references"]
+            summary.update(references=r["count"], skilled_eer=r["skilled_eer"], random_eer=r["random_eer"])
+    if warnings:
+        summary["warnings"] = len(warnings)
     print(json.dumps(summary, indent=2))
     return 0
 

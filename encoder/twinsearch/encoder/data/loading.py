@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import DataError, ImageError
 from ..preprocess import Preprocess
-from .sources import ImageSource
+from .sources import ImageSource, remap_forges
 
 log = logging.getLogger(__name__)
 
@@ -18,13 +18,16 @@ log = logging.getLogger(__name__)
 @dataclass
 class ImageArrays:
     """Decoded images of one source. `images`: (N, C, H, W) float32 in [0, 1] (polarity applied, not
-    normalised); `labels`: (N,) int64 class indices into `classes`; `groups[c]`: group of class c."""
+    normalised); `labels`: (N,) int64 class indices into `classes`; `groups[c]`: group of class c;
+    `forges[c]`: the genuine class that forgery class c imitates, -1 for genuine classes (None: no
+    forgeries)."""
 
     images: np.ndarray
     labels: np.ndarray
     classes: tuple[str, ...]
     groups: tuple[str, ...]
     summary: dict
+    forges: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -39,14 +42,42 @@ class ImageArrays:
         remap = np.full(self.num_classes, -1, dtype=np.int64)
         remap[classes] = np.arange(len(classes))
         mask = remap[self.labels] >= 0
+        forges = remap_forges(self.forges, remap, classes)
+        summary = {**self.summary, "classes": int(len(classes)), "images": int(mask.sum())}
+        if forges is not None:
+            summary.update(classes=int((forges < 0).sum()), forgery_classes=int((forges >= 0).sum()),
+                           forgeries=int((forges >= 0)[remap[self.labels[mask]]].sum()))
         return ImageArrays(self.images[mask], remap[self.labels[mask]], tuple(self.classes[c] for c in classes),
-                           tuple(self.groups[c] for c in classes),
-                           {**self.summary, "classes": int(len(classes)), "images": int(mask.sum())})
+                           tuple(self.groups[c] for c in classes), summary, forges)
 
     def subset_images(self, mask: np.ndarray) -> ImageArrays:
         """The images where `mask` (N,) bool is true; classes unchanged."""
         return ImageArrays(self.images[mask], self.labels[mask], self.classes, self.groups,
-                           {**self.summary, "images": int(mask.sum())})
+                           {**self.summary, "images": int(mask.sum())}, self.forges)
+
+    @property
+    def genuine_classes(self) -> np.ndarray:
+        """Indices of the classes that are not forgery classes (all of them without forgeries)."""
+        if self.forges is None:
+            return np.arange(self.num_classes)
+        return np.flatnonzero(self.forges < 0)
+
+    def forgery_of_images(self) -> np.ndarray:
+        """(N,) int64: for each image, the genuine class it forges, or -1 for a genuine image."""
+        if self.forges is None:
+            return np.full(len(self.labels), -1, dtype=np.int64)
+        return self.forges[self.labels]
+
+    def split_genuine_classes(self, fraction: float, seed: int) -> tuple[ImageArrays, ImageArrays]:
+        """(kept, held out) by genuine class, about `fraction` held out; forgery classes go with the class
+        they imitate, so a writer's forgeries are never on the other side of the split from the writer."""
+        genuine = self.genuine_classes
+        keep, held = split_classes(len(genuine), fraction, seed)
+        parts = []
+        for side in (genuine[keep], genuine[held]):
+            forgeries = [] if self.forges is None else np.flatnonzero(np.isin(self.forges, side))
+            parts.append(self.subset_classes(np.concatenate([side, forgeries]).astype(np.int64)))
+        return parts[0], parts[1]
 
     def group_labels(self) -> np.ndarray:
         """(num_classes,) int64 group index of each class (groups in order of first appearance)."""
@@ -66,7 +97,8 @@ def load_arrays(source: ImageSource, preprocess: Preprocess,
         if progress is not None:
             progress(i + 1, len(source))
     log.info("decoded %d images of %d classes from %s", len(source), source.num_classes, source.description)
-    return ImageArrays(out, source.labels.copy(), source.classes, source.groups, source.summary())
+    return ImageArrays(out, source.labels.copy(), source.classes, source.groups, source.summary(),
+                       None if source.forges is None else source.forges.copy())
 
 
 def split_classes(num_classes: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

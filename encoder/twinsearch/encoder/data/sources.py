@@ -6,6 +6,11 @@ every image (a zip's top folder, e.g. `images_background_small1/`) are skipped w
 deeper than `class_depth`. Class names are the relative class paths ("Greek/character01"); the group
 is the first component when `class_depth >= 2`, otherwise the class itself.
 
+Skilled forgeries (signatures): with `forgery_suffix` (e.g. "_forg"), a class folder named
+`<class><suffix>` holds forgeries of `<class>`, which must be present too. Such a folder is not a class of
+its own to be recognised: `forges[c]` is the index of the genuine class that class `c` imitates (-1 for
+genuine classes), and training and evaluation use its images only as negatives of that class.
+
 An idx folder (MNIST / Fashion-MNIST layout, e.g. Debian's `/usr/share/datasets/fashion-mnist/`)
 holds `<split>-images-idx3-ubyte[.gz]` and `<split>-labels-idx1-ubyte[.gz]`; `split` is "train" or
 "test" (files named `t10k-*`).
@@ -13,6 +18,7 @@ holds `<split>-images-idx3-ubyte[.gz]` and `<split>-labels-idx1-ubyte[.gz]`; `sp
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import os
 import struct
@@ -49,6 +55,7 @@ class ImageSource:
     groups: tuple[str, ...]
     archive: str | None = None
     arrays: np.ndarray | None = None
+    forges: np.ndarray | None = None  # (num_classes,) int64: genuine class a forgery class imitates, or -1
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -79,13 +86,37 @@ class ImageSource:
                 yield i, Path(name).read_bytes()
 
     def summary(self) -> dict:
-        """JSON-able description: where from, how many classes, groups and images."""
-        return {
+        """JSON-able description: where from, how many classes, groups and images (and forgeries)."""
+        out = {
             "source": self.description,
             "classes": self.num_classes,
             "groups": sorted(set(self.groups)),
             "images": len(self),
         }
+        if self.forges is not None:
+            forged = self.forges >= 0
+            out.update(classes=int((~forged).sum()), forgery_classes=int(forged.sum()),
+                       forgeries=int(forged[self.labels].sum()))
+        return out
+
+    def with_forgeries(self, suffix: str) -> ImageSource:
+        """The same images, with classes named `<class><suffix>` marked as forgeries of `<class>`.
+
+        Raises DataError when a forgery class has no genuine class beside it. No such class: unchanged."""
+        if not suffix:
+            raise DataError("the forgery suffix must not be empty")
+        index = {c: i for i, c in enumerate(self.classes)}
+        forges = np.full(self.num_classes, -1, dtype=np.int64)
+        for i, name in enumerate(self.classes):
+            if name.endswith(suffix):
+                genuine = name[: -len(suffix)]
+                if genuine not in index:
+                    raise DataError(f"{name!r} in {self.description} holds forgeries of {genuine!r}, "
+                                    f"which has no folder of genuine images")
+                forges[i] = index[genuine]
+        if not (forges >= 0).any():
+            return self
+        return dataclasses.replace(self, forges=forges)
 
     def subset_classes(self, keep: Sequence[int], description: str | None = None) -> ImageSource:
         """The images of the classes with indices in `keep`, relabelled 0..len(keep)-1 in that order."""
@@ -102,6 +133,7 @@ class ImageSource:
             groups=tuple(self.groups[c] for c in keep),
             archive=self.archive,
             arrays=None if self.arrays is None else self.arrays[idx],
+            forges=remap_forges(self.forges, remap, keep),
         )
 
     def select_groups(self, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> ImageSource:
@@ -122,8 +154,27 @@ class ImageSource:
         return self.subset_classes(keep, f"{self.description} ({'; '.join(parts)})" if parts else None)
 
 
-def open_source(path: str | os.PathLike, class_depth: int = 1, split: str | None = None) -> ImageSource:
-    """Open a folder tree, a zip of one, or an idx folder (when it holds idx files for `split`)."""
+def remap_forges(forges: np.ndarray | None, remap: np.ndarray, keep: Sequence[int]) -> np.ndarray | None:
+    """`forges` of the classes `keep` (in that order) after relabelling by `remap` (old -> new or -1).
+    A forgery class kept without its genuine class is an error: it would become a class of its own."""
+    if forges is None:
+        return None
+    old = forges[np.asarray(keep, dtype=np.int64)]
+    new = np.where(old >= 0, remap[np.maximum(old, 0)], -1)
+    if ((old >= 0) & (new < 0)).any():
+        raise DataError("a forgery class was kept without the genuine class it imitates")
+    return new if (new >= 0).any() else None
+
+
+def open_source(path: str | os.PathLike, class_depth: int = 1, split: str | None = None,
+                forgery_suffix: str | None = None) -> ImageSource:
+    """Open a folder tree, a zip of one, or an idx folder (when it holds idx files for `split`).
+    `forgery_suffix`: mark `<class><suffix>` folders as skilled forgeries of `<class>` (see the module)."""
+    source = _open_source(path, class_depth, split)
+    return source.with_forgeries(forgery_suffix) if forgery_suffix else source
+
+
+def _open_source(path: str | os.PathLike, class_depth: int, split: str | None) -> ImageSource:
     p = Path(path)
     if not p.exists():
         raise DataError(f"data path {str(p)!r} does not exist")

@@ -32,10 +32,35 @@ def all_pair_distances(embeddings: np.ndarray, labels: np.ndarray, max_impostor:
     return g, imp
 
 
-def calibrate(embeddings: np.ndarray, labels: np.ndarray, seed: int = 0,
-              probability: str = "logistic") -> Calibration:
+def forgery_pair_distances(embeddings: np.ndarray, labels: np.ndarray,
+                           forges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Genuine pairs (two genuine images of one class) and skilled-forgery pairs (a genuine image of a
+    class and a forgery of that class): two 1-D float64 arrays of distances."""
+    x = np.asarray(embeddings, dtype=np.float64)
+    labels = np.asarray(labels)
+    forged = forges[labels] >= 0
+    genuine, skilled = [], []
+    for c in np.flatnonzero(forges < 0):
+        real = x[(labels == c) & ~forged]
+        fake = x[forged & (forges[labels] == c)]
+        d = np.linalg.norm(real[:, None, :] - real[None, :, :], axis=2)
+        genuine.append(d[np.triu_indices(len(real), 1)])
+        if len(fake):
+            skilled.append(np.linalg.norm(real[:, None, :] - fake[None, :, :], axis=2).ravel())
+    return np.concatenate(genuine), (np.concatenate(skilled) if skilled else np.zeros(0))
+
+
+def calibrate(embeddings: np.ndarray, labels: np.ndarray, seed: int = 0, probability: str = "logistic",
+              forges: np.ndarray | None = None) -> Calibration:
     """Calibration from all pairs of held-out images (classes the model did not train on);
-    `probability`: the distance-to-probability mapping, "logistic" or "isotonic" (see Calibration.fit)."""
+    `probability`: the distance-to-probability mapping, "logistic" or "isotonic" (see Calibration.fit).
+    With `forges` (held-out data with skilled forgeries), the impostors are the skilled-forgery pairs:
+    the threshold then answers "is this the writer or a forger of the writer", the question signature
+    verification asks (random impostors lie farther away)."""
+    if forges is not None and (forges >= 0).any():
+        g, imp = forgery_pair_distances(embeddings, labels, forges)
+        if imp.size >= 2:
+            return Calibration.fit(g, imp, probability=probability)
     g, imp = all_pair_distances(embeddings, labels, seed=seed)
     return Calibration.fit(g, imp, probability=probability)
 

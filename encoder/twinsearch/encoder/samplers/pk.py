@@ -12,12 +12,23 @@ class PKSampler:
     """Yields (P*K,) int64 index arrays, class-major ([c1 x K, c2 x K, ...]), forever or `batches` times."""
 
     def __init__(self, labels: np.ndarray, p: int, k: int, seed: int = 0, batches: int | None = None,
-                 class_groups: np.ndarray | None = None, groups_per_batch: int = 0):
+                 class_groups: np.ndarray | None = None, groups_per_batch: int = 0,
+                 forges: np.ndarray | None = None):
         self.labels = np.asarray(labels)
-        self.classes = np.unique(self.labels)
+        present = np.unique(self.labels)
+        # Forgery classes ride along with the class they imitate; they are never drawn on their own.
+        self.companion: dict[int, int] = {}
+        if forges is not None:
+            forges = np.asarray(forges)
+            self.companion = {int(forges[c]): int(c) for c in present if forges[c] >= 0}
+            present = np.array([c for c in present if forges[c] < 0], dtype=present.dtype)
+        self.classes = present
         if p > len(self.classes):
             raise ValueError(f"P = {p} classes per batch, but only {len(self.classes)} classes")
         self.by_class = [np.flatnonzero(self.labels == c) for c in self.classes]
+        self.by_label = {int(c): members for c, members in zip(self.classes, self.by_class, strict=True)}
+        for forgery in self.companion.values():
+            self.by_label[forgery] = np.flatnonzero(self.labels == forgery)
         self.p, self.k, self.batches = p, k, batches
         self.rng = np.random.default_rng(seed)
         # Hard batches: classes drawn from `groups_per_batch` groups only (e.g. one alphabet), so that the
@@ -44,5 +55,10 @@ class PKSampler:
             for c in chosen:
                 members = self.by_class[c]
                 parts.append(self.rng.choice(members, size=self.k, replace=len(members) < self.k))
+            for c in chosen:
+                forgery = self.companion.get(int(self.classes[c]))
+                if forgery is not None:
+                    members = self.by_label[forgery]
+                    parts.append(self.rng.choice(members, size=self.k, replace=len(members) < self.k))
             yield np.concatenate(parts).astype(np.int64)
             count += 1

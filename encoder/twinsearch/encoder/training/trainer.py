@@ -20,6 +20,7 @@ import torch
 from ..augment import RandomAffine, expand_rotations
 from ..data import ImageArrays
 from ..evaluation import oneshot_accuracy, retrieval
+from ..evaluation.references import reference_report
 from ..heads import ClassPosterior, EmbeddingNet, build_net
 from ..losses import BaseMetricLoss, ContrastiveLoss, NormSoftmaxLoss, PrototypicalLoss, TripletLoss
 from ..preprocess import Preprocess
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 
 LOSSES = ("normsoftmax", "prototypical", "triplet", "contrastive", "contrastive-pairs")
 PRECISIONS = ("fp32", "bf16")
+# References per class for the skilled-forgery validation metric (as a signature user enrolls them).
+VAL_REFERENCES = 5
 
 
 @dataclass
@@ -72,6 +75,32 @@ def build_loss(config: TrainConfig, num_classes: int) -> BaseMetricLoss:
     if config.loss == "contrastive-pairs":
         return ContrastiveLoss(margin=config.margin or 1.0, pairs="given")
     raise ValueError(f"unknown loss {config.loss!r}; choose from {LOSSES}")
+
+
+def loss_labels(labels: np.ndarray, forges: np.ndarray | None, loss: str) -> np.ndarray:
+    """The labels the loss sees. A forgery image is never a positive of the class it imitates; for the
+    losses that only compare images (contrastive, triplet, prototypical) each forgery also gets a label of
+    its own, so that it is a negative of everything and a positive of nothing (forgeries of one writer by
+    different forgers are not one class). The proxy loss (normsoftmax) keeps a class per forged writer."""
+    labels = np.asarray(labels, dtype=np.int64)
+    if forges is None or loss == "normsoftmax":
+        return labels
+    out = labels.copy()
+    forged = np.flatnonzero(forges[labels] >= 0)
+    out[forged] = len(forges) + np.arange(len(forged))
+    return out
+
+
+def distance_spread(embeddings: np.ndarray, max_rows: int = 2000) -> float:
+    """Standard deviation of the Euclidean distances between (up to `max_rows`) embeddings. Unit embeddings
+    that all sit at one point give about 0: the collapse that contrastive training falls into when every
+    distance is under its margin's reach."""
+    x = np.asarray(embeddings[:max_rows], dtype=np.float64)
+    if len(x) < 2:
+        return 0.0
+    sq = (x * x).sum(1)
+    d = np.sqrt(np.clip(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0, None))
+    return float(d[np.triu_indices(len(x), 1)].std())
 
 
 def _schedule(config: TrainConfig, step: int, elapsed: float) -> float:
@@ -142,20 +171,41 @@ class Trainer:
         return np.concatenate(out)
 
     def validate(self, net: EmbeddingNet) -> dict:
-        """One-shot accuracy (way = min(val_way, classes), 1 shot) and Recall@1 on the validation set."""
+        """Validation metrics, and `score`, the one that picks the best checkpoint (higher is better).
+
+        Always: one-shot accuracy (way = min(val_way, genuine classes), 1 shot) and Recall@1 over the
+        genuine classes, and `val_distance_spread`, the standard deviation of the distances between
+        validation embeddings (near 0: the embedding has collapsed). With forgeries in the validation data,
+        also `val_skilled_eer` (reference-based, `VAL_REFERENCES` references per class), and the score is
+        1 - that EER: forgeries are what such a model is for. Otherwise the score is the one-shot accuracy."""
         assert self.val is not None
         emb = self._embed(net, self.val.images)
-        way = min(self.config.val_way, self.val.num_classes)
-        shot = oneshot_accuracy(emb, self.val.labels, way, 1, self.config.val_episodes, seed=self.config.seed)
-        ret = retrieval(emb, self.val.labels)
-        return {"val_oneshot": shot["accuracy"], "val_way": way, "val_recall_at_1": ret["recall_at_1"]}
+        forged = self.val.forgery_of_images() >= 0
+        genuine_emb, genuine_labels = emb[~forged], self.val.labels[~forged]
+        way = min(self.config.val_way, len(np.unique(genuine_labels)))
+        shot = oneshot_accuracy(genuine_emb, genuine_labels, way, 1, self.config.val_episodes, seed=self.config.seed)
+        ret = retrieval(genuine_emb, genuine_labels)
+        metrics = {"val_oneshot": shot["accuracy"], "val_way": way, "val_recall_at_1": ret["recall_at_1"],
+                   "val_distance_spread": distance_spread(emb)}
+        metrics["score"], metrics["score_name"] = shot["accuracy"], "val_oneshot"
+        if forged.any():
+            counts = np.bincount(genuine_labels)
+            refs = int(max(1, min(VAL_REFERENCES, counts[counts > 0].min() - 1)))
+            rep, _ = reference_report(emb, self.val.labels, self.val.forges, refs, seed=self.config.seed)
+            if rep["skilled_eer"] is not None:
+                metrics.update(val_skilled_eer=rep["skilled_eer"], val_random_eer=rep["random_eer"],
+                               val_references=refs)
+                metrics["score"], metrics["score_name"] = 1.0 - rep["skilled_eer"], "1 - val_skilled_eer"
+        return metrics
 
     def _sampler(self, labels: np.ndarray, num_classes: int, seed: int):
         cfg = self.config
         if cfg.loss == "contrastive-pairs":
             return PairBatchSampler(labels, cfg.classes_per_batch * cfg.images_per_class // 2, seed=seed)
-        return PKSampler(labels, min(cfg.classes_per_batch, num_classes), cfg.images_per_class, seed=seed,
-                         class_groups=self._class_groups, groups_per_batch=cfg.groups_per_batch)
+        genuine = num_classes if self._forges is None else int((self._forges < 0).sum())
+        return PKSampler(labels, min(cfg.classes_per_batch, genuine), cfg.images_per_class, seed=seed,
+                         class_groups=self._class_groups, groups_per_batch=cfg.groups_per_batch,
+                         forges=self._forges)
 
     def _attach_posterior(self, net: EmbeddingNet, loss_fn: NormSoftmaxLoss,
                           architecture: dict) -> tuple[EmbeddingNet, dict]:
@@ -190,6 +240,9 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         images, labels, num_classes = self.train_data.images, self.train_data.labels, self.train_data.num_classes
         class_groups = self.train_data.group_labels()
+        self._forges = self.train_data.forges
+        if cfg.rotations and self._forges is not None:
+            raise ValueError("rotation classes and forgery classes cannot be combined")
         if cfg.rotations:
             n_groups = int(class_groups.max()) + 1
             images, labels, num_classes = expand_rotations(images, labels, num_classes)
@@ -197,7 +250,7 @@ class Trainer:
             class_groups = np.concatenate([class_groups + i * n_groups for i in range(4)])
         self._class_groups = class_groups
         x_all = torch.from_numpy(images)
-        y_all = torch.from_numpy(labels)
+        y_all = torch.from_numpy(loss_labels(labels, self._forges, cfg.loss))
         architecture = architecture_for(cfg, self.preprocess)
         # channels-last runs the convolutions of these nets about 1.6x faster on CPU (oneDNN)
         net = build_net(architecture).to(self.device, memory_format=torch.channels_last)
@@ -251,8 +304,8 @@ class Trainer:
             metrics = self.validate(net)
             metrics.update(step=step, elapsed_s=round(spent + time.monotonic() - t0, 1))
             history.append(metrics)
-            if best_metric is None or metrics["val_oneshot"] >= best_metric:
-                best_metric, best_step = metrics["val_oneshot"], step
+            if best_metric is None or metrics["score"] >= best_metric:
+                best_metric, best_step = metrics["score"], step
                 best_state = copy.deepcopy({k: v.cpu() for k, v in net.state_dict().items()})
                 best_loss_state = copy.deepcopy({k: v.cpu() for k, v in loss_fn.state_dict().items()})
             self.callback({"kind": "val", **metrics, "best": best_metric})

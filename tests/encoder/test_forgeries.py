@@ -1,0 +1,183 @@
+"""Skilled forgeries: the NNN/ + NNN_forg/ folder convention, batches that put a writer's forgeries beside
+it, losses that never take a forgery as a positive, reference-based evaluation, calibration on skilled
+forgeries, and `train`/`evaluate` end to end on a small synthetic signature set."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from twinsearch.encoder.card import read_card
+from twinsearch.encoder.commands import evaluate as evaluate_cmd
+from twinsearch.encoder.commands import train as train_cmd
+from twinsearch.encoder.data import load_arrays, open_source
+from twinsearch.encoder.errors import DataError
+from twinsearch.encoder.evaluation.references import class_distance, reference_distances, reference_report
+from twinsearch.encoder.evaluation.report import calibrate, forgery_pair_distances
+from twinsearch.encoder.preprocess import Preprocess
+from twinsearch.encoder.samplers import PKSampler
+from twinsearch.encoder.training.trainer import loss_labels
+
+from .test_ink import scribble
+
+
+@pytest.fixture(scope="module")
+def signature_tree(tmp_path_factory):
+    """root/wNN/ (8 genuine) and root/wNN_forg/ (6 forgeries) for 10 writers. A writer's genuine images are
+    its scribble with small jitter; forgeries are the same scribble with larger distortions, on a whiter page."""
+    root = tmp_path_factory.mktemp("signatures")
+    for w in range(10):
+        base = scribble(w)
+        for kind, count, jitter, background in (("", 8, 1, 241), ("_forg", 6, 4, 255)):
+            folder = root / f"w{w:02d}{kind}"
+            folder.mkdir()
+            for i in range(count):
+                rng = np.random.default_rng(1000 * w + 100 * len(kind) + i)
+                img = np.roll(base, tuple(rng.integers(-jitter, jitter + 1, size=2)), axis=(0, 1))
+                if kind:
+                    img = np.roll(img, int(rng.integers(-jitter, jitter + 1)), axis=1)
+                    img[:, ::7] = np.minimum(img[:, ::7], np.roll(img, 3, axis=0)[:, ::7])
+                img = np.where(img == 255, background, img).astype(np.uint8)
+                Image.fromarray(img).save(folder / f"{i}.png")
+    return root
+
+
+def test_folder_convention_marks_forgeries(signature_tree):
+    src = open_source(signature_tree, forgery_suffix="_forg")
+    assert src.forges is not None
+    assert (src.forges >= 0).sum() == 10
+    for c, name in enumerate(src.classes):
+        if name.endswith("_forg"):
+            assert src.classes[src.forges[c]] == name[:-5]
+        else:
+            assert src.forges[c] == -1
+    s = src.summary()
+    assert s["classes"] == 10 and s["forgery_classes"] == 10 and s["forgeries"] == 60
+    assert open_source(signature_tree).forges is None  # no suffix: every folder is a class
+
+
+def test_forgeries_need_their_writer(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b_forg").mkdir()
+    Image.new("L", (8, 8), 0).save(tmp_path / "a" / "0.png")
+    Image.new("L", (8, 8), 0).save(tmp_path / "b_forg" / "0.png")
+    with pytest.raises(DataError, match="b_forg.*no folder of genuine images"):
+        open_source(tmp_path, forgery_suffix="_forg")
+
+
+def test_split_keeps_forgeries_with_their_writer(signature_tree):
+    arrays = load_arrays(open_source(signature_tree, forgery_suffix="_forg"), Preprocess(width=8, height=8))
+    train, val = arrays.split_genuine_classes(0.3, seed=0)
+    for part in (train, val):
+        names = set(part.classes)
+        forged = [n for n in names if n.endswith("_forg")]
+        assert forged and all(n[:-5] in names for n in forged)
+        assert all(part.classes[part.forges[c]] + "_forg" == part.classes[c]
+                   for c in range(part.num_classes) if part.forges[c] >= 0)
+    assert not set(train.classes) & set(val.classes)
+    assert len(train) + len(val) == len(arrays)
+
+
+def test_batches_bring_each_writers_forgeries():
+    labels = np.repeat(np.arange(6), 5)  # classes 0-2 genuine, 3-5 forgeries of 0-2
+    forges = np.array([-1, -1, -1, 0, 1, 2])
+    batch = next(iter(PKSampler(labels, 2, 3, seed=0, forges=forges)))
+    classes = labels[batch]
+    assert len(batch) == 12
+    genuine = sorted(set(classes[:6].tolist()))
+    assert all(c < 3 for c in genuine)
+    assert sorted(set(classes[6:].tolist())) == [c + 3 for c in genuine]  # their forgeries, K each
+    with pytest.raises(ValueError):
+        PKSampler(labels, 4, 2, forges=forges)  # only 3 genuine classes to draw from
+
+
+def test_a_forgery_is_never_a_positive():
+    labels = np.array([0, 0, 1, 1, 2, 2, 3, 3])  # class 2 forges 0, class 3 forges 1
+    forges = np.array([-1, -1, 0, 1])
+    out = loss_labels(labels, forges, "triplet")
+    assert list(out[:4]) == [0, 0, 1, 1]
+    assert len(set(out[4:].tolist())) == 4 and not set(out[4:].tolist()) & {0, 1}
+    assert list(loss_labels(labels, forges, "normsoftmax")) == list(labels)  # a proxy per forged writer
+    assert list(loss_labels(labels, None, "triplet")) == list(labels)
+
+
+def test_reference_scoring_matches_a_direct_computation():
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(14, 4))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    labels = np.array([0] * 5 + [1] * 5 + [2] * 4)  # class 2 forges class 0
+    forges = np.array([-1, -1, 0])
+    raw = reference_distances(emb, labels, forges, references=3, seed=1)
+    assert raw["classes"] == 2
+    assert raw["genuine"].size == 2 * 2 and raw["skilled"].size == 4 and raw["random"].size == 5 + 5
+    refs = emb[:3]
+    d = np.linalg.norm(emb[[3, 4]][:, None] - refs[None], axis=2)
+    assert np.allclose(class_distance(emb[[3, 4]], refs), d.min(1))
+    assert np.allclose(class_distance(emb[[3, 4]], refs, "mean_of_k", 2), np.sort(d, 1)[:, :2].mean(1))
+    proto = refs.mean(0) / np.linalg.norm(refs.mean(0))
+    assert np.allclose(class_distance(emb[[3, 4]], refs, "prototype"), np.linalg.norm(emb[[3, 4]] - proto, axis=1))
+    report, _ = reference_report(emb, labels, forges, 3, threshold=1.0, seed=1)
+    assert report["count"] == 3 and 0 <= report["skilled_eer"] <= 1 and report["frr"] == pytest.approx(
+        float((raw["genuine"] > 1.0).mean()))
+    none, _ = reference_report(emb, labels, forges, 5)
+    assert none["classes"] == 0 and none["skilled_eer"] is None
+
+
+def test_calibration_uses_skilled_forgeries():
+    # writer 0 at (1, 0), its forgeries close by; writer 1 far away
+    emb = np.array([[1, 0], [0.99, 0.14], [0.95, 0.31], [0.8, 0.6], [-1, 0], [-0.99, 0.14]], dtype=np.float64)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    labels = np.array([0, 0, 2, 2, 1, 1])
+    forges = np.array([-1, -1, 0])
+    g, skilled = forgery_pair_distances(emb, labels, forges)
+    assert g.size == 2 and skilled.size == 4
+    cal = calibrate(emb, labels, forges=forges)
+    assert cal.impostor_pairs == 4  # the skilled pairs, not the far-away other writer
+    plain = calibrate(emb, labels)
+    assert plain.impostor_pairs != 4
+
+
+def test_train_and_evaluate_signatures_end_to_end(signature_tree, tmp_path, capsys):
+    out = tmp_path / "sig.tsm"
+    parser = train_cmd.argparse.ArgumentParser()
+    train_cmd.add_arguments(parser)
+    args = train_cmd.parse_args(parser, [
+        "--preset", "signatures", "--data", str(signature_tree), "--size", "24", "48", "--widths", "8", "16",
+        "--dim", "16", "--steps", "6", "-P", "4", "-K", "3", "--val-fraction", "0.3", "--val-every", "3",
+        "--precision", "fp32", "--threads", "1", "--out", str(out), "--no-progress"])
+    assert args.binarize == "otsu" and args.size == [24, 48] and args.widths == [8, 16]  # preset + overrides
+    assert train_cmd.run(args) == 0
+    card = read_card(out)
+    assert card["training"]["preset"] == "signatures"
+    assert card["preprocess"]["height"] == 24 and card["preprocess"]["width"] == 48
+    assert card["preprocess"]["background_removal"] == "otsu" and card["preprocess"]["crop_to_ink"]
+    assert card["training"]["history"][-1]["score_name"] == "1 - val_skilled_eer"
+    refs = card["evaluation"]["references"]
+    assert refs["skilled_forgeries"] > 0 and 0 <= refs["skilled_eer"] <= 1
+    # calibrated on skilled pairs: 3 validation writers x 8 genuine x 6 forgeries
+    assert card["calibration"]["impostor_pairs"] == 3 * 8 * 6
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["oneshot_way"] <= 3 and "skilled_eer" in summary
+
+    report_path = tmp_path / "report.json"
+    parser = evaluate_cmd.argparse.ArgumentParser()
+    evaluate_cmd.add_arguments(parser)
+    args = parser.parse_args(["--model", str(out), "--data", str(signature_tree), "--references", "5", "1", "8",
+                              "--way", "5", "--episodes", "20", "--json", str(report_path),
+                              "--plots", str(tmp_path / "plots")])
+    assert evaluate_cmd.run(args) == 0
+    captured = capsys.readouterr()
+    report = json.loads(report_path.read_text())
+    r = report["references"]
+    assert r["count"] == 5 and r["classes"] == 10 and r["genuine_probes"] == 30 and r["skilled_forgeries"] == 60
+    assert set(r["by_count"]) == {"5", "1", "8"} and r["by_count"]["8"]["classes"] == 0
+    assert "skilled_eer" in r and "random_eer" in r and "far_skilled" in r
+    assert report["data"]["forgeries"] == 60 and report["data"]["classes"] == 10
+    assert (tmp_path / "plots" / "references-skilled" / "det.png").exists()
+    # the whiter page under every forgery is found and reported, and the model's input no longer shows it
+    assert "background_level" in report["shortcuts"]["stored"]["flagged"]
+    assert "background level of the stored images alone separates" in captured.err
+    assert "R=8: no class has more than 8 genuine images" in captured.out
