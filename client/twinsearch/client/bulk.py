@@ -2,7 +2,9 @@
 
 Layout: `ROOT/<class>/<...>/<image>`; with `class_depth=N` the label is the first N folder names
 joined by "/" (e.g. `class_depth=2` on `omniglot/Tagalog/character01/x.png` gives
-"Tagalog/character01"). Files not inside a class folder are reported, never guessed at.
+"Tagalog/character01"). Files not inside a class folder are reported, never guessed at. Symbolic
+links to folders and files are followed under their own names, so a tree assembled from links indexes
+like a copy of it.
 
 Every file's client id is its path relative to ROOT (POSIX separators, after an optional prefix; a
 digest of it when that would be over 256 characters), so
@@ -99,8 +101,9 @@ def walk_folder(
     """The image files under `root` in a stable order, and the files outside any class folder.
 
     Hidden files and folders (name starting with ".") are ignored, and so are files whose extension
-    is not in `extensions` (case-insensitive; default IMAGE_EXTENSIONS). Symbolic links to folders
-    are not followed.
+    is not in `extensions` (case-insensitive; default IMAGE_EXTENSIONS). Symbolic links to folders and
+    files are followed and keep their names (labels and relative paths name the link, not its target);
+    see `_folders` for link cycles and broken links.
     """
     root = Path(root)
     if not root.is_dir():
@@ -110,8 +113,7 @@ def walk_folder(
     wanted = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in (extensions or IMAGE_EXTENSIONS))
     entries: list[FolderEntry] = []
     outside: list[FileFailure] = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+    for folder, files in _folders(root):
         for name in sorted(files):
             if name.startswith(".") or not name.lower().endswith(wanted):
                 continue
@@ -123,6 +125,47 @@ def walk_folder(
                 continue
             entries.append(FolderEntry(path, relative, "/".join(parts[:class_depth])))
     return entries, outside
+
+
+def _folders(root: Path) -> Iterator[tuple[str, list[str]]]:
+    """(folder, names of its files) for `root` and every folder under it, top-down in sorted order,
+    following symbolic links; hidden folders are not entered.
+
+    A tree assembled from links (`union/Greek -> omniglot/Greek`) indexes like a copy. Each real folder
+    is read once, found by its (device, inode): a link back to an ancestor would otherwise loop for ever,
+    and a second link to a folder already read would enroll the same images under two labels. Such
+    links are skipped with a warning, and so are broken links to folders; a broken link with an image's
+    name stays among the files, so that the run's report names it as a file it could not read.
+    """
+    top = root.stat()
+    seen = {(top.st_dev, top.st_ino)}
+
+    def cannot_list(error: OSError) -> None:
+        log.warning("cannot list folder %s: %s", error.filename, error.strerror or error)
+
+    for folder, dirs, files in os.walk(root, onerror=cannot_list, followlinks=True):
+        kept = []
+        for name in sorted(dirs):
+            if name.startswith("."):
+                continue
+            path = os.path.join(folder, name)
+            try:
+                st = os.stat(path)
+            except OSError as exc:  # gone since it was listed
+                log.warning("skipping folder %s: %s", path, exc.strerror or exc)
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                log.warning("skipping %s: it leads to %s, which is read already (a link cycle, or a second "
+                            "link to one folder)", path, os.path.realpath(path))
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            kept.append(name)
+        dirs[:] = kept
+        for name in files:
+            path = os.path.join(folder, name)
+            if not name.startswith(".") and os.path.islink(path) and not os.path.exists(path):
+                log.warning("broken link %s -> %s", path, os.readlink(path))
+        yield folder, files
 
 
 def enroll_folder(

@@ -4,7 +4,9 @@ A folder tree has one folder per class (`root/<class>/<image>`), or with `class_
 level deeper (`root/<group>/<class>/<image>`, Omniglot's alphabet/character). Leading folders shared by
 every image (a zip's top folder, e.g. `images_background_small1/`) are skipped when the images sit
 deeper than `class_depth`. Class names are the relative class paths ("Greek/character01"); the group
-is the first component when `class_depth >= 2`, otherwise the class itself.
+is the first component when `class_depth >= 2`, otherwise the class itself. Symbolic links to folders
+and files are followed and keep their names (see `walk.list_files`), so a tree assembled from links
+reads like a copy.
 
 Skilled forgeries (signatures): with `forgery_suffix` (e.g. "_forg"), a class folder named
 `<class><suffix>` holds forgeries of `<class>`, which must be present too. Such a folder is not a class of
@@ -31,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DataError
+from .walk import list_files
 
 _SKIP_PARTS = ("__MACOSX",)
 
@@ -189,11 +192,16 @@ def _open_source(path: str | os.PathLike, class_depth: int, split: str | None) -
             names = [n for n in zf.namelist() if not n.endswith("/")]
         return _from_paths(names, class_depth, str(p), archive=str(p))
     if p.is_dir():
-        names = [str(PurePosixPath(*f.relative_to(p).parts)) for f in sorted(p.rglob("*")) if f.is_file()]
+        names = [str(f) for f in list_files(p, skip=_skipped_name)]
         src = _from_paths(names, class_depth, str(p), archive=None)
         items = tuple(str(p / n) for n in src.items)
         return ImageSource(src.description, items, src.labels, src.classes, src.groups)
     raise DataError(f"{str(p)!r} is neither a folder nor a zip archive")
+
+
+def _skipped_name(name: str) -> bool:
+    """Hidden files and folders, and the resource forks a macOS zip carries, are not images of a class."""
+    return name.startswith(".") or name in _SKIP_PARTS
 
 
 def _from_paths(names: list[str], class_depth: int, description: str, archive: str | None) -> ImageSource:
@@ -201,7 +209,7 @@ def _from_paths(names: list[str], class_depth: int, description: str, archive: s
     paths = []
     for n in sorted(names):
         pp = PurePosixPath(n)
-        if any(part.startswith(".") or part in _SKIP_PARTS for part in pp.parts):
+        if any(_skipped_name(part) for part in pp.parts):
             continue
         if pp.suffix.lower() in exts:
             paths.append(pp)
