@@ -29,28 +29,58 @@ REPO = Path(__file__).resolve().parents[1]
 OMNIGLOT = "data/omniglot"
 HELD_OUT = ["Japanese_(katakana)", "Sanskrit", "Tagalog"]
 FASHION = "/usr/share/datasets/fashion-mnist"
+SIGNATURES_ZIP = REPO.parent / "shared" / "data" / "signatures" / "sigcomp2011.zip"
+SIGNATURES = "runs/sigcomp2011-writers"  # made by `prepare_signatures` (not part of the repository)
 
+# Each recipe is a preset of `twinsearch train` plus the data it was measured on; flags here override the
+# preset only where the data needs it (layout, normalisation, the closed-set posterior).
 RECIPES = {
     "omniglot": {
+        "preset": "characters",
         "train": ["--data", f"{OMNIGLOT}/images_background_small1.zip", "--class-depth", "2",
                   "--calib-data", f"{OMNIGLOT}/images_background_small2.zip", "--calib-groups", *HELD_OUT,
-                  "--invert", "--size", "32", "--rotations", "--loss", "prototypical", "-P", "60", "-K", "2",
-                  "--groups-per-batch", "2", "--aug-elastic", "0.03", "--tta", "2", "--threads", "2",
-                  "--val-every", "200", "--name", "omniglot"],
+                  "--threads", "2", "--name", "omniglot"],
         "evaluate": ["--data", f"{OMNIGLOT}/images_background_small2.zip", "--class-depth", "2",
                      "--groups", *HELD_OUT, "--way", "20", "--shot", "1", "--within-group", "--episodes", "400"],
     },
     "fashion-mnist": {
+        "preset": "clothing",
         "train": ["--data", FASHION, "--split", "train", "--val-by", "images", "--val-fraction", "0.05",
-                  "--size", "28", "--mean", "0.286", "--std", "0.353", "--widths", "32", "64", "128",
-                  "--convs-per-block", "2", "--precision", "bf16", "--tta", "1", "--tta-flip",
-                  "--posterior-weight", "0.75", "--loss", "normsoftmax",
-                  "--margin", "0.25", "--scale", "30", "-P", "10", "-K", "25", "--aug-rotation", "0",
-                  "--aug-shear", "0", "--aug-scale", "0.95", "1.05", "--aug-translate", "0.06", "--aug-hflip", "0.5",
-                  "--threads", "2", "--val-every", "1000", "--name", "fashion-mnist"],
+                  "--posterior-weight", "0.75", "--threads", "2", "--name", "fashion-mnist"],
         "evaluate": ["--data", FASHION, "--split", "test", "--way", "10", "--shot", "1", "--episodes", "400"],
     },
+    "signatures": {
+        "preset": "signatures",
+        "train": ["--data", f"{SIGNATURES}/train", "--threads", "2", "--name", "signatures"],
+        "evaluate": ["--data", f"{SIGNATURES}/eval", "--references", "5", "1", "3", "10", "--way", "10",
+                     "--episodes", "400"],
+    },
 }
+
+
+def prepare_signatures(zip_path: Path = SIGNATURES_ZIP, out: Path = REPO / SIGNATURES) -> Path:
+    """The writer-independent split of the ICDAR 2011 Dutch signatures: writers 001-048 in out/train, 049-069
+    in out/eval, each as NNN/ (genuine, from both of the set's folders) and NNN_forg/ (skilled forgeries).
+    The set stays outside the repository (its licence); this copies it into the ignored runs/ folder."""
+    import zipfile
+
+    if (out / "train").is_dir() and (out / "eval").is_dir():
+        return out
+    if not zip_path.exists():
+        raise SystemExit(f"signature data not found at {zip_path}")
+    tmp = out.with_name(out.name + ".tmp")
+    with zipfile.ZipFile(zip_path) as zf:
+        for name in zf.namelist():
+            parts = Path(name).parts
+            if name.endswith("/") or len(parts) < 5 or not name.lower().endswith(".png"):
+                continue
+            writer_folder = parts[-2]  # NNN or NNN_forg
+            side = "train" if int(writer_folder[:3]) <= 48 else "eval"
+            target = tmp / side / writer_folder / f"{parts[1]}_{parts[-1]}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(zf.read(name))
+    tmp.rename(out)
+    return out
 
 
 def main() -> int:
@@ -58,13 +88,17 @@ def main() -> int:
     parser.add_argument("recipe", choices=sorted(RECIPES))
     parser.add_argument("--minutes", type=float, default=20.0)
     parser.add_argument("--results", default=str(REPO / "bench" / "results"))
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     recipe = RECIPES[args.recipe]
+    if args.recipe == "signatures":
+        prepare_signatures()
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     stem = results / f"encoder_{args.recipe}"
     twinsearch = str(Path(sys.executable).with_name("twinsearch"))
-    train = [twinsearch, "train", *recipe["train"], "--minutes", f"{args.minutes:g}", "--out", f"{stem}.tsm"]
+    train = [twinsearch, "train", "--preset", recipe["preset"], *recipe["train"], "--minutes", f"{args.minutes:g}",
+             "--seed", str(args.seed), "--out", f"{stem}.tsm"]
     evaluate = [twinsearch, "evaluate", "--model", f"{stem}.tsm", *recipe["evaluate"], "--json", f"{stem}.json",
                 "--plots", f"{stem}_plots"]
     for cmd in (train, evaluate):

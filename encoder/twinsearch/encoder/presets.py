@@ -34,8 +34,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "signatures": {
         "invert": True, "size": [96, 192], "resize": "fit", "background_removal": "otsu", "binarize": "otsu",
         "crop_to_ink": True, "backbone": "conv4", "widths": [32, 64, 96, 128], "pool": "avg",
-        "loss": "triplet", "margin": 0.2, "mining": "batch_hard", "classes_per_batch": 16,
-        "images_per_class": 4, "precision": "bf16", "aug_rotation": 5.0, "aug_shear": 0.15,
+        "loss": "prototypical", "scale": 10.0, "classes_per_batch": 16, "images_per_class": 4,
+        "precision": "bf16", "aug_rotation": 5.0, "aug_shear": 0.15,
         "aug_scale": [0.9, 1.1], "aug_translate": 0.05, "val_fraction": 0.2, "val_every": 100,
     },
     "clothing": {

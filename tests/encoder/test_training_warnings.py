@@ -1,0 +1,82 @@
+"""Training that cannot fail silently: collapse, too few validation classes, too little calibration, too
+few steps for the budget, and the preset mechanism of `twinsearch train`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from twinsearch.encoder.card import read_card
+from twinsearch.encoder.commands import train as train_cmd
+from twinsearch.encoder.presets import PRESETS, preset
+from twinsearch.encoder.training.trainer import distance_spread
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser()
+    train_cmd.add_arguments(parser)
+    return train_cmd.parse_args(parser, argv)
+
+
+def _tiny(glyph_tree, out, *extra):
+    return _parse(["--data", str(glyph_tree), "--class-depth", "2", "--invert", "--size", "16", "--widths", "8",
+                   "16", "--pool", "avg", "--dim", "8", "-P", "4", "-K", "3", "--val-every", "0", "--threads", "1",
+                   "--no-progress", "--out", str(out), *extra])
+
+
+def test_distance_spread_sees_a_collapse():
+    rng = np.random.default_rng(0)
+    same = np.tile(rng.normal(size=(1, 16)), (50, 1))
+    same /= np.linalg.norm(same, axis=1, keepdims=True)
+    assert distance_spread(same) == pytest.approx(0.0, abs=1e-6)
+    spread = rng.normal(size=(50, 16))
+    spread /= np.linalg.norm(spread, axis=1, keepdims=True)
+    assert distance_spread(spread) > 0.05
+
+
+def test_collapse_and_small_validation_are_reported(glyph_tree, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(train_cmd, "COLLAPSED_SPREAD", 10.0)  # every embedding counts as collapsed
+    out = tmp_path / "m.tsm"
+    assert train_cmd.run(_tiny(glyph_tree, out, "--steps", "3")) == 0
+    err = capsys.readouterr().err
+    assert "the embedding has collapsed" in err
+    assert "is 2.0-way, not 20-way" in err  # 10% of 12 classes held out: 2 classes
+    assert "impostor pairs" in err  # a handful of held-out images cannot set FAR 0.1%
+    warnings = read_card(out)["training"]["warnings"]
+    assert any("collapsed" in w for w in warnings) and len(warnings) == 3
+
+
+def test_a_healthy_run_has_no_collapse_warning(glyph_tree, tmp_path, capsys):
+    out = tmp_path / "m.tsm"
+    assert train_cmd.run(_tiny(glyph_tree, out, "--steps", "3")) == 0
+    assert "collapsed" not in capsys.readouterr().err
+    assert read_card(out)["evaluation"]["distance_spread"] > train_cmd.COLLAPSED_SPREAD
+
+
+def test_steps_per_second_and_too_small_a_budget(glyph_tree, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(train_cmd, "FEW_STEPS", 10**9)
+    assert train_cmd.run(_tiny(glyph_tree, tmp_path / "m.tsm", "--minutes", "0.05", "--val-fraction", "0")) == 0
+    err = capsys.readouterr().err
+    assert "steps/s" in err and "the budget allows only about" in err
+
+
+def test_preset_sets_defaults_and_flags_override(tmp_path):
+    args = _parse(["--preset", "characters", "--data", "d", "--out", "o", "--size", "48", "--loss", "triplet"])
+    assert args.rotations and args.invert and args.classes_per_batch == 60  # from the preset
+    assert args.size == [48] and args.loss == "triplet"  # given flags win
+    plain = _parse(["--data", "d", "--out", "o"])
+    assert not plain.rotations and plain.size == [56] and plain.preset is None
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset("faces")
+    for name, settings in PRESETS.items():  # every preset names real flags
+        defaults = vars(_parse(["--data", "d", "--out", "o"]))
+        assert set(settings) <= set(defaults), name
+
+
+def test_train_summary_names_the_way_measured(glyph_tree, tmp_path, capsys):
+    assert train_cmd.run(_tiny(glyph_tree, tmp_path / "m.tsm", "--steps", "2")) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["oneshot_way"] == 2.0 and summary["evaluated_on"] == "validation split"
