@@ -1,10 +1,16 @@
 """The client-side commands of `twinsearch`, run in-process against a real server."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from twinsearch.client.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -124,3 +130,43 @@ def test_tls_and_token_options(tmp_path, tiny_model, certificate, capsys):
         capsys.readouterr()
     finally:
         running.stop(grace=1.0)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "soon"])
+def test_a_timeout_that_is_not_positive_is_a_usage_error(value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["info", "--address", "127.0.0.1:1", "--timeout", value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--timeout" in err and "Traceback" not in err
+
+
+def test_an_unreadable_ca_file_is_one_line(tmp_path, capsys):
+    status = main(["info", "--address", "127.0.0.1:1", "--ca", str(tmp_path / "missing.pem")])
+    err = capsys.readouterr().err
+    assert status == 2 and err.startswith("error: cannot read --ca") and len(err.splitlines()) == 1
+
+
+def _closed_pipe_run(argv: list[str], unbuffered: bool) -> subprocess.CompletedProcess:
+    """Run `twinsearch ARGV` (this checkout's code) with stdout a pipe nobody reads any more, as in
+    `twinsearch ... | head -1` once head has exited."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    env["PYTHONPATH"] = os.pathsep.join(str(ROOT / p) for p in ("proto", "encoder", "server", "client"))
+    if unbuffered:  # each print writes at once, instead of at the flush before exit
+        env["PYTHONUNBUFFERED"] = "1"
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run([sys.executable, "-m", "twinsearch.client.cli", *argv], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, env=env, timeout=60)
+    finally:
+        os.close(write_end)
+
+
+def test_a_closed_stdout_ends_the_command_quietly(server):
+    for argv, unbuffered in [(["info", "--json", "--address", server.address], False),
+                             (["info", "--json", "--address", server.address], True),
+                             (["--help"], False), (["info", "--help"], False)]:
+        out = _closed_pipe_run(argv, unbuffered)
+        assert out.returncode == 141, (argv, out.stderr)
+        assert out.stderr == "", (argv, out.stderr)
