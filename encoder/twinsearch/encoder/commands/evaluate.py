@@ -15,6 +15,8 @@ import argparse
 import json
 import sys
 
+from ._errors import reports_data_errors
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model file (default: the model shipped in the package)")
@@ -35,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
 
 
+@reports_data_errors("evaluate")
 def run(args: argparse.Namespace) -> int:
     import time
 
@@ -43,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..data import open_source
-    from ..errors import DataError, ModelFileError
+    from ..errors import DataError, ImageError, ModelFileError
     from ..evaluation import evaluate_embeddings
     from ..evaluation.plots import write_plots
     from ..model import default_model_path, load_model
@@ -52,17 +55,20 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     try:
         model = load_model(args.model, device=args.device)
-        source = open_source(args.data, args.class_depth, args.split)
-        if args.groups:
-            source = source.select_groups(args.groups)
-    except (ModelFileError, DataError) as exc:
+    except ModelFileError as exc:
         print(f"twinsearch evaluate: {exc}", file=sys.stderr)
         return 2
+    source = open_source(args.data, args.class_depth, args.split)
+    if args.groups:
+        source = source.select_groups(args.groups)
     t0 = time.monotonic()
     pre = model.preprocess
     arrays = np.empty((len(source),) + pre.shape, dtype=np.float32)
     for i, raw in tqdm(source.iter_raw(), total=len(source), desc="decoding", unit="img", leave=False):
-        arrays[i] = pre.load(raw)
+        try:
+            arrays[i] = pre.load(raw)
+        except ImageError as exc:
+            raise DataError(f"{source.items[i]}: {exc}") from exc
     emb = model.embed_arrays(arrays)
     embed_s = time.monotonic() - t0
     group_names = list(dict.fromkeys(source.groups))

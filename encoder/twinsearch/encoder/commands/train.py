@@ -19,6 +19,8 @@ import json
 import shlex
 import sys
 
+from ._errors import reports_data_errors
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = parser.add_argument_group("data")
@@ -147,6 +149,7 @@ def _config(args: argparse.Namespace):
         seed=args.seed, threads=args.threads, precision=args.precision)
 
 
+@reports_data_errors("train")
 def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
