@@ -47,13 +47,16 @@ def test_info(run):
 def test_index_identify_verify_galleries(run, tree):
     status, out, _ = run("galleries", "create", "staff", "--scoring", "prototype")
     assert status == 0 and "staff" in out and "prototype" in out
-    status, out, _ = run("index", str(tree), "--gallery", "staff", "--batch-size", "2", "--no-progress")
-    assert status == 0
+    status, out, err = run("index", str(tree), "--gallery", "staff", "--batch-size", "2", "--no-progress")
+    assert status == 1 and err == "error: 1 of 7 files not enrolled (--allow-partial accepts a partial run)\n"
     assert "bob/broken.png" in out and "1 files not enrolled" in out
-    status, out, _ = run("index", str(tree), "--gallery", "staff", "--json")
+    status, out, _ = run("index", str(tree), "--gallery", "staff", "--json", "--allow-partial")
     figures = json.loads(out)
-    assert status == 0 and (figures["sent"], figures["stored"], figures["skipped"], figures["failed"]) == (7, 0, 6, 1)
+    assert status == 0
+    assert [figures[k] for k in ("found", "sent", "stored", "skipped", "failed")] == [7, 7, 0, 6, 1]
     assert figures["failures"][0]["path"] == "bob/broken.png"
+    status, out, _ = run("index", str(tree), "--gallery", "staff", "--json")
+    assert status == 1 and json.loads(out)["failed"] == 1
 
     status, out, _ = run("galleries")
     assert status == 0 and "staff" in out and "6" in out
@@ -82,8 +85,21 @@ def test_index_identify_verify_galleries(run, tree):
 def test_index_creates_the_gallery_when_asked(run, tree):
     status, _, err = run("index", str(tree), "--gallery", "new", "--no-progress")
     assert status == 1 and "NOT_FOUND" in err
-    status, out, _ = run("index", str(tree), "--gallery", "new", "--create", "--json")
+    status, out, _ = run("index", str(tree), "--gallery", "new", "--create", "--json", "--allow-partial")
     assert status == 0 and json.loads(out)["stored"] == 6
+
+
+def test_index_counts_every_file_once_and_exits_0_when_all_are_enrolled(run, tree, png):
+    (tree / "stray.png").write_bytes(png(77))  # outside any class folder
+    status, out, _ = run("index", str(tree), "--gallery", "counts", "--create", "--json")
+    figures = json.loads(out)
+    assert status == 1
+    assert [figures[k] for k in ("found", "stored", "skipped", "failed")] == [8, 6, 0, 2]
+    (tree / "stray.png").unlink()
+    (tree / "bob" / "broken.png").unlink()
+    status, out, _ = run("index", str(tree), "--gallery", "counts", "--json")
+    figures = json.loads(out)
+    assert status == 0 and [figures[k] for k in ("found", "stored", "skipped", "failed")] == [6, 0, 6, 0]
 
 
 def test_errors_are_one_line_and_exit_1(run, tmp_path):
