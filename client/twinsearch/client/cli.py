@@ -19,6 +19,8 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from twinsearch.client.version import package_version
+
 SERVER_EXTRA = ("torch", "faiss")
 
 
@@ -59,9 +61,10 @@ def _top_parser() -> argparse.ArgumentParser:
         description="Verification (1:1) and one-shot identification (1:N) by Siamese embeddings.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=f"commands:\n{listing}\n\nRun `twinsearch COMMAND --help` for the options of one command.",
-        usage="twinsearch [-h] [-v] COMMAND [options]",
+        usage="twinsearch [-h] [-v] [--version] COMMAND [options]",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("--version", action="version", version=f"twinsearch {package_version()}")
     parser.add_argument("command", nargs="?", metavar="COMMAND", help="one of the commands below")
     return parser
 
