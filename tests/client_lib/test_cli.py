@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -78,7 +79,7 @@ def test_index_identify_verify_galleries(run, tree):
     status, out, _ = run("verify", probe, str(tree / "bob" / "0.png"), "--json", "--threshold", "0.0")
     assert json.loads(out)["threshold"]["source"] == "request"
 
-    status, out, _ = run("galleries", "delete", "staff")
+    status, out, _ = run("galleries", "delete", "staff", "--yes")
     assert status == 0 and "6 items" in out
 
 
@@ -186,3 +187,37 @@ def test_a_closed_stdout_ends_the_command_quietly(server):
         out = _closed_pipe_run(argv, unbuffered)
         assert out.returncode == 141, (argv, out.stderr)
         assert out.stderr == "", (argv, out.stderr)
+
+
+class _Terminal:
+    """A stdin that is a terminal on which the user types `answer`."""
+
+    def __init__(self, answer: str):
+        self.answer = answer
+
+    def isatty(self) -> bool:
+        return True
+
+    def readline(self) -> str:
+        return self.answer
+
+
+def test_galleries_delete_asks_first(run, monkeypatch):
+    assert run("galleries", "create", "kept")[0] == 0
+    status, _, err = run("galleries", "delete", "kept")  # stdin is not a terminal here
+    assert status == 2 and "pass --yes" in err and "Traceback" not in err
+    monkeypatch.setattr("sys.stdin", _Terminal("n\n"))
+    status, _, err = run("galleries", "delete", "kept")
+    assert status == 1 and "delete gallery 'kept' and its 0 items? [y/N]" in err and "not deleted" in err
+    assert run("galleries", "show", "kept")[0] == 0
+    monkeypatch.setattr("sys.stdin", _Terminal("y\n"))
+    status, out, _ = run("galleries", "delete", "kept")
+    assert status == 0 and "deleted gallery 'kept'" in out
+    assert run("galleries", "show", "kept")[0] == 1
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert re.fullmatch(r"twinsearch \d+\.\d+\.\d+\S*\n", capsys.readouterr().out)
