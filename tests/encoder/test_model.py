@@ -112,7 +112,7 @@ def test_corrupt_and_incompatible_files(tiny_model_file, tmp_path):
         "weights": (lambda p: _rewrite(path, p, weights=lambda w: w[:100]), "corrupt or not a twinsearch"),
         # weights that are not tensors, or a damaged pickle: torch would advise weights_only=False
         "numpy": (lambda p: _rewrite(path, p, weights=lambda w: _saved({"x": np.zeros(3)})), "corrupt or not a"),
-        "pickle": (lambda p: _rewrite(path, p, weights=lambda w: pickle.dumps(collections.Counter("ab"))),
+        "pickle": (lambda p: _rewrite(path, p, weights=lambda w: pickle.dumps(collections.Counter("ab"), protocol=2)),
                    "corrupt or not a"),
         "flipped": (lambda p: _rewrite(path, p, weights=lambda w: _zero_pickle(w)), "corrupt or not a"),
         "list": (lambda p: _rewrite(path, p, weights=lambda w: _saved([1, 2])), "corrupt or not a"),
