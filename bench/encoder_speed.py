@@ -20,8 +20,8 @@ import torch
 
 from twinsearch.encoder.augment import RandomAffine
 from twinsearch.encoder.heads import build_net
-from twinsearch.encoder.presets import PRESETS
 from twinsearch.encoder.preprocess import Preprocess
+from twinsearch.encoder.presets import PRESETS
 from twinsearch.encoder.training import TrainConfig
 from twinsearch.encoder.training.trainer import architecture_for, build_loss
 

@@ -50,9 +50,11 @@ def test_walk_folder(tree):
 
 
 def _check_first_run(report):
-    assert (report.found, report.sent, report.stored, report.skipped) == (18, 16, 15, 0)
+    # 19 image files: 15 good, 3 bad in class folders, 1 outside; each counted once.
+    assert (report.found, report.sent, report.stored, report.skipped, report.failed) == (19, 16, 15, 0, 4)
     reasons = {f.path: f.reason for f in report.failures}
     assert set(reasons) == {"bob/broken.png", "bob/empty.jpg", "carol/dangling.png", "stray.png"}
+    assert reasons["bob/broken.png"].startswith("cannot identify the image format")  # not "items[3]: ..."
     assert "empty file" in reasons["bob/empty.jpg"]
     assert "cannot read" in reasons["carol/dangling.png"]
     assert "class folder" in reasons["stray.png"]
@@ -67,7 +69,7 @@ def test_enroll_folder_reports_failures_and_a_rerun_stores_nothing_new(client, t
     assert seen[0].done == 0 and seen[-1].done == seen[-1].total == 18 and seen[-1].stored == 15
     assert {(c.label, c.count) for c in client.classes("photos")} == set(CLASSES.items())
     again = client.enroll_folder("photos", tree, batch_size=5)
-    assert (again.sent, again.stored, again.skipped, again.failed) == (16, 0, 15, 4)
+    assert (again.found, again.sent, again.stored, again.skipped, again.failed) == (19, 16, 0, 15, 4)
     assert client.get_gallery("photos").item_count == 15
     stored = client.search("photos", (tree / "alice" / "sub" / "0.png"), k=1)[0]
     assert stored.client_id == "alice/sub/0.png" and stored.label == "alice"

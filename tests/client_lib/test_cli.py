@@ -1,10 +1,17 @@
 """The client-side commands of `twinsearch`, run in-process against a real server."""
 
 import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from twinsearch.client.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -41,13 +48,16 @@ def test_info(run):
 def test_index_identify_verify_galleries(run, tree):
     status, out, _ = run("galleries", "create", "staff", "--scoring", "prototype")
     assert status == 0 and "staff" in out and "prototype" in out
-    status, out, _ = run("index", str(tree), "--gallery", "staff", "--batch-size", "2", "--no-progress")
-    assert status == 0
+    status, out, err = run("index", str(tree), "--gallery", "staff", "--batch-size", "2", "--no-progress")
+    assert status == 1 and err == "error: 1 of 7 files not enrolled (--allow-partial accepts a partial run)\n"
     assert "bob/broken.png" in out and "1 files not enrolled" in out
-    status, out, _ = run("index", str(tree), "--gallery", "staff", "--json")
+    status, out, _ = run("index", str(tree), "--gallery", "staff", "--json", "--allow-partial")
     figures = json.loads(out)
-    assert status == 0 and (figures["sent"], figures["stored"], figures["skipped"], figures["failed"]) == (7, 0, 6, 1)
+    assert status == 0
+    assert [figures[k] for k in ("found", "sent", "stored", "skipped", "failed")] == [7, 7, 0, 6, 1]
     assert figures["failures"][0]["path"] == "bob/broken.png"
+    status, out, _ = run("index", str(tree), "--gallery", "staff", "--json")
+    assert status == 1 and json.loads(out)["failed"] == 1
 
     status, out, _ = run("galleries")
     assert status == 0 and "staff" in out and "6" in out
@@ -69,15 +79,28 @@ def test_index_identify_verify_galleries(run, tree):
     status, out, _ = run("verify", probe, str(tree / "bob" / "0.png"), "--json", "--threshold", "0.0")
     assert json.loads(out)["threshold"]["source"] == "request"
 
-    status, out, _ = run("galleries", "delete", "staff")
+    status, out, _ = run("galleries", "delete", "staff", "--yes")
     assert status == 0 and "6 items" in out
 
 
 def test_index_creates_the_gallery_when_asked(run, tree):
     status, _, err = run("index", str(tree), "--gallery", "new", "--no-progress")
     assert status == 1 and "NOT_FOUND" in err
-    status, out, _ = run("index", str(tree), "--gallery", "new", "--create", "--json")
+    status, out, _ = run("index", str(tree), "--gallery", "new", "--create", "--json", "--allow-partial")
     assert status == 0 and json.loads(out)["stored"] == 6
+
+
+def test_index_counts_every_file_once_and_exits_0_when_all_are_enrolled(run, tree, png):
+    (tree / "stray.png").write_bytes(png(77))  # outside any class folder
+    status, out, _ = run("index", str(tree), "--gallery", "counts", "--create", "--json")
+    figures = json.loads(out)
+    assert status == 1
+    assert [figures[k] for k in ("found", "stored", "skipped", "failed")] == [8, 6, 0, 2]
+    (tree / "stray.png").unlink()
+    (tree / "bob" / "broken.png").unlink()
+    status, out, _ = run("index", str(tree), "--gallery", "counts", "--json")
+    figures = json.loads(out)
+    assert status == 0 and [figures[k] for k in ("found", "stored", "skipped", "failed")] == [6, 0, 6, 0]
 
 
 def test_errors_are_one_line_and_exit_1(run, tmp_path):
@@ -124,3 +147,77 @@ def test_tls_and_token_options(tmp_path, tiny_model, certificate, capsys):
         capsys.readouterr()
     finally:
         running.stop(grace=1.0)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "soon"])
+def test_a_timeout_that_is_not_positive_is_a_usage_error(value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["info", "--address", "127.0.0.1:1", "--timeout", value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--timeout" in err and "Traceback" not in err
+
+
+def test_an_unreadable_ca_file_is_one_line(tmp_path, capsys):
+    status = main(["info", "--address", "127.0.0.1:1", "--ca", str(tmp_path / "missing.pem")])
+    err = capsys.readouterr().err
+    assert status == 2 and err.startswith("error: cannot read --ca") and len(err.splitlines()) == 1
+
+
+def _closed_pipe_run(argv: list[str], unbuffered: bool) -> subprocess.CompletedProcess:
+    """Run `twinsearch ARGV` (this checkout's code) with stdout a pipe nobody reads any more, as in
+    `twinsearch ... | head -1` once head has exited."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    env["PYTHONPATH"] = os.pathsep.join(str(ROOT / p) for p in ("proto", "encoder", "server", "client"))
+    if unbuffered:  # each print writes at once, instead of at the flush before exit
+        env["PYTHONUNBUFFERED"] = "1"
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run([sys.executable, "-m", "twinsearch.client.cli", *argv], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, env=env, timeout=60)
+    finally:
+        os.close(write_end)
+
+
+def test_a_closed_stdout_ends_the_command_quietly(server):
+    for argv, unbuffered in [(["info", "--json", "--address", server.address], False),
+                             (["info", "--json", "--address", server.address], True),
+                             (["--help"], False), (["info", "--help"], False)]:
+        out = _closed_pipe_run(argv, unbuffered)
+        assert out.returncode == 141, (argv, out.stderr)
+        assert out.stderr == "", (argv, out.stderr)
+
+
+class _Terminal:
+    """A stdin that is a terminal on which the user types `answer`."""
+
+    def __init__(self, answer: str):
+        self.answer = answer
+
+    def isatty(self) -> bool:
+        return True
+
+    def readline(self) -> str:
+        return self.answer
+
+
+def test_galleries_delete_asks_first(run, monkeypatch):
+    assert run("galleries", "create", "kept")[0] == 0
+    status, _, err = run("galleries", "delete", "kept")  # stdin is not a terminal here
+    assert status == 2 and "pass --yes" in err and "Traceback" not in err
+    monkeypatch.setattr("sys.stdin", _Terminal("n\n"))
+    status, _, err = run("galleries", "delete", "kept")
+    assert status == 1 and "delete gallery 'kept' and its 0 items? [y/N]" in err and "not deleted" in err
+    assert run("galleries", "show", "kept")[0] == 0
+    monkeypatch.setattr("sys.stdin", _Terminal("y\n"))
+    status, out, _ = run("galleries", "delete", "kept")
+    assert status == 0 and "deleted gallery 'kept'" in out
+    assert run("galleries", "show", "kept")[0] == 1
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert re.fullmatch(r"twinsearch \d+\.\d+\.\d+\S*\n", capsys.readouterr().out)

@@ -149,3 +149,36 @@ def test_snapshot_after_changes_bounds_the_catch_up(tmp_path, rng):
         assert store.get_gallery("g").item_count == 300
         g = store._galleries["g"]
         assert g.changes == 60  # the snapshot was taken at 240 items (after the 4th batch)
+
+
+@pytest.mark.parametrize("spec", KINDS, ids=lambda s: s.kind.value)
+def test_deleting_the_newest_item_keeps_the_snapshot(tmp_path, rng, spec, caplog):
+    # The snapshot's largest id is then above SQLite's, yet both count the same deletions: it matches.
+    with GalleryStore.open(tmp_path, SETTINGS) as store:
+        _, _, q = fill(store, rng, spec)
+        newest = store._galleries["g"].applied_max_id
+        assert store.delete_items("g", ids=[newest]) == 1
+        before = answers(store, "g", q)
+    with caplog.at_level("INFO", logger="twinsearch.server"):
+        with GalleryStore.open(tmp_path, SETTINGS) as store:
+            assert store.load_report == {"g": "snapshot"}
+            assert_same(before, answers(store, "g", q))
+    assert not [r for r in caplog.records if "rebuil" in r.getMessage()]
+
+
+def test_a_snapshot_ahead_of_sqlite_is_rebuilt(tmp_path, rng):
+    # SQLite restored from an older copy: the snapshot holds items SQLite never committed.
+    with GalleryStore.open(tmp_path, SETTINGS) as store:
+        x, labels, q = fill(store, rng, IndexSpec())
+    old = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file() and "sqlite" in p.name}
+    assert old
+    with GalleryStore.open(tmp_path, SETTINGS) as store:
+        store.enroll("g", ["late"] * 3, x[:3])
+    for p in tmp_path.iterdir():
+        if p.is_file() and "sqlite" in p.name:
+            p.unlink()
+    for name, data in old.items():
+        (tmp_path / name).write_bytes(data)
+    with GalleryStore.open(tmp_path, SETTINGS) as store:
+        assert store.load_report == {"g": "rebuilt"}
+        assert "late" not in [c.label for c in store.list_classes("g", page_size=1000).classes]

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import collections
+import io
 import json
+import pickle
 import subprocess
 import sys
 import zipfile
@@ -80,6 +83,22 @@ def _rewrite(src, dst, card=None, weights=None):
             zout.writestr(name, data)
 
 
+def _saved(obj) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def _zero_pickle(weights: bytes) -> bytes:
+    """The weights with their pickle (data.pkl inside torch's zip) overwritten by zero bytes."""
+    src, out = zipfile.ZipFile(io.BytesIO(weights)), io.BytesIO()
+    with zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            dst.writestr(info, bytes(len(data)) if info.filename.endswith("data.pkl") else data)
+    return out.getvalue()
+
+
 def test_corrupt_and_incompatible_files(tiny_model_file, tmp_path):
     path, _ = tiny_model_file
     cases = {
@@ -90,13 +109,20 @@ def test_corrupt_and_incompatible_files(tiny_model_file, tmp_path):
         "format": (lambda p: _rewrite(path, p, card=lambda c: {**c, "format": "other"}), "not a twinsearch"),
         "arch": (lambda p: _rewrite(path, p, card=lambda c: {**c, "architecture": {**c["architecture"], "dim": 7}}),
                  "does not fit"),
-        "weights": (lambda p: _rewrite(path, p, weights=lambda w: w[:100]), "cannot be read"),
+        "weights": (lambda p: _rewrite(path, p, weights=lambda w: w[:100]), "corrupt or not a twinsearch"),
+        # weights that are not tensors, or a damaged pickle: torch would advise weights_only=False
+        "numpy": (lambda p: _rewrite(path, p, weights=lambda w: _saved({"x": np.zeros(3)})), "corrupt or not a"),
+        "pickle": (lambda p: _rewrite(path, p, weights=lambda w: pickle.dumps(collections.Counter("ab"), protocol=2)),
+                   "corrupt or not a"),
+        "flipped": (lambda p: _rewrite(path, p, weights=lambda w: _zero_pickle(w)), "corrupt or not a"),
+        "list": (lambda p: _rewrite(path, p, weights=lambda w: _saved([1, 2])), "corrupt or not a"),
     }
     for name, (make, message) in cases.items():
         p = tmp_path / f"{name}.tsm"
         make(p)
-        with pytest.raises(ModelFileError, match=message):
+        with pytest.raises(ModelFileError, match=message) as error:
             load_model(p)
+        assert "weights_only" not in str(error.value) and "torch.load" not in str(error.value), name
 
     # same shapes, altered values: caught by the fingerprint
     state = torch.load(zipfile.ZipFile(path).open("weights.pt"), weights_only=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -19,29 +18,40 @@ from .conftest import glyph, png
 
 
 class Recorder:
-    """run(key, parts) that records each gathered run, optionally slowly, failing on parts == 'bad'."""
+    """run(key, parts) that records each gathered run, failing on parts == 'bad'. The first run sets
+    `started` and then waits for `release`, so that a test can queue parts behind it (events, no sleeps)."""
 
-    def __init__(self, delay: float = 0.0):
+    def __init__(self):
         self.runs: list[tuple[object, list]] = []
-        self.delay = delay
         self.lock = threading.Lock()
+        self.started = threading.Event()
+        self.release = threading.Event()
 
     def __call__(self, key, parts):
         with self.lock:
             self.runs.append((key, list(parts)))
-        time.sleep(self.delay)
+            first = len(self.runs) == 1
+        if first:
+            self.started.set()
+            assert self.release.wait(10), "the test never released the first run"
         if "bad" in parts:
             raise InvalidArgument("bad part")
         return [f"{key}:{p}" for p in parts]
 
+    def hold_first(self, batcher: Batcher, key, part, size: int = 1):
+        """Submit the part that runs first and wait until it runs (and blocks): later parts queue."""
+        future = batcher.submit(key, part, size)
+        assert self.started.wait(10)
+        return future
+
 
 def test_gathers_parts_with_the_same_key():
-    run = Recorder(delay=0.2)
+    run = Recorder()
     batcher = Batcher("t", run, max_size=100, wait_s=0.01)
     try:
-        first = batcher.submit("a", "p0", 1)
-        time.sleep(0.05)  # p0 is running; the next ones queue up meanwhile
+        first = run.hold_first(batcher, "a", "p0")
         futures = [batcher.submit("a", f"p{i}", 1) for i in range(1, 6)] + [batcher.submit("b", "q", 1)]
+        run.release.set()
         results = [f.result(timeout=5) for f in [first, *futures]]
     finally:
         batcher.close()
@@ -50,12 +60,12 @@ def test_gathers_parts_with_the_same_key():
 
 
 def test_max_size_splits_batches():
-    run = Recorder(delay=0.1)
+    run = Recorder()
     batcher = Batcher("t", run, max_size=4, wait_s=0.0)
     try:
-        blocker = batcher.submit("k", "x", 1)
-        time.sleep(0.03)
+        blocker = run.hold_first(batcher, "k", "x")
         futures = [batcher.submit("k", f"p{i}", 2) for i in range(4)]
+        run.release.set()
         for f in [blocker, *futures]:
             f.result(timeout=5)
     finally:
@@ -64,100 +74,130 @@ def test_max_size_splits_batches():
 
 
 def test_an_error_goes_to_the_part_that_caused_it():
-    run = Recorder(delay=0.1)
+    run = Recorder()
     batcher = Batcher("t", run, max_size=100, wait_s=0.01)
     try:
-        blocker = batcher.submit("k", "x", 1)
-        time.sleep(0.03)
+        blocker = run.hold_first(batcher, "k", "x")
         good, bad, other = (batcher.submit("k", p, 1) for p in ("ok", "bad", "fine"))
+        run.release.set()
         assert blocker.result(timeout=5) == "k:x"
         assert good.result(timeout=5) == "k:ok" and other.result(timeout=5) == "k:fine"
         with pytest.raises(InvalidArgument):
             bad.result(timeout=5)
     finally:
         batcher.close()
+    # gathered once, then each part alone to find the one that failed
+    assert [parts for _, parts in run.runs] == [["x"], ["ok", "bad", "fine"], ["ok"], ["bad"], ["fine"]]
 
 
 def test_work_of_an_expired_call_is_skipped():
-    run = Recorder(delay=0.3)
+    run = Recorder()
     batcher = Batcher("t", run, max_size=100, wait_s=0.0)
     try:
-        blocker = batcher.submit("k", "x", 1)
-        time.sleep(0.05)
+        blocker = run.hold_first(batcher, "k", "x")
         deadline = Deadline.after(0.05)
         late = batcher.submit("k", "late", 1, deadline)
         with pytest.raises(DeadlineExceeded):
             wait_for(late, deadline)
-        blocker.result(timeout=5)
-        time.sleep(0.05)
+        run.release.set()
+        assert blocker.result(timeout=5) == "k:x"
     finally:
-        batcher.close()
+        batcher.close()  # runs (or drops) what is queued before the workers stop
     assert [parts for _, parts in run.runs] == [["x"]]
 
 
-class SlowModel:
-    """The real model, with a pause in each forward pass, recording the batch sizes it ran."""
+class Submissions:
+    """Wraps `batcher.submit`: the futures it handed out, and `all_queued`, set once `expected` parts
+    were queued."""
 
-    def __init__(self, model, delay: float):
+    def __init__(self, batcher: Batcher, expected: int):
+        self.futures: list = []
+        self.all_queued = threading.Event()
+        self._lock = threading.Lock()
+        submit = batcher.submit
+
+        def counting_submit(*args, **kwargs):
+            future = submit(*args, **kwargs)
+            with self._lock:
+                self.futures.append(future)
+                if len(self.futures) >= expected:
+                    self.all_queued.set()
+            return future
+
+        batcher.submit = counting_submit
+
+
+class GatedModel:
+    """The real model, recording the batch sizes it ran. Each forward pass sets `entered`, then waits
+    for `gate` when there is one: a test holds a pass while other calls queue up behind it."""
+
+    def __init__(self, model):
         self._model = model
-        self.delay = delay
         self.batches: list[int] = []
+        self.entered = threading.Event()
+        self.gate: threading.Event | None = None
 
     def __getattr__(self, name):
         return getattr(self._model, name)
 
     def embed_arrays(self, batch):
         self.batches.append(len(batch))
-        time.sleep(self.delay)
+        self.entered.set()
+        if self.gate is not None:
+            assert self.gate.wait(30), "the test never opened the gate"
         return self._model.embed_arrays(batch)
 
 
 @pytest.fixture
-def slow_engine(tmp_path, model_path):
+def gated_engine(tmp_path, model_path):
     engine = Engine.open(tmp_path, model_path, EngineSettings(torch_threads=1, batch_wait_ms=5))
-    engine.model = SlowModel(engine.model, delay=0.25)
+    engine.model = GatedModel(engine.model)
     yield engine
     engine.close()
 
 
-def test_concurrent_calls_share_encoder_passes(slow_engine):
+def test_concurrent_calls_share_encoder_passes(gated_engine):
     images = [png(glyph(i)) for i in range(12)]
+    gated_engine.model.gate = Submissions(gated_engine._encoder, 12).all_queued
     with ThreadPoolExecutor(12) as pool:
-        vectors = list(pool.map(lambda im: slow_engine.embed([im])[0], images))
-    assert sum(slow_engine.model.batches) == 12
-    assert len(slow_engine.model.batches) <= 4, slow_engine.model.batches  # not 12 passes
-    alone = slow_engine.embed(images)
+        vectors = list(pool.map(lambda im: gated_engine.embed([im])[0], images))
+    # The first pass (whatever it gathered) held until all 12 calls were queued: the rest go in one more.
+    assert sum(gated_engine.model.batches) == 12
+    assert len(gated_engine.model.batches) <= 2, gated_engine.model.batches
+    alone = gated_engine.embed(images)
     np.testing.assert_allclose(np.stack(vectors), alone, atol=1e-5)  # gathering changes no answer
 
 
-def test_concurrent_identifies_share_gallery_searches(slow_engine):
-    slow_engine.model.delay = 0.0
-    slow_engine.create_gallery("g")
-    slow_engine.enroll("g", [EnrollItem(f"c{i}", png(glyph(i))) for i in range(10)])
-    vectors = slow_engine.embed([png(glyph(i)) for i in range(10)])
+def test_concurrent_identifies_share_gallery_searches(gated_engine):
+    gated_engine.create_gallery("g")
+    gated_engine.enroll("g", [EnrollItem(f"c{i}", png(glyph(i))) for i in range(10)])
+    vectors = gated_engine.embed([png(glyph(i)) for i in range(10)])
     seen: list[tuple[str, int, int]] = []
-    slow_engine.observer = lambda stage, calls, rows: seen.append((stage, calls, rows))
-    store = slow_engine.store
+    gated_engine.observer = lambda stage, calls, rows: seen.append((stage, calls, rows))
+    store = gated_engine.store
     real = store.identify
+    all_queued = Submissions(gated_engine._searcher, 10).all_queued
 
-    def slow_identify(*args, **kw):
-        time.sleep(0.2)
+    def gated_identify(*args, **kw):
+        assert all_queued.wait(10)  # no search ends before every call is queued
         return real(*args, **kw)
 
-    store.identify = slow_identify
+    store.identify = gated_identify
     try:
         with ThreadPoolExecutor(10) as pool:
-            answers = list(pool.map(lambda v: slow_engine.identify("g", [v], k=2)[0], vectors))
+            answers = list(pool.map(lambda v: gated_engine.identify("g", [v], k=2)[0], vectors))
     finally:
         del store.identify
     assert [a.label for a in answers] == [f"c{i}" for i in range(10)]
     searches = [s for s in seen if s[0] == "identify"]
     assert sum(rows for _, _, rows in searches) == 10
-    assert len(searches) <= 5 and max(calls for _, calls, _ in searches) > 1, searches
+    # Each of the (at most two) search threads runs what was queued when it came free, then waits;
+    # all the rest was queued before they finish and goes in one more search: 10 calls in <= 3.
+    assert len(searches) <= 3 and max(calls for _, calls, _ in searches) >= 4, searches
 
 
-def test_engine_stops_work_past_the_deadline(slow_engine):
+def test_engine_stops_work_past_the_deadline(gated_engine):
     with call_scope(Deadline.after(-1.0)):
         with pytest.raises(DeadlineExceeded):
-            slow_engine.embed([png(glyph(0))])
-    assert slow_engine.model.batches == []
+            gated_engine.embed([png(glyph(0))])
+    assert gated_engine.model.batches == []

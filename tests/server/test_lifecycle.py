@@ -21,7 +21,7 @@ from twinsearch.v1 import twinsearch_pb2 as pb
 from twinsearch.v1 import twinsearch_pb2_grpc
 
 from .conftest import TIMEOUT, glyph, png, settings_for
-from .test_batching import SlowModel
+from .test_batching import GatedModel, Submissions
 
 
 def probe(cls: int) -> pb.Input:
@@ -34,33 +34,47 @@ def stub_for(address: str):
     return channel, twinsearch_pb2_grpc.TwinSearchStub(channel)
 
 
+def _embed(stub, n: int, seed: int, **kw):
+    return stub.Embed.future(pb.EmbedRequest(images=[pb.Image(encoded=png(glyph(seed)))] * n), **kw)
+
+
 def test_shutdown_finishes_the_call_in_flight(tmp_path, model_path):
     settings = settings_for(tmp_path, model_path)
     engine = Engine.open(settings.data_dir, settings.model_path, settings.engine)
-    engine.model = SlowModel(engine.model, delay=0.0)
+    engine.model = GatedModel(engine.model)
     running = start_server(settings, engine=engine)
     channel, stub = stub_for(running.address)
     try:
         stub.CreateGallery(pb.CreateGalleryRequest(name="kept"), timeout=TIMEOUT)
         stub.Enroll(pb.EnrollRequest(gallery="kept", items=[pb.EnrollItem(label="a", input=probe(1))]),
                     timeout=TIMEOUT)
-        engine.model.delay = 1.0
-        engine.model.batches.clear()
+        engine.model.gate = threading.Event()
+        engine.model.entered.clear()
         in_flight = stub.Identify.future(pb.IdentifyRequest(gallery="kept", probes=[probe(1)]), timeout=TIMEOUT)
-        deadline = time.monotonic() + 10
-        while not engine.model.batches and time.monotonic() < deadline:
-            time.sleep(0.01)  # wait until the call is inside the encoder
-        stopper = threading.Thread(target=running.stop, kwargs={"grace": 5.0})
+        assert engine.model.entered.wait(TIMEOUT)  # the call is inside the encoder, held there
+        stopper = threading.Thread(target=running.stop, kwargs={"grace": TIMEOUT})
         stopper.start()
-        time.sleep(0.2)
-        with pytest.raises(grpc.RpcError) as refused:
-            stub.Info(pb.InfoRequest(), timeout=5)
-        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        # Poll until the stopping server refuses new calls (the call in flight is still held). A call
+        # that arrives just as gRPC's server stops may be cancelled instead; the next is refused.
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            try:
+                stub.Info(pb.InfoRequest(), timeout=5)
+            except grpc.RpcError as refused:
+                if refused.code() == grpc.StatusCode.UNAVAILABLE:
+                    break
+                assert refused.code() == grpc.StatusCode.CANCELLED, refused
+            assert time.monotonic() < deadline, "the server kept accepting calls while stopping"
+            time.sleep(0.01)
+        assert not in_flight.done()
+        engine.model.gate.set()
         answer = in_flight.result(timeout=TIMEOUT)
         assert answer.results[0].label == "a"
         stopper.join(TIMEOUT)
         assert not stopper.is_alive() and running.wait(0)
     finally:
+        if engine.model.gate is not None:
+            engine.model.gate.set()
         channel.close()
         running.stop()
     assert any((tmp_path / "snapshots").iterdir())  # index snapshots written at shutdown
@@ -69,20 +83,25 @@ def test_shutdown_finishes_the_call_in_flight(tmp_path, model_path):
 def test_deadline_expired_in_the_queue_stops_the_work(tmp_path, model_path):
     settings = settings_for(tmp_path, model_path)
     engine = Engine.open(settings.data_dir, settings.model_path, settings.engine)
-    engine.model = SlowModel(engine.model, delay=0.6)
+    engine.model = GatedModel(engine.model)
+    engine.model.gate = threading.Event()
     running = start_server(settings, engine=engine)
     channel, stub = stub_for(running.address)
     try:
-        busy = stub.Embed.future(pb.EmbedRequest(images=[pb.Image(encoded=png(glyph(1)))]), timeout=TIMEOUT)
-        time.sleep(0.2)
+        busy = _embed(stub, 1, 1, timeout=TIMEOUT)
+        assert engine.model.entered.wait(TIMEOUT)  # busy holds the encoder
         with pytest.raises(grpc.RpcError) as info:
             stub.Embed(pb.EmbedRequest(images=[pb.Image(encoded=png(glyph(2)))] * 3), timeout=0.2)
         assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        engine.model.gate.set()
         busy.result(timeout=TIMEOUT)
-        time.sleep(0.3)
-        assert engine.model.batches == [1]  # the expired call's three images never ran
+        # One encoder thread, first in first out: once a later call is answered, the expired one was
+        # dropped or run.
+        _embed(stub, 2, 3, timeout=TIMEOUT).result(timeout=TIMEOUT)
+        assert engine.model.batches == [1, 2]  # the expired call's three images never ran
         assert stub.Info(pb.InfoRequest(), timeout=TIMEOUT).api_version == "v1"
     finally:
+        engine.model.gate.set()
         channel.close()
         running.stop(grace=1.0)
 
@@ -90,19 +109,28 @@ def test_deadline_expired_in_the_queue_stops_the_work(tmp_path, model_path):
 def test_cancelled_call_never_reaches_the_encoder(tmp_path, model_path):
     settings = settings_for(tmp_path, model_path)
     engine = Engine.open(settings.data_dir, settings.model_path, settings.engine)
-    engine.model = SlowModel(engine.model, delay=0.6)
+    engine.model = GatedModel(engine.model)
+    engine.model.gate = threading.Event()
+    queued = Submissions(engine._encoder, 2)
     running = start_server(settings, engine=engine)
     channel, stub = stub_for(running.address)
     try:
-        busy = stub.Embed.future(pb.EmbedRequest(images=[pb.Image(encoded=png(glyph(1)))]), timeout=TIMEOUT)
-        time.sleep(0.2)
-        doomed = stub.Embed.future(pb.EmbedRequest(images=[pb.Image(encoded=png(glyph(2)))] * 5), timeout=TIMEOUT)
-        time.sleep(0.1)
+        busy = _embed(stub, 1, 1, timeout=TIMEOUT)
+        assert engine.model.entered.wait(TIMEOUT)  # busy holds the encoder
+        doomed = _embed(stub, 5, 2, timeout=TIMEOUT)
+        assert queued.all_queued.wait(TIMEOUT)  # doomed waits in the encoder's queue
         doomed.cancel()
+        # The server notices the cancelled call and withdraws its queued work.
+        deadline = time.monotonic() + TIMEOUT
+        while not queued.futures[1].cancelled():
+            assert time.monotonic() < deadline, "the cancelled call's work stayed queued"
+            time.sleep(0.01)
+        engine.model.gate.set()
         busy.result(timeout=TIMEOUT)
-        time.sleep(0.5)
-        assert engine.model.batches == [1]
+        _embed(stub, 2, 3, timeout=TIMEOUT).result(timeout=TIMEOUT)  # everything queued before it is done
+        assert engine.model.batches == [1, 2]
     finally:
+        engine.model.gate.set()
         channel.close()
         running.stop(grace=1.0)
 

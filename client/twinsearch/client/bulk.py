@@ -12,8 +12,9 @@ enrolling the same tree again stores nothing twice: the server answers `created 
 already holds, counted here as "skipped". A run that failed half-way is resumed by running it again.
 
 Files that cannot be read, or that the server cannot decode, are not fatal: the batch goes out with
-`skip_invalid` and the report lists each failure with its reason. The caller gets progress through a
-callback (the command line draws a bar from it); this module only logs.
+`skip_invalid` and the report lists each failure with its reason. Every image file found is counted
+once: `found == stored + skipped + failed`. The caller gets progress through a callback (the command
+line draws a bar from it); this module only logs.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -63,9 +65,10 @@ class BulkProgress:
 
 @dataclass(frozen=True)
 class BulkReport:
-    """What a bulk enrollment did. `sent` counts files sent to the server; of those, `stored` were new,
-    `skipped` were already stored (same client id), the rest failed there. `failures` also holds files
-    that could not be read or were outside a class folder."""
+    """What a bulk enrollment did. `found` counts the image files under the root (by extension, hidden
+    ones left out), each counted once in `stored` (new), `skipped` (already stored under the same
+    client id) or `failures` (outside a class folder, unreadable, or refused by the server):
+    `found == stored + skipped + failed`. `sent` counts the files sent to the server."""
 
     gallery: str
     found: int
@@ -82,6 +85,15 @@ class BulkReport:
     @property
     def images_per_s(self) -> float:
         return self.sent / self.seconds if self.seconds > 0 else 0.0
+
+
+_POSITION = re.compile(r"^items\[\d+\]: ")
+
+
+def _without_position(reason: str) -> str:
+    """A server's reason without its "items[N]: " prefix: N is the file's place in its batch, which
+    means nothing to the reader; the report names the file."""
+    return _POSITION.sub("", reason, count=1)
 
 
 def client_id_for(relative: str, prefix: str = "") -> str:
@@ -192,6 +204,7 @@ def enroll_folder(
     started = time.perf_counter()
     entries, failures = walk_folder(folder, class_depth, extensions)
     total = len(entries)
+    found = total + len(failures)
     log.info("enroll_folder %s -> %s: %d files, %d outside class folders", folder, gallery, total, len(failures))
     counts = {"sent": 0, "stored": 0, "skipped": 0, "local_failed": 0, "server_failed": 0}
     relative_of: dict[str, str] = {}  # client id -> relative path, to name the files the server refused
@@ -225,15 +238,26 @@ def enroll_folder(
 
     report_progress()
     for items, result in client._enroll_batches(gallery, batches(), max_in_flight=max_in_flight):
+        # Each item of the batch is answered once: stored, skipped or failed (an item the answer does
+        # not mention fails too, so that the counts always add up to the files found).
+        waiting = {item.client_id for item in items}
         for item in result.stored:
-            counts["stored" if item.created else "skipped"] += 1
+            if item.client_id in waiting:
+                waiting.discard(item.client_id)
+                counts["stored" if item.created else "skipped"] += 1
         for failure in result.failed:
             client_id = items[failure.index].client_id if failure.index < len(items) else failure.client_id
-            failures.append(FileFailure(relative_of.get(client_id or "", client_id or "?"), failure.reason))
-            counts["server_failed"] += 1
+            if client_id in waiting:
+                waiting.discard(client_id)
+                failures.append(FileFailure(relative_of[client_id], _without_position(failure.reason)))
+                counts["server_failed"] += 1
+        for item in items:
+            if item.client_id in waiting:
+                failures.append(FileFailure(relative_of[item.client_id], "the server's answer did not mention it"))
+                counts["server_failed"] += 1
         report_progress()
     seconds = time.perf_counter() - started
-    report = BulkReport(gallery=gallery, found=total, sent=counts["sent"], stored=counts["stored"],
+    report = BulkReport(gallery=gallery, found=found, sent=counts["sent"], stored=counts["stored"],
                         skipped=counts["skipped"], failures=tuple(failures), seconds=seconds)
     log.info("enroll_folder %s: sent %d, stored %d, skipped %d, failed %d in %.1f s (%.0f images/s)",
              gallery, report.sent, report.stored, report.skipped, report.failed, seconds, report.images_per_s)

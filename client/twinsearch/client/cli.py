@@ -15,10 +15,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from twinsearch.client.version import package_version
+
+SERVER_EXTRA = ("torch", "faiss")
 
 
 @dataclass(frozen=True)
@@ -26,14 +32,18 @@ class Command:
     name: str
     summary: str
     module: str
+    # Top-level packages of the server extra the command needs. Checked before the module is imported:
+    # the modules import them only inside `run`, so that `--help` stays fast.
+    needs: tuple[str, ...] = ()
 
 
 COMMANDS: tuple[Command, ...] = (
     Command("train", "train an encoder on a folder of labelled images and write a model file",
-            "twinsearch.encoder.commands.train"),
+            "twinsearch.encoder.commands.train", needs=("torch",)),
     Command("evaluate", "measure a model: pair verification, N-way k-shot accuracy, Recall@1, MAP@R",
-            "twinsearch.encoder.commands.evaluate"),
-    Command("serve", "run the gRPC server over a data folder", "twinsearch.server.commands.serve"),
+            "twinsearch.encoder.commands.evaluate", needs=("torch",)),
+    Command("serve", "run the gRPC server over a data folder", "twinsearch.server.commands.serve",
+            needs=SERVER_EXTRA),
     Command("index", "bulk-enroll a folder tree (one folder per class) into a gallery",
             "twinsearch.client.commands.index"),
     Command("verify", "are two images the same class? (1:1)", "twinsearch.client.commands.verify"),
@@ -42,7 +52,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("galleries", "list, create or delete galleries", "twinsearch.client.commands.galleries"),
     Command("info", "show the server's model, thresholds and galleries", "twinsearch.client.commands.info"),
     Command("demo", "one-shot Omniglot demo end to end: serve, enroll, identify, verify, report",
-            "twinsearch.client.commands.demo"),
+            "twinsearch.client.commands.demo", needs=SERVER_EXTRA),
 )
 
 
@@ -54,24 +64,39 @@ def _top_parser() -> argparse.ArgumentParser:
         description="Verification (1:1) and one-shot identification (1:N) by Siamese embeddings.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=f"commands:\n{listing}\n\nRun `twinsearch COMMAND --help` for the options of one command.",
-        usage="twinsearch [-h] [-v] COMMAND [options]",
+        usage="twinsearch [-h] [-v] [--version] COMMAND [options]",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("--version", action="version", version=f"twinsearch {package_version()}")
     parser.add_argument("command", nargs="?", metavar="COMMAND", help="one of the commands below")
     return parser
 
 
+def _installed(package: str) -> bool:
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _missing_extra(command: Command, missing: str) -> SystemExit:
+    return SystemExit(
+        f"twinsearch {command.name}: this command needs {missing}, which is not installed.\n"
+        "Install the server extra: pip install 'twinsearch[server]'"
+    )
+
+
 def _load(command: Command):
+    missing = [p for p in command.needs if not _installed(p)]
+    if missing:
+        raise _missing_extra(command, " and ".join(missing))
     try:
         return importlib.import_module(command.module)
     except ImportError as exc:
-        raise SystemExit(
-            f"twinsearch {command.name}: this command needs a part that is not installed ({exc}).\n"
-            "Install the server extra: pip install 'twinsearch[server]'"
-        ) from exc
+        raise _missing_extra(command, exc.name or str(exc)) from exc
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _run(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     top = _top_parser()
     # Split global options from the command and its own options.
@@ -96,6 +121,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()  # here, not at exit, so that a closed pipe is seen below
+    except BrokenPipeError:
+        # The reader went away (`twinsearch ... --json | head -1`). As the Python docs advise: point
+        # stdout at devnull so that the flush at exit does not fail again, and stop quietly with the
+        # status a shell gives a command killed by SIGPIPE.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + 13
 
 
 if __name__ == "__main__":

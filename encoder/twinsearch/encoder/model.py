@@ -149,10 +149,18 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
         raise ModelFileError(f"{str(path)!r} has {CARD_NAME} but no {WEIGHTS_NAME}") from exc
     except (zipfile.BadZipFile, OSError, RuntimeError) as exc:
         raise ModelFileError(f"cannot read the weights in {str(path)!r}: {exc}") from exc
+    not_weights = ModelFileError(f"{str(path)!r} is corrupt or not a twinsearch model file: its {WEIGHTS_NAME} "
+                                 "does not hold plain tensors")
     try:
         state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for bad pickles
-        raise ModelFileError(f"weights in {str(path)!r} cannot be read: {exc}") from exc
+        # Not torch's message: for anything but tensors it advises loading with weights_only=False,
+        # which would run whatever code the file holds. A model file never needs that.
+        log.debug("torch.load of the weights in %s failed: %s", path, exc)
+        raise not_weights from None
+    if not isinstance(state, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise not_weights
     try:
         preprocess = Preprocess.from_dict(card.preprocess)
         net = build_net(card.architecture)

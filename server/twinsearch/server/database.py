@@ -318,6 +318,13 @@ class Database:
         finally:
             conn.execute("COMMIT")
 
+    def count_items(self, gallery_id: int, max_id: int) -> int:
+        """How many of the gallery's items have id <= max_id."""
+        (n,) = self._reader().execute(
+            "SELECT count(*) FROM items WHERE gallery_id = ? AND id <= ?", (gallery_id, max_id)
+        ).fetchone()
+        return int(n)
+
     def all_ids(self, gallery_id: int, max_id: int) -> np.ndarray:
         """Sorted int64 ids of the gallery's items with id <= max_id."""
         rows = self._reader().execute(

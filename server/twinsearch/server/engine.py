@@ -45,6 +45,7 @@ from twinsearch.client.types import (
     ServerInfo,
     Verification,
 )
+from twinsearch.client.version import package_version
 
 from . import deadlines
 from .batching import Batcher, wait_for
@@ -164,7 +165,7 @@ class Engine:
         with self._call():
             gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
             return ServerInfo(
-                server_version=_version(),
+                server_version=package_version(),
                 api_version=API_VERSION,
                 model=self.model_info(),
                 index_backend=f"faiss {faiss.__version__}",
@@ -514,12 +515,3 @@ def _open_store(data_dir: Path, settings: EngineSettings):
         **settings.store,
     }
     return GalleryStore.open(data_dir, StoreSettings(**options))
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("twinsearch")
-    except PackageNotFoundError:
-        return "0.0.0+unknown"

@@ -153,15 +153,20 @@ class Gallery:
         if header.get("dim") != self.dim or header.get("index_spec") != self.row.index_spec:
             raise snapshot.SnapshotError("snapshot was taken with another dimension or index configuration")
         stats = self.db.stats(self.id)
-        # SQLite's largest id may be below the snapshot's when the newest items were deleted since;
-        # without deletions since, a larger id in the snapshot means it is not of this SQLite file.
-        ahead = header["deletions"] > stats.deletions or (
-            header["deletions"] == stats.deletions and header["max_id"] > stats.max_id)
-        if ahead:
-            raise snapshot.SnapshotError("snapshot is ahead of SQLite")
+        since = stats.deletions - int(header["deletions"])  # items deleted after the snapshot was taken
+        if since < 0:
+            raise snapshot.SnapshotError("snapshot is ahead of SQLite (it counts more deletions)")
         table = ClassTable.from_arrays(self.dim, arrays)
         if table.max_id > header["max_id"]:
             raise snapshot.SnapshotError("snapshot arrays disagree with its header")
+        # SQLite's items up to the snapshot's max_id are the snapshot's items less those deleted since.
+        # (Comparing largest ids instead would fail whenever the newest item was deleted before the
+        # snapshot: its id stays the snapshot's max_id but is gone from SQLite, in both deletion counts.)
+        covered = self.db.count_items(self.id, int(header["max_id"]))
+        if covered > table.n_items:
+            raise snapshot.SnapshotError("snapshot lacks items SQLite holds below its max_id")
+        if covered < table.n_items - since:
+            raise snapshot.SnapshotError("snapshot is ahead of SQLite (it holds items SQLite does not)")
         self.index.load_from(str(index_path), int(header["nlist"]), int(header["trained_at"]))
         held = self.index.ids()
         if len(held) != self.index.ntotal or not np.isin(table.item_ids, held).all():
@@ -172,6 +177,8 @@ class Gallery:
         if header["deletions"] != stats.deletions:
             # Items deleted since: those the snapshot holds that SQLite no longer has.
             alive = self.db.all_ids(self.id, header["max_id"])
+            if len(np.setdiff1d(alive, table.item_ids, assume_unique=True)):
+                raise snapshot.SnapshotError("snapshot lacks items SQLite holds below its max_id")
             gone = np.setdiff1d(table.item_ids, alive, assume_unique=True)
             if len(gone):
                 self._forget(gone, self._vectors_from_index(gone))

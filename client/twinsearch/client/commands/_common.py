@@ -24,6 +24,21 @@ from twinsearch.client.errors import TwinsearchError
 DEFAULT_ADDRESS = "localhost:50051"
 
 
+def positive_seconds(text: str) -> float:
+    """argparse type of a duration in seconds: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text}")
+    return value
+
+
+class CommandLineError(Exception):
+    """A problem with what the command line asks for (a file it names cannot be read, ...): one line, exit 2."""
+
+
 def add_connection_arguments(parser: argparse.ArgumentParser, *, json_output: bool = True,
                              sub: bool = False) -> None:
     """--address, --token, --timeout, --tls, --ca (and --json). With `sub` (on a sub-action's parser
@@ -38,7 +53,7 @@ def add_connection_arguments(parser: argparse.ArgumentParser, *, json_output: bo
                        help=f"server HOST:PORT (default: $TWINSEARCH_ADDRESS or {DEFAULT_ADDRESS})")
     group.add_argument("--token", default=default(os.environ.get("TWINSEARCH_TOKEN")),
                        help="bearer token, when the server requires one (default: $TWINSEARCH_TOKEN)")
-    group.add_argument("--timeout", type=float, default=default(30.0), metavar="S",
+    group.add_argument("--timeout", type=positive_seconds, default=default(30.0), metavar="S",
                        help="deadline of each call in seconds (default: 30)")
     group.add_argument("--tls", action="store_true", default=default(False), help="connect with TLS")
     group.add_argument("--ca", metavar="PEM", default=default(None),
@@ -53,14 +68,18 @@ def connect(args: argparse.Namespace):
 
     roots = None
     if getattr(args, "ca", None):
-        with open(args.ca, "rb") as f:
-            roots = f.read()
+        try:
+            with open(args.ca, "rb") as f:
+                roots = f.read()
+        except OSError as exc:
+            raise CommandLineError(f"cannot read --ca {args.ca}: {exc.strerror or exc}") from exc
     return Client(args.address, token=args.token, timeout=args.timeout, tls=args.tls or roots is not None,
                   root_certificates=roots)
 
 
 def handles_errors(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Turn the library's exceptions into one line on stderr and exit status 1 (no traceback)."""
+    """Turn the library's exceptions into one line on stderr and exit status 1 (no traceback); a
+    CommandLineError into one line and exit status 2."""
 
     @functools.wraps(run)
     def wrapper(args: argparse.Namespace) -> int:
@@ -72,6 +91,9 @@ def handles_errors(run: Callable[[argparse.Namespace], int]) -> Callable[[argpar
                 hint = f" (is a server running at {getattr(args, 'address', '?')}? start one with `twinsearch serve`)"
             print(f"error: {exc}{hint}", file=sys.stderr)
             return 1
+        except CommandLineError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
 
     return wrapper
 

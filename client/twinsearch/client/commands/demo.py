@@ -22,7 +22,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from twinsearch.client.commands._common import table
+from twinsearch.client.commands._common import positive_seconds, table
 from twinsearch.client.demo.plan import HELD_OUT, ZIP_NAME, find_data, load_characters, make_plan
 from twinsearch.client.demo.run import montage_tiles, run_demo
 from twinsearch.client.server_process import ServerProcess
@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--montage", type=Path, default=Path("runs/demo-montage.png"), metavar="PNG",
                         help="where to write the montage (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON at the end")
-    parser.add_argument("--startup-timeout", type=float, default=180.0, metavar="S",
+    parser.add_argument("--startup-timeout", type=positive_seconds, default=180.0, metavar="S",
                         help="how long to wait for the server to come up (default: %(default)s)")
 
 

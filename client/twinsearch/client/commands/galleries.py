@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from twinsearch.client.commands._common import (
+    CommandLineError,
     add_connection_arguments,
     connect,
     handles_errors,
@@ -36,13 +38,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="this gallery's decision threshold (a distance), instead of the model's default")
     create.add_argument("--exist-ok", action="store_true", help="no error if it exists already")
     add_connection_arguments(create, sub=True)
-    delete = actions.add_parser("delete", help="delete a gallery and everything enrolled in it")
+    delete = actions.add_parser("delete", help="delete a gallery and everything enrolled in it (asks first)")
     delete.add_argument("name")
+    delete.add_argument("--yes", "-y", action="store_true",
+                        help="delete without asking (needed when stdin is not a terminal)")
     add_connection_arguments(delete, sub=True)
     classes = actions.add_parser("classes", help="a gallery's enrolled classes with their item counts")
     classes.add_argument("name")
     add_connection_arguments(classes, sub=True)
     add_connection_arguments(parser)
+
+
+def _confirmed(question: str) -> bool:
+    """Ask on the terminal; without one (a script, a pipe), refuse rather than guess."""
+    try:
+        interactive = sys.stdin.isatty()
+    except (AttributeError, ValueError, OSError):
+        interactive = False
+    if not interactive:
+        raise CommandLineError(f"{question} Not without confirmation: stdin is not a terminal; "
+                               "pass --yes to delete")
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
 
 
 def _gallery_row(g) -> tuple:
@@ -73,6 +90,10 @@ def run(args: argparse.Namespace) -> int:
                                       threshold=args.threshold, exist_ok=args.exist_ok)
             print_json(g) if args.json else print(table([_gallery_row(g)], _GALLERY_HEADERS))
         elif action == "delete":
+            if not args.yes and not _confirmed(f"delete gallery {args.name!r} and its "
+                                               f"{client.get_gallery(args.name).item_count} items?"):
+                print(f"gallery {args.name!r} not deleted", file=sys.stderr)
+                return 1
             deleted = client.delete_gallery(args.name)
             if args.json:
                 print_json({"gallery": args.name, "items_deleted": deleted})

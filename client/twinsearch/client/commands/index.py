@@ -20,8 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Enroll every image under DIR into a gallery. Each folder at depth --class-depth is a class: with "
         "the default 1, DIR/alice/*.jpg is class 'alice'; with 2, DIR/Tagalog/character01/*.png is class "
         "'Tagalog/character01'. Each file's client id is its path relative to DIR, so running the same "
-        "command again (after an interruption, or with new files) stores only what is missing. Unreadable "
-        "or undecodable files are reported at the end, not fatal."
+        "command again (after an interruption, or with new files) stores only what is missing. Files that "
+        "cannot be enrolled (unreadable, undecodable, outside a class folder) do not stop the run: they are "
+        "listed at the end, and the exit status is then 1 unless --allow-partial is given."
     )
     parser.add_argument("folder", metavar="DIR", help="root of the folder tree")
     parser.add_argument("--gallery", "-g", required=True, help="the gallery to enroll into")
@@ -32,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--in-flight", type=int, default=4,
                         help="requests awaiting acknowledgement at once (default: %(default)s)")
     parser.add_argument("--id-prefix", default="", help="prefix of the client ids (default: none)")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="exit with status 0 even when some files could not be enrolled")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_connection_arguments(parser)
 
@@ -67,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
                 bar.close()
     if args.json:
         print_json({**_summary(report), "failures": [{"path": f.path, "reason": f.reason} for f in report.failures]})
-        return 0
+        return _status(report, args)
     if report.failures:
         print(f"\n{report.failed} files not enrolled:")
         for f in report.failures[:50]:
@@ -79,7 +82,16 @@ def run(args: argparse.Namespace) -> int:
     print(table([[*(s[k] for k in ("gallery", "found", "sent", "stored", "skipped", "failed")),
                   f"{report.seconds:.1f}", f"{report.images_per_s:.0f}"]],
                 ["gallery", "found", "sent", "stored", "skipped", "failed", "seconds", "images/s"]))
-    return 0
+    return _status(report, args)
+
+
+def _status(report, args: argparse.Namespace) -> int:
+    """1 when some files were not enrolled (as cp and rsync do), unless --allow-partial."""
+    if not report.failed or args.allow_partial:
+        return 0
+    print(f"error: {report.failed} of {report.found} files not enrolled "
+          "(--allow-partial accepts a partial run)", file=sys.stderr)
+    return 1
 
 
 def _summary(report) -> dict:

@@ -27,6 +27,8 @@ import argparse
 import json
 import sys
 
+from ._errors import reports_data_errors
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model file (default: the model shipped in the package)")
@@ -58,6 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 SCORINGS = ("nearest", "prototype", "mean_of_k")
 
 
+@reports_data_errors("evaluate")
 def run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
@@ -67,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..data import open_source
-    from ..errors import DataError, ModelFileError
+    from ..errors import DataError, ImageError, ModelFileError
     from ..evaluation import evaluate_embeddings
     from ..evaluation.plots import write_plots
     from ..evaluation.references import reference_report
@@ -81,12 +84,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         model = load_model(args.model, device=args.device)
-        source = open_source(args.data, args.class_depth, args.split, forgery_suffix=args.forgery_suffix or None)
-        if args.groups:
-            source = source.select_groups(args.groups)
-    except (ModelFileError, DataError) as exc:
+    except ModelFileError as exc:
         print(f"twinsearch evaluate: {exc}", file=sys.stderr)
         return 2
+    source = open_source(args.data, args.class_depth, args.split, forgery_suffix=args.forgery_suffix or None)
+    if args.groups:
+        source = source.select_groups(args.groups)
     forges = source.forges
     forged = np.zeros(len(source), dtype=bool) if forges is None else forges[source.labels] >= 0
     t0 = time.monotonic()
@@ -94,10 +97,14 @@ def run(args: argparse.Namespace) -> int:
     arrays = np.empty((len(source),) + pre.shape, dtype=np.float32)
     raw_stats, input_stats = [], []
     for i, raw in tqdm(source.iter_raw(), total=len(source), desc="decoding", unit="img", leave=False):
-        unit = pre.to_unit(raw)
+        try:
+            unit = pre.to_unit(raw)
+            if forges is not None:
+                raw_stats.append(raw_statistics(pre.decode_gray(raw)))
+        except ImageError as exc:
+            raise DataError(f"{source.items[i]}: {exc}") from exc
         arrays[i] = pre.normalize(unit)
         if forges is not None:
-            raw_stats.append(raw_statistics(pre.decode_gray(raw)))
             input_stats.append(input_statistics(unit))
     emb = model.embed_arrays(arrays)
     embed_s = time.monotonic() - t0

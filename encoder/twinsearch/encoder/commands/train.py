@@ -26,6 +26,7 @@ import shlex
 import sys
 
 from ..presets import PRESETS, preset
+from ._errors import reports_data_errors
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -215,6 +216,7 @@ def _config(args: argparse.Namespace):
         seed=args.seed, threads=args.threads, precision=args.precision)
 
 
+@reports_data_errors("train")
 def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
