@@ -304,7 +304,8 @@ def run(args: argparse.Namespace) -> int:
         if step != SPEED_STEPS + 5 or speed_at["t0"] is None:
             return
         rate = SPEED_STEPS / max(time.monotonic() - speed_at["t0"], 1e-9)
-        text = f"{rate:.2f} steps/s ({rate * config.classes_per_batch * config.images_per_class:.0f} images/s)"
+        per_step = config.classes_per_batch * config.images_per_class * (2 if train.forges is not None else 1)
+        text = f"{rate:.2f} steps/s (about {rate * per_step:.0f} images/s)"
         if budget_s:
             allowed = int(rate * budget_s)
             text += f"; the {args.minutes:g}-minute budget allows about {allowed} steps"
