@@ -181,3 +181,19 @@ def test_train_and_evaluate_signatures_end_to_end(signature_tree, tmp_path, caps
     assert "background_level" in report["shortcuts"]["stored"]["flagged"]
     assert "background level of the stored images alone separates" in captured.err
     assert "R=8: no class has more than 8 genuine images" in captured.out
+
+
+def test_rotation_classes_keep_forgeries_with_their_writer(signature_tree):
+    from twinsearch.encoder.training import TrainConfig, Trainer
+
+    pre = Preprocess(width=16, height=16, invert=True, background_removal="otsu")
+    data = load_arrays(open_source(signature_tree, forgery_suffix="_forg"), pre)
+    cfg = TrainConfig(backbone_args={"widths": [8, 16], "pool": "avg"}, dim=8, loss="prototypical", steps=2,
+                      classes_per_batch=4, images_per_class=2, val_every=0, rotations=True)
+    trainer = Trainer(cfg, pre, data, device="cpu")
+    assert trainer.fit().steps == 2
+    n = data.num_classes
+    forges = trainer._forges
+    assert len(forges) == 4 * n
+    for c in np.flatnonzero(forges >= 0):  # same quarter turn, and the writer of the unrotated class
+        assert forges[c] // n == c // n and forges[c] % n == data.forges[c % n]

@@ -241,11 +241,13 @@ class Trainer:
         images, labels, num_classes = self.train_data.images, self.train_data.labels, self.train_data.num_classes
         class_groups = self.train_data.group_labels()
         self._forges = self.train_data.forges
-        if cfg.rotations and self._forges is not None:
-            raise ValueError("rotation classes and forgery classes cannot be combined")
         if cfg.rotations:
             n_groups = int(class_groups.max()) + 1
+            n = num_classes
             images, labels, num_classes = expand_rotations(images, labels, num_classes)
+            if self._forges is not None:  # a rotated forgery class forges the same rotation of its writer
+                self._forges = np.concatenate([np.where(self._forges >= 0, self._forges + i * n, -1)
+                                               for i in range(4)])
             # a rotated alphabet is a group of its own
             class_groups = np.concatenate([class_groups + i * n_groups for i in range(4)])
         self._class_groups = class_groups
