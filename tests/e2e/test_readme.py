@@ -29,3 +29,35 @@ def test_readme_client_code_runs(server, png, tmp_path, monkeypatch, capsys):
     assert out[2] == "1 2 0"                      # bob stored; alice's two files skipped
     assert out[3].startswith("alice ")            # the probe is alice's first image
     assert out[-1].startswith("NOT_FOUND ")
+
+
+def test_readme_signature_code_runs(tmp_path, monkeypatch, capsys):
+    """The Signatures section's client code, against a server holding the shipped signature model."""
+    import numpy as np
+    from PIL import Image
+
+    from twinsearch.server.app import ServerSettings, start_server
+
+    section = README.read_text().split("## Signatures", 1)[1].split("\n## ", 1)[0]
+    code = re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
+    assert 'Client("localhost:50052")' in code
+    rng = np.random.default_rng(0)
+    for i in range(1, 6):  # five references, each the same strokes a little moved; the probe is the first
+        img = np.full((80, 200), 245, dtype=np.uint8)
+        for r0, r1, c0, c1 in [(20, 60, 10, 90), (60, 25, 90, 150), (25, 55, 150, 190)]:
+            rr = np.linspace(r0, r1, 120).astype(int) + int(rng.integers(-1, 2))
+            cc = np.linspace(c0, c1, 120).astype(int) + int(rng.integers(-1, 2))
+            img[rr, cc] = 30
+        (tmp_path / "refs" / "049").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(tmp_path / "refs" / "049" / f"{i}.png")
+    (tmp_path / "questioned.png").write_bytes((tmp_path / "refs" / "049" / "1.png").read_bytes())
+    monkeypatch.chdir(tmp_path)
+    running = start_server(ServerSettings(data_dir=tmp_path / "data", model_path=Path("signatures"),
+                                          address="127.0.0.1:0", token=None))
+    try:
+        exec(compile(code.replace("localhost:50052", f"127.0.0.1:{running.port}"), str(README), "exec"), {})
+    finally:
+        running.stop(grace=5.0)
+    same, distance, threshold, source = capsys.readouterr().out.split()
+    assert same == "True" and float(distance) < 1e-5 and source == "model_eer"  # the probe is a reference
+    assert float(threshold) > 0

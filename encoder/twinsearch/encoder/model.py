@@ -32,12 +32,30 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "omniglot.tsm"
 
-__all__ = ["EncoderModel", "ModelCard", "default_model_path", "fingerprint_of", "load_model", "read_card"]
+__all__ = ["EncoderModel", "ModelCard", "default_model_path", "fingerprint_of", "load_model", "read_card",
+           "resolve_model_path", "shipped_models"]
 
 
 def default_model_path() -> Path:
     """Path of the default model shipped inside the package (trained on Omniglot)."""
     return Path(__file__).resolve().parent / "models" / DEFAULT_MODEL
+
+
+def shipped_models() -> dict[str, Path]:
+    """The models shipped inside the package by name: {"omniglot": path, "signatures": path}."""
+    folder = Path(__file__).resolve().parent / "models"
+    return {p.stem: p for p in sorted(folder.glob("*.tsm"))}
+
+
+def resolve_model_path(path: str | os.PathLike | None) -> Path:
+    """A model file's path: None is the default model; a name that is no file but names a shipped model
+    ("signatures") is that model; anything else is taken as a path."""
+    if path is None:
+        return default_model_path()
+    p = Path(path)
+    if not p.exists() and str(path) in shipped_models():
+        return shipped_models()[str(path)]
+    return p
 
 
 def fingerprint_of(state_dict: dict[str, torch.Tensor], architecture: dict, preprocess: Preprocess) -> str:
@@ -138,9 +156,10 @@ class EncoderModel:
 
 
 def load_model(path: str | os.PathLike | None = None, device: str | torch.device | None = None) -> EncoderModel:
-    """Load a model file (None: the default model). Checks the card, the architecture and the fingerprint;
-    raises ModelFileError when the file is missing, corrupt or incompatible. `device` None: cuda if present."""
-    path = default_model_path() if path is None else Path(path)
+    """Load a model file (None: the default model; a shipped model's name, such as "signatures", where no
+    such file exists). Checks the card, the architecture and the fingerprint; raises ModelFileError when
+    the file is missing, corrupt or incompatible. `device` None: cuda if present."""
+    path = resolve_model_path(path)
     card = ModelCard.from_dict(read_card(path))
     try:
         with zipfile.ZipFile(path) as zf:

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 # (flag, environment variable, type, default, help)
 _OPTIONS: tuple[tuple[str, str, type, object, str], ...] = (
-    ("--model", "TWINSEARCH_MODEL", Path, None, "model file (default: the model shipped with twinsearch)"),
+    ("--model", "TWINSEARCH_MODEL", Path, None, "model file, or the name of a model shipped with twinsearch (omniglot, signatures); default: omniglot"),
     ("--data-dir", "TWINSEARCH_DATA_DIR", Path, Path("twinsearch-data"),
      "folder of the gallery store (SQLite and index snapshots); created if missing"),
     ("--address", "TWINSEARCH_ADDRESS", str, s.DEFAULT_ADDRESS, "HOST:PORT to listen on (port 0: a free port)"),
