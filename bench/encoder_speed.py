@@ -34,7 +34,7 @@ def config_of(name: str) -> tuple[TrainConfig, Preprocess, int]:
     backbone_args = {k: (v[0] if k == "convs_per_block" else v) for k, v in p.items()
                      if k in ("widths", "pool", "convs_per_block")}
     cfg = TrainConfig(backbone=p.get("backbone", "conv4"), backbone_args=backbone_args, loss=p.get("loss", "prototypical"),
-                      margin=p.get("margin", 0.0), scale=p.get("scale", 16.0),
+                      margin=p.get("margin"), scale=p.get("scale"),
                       classes_per_batch=p.get("classes_per_batch", 64), images_per_class=p.get("images_per_class", 2),
                       steps=1, precision=p.get("precision", "fp32"))
     batch = cfg.classes_per_batch * cfg.images_per_class * (2 if name == "signatures" else 1)

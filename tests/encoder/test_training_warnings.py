@@ -4,6 +4,7 @@ few steps for the budget, and the preset mechanism of `twinsearch train`."""
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 
 import numpy as np
@@ -80,3 +81,21 @@ def test_train_summary_names_the_way_measured(glyph_tree, tmp_path, capsys):
     assert train_cmd.run(_tiny(glyph_tree, tmp_path / "m.tsm", "--steps", "2")) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["oneshot_way"] == 2.0 and summary["evaluated_on"] == "validation split"
+
+
+def test_one_default_per_loss_parameter_and_zero_is_honoured():
+    from twinsearch.encoder.losses import ContrastiveLoss, NormSoftmaxLoss, PrototypicalLoss, TripletLoss
+    from twinsearch.encoder.training import TrainConfig
+    from twinsearch.encoder.training.trainer import build_loss
+
+    cli = train_cmd._config(_parse(["--data", "d", "--out", "o"]))
+    for loss, cls, name in [("prototypical", PrototypicalLoss, "scale"), ("triplet", TripletLoss, "margin"),
+                            ("contrastive", ContrastiveLoss, "margin"), ("normsoftmax", NormSoftmaxLoss, "margin")]:
+        from_python = build_loss(TrainConfig(loss=loss), 5)
+        from_cli = build_loss(train_cmd._config(_parse(["--data", "d", "--out", "o", "--loss", loss])), 5)
+        default = inspect.signature(cls).parameters[name].default
+        values = [float(m.log_scale.detach().exp()) if name == "scale" else m.margin for m in (from_python, from_cli)]
+        assert values == pytest.approx([default, default]), loss
+    assert cli.margin is None and cli.scale is None
+    assert build_loss(TrainConfig(loss="triplet", margin=0.0), 5).margin == 0.0
+    assert build_loss(TrainConfig(loss="contrastive", margin=0.0), 5).margin == 0.0

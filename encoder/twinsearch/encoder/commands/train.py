@@ -101,9 +101,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="prototypical (default: measured best on Omniglot, 0.71 vs 0.66 for normsoftmax in the "
                         "same 6-minute 48 px run), normsoftmax (closed-set data such as Fashion-MNIST), triplet, "
                         "contrastive (in-batch over P x K), contrastive-pairs (the classic pair builder)")
-    t.add_argument("--margin", type=float, default=None, help="loss margin (triplet 0.2, contrastive 1.0, "
-                                                              "normsoftmax 0.1 by default)")
-    t.add_argument("--scale", type=float, default=None, help="logit scale (normsoftmax 16, prototypical 10)")
+    t.add_argument("--margin", type=float, default=None, help="loss margin (default: the loss's own: triplet 0.2, "
+                                                              "contrastive 1.0, normsoftmax 0.1)")
+    t.add_argument("--scale", type=float, default=None,
+                   help="logit scale (default: the loss's own: normsoftmax 16, prototypical 10)")
     t.add_argument("--mining", choices=("batch_hard", "semi_hard", "all"), default="batch_hard")
     t.add_argument("--label-smoothing", type=float, default=0.0)
     t.add_argument("-P", "--classes-per-batch", type=int, default=64)
@@ -195,10 +196,6 @@ def _config(args: argparse.Namespace):
     if args.convs_per_block:
         cpb = list(args.convs_per_block)
         backbone_args["convs_per_block"] = cpb[0] if len(cpb) == 1 else cpb
-    margin = args.margin
-    if margin is None:
-        margin = {"triplet": 0.2, "contrastive": 1.0, "contrastive-pairs": 1.0, "normsoftmax": 0.1}.get(args.loss, 0.0)
-    scale = args.scale if args.scale is not None else (10.0 if args.loss == "prototypical" else 16.0)
     augment = None if args.no_augment else {
         "rotation": args.aug_rotation, "shear": args.aug_shear, "scale": list(args.aug_scale),
         "translate": args.aug_translate, "thickness": args.aug_thickness,
@@ -209,7 +206,7 @@ def _config(args: argparse.Namespace):
         head_args={"dropout": args.dropout} if args.dropout else {},
         tta_shifts=[[t, 0], [-t, 0], [0, t], [0, -t]] if t else [], tta_flip=args.tta_flip,
         posterior_weight=args.posterior_weight,
-        loss=args.loss, margin=margin, scale=scale, mining=args.mining, label_smoothing=args.label_smoothing,
+        loss=args.loss, margin=args.margin, scale=args.scale, mining=args.mining, label_smoothing=args.label_smoothing,
         classes_per_batch=args.classes_per_batch, images_per_class=args.images_per_class,
         groups_per_batch=args.groups_per_batch, lr=args.lr, weight_decay=args.weight_decay, steps=args.steps,
         minutes=args.minutes, rotations=args.rotations, augment=augment, val_every=args.val_every,

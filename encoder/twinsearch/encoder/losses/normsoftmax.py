@@ -16,7 +16,7 @@ from .base import BaseMetricLoss
 
 
 class NormSoftmaxLoss(BaseMetricLoss):
-    def __init__(self, num_classes: int, dim: int, scale: float = 16.0, margin: float = 0.0,
+    def __init__(self, num_classes: int, dim: int, scale: float = 16.0, margin: float = 0.1,
                  label_smoothing: float = 0.0):
         super().__init__()
         self.proxies = nn.Parameter(torch.randn(num_classes, dim) / dim ** 0.5)

@@ -27,8 +27,8 @@ class TrainConfig:
     posterior_weight: float = 0.0  # > 0 (normsoftmax, closed set): share of the squared distance taken by the
     #                                class posterior over the training classes (heads.ClassPosterior)
     loss: str = "prototypical"
-    margin: float = 0.0
-    scale: float = 16.0
+    margin: float | None = None  # None: the loss's own default (one place for each: the loss class)
+    scale: float | None = None
     mining: str = "batch_hard"
     label_smoothing: float = 0.0
     classes_per_batch: int = 64

@@ -63,17 +63,19 @@ def architecture_for(config: TrainConfig, preprocess: Preprocess) -> dict:
 
 
 def build_loss(config: TrainConfig, num_classes: int) -> BaseMetricLoss:
+    """The configured loss. A margin or scale left at None takes the loss class's own default, so each
+    default lives in one place (the loss), and an explicit 0 is honoured."""
+    given = {k: v for k, v in (("margin", config.margin), ("scale", config.scale)) if v is not None}
     if config.loss == "normsoftmax":
-        return NormSoftmaxLoss(num_classes, config.dim, scale=config.scale, margin=config.margin,
-                               label_smoothing=config.label_smoothing)
+        return NormSoftmaxLoss(num_classes, config.dim, label_smoothing=config.label_smoothing, **given)
     if config.loss == "prototypical":
-        return PrototypicalLoss(shot=1, scale=config.scale)
+        return PrototypicalLoss(shot=1, **{k: v for k, v in given.items() if k == "scale"})
     if config.loss == "triplet":
-        return TripletLoss(margin=config.margin or 0.2, mining=config.mining)
+        return TripletLoss(mining=config.mining, **{k: v for k, v in given.items() if k == "margin"})
     if config.loss == "contrastive":
-        return ContrastiveLoss(margin=config.margin or 1.0)
+        return ContrastiveLoss(**{k: v for k, v in given.items() if k == "margin"})
     if config.loss == "contrastive-pairs":
-        return ContrastiveLoss(margin=config.margin or 1.0, pairs="given")
+        return ContrastiveLoss(pairs="given", **{k: v for k, v in given.items() if k == "margin"})
     raise ValueError(f"unknown loss {config.loss!r}; choose from {LOSSES}")
 
 
