@@ -103,3 +103,17 @@ def test_one_label_is_a_label_not_its_characters():
     assert label_list("alice") == ["alice"]
     assert label_list(("a", "b")) == ["a", "b"]
     assert label_list(None) is None
+
+
+def test_a_float_matrix_as_wide_as_the_model_is_a_batch_of_vectors():
+    matrix = np.ones((5, 16), np.float32)
+    rows, single = as_batch(matrix, dim=16)
+    assert not single and len(rows) == 5 and all(r.shape == (16,) for r in rows)
+    assert not as_batch(matrix.astype(np.float64), dim=16)[1]
+    for image in (matrix, np.ones((5, 16), np.uint8), np.ones((5, 16, 1), np.float32)):
+        assert as_batch(image, dim=None if image is matrix else 16)[1]   # one image
+    assert as_batch(matrix, dim=8)[1]
+    items = enroll_items("a", np.ones((3, 4), np.float32), ids=["x", "y", "z"], dim=4)
+    assert [i.client_id for i in items] == ["x", "y", "z"] and items[0].payload.shape == (4,)
+    with pytest.raises(InvalidArgument, match=r"3 client ids for 1 items; a 2-D uint8 array of shape \(3, 4\)"):
+        enroll_items("a", np.ones((3, 4), np.uint8), ids=["x", "y", "z"], dim=4)

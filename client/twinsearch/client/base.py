@@ -7,7 +7,9 @@ exceptions of `twinsearch.client.errors`, so code written against one runs again
 
 Conventions of every method:
 - wherever an image goes: a path, bytes, a PIL image or a numpy array (H x W or H x W x C); where a
-  vector may replace it (enroll, identify, verify, verify_class, search): a 1-D numpy array;
+  vector may replace it (enroll, identify, verify, verify_class, search): a 1-D numpy array, and for
+  many vectors an (n, dim) float matrix (a 2-D float array as wide as the model's dimension is read as
+  n vectors, not as one image; the dimension is asked of the server once, when such an array comes);
 - wherever a list goes a single item works too, and then the answer is a single result, not a list;
 - distances are Euclidean between L2-normalised embeddings, in [0, 2], smaller = more alike.
 """
@@ -22,7 +24,17 @@ import numpy as np
 
 from twinsearch.client import types as t
 from twinsearch.client.errors import AlreadyExists, InvalidArgument
-from twinsearch.client.inputs import Item, Payload, as_batch, broadcast, enroll_items, payload, payloads
+from twinsearch.client.inputs import (
+    Item,
+    Payload,
+    as_batch,
+    broadcast,
+    enroll_items,
+    matrix_hint,
+    may_be_vectors,
+    payload,
+    payloads,
+)
 
 
 def parse_index(index: t.IndexSpec | t.IndexKind | str | None, params: Mapping[str, int] | None = None) -> t.IndexSpec:
@@ -77,6 +89,20 @@ def label_list(labels: str | Sequence[str] | None) -> list[str] | None:
 class BaseClient(abc.ABC):
     """The twinsearch API. Subclasses implement the `_primitives`; callers use the public methods."""
 
+    _model_dim: int | None = None
+
+    def _dim_for(self, obj: object) -> int | None:
+        """The model's dimension when `obj` may be a matrix of vectors (asked once, then kept), else None."""
+        if not may_be_vectors(obj):
+            return None
+        if self._model_dim is None:
+            self._model_dim = int(self._info().model.dim)
+        return self._model_dim
+
+    def _batch(self, obj: object) -> tuple[list, bool]:
+        """`inputs.as_batch` where vectors may replace images: an (n, dim) float matrix is n vectors."""
+        return as_batch(obj, self._dim_for(obj))
+
     # -------------------------------------------------------------------------- server and model
 
     def info(self) -> t.ServerInfo:
@@ -99,10 +125,11 @@ class BaseClient(abc.ABC):
         them for lists. `threshold` (a distance) or `target_far` (a false-accept rate) overrides the
         model's default operating point.
         """
-        left, single_a = as_batch(a)
-        right, single_b = as_batch(b)
+        left, single_a = self._batch(a)
+        right, single_b = self._batch(b)
         if single_a != single_b or len(left) != len(right):
-            raise InvalidArgument("verify takes two images, or two lists of the same length")
+            hint = matrix_hint(left if single_a else right, self._model_dim)
+            raise InvalidArgument(f"verify takes two images, or two lists of the same length{hint}")
         pairs = [(payload(x, f"a[{i}]"), payload(y, f"b[{i}]")) for i, (x, y) in enumerate(zip(left, right, strict=True))]
         if not pairs:
             raise InvalidArgument("no pairs given")
@@ -164,7 +191,8 @@ class BaseClient(abc.ABC):
         *,
         skip_invalid: bool = False,
     ) -> t.EnrollResult:
-        """Enroll images (or vectors) under `label` (one label for all, or one per image).
+        """Enroll images (or vectors: 1-D arrays, or the rows of an (n, dim) float matrix) under `label`
+        (one label for all, or one per image).
 
         `ids` are client ids, one per image: re-sending an id already stored stores nothing new
         (`Enrolled.created` is False), so enrolling with ids is safe to repeat. `metadata` is one
@@ -172,7 +200,7 @@ class BaseClient(abc.ABC):
         `skip_invalid`, which stores the valid items and lists the others in `EnrollResult.failed`.
         Returns the stored items in order; `result.ids` are their stored ids.
         """
-        items = enroll_items(label, images, ids, metadata)
+        items = enroll_items(label, images, ids, metadata, dim=self._dim_for(images))
         return self._enroll(gallery, items, skip_invalid=skip_invalid)
 
     def enroll_folder(
@@ -255,7 +283,7 @@ class BaseClient(abc.ABC):
         margin between the first two. `scoring`/`mean_k` override the gallery's; `threshold` or
         `target_far` the default threshold; `labels` restricts the answer to those classes.
         """
-        batch, single = as_batch(probes)
+        batch, single = self._batch(probes)
         k = positive_int(k, "k")
         mean_k = positive_int(mean_k, "mean_k", optional=True)
         results = self._identify(
@@ -279,9 +307,9 @@ class BaseClient(abc.ABC):
 
         Uses the same class distance as identify. NotFound when a label is not enrolled.
         """
-        batch, single = as_batch(probes)
+        batch, single = self._batch(probes)
         mean_k = positive_int(mean_k, "mean_k", optional=True)
-        per_probe = broadcast(labels, len(batch), "labels")
+        per_probe = broadcast(labels, len(batch), "labels", matrix_hint(batch, self._model_dim))
         queries = [(payload(x, f"probes[{i}]"), per_probe[i]) for i, x in enumerate(batch)]
         if not queries:
             raise InvalidArgument("no probes given")
@@ -292,7 +320,7 @@ class BaseClient(abc.ABC):
     def search(self, gallery: str, probes, *, k: int = 10, labels: str | Sequence[str] | None = None):
         """The k nearest stored items of each probe, nearest first: a list of Neighbor per probe
         (one list for a single probe). `labels` restricts the search to those classes."""
-        batch, single = as_batch(probes)
+        batch, single = self._batch(probes)
         k = positive_int(k, "k")
         results = self._search(gallery, payloads(batch, "probes"), k=k,
                                labels=label_list(labels))

@@ -2,14 +2,18 @@
 
 The public methods of `Client` and `LocalClient` accept, wherever an image goes, a path, bytes, a PIL
 image or a numpy array (H x W or H x W x C), and wherever a vector may replace an image, a 1-D numpy
-array. Wherever a list goes a single item works too. This module decides, once for both clients:
+array, or many vectors as one (n, dim) float matrix. Wherever a list goes a single item works too.
+This module decides, once for both clients:
 
 - whether an argument is one item or a batch (`as_batch`);
 - the canonical payload of one item (`payload`): encoded bytes, a pixel array in a wire dtype (uint8,
   uint16 or float32), or a 1-D float32 vector. The remote client sends exactly this; the local client
   hands exactly this to the engine, so both see the same input and give the same answer.
 
-A 2-D numpy array is an image, never a batch of vectors: pass `list(matrix)` for that.
+A 2-D numpy array is an image, except a float (float32 or float64) matrix whose width is the model's
+dimension: that is n vectors, one per row, as FAISS and vector databases take them. An image is
+uint8, uint16 or bool, or has a channel axis (H x W x C); a float grayscale image exactly as wide as
+the model's dimension must be given with a channel axis (H x W x 1) or as uint8.
 """
 
 from __future__ import annotations
@@ -48,8 +52,18 @@ def is_single(obj: object) -> bool:
     return not isinstance(obj, Iterable)
 
 
-def as_batch(obj: object) -> tuple[list, bool]:
-    """(items, single): a list of items and whether the caller passed one item rather than a list."""
+def may_be_vectors(obj: object) -> bool:
+    """True for a 2-D float array: n vectors when its width is the model's dimension, else an image."""
+    return isinstance(obj, np.ndarray) and obj.ndim == 2 and obj.dtype.kind == "f"
+
+
+def as_batch(obj: object, dim: int | None = None) -> tuple[list, bool]:
+    """(items, single): a list of items and whether the caller passed one item rather than a list.
+
+    With `dim` (the model's dimension), a 2-D float array of that width is a batch of its rows.
+    """
+    if may_be_vectors(obj) and dim is not None and obj.shape[1] == dim:  # type: ignore[union-attr]
+        return list(obj), False  # type: ignore[call-overload]
     if is_single(obj):
         return [obj], True
     return list(obj), False  # type: ignore[call-overload]
@@ -82,14 +96,24 @@ def payloads(items: Sequence[ImageLike], what: str = "images") -> list[Payload]:
     return [payload(x, f"{what}[{i}]") for i, x in enumerate(items)]
 
 
-def broadcast(value: object, n: int, what: str) -> list:
-    """A per-item list from one value (repeated) or a list of exactly n values."""
+def broadcast(value: object, n: int, what: str, hint: str = "") -> list:
+    """A per-item list from one value (repeated) or a list of exactly n values (else InvalidArgument,
+    with `hint` appended)."""
     if value is None or isinstance(value, (str, Mapping)):
         return [value] * n
     values = list(value)  # type: ignore[call-overload]
     if len(values) != n:
-        raise InvalidArgument(f"{len(values)} {what} for {n} items")
+        raise InvalidArgument(f"{len(values)} {what} for {n} items{hint}")
     return values
+
+
+def matrix_hint(batch: Sequence[object], dim: int | None = None) -> str:
+    """Why a batch is one item when the caller meant many: a 2-D array read as one image. "" otherwise."""
+    if len(batch) != 1 or not isinstance(batch[0], np.ndarray) or batch[0].ndim != 2:
+        return ""
+    width = f"{dim} (the model's dimension)" if dim is not None else "the model's dimension"
+    return (f"; a 2-D {batch[0].dtype} array of shape {batch[0].shape} is read as one image: pass n vectors "
+            f"as an (n, dim) float32 matrix whose width is {width}, or as a list of 1-D arrays")
 
 
 def enroll_items(
@@ -97,19 +121,24 @@ def enroll_items(
     images: object,
     ids: str | Sequence[str | None] | None = None,
     metadata: Mapping[str, str] | Sequence[Mapping[str, str] | None] | None = None,
+    dim: int | None = None,
 ) -> list[Item]:
-    """Items for `enroll`: one label for all images or one per image; client ids and metadata the same."""
-    batch, _ = as_batch(images)
+    """Items for `enroll`: one label for all images or one per image; client ids and metadata the same.
+
+    `images` as `as_batch` takes them, with `dim` the model's dimension (for a matrix of vectors).
+    """
+    batch, _ = as_batch(images, dim)
     if not batch:
         raise InvalidArgument("no images given")
     n = len(batch)
-    labels = broadcast(label, n, "labels")
+    hint = matrix_hint(batch, dim)
+    labels = broadcast(label, n, "labels", hint)
     if isinstance(ids, str):
         if n != 1:
             raise InvalidArgument(f"one client id for {n} items: give one id per item")
         ids = [ids]
-    client_ids = broadcast(ids, n, "client ids")
-    metas = broadcast(metadata, n, "metadata entries")
+    client_ids = broadcast(ids, n, "client ids", hint)
+    metas = broadcast(metadata, n, "metadata entries", hint)
     return [
         Item(label=labels[i], payload=payload(batch[i], f"images[{i}]"), client_id=client_ids[i] or None,
              metadata=dict(metas[i] or {}))
