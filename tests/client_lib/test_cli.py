@@ -221,3 +221,16 @@ def test_version(capsys):
         main(["--version"])
     assert exit_info.value.code == 0
     assert re.fullmatch(r"twinsearch \d+\.\d+\.\d+\S*\n", capsys.readouterr().out)
+
+
+def test_identify_names_the_bad_file_and_can_answer_the_others(run, tree):
+    assert run("index", str(tree), "--gallery", "staff", "--create", "--allow-partial", "--no-progress")[0] == 0
+    good, bad = str(tree / "alice" / "0.png"), str(tree / "bob" / "broken.png")
+    status, _, err = run("identify", good, bad, "--gallery", "staff")
+    assert status == 1 and err.startswith(f"error: INVALID_ARGUMENT: probes[1] ({bad}): ")
+    status, out, err = run("identify", good, bad, "--gallery", "staff", "--skip-invalid")
+    assert status == 1 and "alice/0.png" in out and "error" in out
+    assert err.startswith(f"error: probes[1] ({bad}): ") and len(err.splitlines()) == 1
+    status, out, _ = run("identify", good, bad, "--gallery", "staff", "--skip-invalid", "--json")
+    answers = json.loads(out)
+    assert status == 1 and answers[0]["label"] == "alice" and answers[1]["error"].startswith("probes[1]")

@@ -11,7 +11,9 @@ Conventions of every method:
   many vectors an (n, dim) float matrix (a 2-D float array as wide as the model's dimension is read as
   n vectors, not as one image; the dimension is asked of the server once, when such an array comes);
 - wherever a list goes a single item works too, and then the answer is a single result, not a list;
-- distances are Euclidean between L2-normalised embeddings, in [0, 2], smaller = more alike.
+- distances are Euclidean between L2-normalised embeddings, in [0, 2], smaller = more alike;
+- an error about one input names it by position and, when the caller gave a path (or a PIL image
+  opened from a file), by that name too: "probes[1] (scans/b.png): cannot identify the image format".
 """
 
 from __future__ import annotations
@@ -30,8 +32,11 @@ from twinsearch.client.inputs import (
     as_batch,
     broadcast,
     enroll_items,
+    in_caller_order,
     matrix_hint,
     may_be_vectors,
+    name_input,
+    naming_inputs,
     payload,
     payloads,
 )
@@ -115,7 +120,8 @@ class BaseClient(abc.ABC):
         Rows are L2-normalised; pass them back as vectors to enroll, identify, verify or search.
         """
         batch, single = as_batch(images)
-        vectors = self._embed(payloads(batch))
+        with naming_inputs({"images": batch}):
+            vectors = self._embed(payloads(batch))
         return vectors[0] if single else vectors
 
     def verify(self, a, b, *, threshold: float | None = None, target_far: float | None = None):
@@ -130,10 +136,12 @@ class BaseClient(abc.ABC):
         if single_a != single_b or len(left) != len(right):
             hint = matrix_hint(left if single_a else right, self._model_dim)
             raise InvalidArgument(f"verify takes two images, or two lists of the same length{hint}")
-        pairs = [(payload(x, f"a[{i}]"), payload(y, f"b[{i}]")) for i, (x, y) in enumerate(zip(left, right, strict=True))]
+        pairs = [(payload(x, f"pairs[{i}].a"), payload(y, f"pairs[{i}].b"))
+                 for i, (x, y) in enumerate(zip(left, right, strict=True))]
         if not pairs:
             raise InvalidArgument("no pairs given")
-        results = self._verify(pairs, threshold=threshold, target_far=target_far)
+        with naming_inputs({"pairs.a": left, "pairs.b": right}):
+            results = self._verify(pairs, threshold=threshold, target_far=target_far)
         return results[0] if single_a else results
 
     # ------------------------------------------------------------------------------- galleries
@@ -200,8 +208,16 @@ class BaseClient(abc.ABC):
         `skip_invalid`, which stores the valid items and lists the others in `EnrollResult.failed`.
         Returns the stored items in order; `result.ids` are their stored ids.
         """
-        items = enroll_items(label, images, ids, metadata, dim=self._dim_for(images))
-        return self._enroll(gallery, items, skip_invalid=skip_invalid)
+        dim = self._dim_for(images)
+        batch, _ = as_batch(images, dim)
+        items = enroll_items(label, batch, ids, metadata, dim=dim)
+        with naming_inputs({"items": batch}):
+            result = self._enroll(gallery, items, skip_invalid=skip_invalid)
+        if not result.failed:
+            return result
+        named = tuple(t.EnrollFailure(index=f.index, client_id=f.client_id,
+                                      reason=name_input(f.reason, {"items": batch})) for f in result.failed)
+        return t.EnrollResult(stored=result.stored, failed=named)
 
     def enroll_folder(
         self,
@@ -275,6 +291,7 @@ class BaseClient(abc.ABC):
         threshold: float | None = None,
         target_far: float | None = None,
         labels: str | Sequence[str] | None = None,
+        skip_invalid: bool = False,
     ):
         """Which enrolled class is each probe (image or vector), or unknown (open set)?
 
@@ -282,14 +299,34 @@ class BaseClient(abc.ABC):
         `candidates` (up to k classes, smallest class distance first), the threshold used and the
         margin between the first two. `scoring`/`mean_k` override the gallery's; `threshold` or
         `target_far` the default threshold; `labels` restricts the answer to those classes.
+
+        A bad probe (unreadable file, undecodable image, bad vector) fails the whole call with an
+        InvalidArgument naming it (ResourceExhausted for an image over the pixel limit), as before.
+        With `skip_invalid` (as in `enroll`), the other probes are answered and each bad one gets a
+        `ProbeFailure` (its index and the reason) in its place in the list.
         """
         batch, single = self._batch(probes)
         k = positive_int(k, "k")
         mean_k = positive_int(mean_k, "mean_k", optional=True)
-        results = self._identify(
-            gallery, payloads(batch, "probes"), k=k, scoring=parse_scoring(scoring), mean_k=mean_k,
-            threshold=threshold, target_far=target_far, labels=label_list(labels),
-        )
+        if not batch:
+            raise InvalidArgument("no probes given")
+        sent, positions, failures = [], [], {}
+        for i, x in enumerate(batch):
+            try:
+                sent.append(payload(x, f"probes[{i}]"))
+                positions.append(i)
+            except InvalidArgument as exc:
+                if not skip_invalid:
+                    raise
+                failures[i] = t.ProbeFailure(index=i, reason=exc.details)
+        results = []
+        if sent:
+            with naming_inputs({"probes": batch}, positions):
+                results = self._identify(
+                    gallery, sent, k=k, scoring=parse_scoring(scoring), mean_k=mean_k, threshold=threshold,
+                    target_far=target_far, labels=label_list(labels), skip_invalid=skip_invalid,
+                )
+        results = in_caller_order(len(batch), failures, positions, results, {"probes": batch})
         return results[0] if single else results
 
     def verify_class(
@@ -310,11 +347,12 @@ class BaseClient(abc.ABC):
         batch, single = self._batch(probes)
         mean_k = positive_int(mean_k, "mean_k", optional=True)
         per_probe = broadcast(labels, len(batch), "labels", matrix_hint(batch, self._model_dim))
-        queries = [(payload(x, f"probes[{i}]"), per_probe[i]) for i, x in enumerate(batch)]
+        queries = [(payload(x, f"queries[{i}].probe"), per_probe[i]) for i, x in enumerate(batch)]
         if not queries:
             raise InvalidArgument("no probes given")
-        results = self._verify_class(gallery, queries, scoring=parse_scoring(scoring), mean_k=mean_k,
-                                     threshold=threshold, target_far=target_far)
+        with naming_inputs({"queries.probe": batch}):
+            results = self._verify_class(gallery, queries, scoring=parse_scoring(scoring), mean_k=mean_k,
+                                         threshold=threshold, target_far=target_far)
         return results[0] if single else results
 
     def search(self, gallery: str, probes, *, k: int = 10, labels: str | Sequence[str] | None = None):
@@ -322,8 +360,8 @@ class BaseClient(abc.ABC):
         (one list for a single probe). `labels` restricts the search to those classes."""
         batch, single = self._batch(probes)
         k = positive_int(k, "k")
-        results = self._search(gallery, payloads(batch, "probes"), k=k,
-                               labels=label_list(labels))
+        with naming_inputs({"probes": batch}):
+            results = self._search(gallery, payloads(batch, "probes"), k=k, labels=label_list(labels))
         return results[0] if single else results
 
     # ------------------------------------------------------------------------------- lifecycle
@@ -379,7 +417,9 @@ class BaseClient(abc.ABC):
 
     @abc.abstractmethod
     def _identify(self, gallery: str, probes: list[Payload], *, k, scoring, mean_k, threshold, target_far,
-                  labels) -> list[t.Identification]: ...
+                  labels, skip_invalid: bool) -> list[t.Identification | t.ProbeFailure]:
+        """One answer per probe, in order; with `skip_invalid` a bad probe's is a ProbeFailure naming
+        it by its position among `probes`."""
 
     @abc.abstractmethod
     def _verify_class(self, gallery: str, queries: list[tuple[Payload, str]], *, scoring, mean_k, threshold,

@@ -181,12 +181,13 @@ class Client(BaseClient):
         request = pb.ListClassesRequest(gallery=gallery, page_size=page_size, page_token=page_token)
         return c.class_page_from_pb(self._call("ListClasses", request))
 
-    def _identify(self, gallery, probes, *, k, scoring, mean_k, threshold, target_far, labels):
+    def _identify(self, gallery, probes, *, k, scoring, mean_k, threshold, target_far, labels, skip_invalid):
         request = pb.IdentifyRequest(
             gallery=gallery, probes=[c.input_to_pb(p) for p in probes], k=k, scoring=c.scoring_to_pb(scoring),
             mean_k=mean_k or 0, threshold=c.threshold_options_to_pb(threshold, target_far), labels=labels or [],
+            skip_invalid=skip_invalid,
         )
-        return [c.identification_from_pb(r) for r in self._call("Identify", request).results]
+        return c.identify_response_from_pb(self._call("Identify", request))
 
     def _verify_class(self, gallery, queries, *, scoring, mean_k, threshold, target_far):
         request = pb.VerifyClassRequest(
