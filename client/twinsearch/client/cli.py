@@ -116,6 +116,8 @@ def _run(argv: Sequence[str] | None) -> int:
     args = parse(parser, argv[split + 1:]) if parse else parser.parse_args(argv[split + 1:])
     level = logging.WARNING - 10 * min(top_args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # faiss announces at INFO which build it loaded ("Loading faiss with AVX2 support."): noise, even with -v.
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:

@@ -53,6 +53,7 @@ from .batching import Batcher, wait_for
 from .payloads import Prepared, prepare
 from .scoring import exact_distances
 from .settings import EngineSettings
+from .startup import data_folder
 from .thresholds import MODEL_SOURCES, ThresholdPolicy
 from .validation import check_k, check_label
 
@@ -111,16 +112,18 @@ class Engine:
     def open(cls, data_dir: Path, model_path: Path | None = None, settings: EngineSettings = DEFAULT_SETTINGS,
              *, observer: BatchObserver | None = None) -> Engine:
         """Load the model (None: the default model shipped with the package), open (or create) the
-        gallery store in `data_dir`, catching its indexes up, and start the batchers."""
+        gallery store in `data_dir`, catching its indexes up, and start the batchers.
+
+        A data folder that cannot be used (a file, not writable) raises `startup.StartupError` before
+        the model loads."""
         import torch
 
         from twinsearch.encoder.model import load_model
 
+        data_dir = data_folder(data_dir)  # before the model loads: a wrong folder fails at once
         torch.set_num_threads(settings.threads)
         model = load_model(None if model_path is None else Path(model_path))
         log.info("model %s (%s), dim %d, loaded", model.name, model.fingerprint, model.dim)
-        data_dir = Path(data_dir)
-        data_dir.mkdir(parents=True, exist_ok=True)
         store = _open_store(data_dir, settings)
         log.info("gallery store at %s open: %d galleries", data_dir, len(store.list_galleries()))
         return cls(model, store, settings, observer=observer)
