@@ -298,3 +298,11 @@ def test_nothing_listening_is_unavailable_and_a_short_deadline_is_deadline_excee
         c.galleries()
     with Client(client.address, timeout=1e-4) as fresh, pytest.raises(DeadlineExceeded):
         fresh.embed([png(i) for i in range(32)])
+
+
+def test_a_gallery_threshold_from_an_operating_point(client):
+    far_1 = next(p for p in client.info().model.thresholds if p.name == "far_1")
+    assert client.operating_point("far_1") == far_1
+    assert client.create_gallery("g", threshold="far_1").threshold == far_1.distance
+    with pytest.raises(InvalidArgument, match="no operating point 'far_2'.*eer, far_1, far_0_1"):
+        client.create_gallery("h", threshold="far_2")

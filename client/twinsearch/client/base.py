@@ -153,7 +153,7 @@ class BaseClient(abc.ABC):
         index: t.IndexSpec | t.IndexKind | str = "exact",
         scoring: t.Scoring | str = "nearest",
         mean_k: int = 3,
-        threshold: float | None = None,
+        threshold: float | str | None = None,
         params: Mapping[str, int] | None = None,
         exist_ok: bool = False,
     ) -> t.GalleryInfo:
@@ -162,11 +162,15 @@ class BaseClient(abc.ABC):
         `index`: "exact" (default), "ivf" or "hnsw", or an IndexSpec; `params` sets IndexSpec fields
         (nlist, nprobe, hnsw_m, ef_construction, ef_search). `scoring`: how a probe's distance to a class
         is computed by default ("nearest", "prototype" or "mean_of_k" with `mean_k`). `threshold`: a
-        distance overriding the model's default threshold for this gallery. With `exist_ok`, an
+        distance overriding the model's default threshold for this gallery, or the name of one of the
+        model's calibrated operating points ("eer", "far_1", "far_0_1"; see `operating_point`), which
+        is resolved to its distance now: the gallery keeps that distance. With `exist_ok`, an
         existing gallery of that name is returned as it is instead of raising AlreadyExists.
         """
         spec = parse_index(index, params)
         mean_k = positive_int(mean_k, "mean_k")
+        if isinstance(threshold, str):
+            threshold = self.operating_point(threshold).distance
         try:
             return self._create_gallery(name, index=spec, scoring=parse_scoring(scoring),
                                         mean_k=mean_k, threshold=threshold)
@@ -174,6 +178,18 @@ class BaseClient(abc.ABC):
             if exist_ok:
                 return self._get_gallery(name)
             raise
+
+    def operating_point(self, name: str) -> t.OperatingPoint:
+        """The server's model's calibrated operating point `name` ("eer", "far_1" for a false-accept
+        rate of 1%, "far_0_1" for 0.1%): its distance and the rates measured at it.
+
+        InvalidArgument for a name the model's calibration does not have (or a model without one).
+        """
+        points = {p.name: p for p in self._info().model.thresholds}
+        if name not in points:
+            known = ", ".join(points) if points else "none: the model carries no calibration"
+            raise InvalidArgument(f"no operating point {name!r} in the server's model; it has {known}")
+        return points[name]
 
     def get_gallery(self, name: str) -> t.GalleryInfo:
         """A gallery's settings and counts; NotFound for an unknown name."""
