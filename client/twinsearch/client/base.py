@@ -238,7 +238,7 @@ class BaseClient(abc.ABC):
     def enroll_folder(
         self,
         gallery: str,
-        folder: str | Path,
+        folder: str | Path | Sequence[str | Path],
         *,
         class_depth: int = 1,
         batch_size: int = 32,
@@ -247,7 +247,8 @@ class BaseClient(abc.ABC):
         extensions: Sequence[str] | None = None,
         progress: Callable[..., None] | None = None,
     ):
-        """Bulk-enroll a folder tree, one folder per class (see `twinsearch.client.bulk`).
+        """Bulk-enroll a folder tree, one folder per class (see `twinsearch.client.bulk`), or several
+        trees in one run (then ids and reported paths start with each folder's name).
 
         Returns a `BulkReport`: files found, sent, stored, skipped (already stored), failed (with
         reasons), seconds and images/s. Resumable: client ids are the files' relative paths, so a
