@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -88,15 +89,19 @@ def test_the_start_up_line_names_model_folder_and_galleries(tmp_path, model_path
     cmd = [sys.executable, "-m", "twinsearch.client.cli", "-v", "serve", "--model", str(model_path),
            "--data-dir", str(data), "--address", "127.0.0.1:0", "--torch-threads", "1"]
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(120, process.kill)  # a missing line must fail the test, not hang it
+    watchdog.start()
     try:
         assert process.stdout.readline().startswith("twinsearch serving on 127.0.0.1:")
-        process.send_signal(signal.SIGTERM)  # the start-up line is printed before the server waits
-        out, err = process.communicate(timeout=60)
+        line = process.stdout.readline().strip()
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
     finally:
+        watchdog.cancel()
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert out.splitlines()[0] == (f"twinsearch model tiny-0 (fingerprint {fingerprint}), data folder "
-                                   f"{data.resolve()}, 2 galleries: empty (0 items), staff (3 items)")
+    assert line == (f"twinsearch model tiny-0 (fingerprint {fingerprint}), data folder {data.resolve()}, "
+                    "2 galleries: empty (0 items), staff (3 items)")
     assert process.returncode == 0
     assert "INFO twinsearch.server" in err and "faiss.loader" not in err  # -v logs ours, not faiss's loader
