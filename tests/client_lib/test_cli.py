@@ -119,7 +119,8 @@ def test_address_and_token_from_the_environment(server, monkeypatch, capsys):
     assert "no galleries" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("command", ["index", "identify", "verify", "info", "galleries", "demo"])
+@pytest.mark.parametrize("command", ["index", "enroll", "identify", "verify", "verify-class", "search", "delete",
+                                     "info", "galleries", "demo"])
 def test_help_explains_each_command(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
@@ -221,3 +222,76 @@ def test_version(capsys):
         main(["--version"])
     assert exit_info.value.code == 0
     assert re.fullmatch(r"twinsearch \d+\.\d+\.\d+\S*\n", capsys.readouterr().out)
+
+
+def test_identify_names_the_bad_file_and_can_answer_the_others(run, tree):
+    assert run("index", str(tree), "--gallery", "staff", "--create", "--allow-partial", "--no-progress")[0] == 0
+    good, bad = str(tree / "alice" / "0.png"), str(tree / "bob" / "broken.png")
+    status, _, err = run("identify", good, bad, "--gallery", "staff")
+    assert status == 1 and err.startswith(f"error: INVALID_ARGUMENT: probes[1] ({bad}): ")
+    status, out, err = run("identify", good, bad, "--gallery", "staff", "--skip-invalid")
+    assert status == 1 and "alice/0.png" in out and "error" in out
+    assert err.startswith(f"error: probes[1] ({bad}): ") and len(err.splitlines()) == 1
+    status, out, _ = run("identify", good, bad, "--gallery", "staff", "--skip-invalid", "--json")
+    answers = json.loads(out)
+    assert status == 1 and answers[0]["label"] == "alice" and answers[1]["error"].startswith("probes[1]")
+
+
+def test_enroll_search_verify_class_and_delete(run, tree, monkeypatch):
+    alice = [str(tree / "alice" / f"{i}.png") for i in range(3)]
+    bob = str(tree / "bob" / "0.png")
+    status, _, err = run("enroll", "people", "alice", alice[0], "--ids", "a0")
+    assert status == 1 and "NOT_FOUND" in err
+    status, out, _ = run("enroll", "people", "alice", alice[0], alice[1], "--ids", "a0", "a1", "--create",
+                         "--meta", "team=red")
+    assert status == 0 and "2 stored, 0 already stored, 0 failed in gallery 'people' under 'alice'" in out
+    status, out, _ = run("enroll", "people", "alice", alice[0], alice[1], "--ids", "a0", "a1")
+    assert status == 0 and "0 stored, 2 already stored" in out
+    status, _, err = run("enroll", "people", "bob", bob, str(tree / "bob" / "broken.png"))
+    assert status == 1 and "broken.png" in err                     # all or nothing: bob not stored
+    status, out, _ = run("enroll", "people", "bob", bob, str(tree / "bob" / "broken.png"), "--skip-invalid",
+                         "--json")
+    result = json.loads(out)
+    assert status == 1 and len(result["stored"]) == 1 and "broken.png" in result["failed"][0]["reason"]
+    status, _, err = run("enroll", "people", "bob", bob, "--ids", "x", "y")
+    assert status == 2 and "2 --ids for 1 images" in err
+
+    status, out, _ = run("search", "people", alice[0], "-k", "2")
+    assert status == 0 and "a0" in out and "team=red" in out and "rank" in out
+    status, out, _ = run("search", "people", alice[0], bob, "-k", "1", "--json")
+    hits = json.loads(out)
+    assert [h["neighbors"][0]["label"] for h in hits] == ["alice", "bob"]
+    assert hits[0]["neighbors"][0]["client_id"] == "a0" and hits[0]["neighbors"][0]["distance"] == 0.0
+
+    status, out, _ = run("verify-class", "people", "alice", alice[0], "--json")
+    [answer] = json.loads(out)
+    assert status == 0 and answer["same"] is True and answer["label"] == "alice"
+    status, out, _ = run("verify-class", "people", "alice", alice[0], bob, "--threshold", "0.0")
+    assert status == 0 and "same" in out and "different" in out and "request" in out
+    status, _, err = run("verify-class", "people", "carol", alice[0])
+    assert status == 1 and "NOT_FOUND" in err
+
+    status, out, _ = run("delete", "people", "--client-ids", "a1", "nope")
+    assert status == 0 and "deleted 1 items" in out
+    status, _, err = run("delete", "people", "--class", "alice")  # stdin is not a terminal here
+    assert status == 2 and "pass --yes" in err
+    monkeypatch.setattr("sys.stdin", _Terminal("y\n"))
+    status, out, _ = run("delete", "people", "--class", "alice")
+    assert status == 0 and "deleted 1 items (class 'alice')" in out
+    status, out, _ = run("delete", "people", "--ids", "999", "--json")
+    assert status == 0 and json.loads(out)["deleted"] == 0
+    status, out, _ = run("galleries", "classes", "people")
+    assert "bob" in out and "alice" not in out
+
+
+def test_galleries_create_takes_an_operating_point(run):
+    status, out, _ = run("info", "--json")
+    far_1 = next(p for p in json.loads(out)["model"]["thresholds"] if p["name"] == "far_1")
+    status, out, _ = run("galleries", "create", "strict", "--threshold", "far_1", "--json")
+    assert status == 0 and json.loads(out)["threshold"] == far_1["distance"]
+    status, out, _ = run("galleries", "create", "eer", "--threshold", "eer")
+    assert status == 0 and "operating point eer of the model is distance" in out and "keeps this distance" in out
+    status, _, err = run("galleries", "create", "bad", "--threshold", "far_5")
+    assert status == 2 and "no operating point 'far_5'" in err and "far_1" in err
+    status, out, _ = run("galleries", "create", "plain", "--threshold", "0.5", "--json")
+    assert status == 0 and json.loads(out)["threshold"] == 0.5

@@ -103,3 +103,34 @@ def test_one_label_is_a_label_not_its_characters():
     assert label_list("alice") == ["alice"]
     assert label_list(("a", "b")) == ["a", "b"]
     assert label_list(None) is None
+
+
+def test_a_float_matrix_as_wide_as_the_model_is_a_batch_of_vectors():
+    matrix = np.ones((5, 16), np.float32)
+    rows, single = as_batch(matrix, dim=16)
+    assert not single and len(rows) == 5 and all(r.shape == (16,) for r in rows)
+    assert not as_batch(matrix.astype(np.float64), dim=16)[1]
+    for image in (matrix, np.ones((5, 16), np.uint8), np.ones((5, 16, 1), np.float32)):
+        assert as_batch(image, dim=None if image is matrix else 16)[1]   # one image
+    assert as_batch(matrix, dim=8)[1]
+    items = enroll_items("a", np.ones((3, 4), np.float32), ids=["x", "y", "z"], dim=4)
+    assert [i.client_id for i in items] == ["x", "y", "z"] and items[0].payload.shape == (4,)
+    with pytest.raises(InvalidArgument, match=r"3 client ids for 1 items; a 2-D uint8 array of shape \(3, 4\)"):
+        enroll_items("a", np.ones((3, 4), np.uint8), ids=["x", "y", "z"], dim=4)
+
+
+def test_errors_name_inputs_by_the_caller_s_position_and_path(tmp_path):
+    from twinsearch.client.inputs import name_input
+
+    probes = [b"x", tmp_path / "a.png", "b.png"]
+    assert name_input("probes[1]: bad", {"probes": probes}) == f"probes[1] ({tmp_path / 'a.png'}): bad"
+    assert name_input("probes[0]: bad", {"probes": probes}) == "probes[0]: bad"       # bytes: no name
+    assert name_input("probes[0]: bad", {"probes": probes}, positions=[2]) == "probes[2] (b.png): bad"
+    assert name_input("pairs[0].b: bad", {"pairs.a": ["x.png"], "pairs.b": ["y.png"]}) == "pairs[0].b (y.png): bad"
+    assert name_input("probes[2]: cannot read image file 'b.png'", {"probes": probes}) == \
+        "probes[2]: cannot read image file 'b.png'"                                # named already
+    assert name_input("labels[0]: empty", {"probes": probes}) == "labels[0]: empty"
+    assert name_input("3 probes in one call", {"probes": probes}) == "3 probes in one call"
+    path = tmp_path / "c.png"
+    Image.new("L", (4, 4)).save(path)
+    assert name_input("probes[0]: too large", {"probes": [Image.open(path)]}) == f"probes[0] ({path}): too large"

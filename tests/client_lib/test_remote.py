@@ -265,3 +265,44 @@ def test_one_client_many_threads(client, png):
         concurrent = list(pool.map(lambda v: client.identify("g", v, k=3), vectors))
     for a, b in zip(sequential, concurrent, strict=True):
         assert [(c.label, c.distance) for c in a.candidates] == [(c.label, c.distance) for c in b.candidates]
+
+
+def test_a_call_waits_for_a_server_still_starting_within_its_deadline(tmp_path, tiny_model):
+    """With the default retries (about 2 s of backoff), a server that comes up 4 s later is still
+    answered: the call waits for the channel to be ready, within its 30 s deadline."""
+    from twinsearch.server.app import ServerSettings, start_server
+
+    port = _free_port()
+    holder = {}
+    calling = threading.Event()
+
+    def start_late():
+        calling.wait(10)
+        time.sleep(4.0)  # the server is late on purpose: longer than the retries' backoff
+        holder["server"] = start_server(ServerSettings(data_dir=tmp_path / "d", model_path=tiny_model,
+                                                       address=f"127.0.0.1:{port}"))
+
+    thread = threading.Thread(target=start_late)
+    thread.start()
+    try:
+        with Client(f"127.0.0.1:{port}", timeout=30.0) as c:
+            calling.set()
+            assert c.info().api_version == "v1"
+    finally:
+        thread.join()
+        holder["server"].stop(grace=1.0)
+
+
+def test_nothing_listening_is_unavailable_and_a_short_deadline_is_deadline_exceeded(client, png):
+    with Client(f"127.0.0.1:{_free_port()}", timeout=1.0) as c, pytest.raises(Unavailable, match="no server reachable"):
+        c.galleries()
+    with Client(client.address, timeout=1e-4) as fresh, pytest.raises(DeadlineExceeded):
+        fresh.embed([png(i) for i in range(32)])
+
+
+def test_a_gallery_threshold_from_an_operating_point(client):
+    far_1 = next(p for p in client.info().model.thresholds if p.name == "far_1")
+    assert client.operating_point("far_1") == far_1
+    assert client.create_gallery("g", threshold="far_1").threshold == far_1.distance
+    with pytest.raises(InvalidArgument, match="no operating point 'far_2'.*eer, far_1, far_0_1"):
+        client.create_gallery("h", threshold="far_2")

@@ -195,3 +195,15 @@ def test_malformed_messages_are_invalid_arguments(channel, method, payload):
             channel.unary_unary(path)(payload, timeout=TIMEOUT)
     assert info.value.code() == INVALID, info.value.details()
     assert "not a valid twinsearch.v1" in info.value.details()
+
+
+def test_identify_with_skip_invalid_reports_each_bad_probe_by_request_position(stub, gallery):
+    probes = [good(), pb.Input(image=pb.Image(raw=pb.RawImage(dtype="uint8", shape=[2, 2], data=b"x"))),
+              vector_input(unit()), pb.Input(image=pb.Image(encoded=b"junk")), vector_input(np.ones(DIM + 1)),
+              pb.Input(image=pb.Image(encoded=big_png(1200, 1200)))]
+    expect(INVALID, stub.Identify, pb.IdentifyRequest(gallery=gallery, probes=probes), contains="probes[1]")
+    response = stub.Identify(pb.IdentifyRequest(gallery=gallery, probes=probes, skip_invalid=True), timeout=TIMEOUT)
+    assert len(response.results) == 2 and response.results[0].label == "zero"
+    assert [f.index for f in response.failed] == [1, 3, 4, 5]
+    assert [f.reason.split(":")[0] for f in response.failed] == ["probes[1]", "probes[3]", "probes[4]", "probes[5]"]
+    assert "pixel" in response.failed[3].reason

@@ -41,6 +41,7 @@ from twinsearch.client.types import (
     ModelInfo,
     Neighbor,
     OperatingPoint,
+    ProbeFailure,
     Scoring,
     ServerInfo,
     Threshold,
@@ -52,7 +53,7 @@ __all__ = [
     "AlreadyExists", "BulkProgress", "BulkReport", "Cancelled", "Candidate", "ClassCount", "ClassPage", "Client",
     "DeadlineExceeded", "EnrollFailure", "EnrollResult", "Enrolled", "FailedPrecondition", "FileFailure",
     "GalleryInfo", "Identification", "IndexKind", "IndexSpec", "InputSpec", "InternalError", "InvalidArgument",
-    "ModelInfo", "Neighbor", "NotFound", "OperatingPoint", "ResourceExhausted", "Scoring",
+    "ModelInfo", "Neighbor", "NotFound", "OperatingPoint", "ProbeFailure", "ResourceExhausted", "Scoring",
     "ServerInfo", "Threshold", "ThresholdSource", "TwinsearchError", "Unauthenticated", "Unavailable",
     "Verification",
 ]

@@ -7,9 +7,13 @@ exceptions of `twinsearch.client.errors`, so code written against one runs again
 
 Conventions of every method:
 - wherever an image goes: a path, bytes, a PIL image or a numpy array (H x W or H x W x C); where a
-  vector may replace it (enroll, identify, verify, verify_class, search): a 1-D numpy array;
+  vector may replace it (enroll, identify, verify, verify_class, search): a 1-D numpy array, and for
+  many vectors an (n, dim) float matrix (a 2-D float array as wide as the model's dimension is read as
+  n vectors, not as one image; the dimension is asked of the server once, when such an array comes);
 - wherever a list goes a single item works too, and then the answer is a single result, not a list;
-- distances are Euclidean between L2-normalised embeddings, in [0, 2], smaller = more alike.
+- distances are Euclidean between L2-normalised embeddings, in [0, 2], smaller = more alike;
+- an error about one input names it by position and, when the caller gave a path (or a PIL image
+  opened from a file), by that name too: "probes[1] (scans/b.png): cannot identify the image format".
 """
 
 from __future__ import annotations
@@ -22,7 +26,20 @@ import numpy as np
 
 from twinsearch.client import types as t
 from twinsearch.client.errors import AlreadyExists, InvalidArgument
-from twinsearch.client.inputs import Item, Payload, as_batch, broadcast, enroll_items, payload, payloads
+from twinsearch.client.inputs import (
+    Item,
+    Payload,
+    as_batch,
+    broadcast,
+    enroll_items,
+    in_caller_order,
+    matrix_hint,
+    may_be_vectors,
+    name_input,
+    naming_inputs,
+    payload,
+    payloads,
+)
 
 
 def parse_index(index: t.IndexSpec | t.IndexKind | str | None, params: Mapping[str, int] | None = None) -> t.IndexSpec:
@@ -77,6 +94,20 @@ def label_list(labels: str | Sequence[str] | None) -> list[str] | None:
 class BaseClient(abc.ABC):
     """The twinsearch API. Subclasses implement the `_primitives`; callers use the public methods."""
 
+    _model_dim: int | None = None
+
+    def _dim_for(self, obj: object) -> int | None:
+        """The model's dimension when `obj` may be a matrix of vectors (asked once, then kept), else None."""
+        if not may_be_vectors(obj):
+            return None
+        if self._model_dim is None:
+            self._model_dim = int(self._info().model.dim)
+        return self._model_dim
+
+    def _batch(self, obj: object) -> tuple[list, bool]:
+        """`inputs.as_batch` where vectors may replace images: an (n, dim) float matrix is n vectors."""
+        return as_batch(obj, self._dim_for(obj))
+
     # -------------------------------------------------------------------------- server and model
 
     def info(self) -> t.ServerInfo:
@@ -89,7 +120,8 @@ class BaseClient(abc.ABC):
         Rows are L2-normalised; pass them back as vectors to enroll, identify, verify or search.
         """
         batch, single = as_batch(images)
-        vectors = self._embed(payloads(batch))
+        with naming_inputs({"images": batch}):
+            vectors = self._embed(payloads(batch))
         return vectors[0] if single else vectors
 
     def verify(self, a, b, *, threshold: float | None = None, target_far: float | None = None):
@@ -99,14 +131,17 @@ class BaseClient(abc.ABC):
         them for lists. `threshold` (a distance) or `target_far` (a false-accept rate) overrides the
         model's default operating point.
         """
-        left, single_a = as_batch(a)
-        right, single_b = as_batch(b)
+        left, single_a = self._batch(a)
+        right, single_b = self._batch(b)
         if single_a != single_b or len(left) != len(right):
-            raise InvalidArgument("verify takes two images, or two lists of the same length")
-        pairs = [(payload(x, f"a[{i}]"), payload(y, f"b[{i}]")) for i, (x, y) in enumerate(zip(left, right, strict=True))]
+            hint = matrix_hint(left if single_a else right, self._model_dim)
+            raise InvalidArgument(f"verify takes two images, or two lists of the same length{hint}")
+        pairs = [(payload(x, f"pairs[{i}].a"), payload(y, f"pairs[{i}].b"))
+                 for i, (x, y) in enumerate(zip(left, right, strict=True))]
         if not pairs:
             raise InvalidArgument("no pairs given")
-        results = self._verify(pairs, threshold=threshold, target_far=target_far)
+        with naming_inputs({"pairs.a": left, "pairs.b": right}):
+            results = self._verify(pairs, threshold=threshold, target_far=target_far)
         return results[0] if single_a else results
 
     # ------------------------------------------------------------------------------- galleries
@@ -118,7 +153,7 @@ class BaseClient(abc.ABC):
         index: t.IndexSpec | t.IndexKind | str = "exact",
         scoring: t.Scoring | str = "nearest",
         mean_k: int = 3,
-        threshold: float | None = None,
+        threshold: float | str | None = None,
         params: Mapping[str, int] | None = None,
         exist_ok: bool = False,
     ) -> t.GalleryInfo:
@@ -127,11 +162,15 @@ class BaseClient(abc.ABC):
         `index`: "exact" (default), "ivf" or "hnsw", or an IndexSpec; `params` sets IndexSpec fields
         (nlist, nprobe, hnsw_m, ef_construction, ef_search). `scoring`: how a probe's distance to a class
         is computed by default ("nearest", "prototype" or "mean_of_k" with `mean_k`). `threshold`: a
-        distance overriding the model's default threshold for this gallery. With `exist_ok`, an
+        distance overriding the model's default threshold for this gallery, or the name of one of the
+        model's calibrated operating points ("eer", "far_1", "far_0_1"; see `operating_point`), which
+        is resolved to its distance now: the gallery keeps that distance. With `exist_ok`, an
         existing gallery of that name is returned as it is instead of raising AlreadyExists.
         """
         spec = parse_index(index, params)
         mean_k = positive_int(mean_k, "mean_k")
+        if isinstance(threshold, str):
+            threshold = self.operating_point(threshold).distance
         try:
             return self._create_gallery(name, index=spec, scoring=parse_scoring(scoring),
                                         mean_k=mean_k, threshold=threshold)
@@ -139,6 +178,18 @@ class BaseClient(abc.ABC):
             if exist_ok:
                 return self._get_gallery(name)
             raise
+
+    def operating_point(self, name: str) -> t.OperatingPoint:
+        """The server's model's calibrated operating point `name` ("eer", "far_1" for a false-accept
+        rate of 1%, "far_0_1" for 0.1%): its distance and the rates measured at it.
+
+        InvalidArgument for a name the model's calibration does not have (or a model without one).
+        """
+        points = {p.name: p for p in self._info().model.thresholds}
+        if name not in points:
+            known = ", ".join(points) if points else "none: the model carries no calibration"
+            raise InvalidArgument(f"no operating point {name!r} in the server's model; it has {known}")
+        return points[name]
 
     def get_gallery(self, name: str) -> t.GalleryInfo:
         """A gallery's settings and counts; NotFound for an unknown name."""
@@ -164,7 +215,8 @@ class BaseClient(abc.ABC):
         *,
         skip_invalid: bool = False,
     ) -> t.EnrollResult:
-        """Enroll images (or vectors) under `label` (one label for all, or one per image).
+        """Enroll images (or vectors: 1-D arrays, or the rows of an (n, dim) float matrix) under `label`
+        (one label for all, or one per image).
 
         `ids` are client ids, one per image: re-sending an id already stored stores nothing new
         (`Enrolled.created` is False), so enrolling with ids is safe to repeat. `metadata` is one
@@ -172,13 +224,21 @@ class BaseClient(abc.ABC):
         `skip_invalid`, which stores the valid items and lists the others in `EnrollResult.failed`.
         Returns the stored items in order; `result.ids` are their stored ids.
         """
-        items = enroll_items(label, images, ids, metadata)
-        return self._enroll(gallery, items, skip_invalid=skip_invalid)
+        dim = self._dim_for(images)
+        batch, _ = as_batch(images, dim)
+        items = enroll_items(label, batch, ids, metadata, dim=dim)
+        with naming_inputs({"items": batch}):
+            result = self._enroll(gallery, items, skip_invalid=skip_invalid)
+        if not result.failed:
+            return result
+        named = tuple(t.EnrollFailure(index=f.index, client_id=f.client_id,
+                                      reason=name_input(f.reason, {"items": batch})) for f in result.failed)
+        return t.EnrollResult(stored=result.stored, failed=named)
 
     def enroll_folder(
         self,
         gallery: str,
-        folder: str | Path,
+        folder: str | Path | Sequence[str | Path],
         *,
         class_depth: int = 1,
         batch_size: int = 32,
@@ -187,7 +247,8 @@ class BaseClient(abc.ABC):
         extensions: Sequence[str] | None = None,
         progress: Callable[..., None] | None = None,
     ):
-        """Bulk-enroll a folder tree, one folder per class (see `twinsearch.client.bulk`).
+        """Bulk-enroll a folder tree, one folder per class (see `twinsearch.client.bulk`), or several
+        trees in one run (then ids and reported paths start with each folder's name).
 
         Returns a `BulkReport`: files found, sent, stored, skipped (already stored), failed (with
         reasons), seconds and images/s. Resumable: client ids are the files' relative paths, so a
@@ -247,6 +308,7 @@ class BaseClient(abc.ABC):
         threshold: float | None = None,
         target_far: float | None = None,
         labels: str | Sequence[str] | None = None,
+        skip_invalid: bool = False,
     ):
         """Which enrolled class is each probe (image or vector), or unknown (open set)?
 
@@ -254,14 +316,34 @@ class BaseClient(abc.ABC):
         `candidates` (up to k classes, smallest class distance first), the threshold used and the
         margin between the first two. `scoring`/`mean_k` override the gallery's; `threshold` or
         `target_far` the default threshold; `labels` restricts the answer to those classes.
+
+        A bad probe (unreadable file, undecodable image, bad vector) fails the whole call with an
+        InvalidArgument naming it (ResourceExhausted for an image over the pixel limit), as before.
+        With `skip_invalid` (as in `enroll`), the other probes are answered and each bad one gets a
+        `ProbeFailure` (its index and the reason) in its place in the list.
         """
-        batch, single = as_batch(probes)
+        batch, single = self._batch(probes)
         k = positive_int(k, "k")
         mean_k = positive_int(mean_k, "mean_k", optional=True)
-        results = self._identify(
-            gallery, payloads(batch, "probes"), k=k, scoring=parse_scoring(scoring), mean_k=mean_k,
-            threshold=threshold, target_far=target_far, labels=label_list(labels),
-        )
+        if not batch:
+            raise InvalidArgument("no probes given")
+        sent, positions, failures = [], [], {}
+        for i, x in enumerate(batch):
+            try:
+                sent.append(payload(x, f"probes[{i}]"))
+                positions.append(i)
+            except InvalidArgument as exc:
+                if not skip_invalid:
+                    raise
+                failures[i] = t.ProbeFailure(index=i, reason=exc.details)
+        results = []
+        if sent:
+            with naming_inputs({"probes": batch}, positions):
+                results = self._identify(
+                    gallery, sent, k=k, scoring=parse_scoring(scoring), mean_k=mean_k, threshold=threshold,
+                    target_far=target_far, labels=label_list(labels), skip_invalid=skip_invalid,
+                )
+        results = in_caller_order(len(batch), failures, positions, results, {"probes": batch})
         return results[0] if single else results
 
     def verify_class(
@@ -279,23 +361,24 @@ class BaseClient(abc.ABC):
 
         Uses the same class distance as identify. NotFound when a label is not enrolled.
         """
-        batch, single = as_batch(probes)
+        batch, single = self._batch(probes)
         mean_k = positive_int(mean_k, "mean_k", optional=True)
-        per_probe = broadcast(labels, len(batch), "labels")
-        queries = [(payload(x, f"probes[{i}]"), per_probe[i]) for i, x in enumerate(batch)]
+        per_probe = broadcast(labels, len(batch), "labels", matrix_hint(batch, self._model_dim))
+        queries = [(payload(x, f"queries[{i}].probe"), per_probe[i]) for i, x in enumerate(batch)]
         if not queries:
             raise InvalidArgument("no probes given")
-        results = self._verify_class(gallery, queries, scoring=parse_scoring(scoring), mean_k=mean_k,
-                                     threshold=threshold, target_far=target_far)
+        with naming_inputs({"queries.probe": batch}):
+            results = self._verify_class(gallery, queries, scoring=parse_scoring(scoring), mean_k=mean_k,
+                                         threshold=threshold, target_far=target_far)
         return results[0] if single else results
 
     def search(self, gallery: str, probes, *, k: int = 10, labels: str | Sequence[str] | None = None):
         """The k nearest stored items of each probe, nearest first: a list of Neighbor per probe
         (one list for a single probe). `labels` restricts the search to those classes."""
-        batch, single = as_batch(probes)
+        batch, single = self._batch(probes)
         k = positive_int(k, "k")
-        results = self._search(gallery, payloads(batch, "probes"), k=k,
-                               labels=label_list(labels))
+        with naming_inputs({"probes": batch}):
+            results = self._search(gallery, payloads(batch, "probes"), k=k, labels=label_list(labels))
         return results[0] if single else results
 
     # ------------------------------------------------------------------------------- lifecycle
@@ -351,7 +434,9 @@ class BaseClient(abc.ABC):
 
     @abc.abstractmethod
     def _identify(self, gallery: str, probes: list[Payload], *, k, scoring, mean_k, threshold, target_far,
-                  labels) -> list[t.Identification]: ...
+                  labels, skip_invalid: bool) -> list[t.Identification | t.ProbeFailure]:
+        """One answer per probe, in order; with `skip_invalid` a bad probe's is a ProbeFailure naming
+        it by its position among `probes`."""
 
     @abc.abstractmethod
     def _verify_class(self, gallery: str, queries: list[tuple[Payload, str]], *, scoring, mean_k, threshold,

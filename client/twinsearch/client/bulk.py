@@ -6,6 +6,11 @@ joined by "/" (e.g. `class_depth=2` on `omniglot/Tagalog/character01/x.png` give
 links to folders and files are followed under their own names, so a tree assembled from links indexes
 like a copy of it.
 
+Several roots can go in one run: each file's path is then taken relative to the root's parent
+(`photos/alice/1.png`, `scans/alice/1.png`), so that the same relative path under two roots names two
+files, and the roots must have different names. Class labels come from below each root, so two roots
+holding `alice/` fill one class "alice" (`twinsearch.client.layout` warns about that).
+
 Every file's client id is its path relative to ROOT (POSIX separators, after an optional prefix; a
 digest of it when that would be over 256 characters), so
 enrolling the same tree again stores nothing twice: the server answers `created = False` for what it
@@ -180,10 +185,41 @@ def _folders(root: Path) -> Iterator[tuple[str, list[str]]]:
         yield folder, files
 
 
+def root_names(roots: Sequence[str | Path]) -> list[str]:
+    """The names of the roots of one run; InvalidArgument for none, or for several sharing a name."""
+    if not roots:
+        raise InvalidArgument("no folder given")
+    names = [Path(r).resolve().name for r in roots]
+    if len(names) > 1 and len(set(names)) < len(names):
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        raise InvalidArgument(f"several folders named {', '.join(map(repr, repeated))}: their files would get the "
+                              "same ids; index them one at a time, each with its own --id-prefix")
+    return names
+
+
+def walk_folders(
+    roots: Sequence[str | Path],
+    class_depth: int = 1,
+    extensions: Sequence[str] | None = None,
+) -> tuple[list[FolderEntry], list[FileFailure]]:
+    """`walk_folder` over one or more roots; with several, relative paths start with the root's name."""
+    roots = [Path(r) for r in roots]
+    names = root_names(roots)
+    if len(roots) == 1:
+        return walk_folder(roots[0], class_depth, extensions)
+    entries: list[FolderEntry] = []
+    outside: list[FileFailure] = []
+    for root, name in zip(roots, names, strict=True):
+        found, stray = walk_folder(root, class_depth, extensions)
+        entries += [FolderEntry(e.path, f"{name}/{e.relative}", e.label) for e in found]
+        outside += [FileFailure(f"{name}/{f.path}", f.reason) for f in stray]
+    return entries, outside
+
+
 def enroll_folder(
     client,
     gallery: str,
-    folder: str | Path,
+    folder: str | Path | Sequence[str | Path],
     *,
     class_depth: int = 1,
     batch_size: int = 32,
@@ -192,7 +228,8 @@ def enroll_folder(
     extensions: Sequence[str] | None = None,
     progress: Callable[[BulkProgress], None] | None = None,
 ) -> BulkReport:
-    """Enroll every image under `folder` into `gallery` through `client` (a Client or LocalClient).
+    """Enroll every image under `folder` (or under each of several folders) into `gallery` through
+    `client` (a Client or LocalClient).
 
     Files are read lazily, `batch_size` per request, with at most `max_in_flight` requests awaiting
     acknowledgement. `progress` is called with a BulkProgress before the first batch and after each
@@ -202,7 +239,8 @@ def enroll_folder(
     if batch_size < 1:
         raise InvalidArgument(f"batch_size must be >= 1, got {batch_size}")
     started = time.perf_counter()
-    entries, failures = walk_folder(folder, class_depth, extensions)
+    roots = [folder] if isinstance(folder, (str, os.PathLike)) else list(folder)
+    entries, failures = walk_folders(roots, class_depth, extensions)
     total = len(entries)
     found = total + len(failures)
     log.info("enroll_folder %s -> %s: %d files, %d outside class folders", folder, gallery, total, len(failures))

@@ -46,9 +46,14 @@ COMMANDS: tuple[Command, ...] = (
             needs=SERVER_EXTRA),
     Command("index", "bulk-enroll a folder tree (one folder per class) into a gallery",
             "twinsearch.client.commands.index"),
+    Command("enroll", "enroll a few image files under one class", "twinsearch.client.commands.enroll"),
     Command("verify", "are two images the same class? (1:1)", "twinsearch.client.commands.verify"),
+    Command("verify-class", "is this image the enrolled class LABEL? (1:1 against a class)",
+            "twinsearch.client.commands.verify_class"),
     Command("identify", "which enrolled class is this image, or unknown? (1:N)",
             "twinsearch.client.commands.identify"),
+    Command("search", "the nearest enrolled items of an image", "twinsearch.client.commands.search"),
+    Command("delete", "delete a class or items from a gallery", "twinsearch.client.commands.delete"),
     Command("galleries", "list, create or delete galleries", "twinsearch.client.commands.galleries"),
     Command("info", "show the server's model, thresholds and galleries", "twinsearch.client.commands.info"),
     Command("demo", "one-shot Omniglot demo end to end: serve, enroll, identify, verify, report",
@@ -116,6 +121,8 @@ def _run(argv: Sequence[str] | None) -> int:
     args = parse(parser, argv[split + 1:]) if parse else parser.parse_args(argv[split + 1:])
     level = logging.WARNING - 10 * min(top_args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # faiss announces at INFO which build it loaded ("Loading faiss with AVX2 support."): noise, even with -v.
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:

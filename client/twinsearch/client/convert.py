@@ -465,6 +465,22 @@ def identification_from_pb(message: pb.Identification) -> t.Identification:
     )
 
 
+def identify_response_to_pb(results: list[t.Identification | t.ProbeFailure]) -> pb.IdentifyResponse:
+    """Answers in probe order; probe failures go to `failed` (by index), the rest to `results`."""
+    return pb.IdentifyResponse(
+        results=[identification_to_pb(r) for r in results if not isinstance(r, t.ProbeFailure)],
+        failed=[pb.ProbeFailure(index=r.index, reason=r.reason) for r in results if isinstance(r, t.ProbeFailure)],
+    )
+
+
+def identify_response_from_pb(message: pb.IdentifyResponse) -> list[t.Identification | t.ProbeFailure]:
+    """One entry per probe, in order: an Identification, or a ProbeFailure where the probe failed."""
+    failed = {f.index: t.ProbeFailure(index=f.index, reason=f.reason) for f in message.failed}
+    answers = iter(message.results)
+    n = len(message.results) + len(failed)
+    return [failed[i] if i in failed else identification_from_pb(next(answers)) for i in range(n)]
+
+
 def verification_to_pb(result: t.Verification) -> pb.Verification:
     message = pb.Verification(distance=result.distance, same=result.same,
                               threshold=threshold_to_pb(result.threshold))

@@ -2,27 +2,37 @@
 
 The public methods of `Client` and `LocalClient` accept, wherever an image goes, a path, bytes, a PIL
 image or a numpy array (H x W or H x W x C), and wherever a vector may replace an image, a 1-D numpy
-array. Wherever a list goes a single item works too. This module decides, once for both clients:
+array, or many vectors as one (n, dim) float matrix. Wherever a list goes a single item works too.
+This module decides, once for both clients:
 
 - whether an argument is one item or a batch (`as_batch`);
 - the canonical payload of one item (`payload`): encoded bytes, a pixel array in a wire dtype (uint8,
   uint16 or float32), or a 1-D float32 vector. The remote client sends exactly this; the local client
-  hands exactly this to the engine, so both see the same input and give the same answer.
+  hands exactly this to the engine, so both see the same input and give the same answer;
+- how an error names an input: the server names it by position ("probes[1]: cannot identify the image
+  format"); `name_input` adds what the caller passed when it has a name, the path or a PIL image's file
+  name ("probes[1] (scans/b.png): ..."), and maps positions among the items sent back to the caller's.
 
-A 2-D numpy array is an image, never a batch of vectors: pass `list(matrix)` for that.
+A 2-D numpy array is an image, except a float (float32 or float64) matrix whose width is the model's
+dimension: that is n vectors, one per row, as FAISS and vector databases take them. An image is
+uint8, uint16 or bool, or has a channel axis (H x W x C); a float grayscale image exactly as wide as
+the model's dimension must be given with a channel axis (H x W x 1) or as uint8.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from twinsearch.client.convert import ImageLike, image_payload, is_vector
-from twinsearch.client.errors import InvalidArgument
+from twinsearch.client.errors import InvalidArgument, TwinsearchError
+from twinsearch.client.types import ProbeFailure
 
 Payload = Any  # bytes | np.ndarray (2-D/3-D pixels, or a 1-D float32 vector)
 
@@ -48,8 +58,18 @@ def is_single(obj: object) -> bool:
     return not isinstance(obj, Iterable)
 
 
-def as_batch(obj: object) -> tuple[list, bool]:
-    """(items, single): a list of items and whether the caller passed one item rather than a list."""
+def may_be_vectors(obj: object) -> bool:
+    """True for a 2-D float array: n vectors when its width is the model's dimension, else an image."""
+    return isinstance(obj, np.ndarray) and obj.ndim == 2 and obj.dtype.kind == "f"
+
+
+def as_batch(obj: object, dim: int | None = None) -> tuple[list, bool]:
+    """(items, single): a list of items and whether the caller passed one item rather than a list.
+
+    With `dim` (the model's dimension), a 2-D float array of that width is a batch of its rows.
+    """
+    if may_be_vectors(obj) and dim is not None and obj.shape[1] == dim:  # type: ignore[union-attr]
+        return list(obj), False  # type: ignore[call-overload]
     if is_single(obj):
         return [obj], True
     return list(obj), False  # type: ignore[call-overload]
@@ -82,14 +102,24 @@ def payloads(items: Sequence[ImageLike], what: str = "images") -> list[Payload]:
     return [payload(x, f"{what}[{i}]") for i, x in enumerate(items)]
 
 
-def broadcast(value: object, n: int, what: str) -> list:
-    """A per-item list from one value (repeated) or a list of exactly n values."""
+def broadcast(value: object, n: int, what: str, hint: str = "") -> list:
+    """A per-item list from one value (repeated) or a list of exactly n values (else InvalidArgument,
+    with `hint` appended)."""
     if value is None or isinstance(value, (str, Mapping)):
         return [value] * n
     values = list(value)  # type: ignore[call-overload]
     if len(values) != n:
-        raise InvalidArgument(f"{len(values)} {what} for {n} items")
+        raise InvalidArgument(f"{len(values)} {what} for {n} items{hint}")
     return values
+
+
+def matrix_hint(batch: Sequence[object], dim: int | None = None) -> str:
+    """Why a batch is one item when the caller meant many: a 2-D array read as one image. "" otherwise."""
+    if len(batch) != 1 or not isinstance(batch[0], np.ndarray) or batch[0].ndim != 2:
+        return ""
+    width = f"{dim} (the model's dimension)" if dim is not None else "the model's dimension"
+    return (f"; a 2-D {batch[0].dtype} array of shape {batch[0].shape} is read as one image: pass n vectors "
+            f"as an (n, dim) float32 matrix whose width is {width}, or as a list of 1-D arrays")
 
 
 def enroll_items(
@@ -97,21 +127,91 @@ def enroll_items(
     images: object,
     ids: str | Sequence[str | None] | None = None,
     metadata: Mapping[str, str] | Sequence[Mapping[str, str] | None] | None = None,
+    dim: int | None = None,
 ) -> list[Item]:
-    """Items for `enroll`: one label for all images or one per image; client ids and metadata the same."""
-    batch, _ = as_batch(images)
+    """Items for `enroll`: one label for all images or one per image; client ids and metadata the same.
+
+    `images` as `as_batch` takes them, with `dim` the model's dimension (for a matrix of vectors).
+    """
+    batch, _ = as_batch(images, dim)
     if not batch:
         raise InvalidArgument("no images given")
     n = len(batch)
-    labels = broadcast(label, n, "labels")
+    hint = matrix_hint(batch, dim)
+    labels = broadcast(label, n, "labels", hint)
     if isinstance(ids, str):
         if n != 1:
             raise InvalidArgument(f"one client id for {n} items: give one id per item")
         ids = [ids]
-    client_ids = broadcast(ids, n, "client ids")
-    metas = broadcast(metadata, n, "metadata entries")
+    client_ids = broadcast(ids, n, "client ids", hint)
+    metas = broadcast(metadata, n, "metadata entries", hint)
     return [
-        Item(label=labels[i], payload=payload(batch[i], f"images[{i}]"), client_id=client_ids[i] or None,
+        Item(label=labels[i], payload=payload(batch[i], f"items[{i}]"), client_id=client_ids[i] or None,
              metadata=dict(metas[i] or {}))
         for i in range(n)
     ]
+
+
+# ------------------------------------------------------------------------------ naming inputs
+
+# "probes[3]", "items[0]", "pairs[2].b", "queries[1].probe" at the start of an error's details.
+_POSITION = re.compile(r"(?P<field>\w+)\[(?P<i>\d+)\](?P<part>\.\w+)?")
+
+
+def source_name(obj: object) -> str | None:
+    """The name the caller gave an input, if any: a path, or the file a PIL image was opened from."""
+    if isinstance(obj, (str, os.PathLike)):
+        return str(os.fspath(obj))
+    if type(obj).__module__.startswith("PIL."):
+        return getattr(obj, "filename", None) or None
+    return None
+
+
+def name_input(details: str, sources: Mapping[str, Sequence[object]],
+               positions: Sequence[int] | None = None) -> str:
+    """`details` with the input it starts with named as the caller knows it.
+
+    `sources` maps a field as errors name it ("probes", "pairs.a") to what the caller passed for it;
+    `positions[j]` is the caller's position of the j-th item sent (None: the same positions). So
+    "probes[1]: cannot identify the image format" becomes "probes[4] (scans/b.png): cannot identify
+    the image format" when the second probe sent was the caller's fifth, given as that path.
+    """
+    m = _POSITION.match(details)
+    if m is None:
+        return details
+    field_name, part = m["field"], m["part"] or ""
+    items = sources.get(field_name + part)
+    i = int(m["i"])
+    if items is None or (positions is not None and i >= len(positions)):
+        return details
+    i = positions[i] if positions is not None else i
+    name = source_name(items[i]) if i < len(items) else None
+    named = f" ({name})" if name and name not in details else ""
+    return f"{field_name}[{i}]{part}{named}{details[m.end():]}"
+
+
+@contextmanager
+def naming_inputs(sources: Mapping[str, Sequence[object]], positions: Sequence[int] | None = None) -> Iterator[None]:
+    """Errors raised inside name their input as `name_input` does (same exception, details rewritten)."""
+    try:
+        yield
+    except TwinsearchError as exc:
+        named = name_input(exc.details, sources, positions)
+        if named != exc.details:
+            exc.details = named
+            exc.args = (named,)
+        raise
+
+
+def in_caller_order(n: int, failures: Mapping[int, ProbeFailure], positions: Sequence[int],
+                    answers: Sequence[object], sources: Mapping[str, Sequence[object]] | None = None) -> list:
+    """One entry per caller position: `failures` where the item failed before it was sent, else the
+    answer for it (`answers[j]` answers the item sent j-th, at `positions[j]`). A ProbeFailure among
+    the answers moves to the caller's position, its reason named by `name_input` with `sources`."""
+    out: dict[int, object] = dict(failures)
+    for position, answer in zip(positions, answers, strict=True):
+        if isinstance(answer, ProbeFailure):
+            reason = name_input(answer.reason, sources or {}, positions)
+            answer = ProbeFailure(index=position, reason=reason)
+        out[position] = answer
+    return [out[i] for i in range(n)]

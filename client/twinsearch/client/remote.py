@@ -1,8 +1,11 @@
 """`Client`: the twinsearch API over gRPC.
 
-Every call carries a deadline (the client's `timeout`, in seconds). A call that fails with
-UNAVAILABLE (server starting, restarting or shutting down) is retried with exponential backoff and
-jitter while the deadline allows; no other status is retried. An Enroll whose items do not all carry
+Every call carries a deadline (the client's `timeout`, in seconds) and waits, within it, for the
+channel to be ready (gRPC's `wait_for_ready`): a call made while the server is still starting is
+sent once it listens. A call still waiting for a connection at its deadline raises Unavailable (no
+server reachable), not DeadlineExceeded, which is kept for a server too slow to answer. A call that
+fails with UNAVAILABLE after it was sent (server restarting or shutting down) is retried with
+exponential backoff and jitter while the deadline allows; no other status is retried. An Enroll whose items do not all carry
 client ids is not retried, because re-sending it could store the items twice. Statuses become the
 exceptions of `twinsearch.client.errors` (NotFound, InvalidArgument, ...), carrying `code` and
 `details`; results are the dataclasses of `twinsearch.client.types` and numpy arrays.
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Iterator
 
@@ -26,7 +30,7 @@ from twinsearch.client import convert as c
 from twinsearch.client import types as t
 from twinsearch.client.base import BaseClient
 from twinsearch.client.enroll_stream import EnrollStream, enroll_request
-from twinsearch.client.errors import TwinsearchError, error_for_code
+from twinsearch.client.errors import TwinsearchError, Unavailable, error_for_code
 from twinsearch.client.inputs import Item, Payload
 from twinsearch.v1 import twinsearch_pb2 as pb
 from twinsearch.v1 import twinsearch_pb2_grpc
@@ -118,13 +122,38 @@ class Client(BaseClient):
         while True:
             remaining = max(deadline - time.monotonic(), 0.001)
             try:
-                return rpc(request, timeout=remaining, metadata=self._metadata)
+                # wait_for_ready: the call waits for a connection (within its deadline) instead of
+                # failing at once while the server is starting; it is still sent at most once.
+                return rpc(request, timeout=remaining, metadata=self._metadata, wait_for_ready=True)
             except grpc.RpcError as exc:
                 if exc.code() == grpc.StatusCode.UNAVAILABLE and retry and self._sleep_before_retry(attempt, deadline):
                     log.debug("%s: UNAVAILABLE (%s), retry %d", method, exc.details(), attempt + 1)
                     attempt += 1
                     continue
+                if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and self._unreachable():
+                    raise Unavailable(f"no server reachable at {self.address} within the deadline "
+                                      f"({self.timeout:g} s)") from None
                 raise error_from_rpc(exc) from None
+
+    def _unreachable(self) -> bool:
+        """Whether the channel's last connection attempt failed (nothing listens at the address, or
+        the handshake failed), waiting up to 0.2 s for an attempt in progress to end."""
+        states: list[grpc.ChannelConnectivity] = []
+        settled = threading.Event()
+        pending = (grpc.ChannelConnectivity.IDLE, grpc.ChannelConnectivity.CONNECTING)
+
+        def watch(state: grpc.ChannelConnectivity) -> None:
+            states.append(state)
+            if state not in pending:
+                settled.set()
+
+        self._channel.subscribe(watch, try_to_connect=False)
+        try:
+            settled.wait(0.2)
+        finally:
+            self._channel.unsubscribe(watch)
+        return bool(states) and states[-1] in (grpc.ChannelConnectivity.TRANSIENT_FAILURE,
+                                               grpc.ChannelConnectivity.SHUTDOWN)
 
     # ----------------------------------------------------------------------------- primitives
 
@@ -181,12 +210,13 @@ class Client(BaseClient):
         request = pb.ListClassesRequest(gallery=gallery, page_size=page_size, page_token=page_token)
         return c.class_page_from_pb(self._call("ListClasses", request))
 
-    def _identify(self, gallery, probes, *, k, scoring, mean_k, threshold, target_far, labels):
+    def _identify(self, gallery, probes, *, k, scoring, mean_k, threshold, target_far, labels, skip_invalid):
         request = pb.IdentifyRequest(
             gallery=gallery, probes=[c.input_to_pb(p) for p in probes], k=k, scoring=c.scoring_to_pb(scoring),
             mean_k=mean_k or 0, threshold=c.threshold_options_to_pb(threshold, target_far), labels=labels or [],
+            skip_invalid=skip_invalid,
         )
-        return [c.identification_from_pb(r) for r in self._call("Identify", request).results]
+        return c.identify_response_from_pb(self._call("Identify", request))
 
     def _verify_class(self, gallery, queries, *, scoring, mean_k, threshold, target_far):
         request = pb.VerifyClassRequest(

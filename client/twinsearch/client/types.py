@@ -195,6 +195,14 @@ class Identification:
 
 
 @dataclass(frozen=True)
+class ProbeFailure:
+    """A probe that got no answer (identify with `skip_invalid`), in its place among the answers."""
+
+    index: int          # position of the probe in the call
+    reason: str         # names the probe: "probes[3] (scans/a.png): cannot identify the image format"
+
+
+@dataclass(frozen=True)
 class Verification:
     """Same or different, for an image pair (Verify) or a probe against a class (VerifyClass)."""
 

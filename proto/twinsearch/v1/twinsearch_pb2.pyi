@@ -404,7 +404,7 @@ class ListClassesResponse(_message.Message):
     def __init__(self, classes: _Optional[_Iterable[_Union[ClassCount, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class IdentifyRequest(_message.Message):
-    __slots__ = ("gallery", "probes", "k", "scoring", "mean_k", "threshold", "labels")
+    __slots__ = ("gallery", "probes", "k", "scoring", "mean_k", "threshold", "labels", "skip_invalid")
     GALLERY_FIELD_NUMBER: _ClassVar[int]
     PROBES_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
@@ -412,6 +412,7 @@ class IdentifyRequest(_message.Message):
     MEAN_K_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    SKIP_INVALID_FIELD_NUMBER: _ClassVar[int]
     gallery: str
     probes: _containers.RepeatedCompositeFieldContainer[Input]
     k: int
@@ -419,7 +420,8 @@ class IdentifyRequest(_message.Message):
     mean_k: int
     threshold: ThresholdOptions
     labels: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, gallery: _Optional[str] = ..., probes: _Optional[_Iterable[_Union[Input, _Mapping]]] = ..., k: _Optional[int] = ..., scoring: _Optional[_Union[Scoring, str]] = ..., mean_k: _Optional[int] = ..., threshold: _Optional[_Union[ThresholdOptions, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
+    skip_invalid: bool
+    def __init__(self, gallery: _Optional[str] = ..., probes: _Optional[_Iterable[_Union[Input, _Mapping]]] = ..., k: _Optional[int] = ..., scoring: _Optional[_Union[Scoring, str]] = ..., mean_k: _Optional[int] = ..., threshold: _Optional[_Union[ThresholdOptions, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., skip_invalid: _Optional[bool] = ...) -> None: ...
 
 class Candidate(_message.Message):
     __slots__ = ("label", "distance", "probability", "nearest_ids")
@@ -447,11 +449,21 @@ class Identification(_message.Message):
     margin: float
     def __init__(self, known: _Optional[bool] = ..., label: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., threshold: _Optional[_Union[Threshold, _Mapping]] = ..., margin: _Optional[float] = ...) -> None: ...
 
+class ProbeFailure(_message.Message):
+    __slots__ = ("index", "reason")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    reason: str
+    def __init__(self, index: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class IdentifyResponse(_message.Message):
-    __slots__ = ("results",)
+    __slots__ = ("results", "failed")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[Identification]
-    def __init__(self, results: _Optional[_Iterable[_Union[Identification, _Mapping]]] = ...) -> None: ...
+    failed: _containers.RepeatedCompositeFieldContainer[ProbeFailure]
+    def __init__(self, results: _Optional[_Iterable[_Union[Identification, _Mapping]]] = ..., failed: _Optional[_Iterable[_Union[ProbeFailure, _Mapping]]] = ...) -> None: ...
 
 class ClassQuery(_message.Message):
     __slots__ = ("probe", "label")

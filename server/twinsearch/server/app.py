@@ -26,6 +26,7 @@ from .engine import Engine
 from .metrics import Metrics
 from .service import SERVICE, TwinSearchServicer, add_to_server
 from .settings import ServerSettings
+from .startup import address_error, check_address, split_address
 
 log = logging.getLogger(__name__)
 
@@ -79,21 +80,15 @@ class RunningServer:
         self.stop()
 
 
-def _split_address(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    try:
-        return host.strip("[]") or "0.0.0.0", int(port)
-    except ValueError:
-        raise ValueError(f"address must be HOST:PORT, got {address!r}") from None
-
-
 def start_server(settings: ServerSettings, *, engine: Engine | None = None) -> RunningServer:
     """Open the engine (unless one is given), start the gRPC server and, if asked, the metrics endpoint.
 
-    Raises OSError when the address cannot be bound (the engine is closed again then).
+    Raises `startup.StartupError` (an OSError) when the address cannot be listened on or the data
+    folder cannot be used, with a one-line message; the address is tried before the model loads.
     """
     metrics = Metrics()
     if engine is None:
+        check_address(settings.address)
         engine = Engine.open(settings.data_dir, settings.model_path, settings.engine, observer=metrics.observe_batch)
     else:
         engine.observer = engine.observer or metrics.observe_batch
@@ -122,7 +117,7 @@ def _start(settings: ServerSettings, engine: Engine, metrics: Metrics) -> Runnin
     reflection.enable_server_reflection(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
 
-    host, _ = _split_address(settings.address)
+    host, _ = split_address(settings.address)
     try:
         if settings.tls_cert is not None:
             credentials = grpc.ssl_server_credentials(
@@ -131,9 +126,9 @@ def _start(settings: ServerSettings, engine: Engine, metrics: Metrics) -> Runnin
         else:
             port = server.add_insecure_port(settings.address)
     except RuntimeError as exc:  # grpc raises RuntimeError when it cannot bind
-        raise OSError(f"cannot listen on {settings.address}: {exc}") from exc
+        raise address_error(settings.address, exc) from exc
     if not port:
-        raise OSError(f"cannot listen on {settings.address}")
+        raise address_error(settings.address, OSError("bind failed"))
 
     metrics.watch_galleries(engine.list_galleries)
     metrics_port = None

@@ -11,7 +11,9 @@ thread gets its own connection. Nothing here knows about FAISS.
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -21,6 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from twinsearch.client.errors import ResourceExhausted
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 # Stay well under SQLite's limit on bound parameters per statement.
@@ -72,6 +78,15 @@ class GalleryStats:
     count: int
     max_id: int
     deletions: int
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether a storage error means the disk is full (SQLITE_FULL, or ENOSPC from the system)."""
+    if isinstance(exc, OSError):
+        return exc.errno == errno.ENOSPC
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
+    return False
 
 
 class Database:
@@ -128,17 +143,36 @@ class Database:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """A write transaction on the single writer connection, committed on normal exit.
 
-        BEGIN IMMEDIATE takes SQLite's write lock at once, so the ids read inside stay valid.
+        BEGIN IMMEDIATE takes SQLite's write lock at once, so the ids read inside stay valid. Any
+        failure, the commit's included, rolls the whole transaction back. A full disk raises
+        ResourceExhausted (nothing of the transaction is stored; earlier data is untouched).
         """
         with self._write_lock:
             conn = self._writer
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    self._rollback(conn)
+                    raise
+            except (sqlite3.Error, OSError) as exc:
+                if is_disk_full(exc):
+                    raise ResourceExhausted(
+                        f"the disk of the data folder {self.path.parent} is full: nothing of this call was "
+                        "stored; free space on it, then retry"
+                    ) from exc
                 raise
-            conn.execute("COMMIT")
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        # After some errors (a full disk among them) SQLite has already rolled back by itself.
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                log.exception("rolling back a failed transaction failed")
 
     # ------------------------------------------------------------------ galleries
     def galleries(self) -> list[GalleryRow]:

@@ -41,6 +41,7 @@ from twinsearch.client.types import (
     ModelInfo,
     Neighbor,
     OperatingPoint,
+    ProbeFailure,
     Scoring,
     ServerInfo,
     Verification,
@@ -52,6 +53,7 @@ from .batching import Batcher, wait_for
 from .payloads import Prepared, prepare
 from .scoring import exact_distances
 from .settings import EngineSettings
+from .startup import data_folder
 from .thresholds import MODEL_SOURCES, ThresholdPolicy
 from .validation import check_k, check_label
 
@@ -110,16 +112,18 @@ class Engine:
     def open(cls, data_dir: Path, model_path: Path | None = None, settings: EngineSettings = DEFAULT_SETTINGS,
              *, observer: BatchObserver | None = None) -> Engine:
         """Load the model (None: the default model shipped with the package), open (or create) the
-        gallery store in `data_dir`, catching its indexes up, and start the batchers."""
+        gallery store in `data_dir`, catching its indexes up, and start the batchers.
+
+        A data folder that cannot be used (a file, not writable) raises `startup.StartupError` before
+        the model loads."""
         import torch
 
         from twinsearch.encoder.model import load_model
 
+        data_dir = data_folder(data_dir)  # before the model loads: a wrong folder fails at once
         torch.set_num_threads(settings.threads)
         model = load_model(None if model_path is None else Path(model_path))
         log.info("model %s (%s), dim %d, loaded", model.name, model.fingerprint, model.dim)
-        data_dir = Path(data_dir)
-        data_dir.mkdir(parents=True, exist_ok=True)
         store = _open_store(data_dir, settings)
         log.info("gallery store at %s open: %d galleries", data_dir, len(store.list_galleries()))
         return cls(model, store, settings, observer=observer)
@@ -320,9 +324,15 @@ class Engine:
     # ------------------------------------------------------------------ queries
     def identify(self, gallery: str, probes: Sequence[Payload], *, k: int = 5, scoring: Scoring | None = None,
                  mean_k: int | None = None, threshold: float | None = None, target_far: float | None = None,
-                 labels: Sequence[str] | None = None) -> list[Identification]:
+                 labels: Sequence[str] | None = None, skip_invalid: bool = False,
+                 names: Sequence[str] | None = None) -> list[Identification | ProbeFailure]:
         """For each probe, up to k enrolled classes ranked by class distance and a decision (a label, or
-        unknown when the best distance is over the threshold)."""
+        unknown when the best distance is over the threshold).
+
+        One bad probe fails the call (InvalidArgument or ResourceExhausted naming it), unless
+        `skip_invalid`: then each bad probe's answer is a ProbeFailure, in its place. `names[i]` names
+        probe i in errors (default "probes[i]").
+        """
         with self._call() as deadline:
             self._check_count(len(probes), "probes")
             k = check_k(k or 5, self.settings.max_k)
@@ -331,9 +341,14 @@ class Engine:
             self._usable_gallery(gallery, searchable=True)
             if not probes:
                 return []
-            vectors = self._vectors(probes, "probes", deadline)
+            names = list(names) if names is not None else [f"probes[{i}]" for i in range(len(probes))]
+            prepared = self._prepare(probes, names, collect_failures=skip_invalid)
+            vectors = self._embed_prepared(prepared, deadline)
             key = ("identify", gallery, k, scoring, mean_k or None, labels, threshold, target_far)
-            return self._search(key, vectors, None, deadline)
+            answers = self._search(key, vectors, None, deadline) if len(vectors) else []
+            failures = {i: ProbeFailure(index=i, reason=reason) for i, reason in prepared.failed}
+            ok = iter(answers)
+            return [failures[i] if i in failures else next(ok) for i in range(len(probes))]
 
     def verify_class(self, gallery: str, queries: Sequence[tuple[Payload, str]], *, scoring: Scoring | None = None,
                      mean_k: int | None = None, threshold: float | None = None,

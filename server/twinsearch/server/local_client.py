@@ -99,9 +99,9 @@ class LocalClient(BaseClient):
     def _list_classes(self, gallery, *, page_size, page_token) -> t.ClassPage:
         return self.engine.list_classes(gallery, page_size=page_size, page_token=page_token)
 
-    def _identify(self, gallery, probes, *, k, scoring, mean_k, threshold, target_far, labels):
+    def _identify(self, gallery, probes, *, k, scoring, mean_k, threshold, target_far, labels, skip_invalid):
         return self.engine.identify(gallery, probes, k=k, scoring=scoring, mean_k=mean_k, threshold=threshold,
-                                    target_far=target_far, labels=labels)
+                                    target_far=target_far, labels=labels, skip_invalid=skip_invalid)
 
     def _verify_class(self, gallery, queries, *, scoring, mean_k, threshold, target_far):
         return self.engine.verify_class(gallery, queries, scoring=scoring, mean_k=mean_k, threshold=threshold,

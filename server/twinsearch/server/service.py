@@ -22,7 +22,8 @@ import grpc
 
 from twinsearch.client import convert as c
 from twinsearch.client.errors import InvalidArgument, ResourceExhausted, Unavailable
-from twinsearch.client.types import EnrollFailure, EnrollResult
+from twinsearch.client.inputs import in_caller_order
+from twinsearch.client.types import EnrollFailure, EnrollResult, ProbeFailure
 from twinsearch.v1 import twinsearch_pb2 as pb
 from twinsearch.v1 import twinsearch_pb2_grpc
 
@@ -252,14 +253,25 @@ class TwinSearchServicer(twinsearch_pb2_grpc.TwinSearchServicer):
     @_rpc(items=lambda r: len(r.probes))
     def Identify(self, request: pb.IdentifyRequest, context) -> pb.IdentifyResponse:
         self._count(len(request.probes), "probes")
-        probes = [c.input_from_pb(p, f"probes[{i}]") for i, p in enumerate(request.probes)]
+        probes, positions = [], []  # the probes handed to the engine and their request positions
+        failures: dict[int, ProbeFailure] = {}
+        for i, p in enumerate(request.probes):
+            try:
+                probes.append(c.input_from_pb(p, f"probes[{i}]"))
+                positions.append(i)
+            except InvalidArgument as exc:
+                if not request.skip_invalid:
+                    raise
+                failures[i] = ProbeFailure(index=i, reason=exc.details)
         threshold, target_far = c.threshold_options_from_pb(request.threshold)
         results = self.engine.identify(
             request.gallery, probes, k=request.k or 5, scoring=c.scoring_from_pb(request.scoring),
             mean_k=request.mean_k or None, threshold=threshold, target_far=target_far,
-            labels=list(request.labels) or None,
+            labels=list(request.labels) or None, skip_invalid=request.skip_invalid,
+            names=[f"probes[{i}]" for i in positions],
         )
-        return pb.IdentifyResponse(results=[c.identification_to_pb(r) for r in results])
+        # The engine named its failures by request position already (`names`); place them there.
+        return c.identify_response_to_pb(in_caller_order(len(request.probes), failures, positions, results))
 
     @_rpc(items=lambda r: len(r.queries))
     def VerifyClass(self, request: pb.VerifyClassRequest, context) -> pb.VerifyResponse:

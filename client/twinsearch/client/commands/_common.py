@@ -98,6 +98,19 @@ def handles_errors(run: Callable[[argparse.Namespace], int]) -> Callable[[argpar
     return wrapper
 
 
+def confirmed(question: str) -> bool:
+    """Ask on the terminal; without one (a script, a pipe), refuse rather than guess (CommandLineError)."""
+    try:
+        interactive = sys.stdin.isatty()
+    except (AttributeError, ValueError, OSError):
+        interactive = False
+    if not interactive:
+        raise CommandLineError(f"{question} Not without confirmation: stdin is not a terminal; "
+                               "pass --yes to delete")
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
 def jsonable(obj: Any) -> Any:
     """Dataclasses, enums, numpy arrays and tuples as plain JSON values."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):

@@ -8,11 +8,13 @@ import sys
 from twinsearch.client.commands._common import (
     CommandLineError,
     add_connection_arguments,
+    confirmed,
     connect,
     handles_errors,
     print_json,
     table,
 )
+from twinsearch.client.errors import InvalidArgument
 from twinsearch.client.types import IndexKind, Scoring
 
 
@@ -34,8 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     create.add_argument("--scoring", choices=[s.value for s in Scoring], default="nearest",
                         help="default class distance: nearest exemplar (default), prototype, mean_of_k")
     create.add_argument("--mean-k", type=int, default=3, help="k for mean_of_k scoring (default: %(default)s)")
-    create.add_argument("--threshold", type=float, metavar="D",
-                        help="this gallery's decision threshold (a distance), instead of the model's default")
+    create.add_argument("--threshold", type=_threshold, metavar="D|POINT",
+                        help="this gallery's decision threshold instead of the model's default: a distance in "
+                             "[0, 2], or one of the model's calibrated operating points (eer, far_1, far_0_1; "
+                             "see `twinsearch info`), which is resolved to its distance now and kept as that "
+                             "distance")
     create.add_argument("--exist-ok", action="store_true", help="no error if it exists already")
     add_connection_arguments(create, sub=True)
     delete = actions.add_parser("delete", help="delete a gallery and everything enrolled in it (asks first)")
@@ -49,22 +54,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_connection_arguments(parser)
 
 
-def _confirmed(question: str) -> bool:
-    """Ask on the terminal; without one (a script, a pipe), refuse rather than guess."""
-    try:
-        interactive = sys.stdin.isatty()
-    except (AttributeError, ValueError, OSError):
-        interactive = False
-    if not interactive:
-        raise CommandLineError(f"{question} Not without confirmation: stdin is not a terminal; "
-                               "pass --yes to delete")
-    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
-    return sys.stdin.readline().strip().lower() in ("y", "yes")
-
-
 def _gallery_row(g) -> tuple:
     return (g.name, g.class_count, g.item_count, g.index.kind.value, g.scoring.value, g.threshold,
             g.model_fingerprint[:12], g.dim)
+
+
+def _threshold(text: str) -> float | str:
+    """argparse type of --threshold: a distance, or an operating point name resolved by the server."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    if not text.replace("_", "").isalnum():
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a distance nor an operating point name")
+    return text
 
 
 _GALLERY_HEADERS = ["gallery", "classes", "items", "index", "scoring", "threshold", "model", "dim"]
@@ -86,11 +89,23 @@ def run(args: argparse.Namespace) -> int:
             g = client.get_gallery(args.name)
             print_json(g) if args.json else print(table([_gallery_row(g)], _GALLERY_HEADERS))
         elif action == "create":
+            threshold, note = args.threshold, None
+            if isinstance(threshold, str):
+                try:
+                    point = client.operating_point(threshold)
+                except InvalidArgument as exc:
+                    raise CommandLineError(f"--threshold {threshold}: {exc.details}") from None
+                threshold = point.distance
+                note = (f"threshold: operating point {point.name} of the model is distance {point.distance:.4f} "
+                        f"(FAR {point.far:.2%}, FRR {point.frr:.2%} on its calibration pairs); the gallery keeps "
+                        "this distance")
             g = client.create_gallery(args.name, index=args.index, scoring=args.scoring, mean_k=args.mean_k,
-                                      threshold=args.threshold, exist_ok=args.exist_ok)
+                                      threshold=threshold, exist_ok=args.exist_ok)
             print_json(g) if args.json else print(table([_gallery_row(g)], _GALLERY_HEADERS))
+            if note:
+                print(note, file=sys.stderr if args.json else sys.stdout)
         elif action == "delete":
-            if not args.yes and not _confirmed(f"delete gallery {args.name!r} and its "
+            if not args.yes and not confirmed(f"delete gallery {args.name!r} and its "
                                                f"{client.get_gallery(args.name).item_count} items?"):
                 print(f"gallery {args.name!r} not deleted", file=sys.stderr)
                 return 1

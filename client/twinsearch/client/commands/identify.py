@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from twinsearch.client.commands._common import (
     add_connection_arguments,
@@ -13,7 +14,7 @@ from twinsearch.client.commands._common import (
     print_json,
     table,
 )
-from twinsearch.client.types import Scoring
+from twinsearch.client.types import ProbeFailure, Scoring
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,12 +25,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files to identify")
     parser.add_argument("--gallery", "-g", required=True, help="the gallery to search")
-    parser.add_argument("--k", type=int, default=5, help="classes to rank per image (default: %(default)s)")
+    parser.add_argument("-k", "--k", type=int, default=5, help="classes to rank per image (default: %(default)s)")
     parser.add_argument("--scoring", choices=[s.value for s in Scoring],
                         help="class distance: nearest exemplar, class prototype (mean) or mean of the k nearest "
                              "(default: the gallery's)")
     parser.add_argument("--mean-k", type=int, help="k for --scoring mean_of_k (default: the gallery's)")
     parser.add_argument("--labels", nargs="+", metavar="LABEL", help="consider only these classes")
+    parser.add_argument("--skip-invalid", action="store_true",
+                        help="answer the images that can be read and list the others, instead of stopping at "
+                             "the first bad one (exit status 1 if any failed)")
     add_threshold_arguments(parser)
     add_connection_arguments(parser)
 
@@ -39,12 +43,18 @@ def run(args: argparse.Namespace) -> int:
     with connect(args) as client:
         results = client.identify(args.gallery, list(args.images), k=args.k, scoring=args.scoring,
                                   mean_k=args.mean_k, threshold=args.threshold, target_far=args.target_far,
-                                  labels=args.labels)
+                                  labels=args.labels, skip_invalid=args.skip_invalid)
+    failures = [r for r in results if isinstance(r, ProbeFailure)]
+    status = 1 if failures else 0
     if args.json:
-        print_json([{"image": image, **jsonable(r)} for image, r in zip(args.images, results, strict=True)])
-        return 0
+        print_json([{"image": image, **({"error": r.reason} if isinstance(r, ProbeFailure) else jsonable(r))}
+                    for image, r in zip(args.images, results, strict=True)])
+        return status
     rows = []
     for image, r in zip(args.images, results, strict=True):
+        if isinstance(r, ProbeFailure):
+            rows.append((image, "error", None, None, None, None, None, None))
+            continue
         best = r.candidates[0] if r.candidates else None
         others = ", ".join(f"{c.label} {c.distance:.3f}" for c in r.candidates[1:args.k])
         rows.append((image, r.label if r.known else "unknown", best.label if best else None,
@@ -52,4 +62,6 @@ def run(args: argparse.Namespace) -> int:
                      r.threshold.distance, r.margin, others or None))
     print(table(rows, ["image", "decision", "nearest class", "distance", "P(same)", "threshold", "margin",
                        "next candidates"]))
-    return 0
+    for failure in failures:
+        print(f"error: {failure.reason}", file=sys.stderr)
+    return status

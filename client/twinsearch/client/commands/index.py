@@ -1,4 +1,4 @@
-"""`twinsearch index DIR --gallery G`: bulk-enroll a folder tree, one folder per class."""
+"""`twinsearch index DIR... --gallery G`: bulk-enroll folder trees, one folder per class."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from twinsearch.client.commands._common import (
     table,
 )
 from twinsearch.client.errors import NotFound
+from twinsearch.client.layout import survey
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,9 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "'Tagalog/character01'. Each file's client id is its path relative to DIR, so running the same "
         "command again (after an interruption, or with new files) stores only what is missing. Files that "
         "cannot be enrolled (unreadable, undecodable, outside a class folder) do not stop the run: they are "
-        "listed at the end, and the exit status is then 1 unless --allow-partial is given."
+        "listed at the end, and the exit status is then 1 unless --allow-partial is given. Before sending, "
+        "the classes found are listed with their image counts, with a warning when the class depth looks "
+        "wrong or when several folders hold the same class names (their images would fill one class). With "
+        "several folders, each file's id starts with its folder's name (photos/alice/1.png)."
     )
-    parser.add_argument("folder", metavar="DIR", help="root of the folder tree")
+    parser.add_argument("folders", nargs="+", metavar="DIR", help="root of a folder tree (several: one run)")
     parser.add_argument("--gallery", "-g", required=True, help="the gallery to enroll into")
     parser.add_argument("--class-depth", type=int, default=1, metavar="N",
                         help="folder depth that names the class (default: %(default)s)")
@@ -41,6 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 @handles_errors
 def run(args: argparse.Namespace) -> int:
+    found = survey(args.folders, args.class_depth)
+    notes = sys.stderr if args.json else sys.stdout  # keep --json output one JSON document
+    print(found.summary(), file=notes, flush=True)
+    for warning in found.warnings():
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     with connect(args) as client:
         try:
             client.get_gallery(args.gallery)
@@ -62,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
             bar.set_postfix(stored=p.stored, skipped=p.skipped, failed=p.failed, refresh=False)
 
         try:
-            report = client.enroll_folder(args.gallery, args.folder, class_depth=args.class_depth,
+            folders = args.folders[0] if len(args.folders) == 1 else args.folders
+            report = client.enroll_folder(args.gallery, folders, class_depth=args.class_depth,
                                           batch_size=args.batch_size, max_in_flight=args.in_flight,
                                           id_prefix=args.id_prefix, progress=progress)
         finally:

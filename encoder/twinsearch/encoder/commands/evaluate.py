@@ -51,7 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--forgery-suffix", default="_forg",
                         help="class folders named <class><suffix> hold forgeries of <class> (default: _forg; "
                              "'' for none)")
-    parser.add_argument("--json", help="write the report here")
+    parser.add_argument("--json", metavar="PATH",
+                        help="write the report as JSON to PATH (unlike the client commands, where --json is a "
+                             "flag that prints JSON, this one takes a file name)")
     parser.add_argument("--plots", help="folder for roc.png, det.png and distances.png")
     parser.add_argument("--device", help="cpu, cuda ... (default: cuda when present)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")

@@ -1,11 +1,15 @@
 """`twinsearch serve`: run the gRPC server over a data folder until SIGTERM or SIGINT.
 
 Every flag has a `TWINSEARCH_*` environment variable (flag wins); this command is the only place
-that reads the environment. It prints one line once the server is up:
+that reads the environment. It prints two lines once the server is up:
 
     twinsearch serving on HOST:PORT
+    twinsearch model NAME (fingerprint F), data folder /abs/path, 2 galleries: staff (120 items), ...
 
-(with the real port when --address asks for port 0), and exits 0 after a graceful shutdown.
+(the first with the real port when --address asks for port 0; `ServerProcess` reads it), and exits 0
+after a graceful shutdown. A server that cannot start prints one line naming the reason and what to
+do: exit status 2 for a port in use and a data folder that is a file or not writable (what the
+command line asks for), 1 for other failures (a bad model file, a data folder another process holds).
 """
 
 from __future__ import annotations
@@ -94,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from twinsearch.client.errors import TwinsearchError
     from twinsearch.encoder.errors import ModelFileError
     from twinsearch.server.app import start_server
+    from twinsearch.server.startup import StartupError, startup_line
 
     stop = threading.Event()
 
@@ -105,11 +110,17 @@ def run(args: argparse.Namespace) -> int:
     try:
         try:
             running = start_server(settings)
+        except StartupError as exc:  # a port in use, a data folder that cannot be used
+            print(f"twinsearch serve: {exc}", file=sys.stderr)
+            return 2
         except (ModelFileError, OSError, ValueError, RuntimeError, TwinsearchError) as exc:
             # A bad model file, an address in use, unreadable TLS files, a store held by another process.
             print(f"twinsearch serve: {exc}", file=sys.stderr)
             return 1
         print(f"twinsearch serving on {running.address}", flush=True)
+        model = running.engine.model_info()
+        print(f"twinsearch {startup_line(model.name, model.fingerprint, settings.data_dir, running.engine.list_galleries())}",
+              flush=True)
         if running.metrics_port is not None:
             print(f"twinsearch metrics on http://{settings.metrics_address}:{running.metrics_port}/metrics",
                   flush=True)

@@ -1,0 +1,82 @@
+"""`twinsearch enroll GALLERY LABEL IMAGE...`: enroll a few images under one class."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from twinsearch.client.commands._common import (
+    CommandLineError,
+    add_connection_arguments,
+    connect,
+    handles_errors,
+    print_json,
+    table,
+)
+from twinsearch.client.errors import NotFound
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Enroll image files under one class label. All or nothing: one file that cannot be enrolled stores "
+        "none of them, unless --skip-invalid. Without --ids every run stores the images again; with client "
+        "ids (one per image) a re-run stores nothing new. For a whole folder tree use `twinsearch index`."
+    )
+    parser.add_argument("gallery", metavar="GALLERY", help="the gallery to enroll into")
+    parser.add_argument("label", metavar="LABEL", help="the class the images belong to")
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    parser.add_argument("--ids", nargs="+", metavar="ID",
+                        help="client ids, one per image: makes enrolling again store nothing new")
+    parser.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
+                        help="metadata stored with every image (repeatable); search returns it")
+    parser.add_argument("--create", action="store_true", help="create the gallery (default settings) if missing")
+    parser.add_argument("--skip-invalid", action="store_true",
+                        help="store the images that can be enrolled and list the others (exit status 1 if any "
+                             "failed)")
+    add_connection_arguments(parser)
+
+
+def _metadata(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CommandLineError(f"--meta {pair!r}: give KEY=VALUE")
+        out[key] = value
+    return out
+
+
+@handles_errors
+def run(args: argparse.Namespace) -> int:
+    if args.ids is not None and len(args.ids) != len(args.images):
+        raise CommandLineError(f"{len(args.ids)} --ids for {len(args.images)} images: give one id per image")
+    metadata = _metadata(args.meta)
+    with connect(args) as client:
+        try:
+            client.get_gallery(args.gallery)
+        except NotFound:
+            if not args.create:
+                raise
+            client.create_gallery(args.gallery, exist_ok=True)
+        result = client.enroll(args.gallery, args.label, list(args.images), ids=args.ids, metadata=metadata,
+                               skip_invalid=args.skip_invalid)
+    status = 1 if result.failed else 0
+    if args.json:
+        print_json(result)
+        return status
+    stored = iter(result.stored)
+    failed = {f.index: f for f in result.failed}
+    rows = []
+    for i, image in enumerate(args.images):
+        if i in failed:
+            rows.append((image, None, None, "failed"))
+            continue
+        item = next(stored)
+        rows.append((image, item.id, item.client_id, "stored" if item.created else "already stored"))
+    print(table(rows, ["image", "id", "client id", "result"]))
+    new = sum(1 for item in result.stored if item.created)
+    print(f"{new} stored, {len(result.stored) - new} already stored, {len(failed)} failed "
+          f"in gallery {args.gallery!r} under {args.label!r}")
+    for failure in result.failed:
+        print(f"error: {failure.reason}", file=sys.stderr)
+    return status

@@ -1,0 +1,132 @@
+"""What the server checks before it starts, and the line it reports once it has.
+
+A server that cannot start says so in one line that names the thing and what to do about it, never
+with raw errno text: `StartupError` carries that line. The checks run before the model is loaded, so
+that a wrong folder or a taken port fails in milliseconds, not after the model and indexes load.
+
+    data_folder(path)      the data folder, created if missing; a file, a folder this user cannot
+                           write, a parent that is a file: StartupError
+    check_address(addr)    HOST:PORT can be listened on: a port in use, an address not of this
+                           machine, a privileged port, an unknown host: StartupError
+    startup_line(...)      "model NAME (fingerprint F), data folder D, 2 galleries: a (10 items), ..."
+"""
+
+from __future__ import annotations
+
+import errno
+import getpass
+import os
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+
+from twinsearch.client.types import GalleryInfo
+
+# How many galleries the start-up line names before it counts the rest.
+SHOWN_GALLERIES = 10
+
+
+class StartupError(OSError):
+    """The server cannot start as configured; the message is one line saying why and what to do."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "cannot start"
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
+
+
+def data_folder(path: Path | str) -> Path:
+    """`path` as a usable data folder: created (with its parents) if missing, checked writable."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise StartupError(f"the data folder {path} is a file, not a folder: choose a folder "
+                           "(it is created if missing)")
+    if not path.exists():
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _cannot_create(path, exc) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise StartupError(f"the data folder {path} is not writable by user {_user()}: give that user write "
+                           "access to it (chown or chmod), or choose another folder")
+    return path
+
+
+def _cannot_create(path: Path, exc: OSError) -> StartupError:
+    parent = next((p for p in path.parents if p.exists()), None)
+    if exc.errno == errno.ENOTDIR or (parent is not None and not parent.is_dir()):
+        return StartupError(f"cannot create the data folder {path}: {parent} is a file: choose a folder elsewhere")
+    if exc.errno == errno.EROFS:
+        return StartupError(f"cannot create the data folder {path}: its file system is read-only: "
+                            "choose a folder on a writable disk")
+    if exc.errno == errno.ENOSPC:
+        return StartupError(f"cannot create the data folder {path}: the disk is full: free space or choose "
+                            "another disk")
+    where = f"{parent} is not writable by user {_user()}" if parent is not None else "permission denied"
+    return StartupError(f"cannot create the data folder {path}: {where}: create the folder with the right "
+                        "owner, or choose another folder")
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """(host, port) of "HOST:PORT" ("[::1]:50051" for IPv6); ValueError when it is not that."""
+    host, _, port = address.rpartition(":")
+    try:
+        return host.strip("[]") or "0.0.0.0", int(port)
+    except ValueError:
+        raise ValueError(f"address must be HOST:PORT, got {address!r}") from None
+
+
+def check_address(address: str) -> None:
+    """Raise StartupError when nothing could listen on `address` now (port 0 always can).
+
+    Binds a plain socket to each address the host resolves to and lets it go: what gRPC would do,
+    without its native error log. Another process could still take the port before the server binds
+    it; the server's own bind then fails with the same message.
+    """
+    host, port = split_address(address)
+    if port == 0:
+        return
+    try:
+        resolved = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        raise StartupError(f"cannot listen on {address}: unknown host {host!r}: use an address of this "
+                           "machine, such as 127.0.0.1 or 0.0.0.0 (every interface)") from None
+    for family, kind, proto, _, sockaddr in resolved:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds its ports
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                raise address_error(address, exc) from None
+
+
+def address_error(address: str, exc: BaseException) -> StartupError:
+    """The one-line StartupError for a failure to listen on `address`."""
+    code = getattr(exc, "errno", None)
+    text = str(exc).lower()
+    if code == errno.EADDRINUSE or "in use" in text:
+        return StartupError(f"address {address} is in use (is another server running?): stop it, or choose "
+                            "another port with --address")
+    if code == errno.EADDRNOTAVAIL:
+        return StartupError(f"cannot listen on {address}: {split_address(address)[0]} is not an address of "
+                            "this machine: use 127.0.0.1, or 0.0.0.0 for every interface")
+    if code in (errno.EACCES, errno.EPERM):
+        return StartupError(f"cannot listen on {address}: ports below 1024 need privileges: choose a port "
+                            "of 1024 or more")
+    return StartupError(f"cannot listen on {address}: check the --address HOST:PORT")
+
+
+def startup_line(model_name: str, fingerprint: str, data_dir: Path, galleries: Sequence[GalleryInfo]) -> str:
+    """One line: the model, the data folder and the galleries loaded with their item counts."""
+    shown = [f"{g.name} ({g.item_count} item{'' if g.item_count == 1 else 's'})"
+             for g in galleries[:SHOWN_GALLERIES]]
+    if len(galleries) > SHOWN_GALLERIES:
+        shown.append(f"and {len(galleries) - SHOWN_GALLERIES} more")
+    count = f"{len(galleries)} galler{'y' if len(galleries) == 1 else 'ies'}"
+    listing = f"{count}: {', '.join(shown)}" if galleries else "no galleries yet"
+    return f"model {model_name} (fingerprint {fingerprint}), data folder {Path(data_dir).resolve()}, {listing}"
