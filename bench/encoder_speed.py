@@ -32,7 +32,7 @@ def config_of(name: str) -> tuple[TrainConfig, Preprocess, int]:
     size = p.get("size", [56])
     pre = Preprocess(height=size[0], width=size[-1], channels=p.get("channels", 1))
     backbone_args = {k: (v[0] if k == "convs_per_block" else v) for k, v in p.items()
-                     if k in ("widths", "pool", "convs_per_block")}
+                     if k in ("widths", "pool", "convs_per_block", "stem_stride")}
     cfg = TrainConfig(backbone=p.get("backbone", "conv4"), backbone_args=backbone_args, loss=p.get("loss", "prototypical"),
                       margin=p.get("margin"), scale=p.get("scale"),
                       classes_per_batch=p.get("classes_per_batch", 64), images_per_class=p.get("images_per_class", 2),

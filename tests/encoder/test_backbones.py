@@ -68,3 +68,14 @@ def test_tta_flip_makes_mirror_images_embed_alike():
         assert torch.allclose(net(x), net(x.flip(3)), atol=1e-6)
         net.tta_flip = False
         assert not torch.allclose(net(x), net(x.flip(3)), atol=1e-3)
+
+
+def test_resnet_stem_stride_quarters_the_first_stage():
+    from twinsearch.encoder.backbones import SmallResNet
+
+    x = torch.rand(2, 3, 32, 32)
+    plain, strided = SmallResNet(3, (8, 16), input_size=32), SmallResNet(3, (8, 16), input_size=32, stem_stride=2)
+    assert plain(x).shape == strided(x).shape == (2, 16)
+    assert strided.stem(x).shape[-1] == 16 and plain.stem(x).shape[-1] == 32
+    with pytest.raises(ValueError):
+        SmallResNet(3, (8, 16), stem_stride=3)

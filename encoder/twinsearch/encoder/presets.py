@@ -51,7 +51,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "aug_scale": [0.9, 1.1], "aug_translate": 0.08, "val_every": 1000,
     },
     "photos": {
-        "channels": 3, "size": [64], "backbone": "resnet", "widths": [32, 64, 128], "precision": "bf16",
+        "channels": 3, "size": [64], "backbone": "resnet", "widths": [32, 64, 128], "stem_stride": 2,
+        "precision": "bf16",
         "mean": [0.5], "std": [0.25], "loss": "normsoftmax", "margin": 0.2, "scale": 30.0,
         "classes_per_batch": 16, "images_per_class": 8, "aug_rotation": 8.0, "aug_shear": 0.05,
         "aug_scale": [0.9, 1.1], "aug_translate": 0.06, "aug_hflip": 0.5, "tta_flip": True, "val_every": 200,

@@ -80,6 +80,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--convs-per-block", type=int, nargs="+", metavar="N",
                    help="conv4: 3x3 convs before each pool, one number for all blocks or one per block "
                         "(default 1)")
+    m.add_argument("--stem-stride", type=int, choices=(1, 2), help="resnet: stride of the first convolution "
+                                                                    "(2: a quarter of the cost; default 1)")
     m.add_argument("--dim", type=int, default=128, help="embedding dimension")
     m.add_argument("--tta", type=int, default=0, metavar="PIXELS",
                    help="embed each image also shifted by this many pixels up, down, left and right, and "
@@ -193,6 +195,8 @@ def _config(args: argparse.Namespace):
         backbone_args["widths"] = list(args.widths)
     if args.pool:
         backbone_args["pool"] = args.pool
+    if args.stem_stride:
+        backbone_args["stem_stride"] = args.stem_stride
     if args.convs_per_block:
         cpb = list(args.convs_per_block)
         backbone_args["convs_per_block"] = cpb[0] if len(cpb) == 1 else cpb
