@@ -99,3 +99,8 @@ def test_one_default_per_loss_parameter_and_zero_is_honoured():
     assert cli.margin is None and cli.scale is None
     assert build_loss(TrainConfig(loss="triplet", margin=0.0), 5).margin == 0.0
     assert build_loss(TrainConfig(loss="contrastive", margin=0.0), 5).margin == 0.0
+
+
+def test_a_preset_switch_can_be_turned_off():
+    args = _parse(["--preset", "characters", "--data", "d", "--out", "o", "--no-rotations", "--no-invert"])
+    assert not args.rotations and not args.invert and args.loss == "prototypical"

@@ -32,7 +32,7 @@ from ._errors import reports_data_errors
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=tuple(PRESETS),
                         help="start from a measured recipe for this kind of data; flags given beside it override "
-                             "it (the card records the preset)")
+                             "it, --no-invert and the like turn off what it turns on (the card records the preset)")
     d = parser.add_argument_group("data")
     d.add_argument("--data", required=True, help="folder tree, zip of one, or idx folder (with --split)")
     d.add_argument("--class-depth", type=int, default=1, help="folder depth of classes (Omniglot: 2)")
@@ -61,14 +61,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--channels", type=int, choices=(1, 3), default=1)
     p.add_argument("--resize", choices=("stretch", "fit"), default="stretch",
                    help="stretch to the size, or fit (keep the aspect ratio, centre, pad with the background)")
-    p.add_argument("--invert", action="store_true", help="dark ink on a light background (Omniglot)")
+    p.add_argument("--invert", action=argparse.BooleanOptionalAction, default=False, help="dark ink on a light background (Omniglot)")
     p.add_argument("--background-removal", choices=("none", "otsu"), default="none",
                    help="ink on paper: pixels lighter than the image's Otsu threshold become white, the ink "
                         "keeps its grey levels (so the paper's colour says nothing)")
     p.add_argument("--binarize", default="none", metavar="otsu|LEVEL",
                    help="ink on paper: black ink on white by Otsu's threshold, or by a fixed grey level in (0, 1) "
                         "(so neither does the ink's darkness); default none")
-    p.add_argument("--crop-to-ink", action="store_true",
+    p.add_argument("--crop-to-ink", action=argparse.BooleanOptionalAction, default=False,
                    help="ink on paper: crop to the ink's bounding box before resizing (with --resize fit: centred)")
     p.add_argument("--mean", type=float, nargs="+", default=[0.0])
     p.add_argument("--std", type=float, nargs="+", default=[1.0])
@@ -86,7 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--tta", type=int, default=0, metavar="PIXELS",
                    help="embed each image also shifted by this many pixels up, down, left and right, and "
                         "average (one embedding; 5x the inference cost; 0: off)")
-    m.add_argument("--tta-flip", action="store_true",
+    m.add_argument("--tta-flip", action=argparse.BooleanOptionalAction, default=False,
                    help="also embed the left-right mirror of each view and average (2x the inference cost; "
                         "for mirror-symmetric classes such as clothing, not characters)")
     m.add_argument("--dropout", type=float, default=0.0, help="dropout before the embedding layer")
@@ -117,7 +117,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--weight-decay", type=float, default=5e-4)
     t.add_argument("--minutes", type=float, default=0.0, help="time budget (wall clock) in minutes")
     t.add_argument("--steps", type=int, default=0, help="step limit")
-    t.add_argument("--rotations", action="store_true", help="rotated copies as extra classes (characters)")
+    t.add_argument("--rotations", action=argparse.BooleanOptionalAction, default=False, help="rotated copies as extra classes (characters)")
     t.add_argument("--no-augment", action="store_true", help="no random affine distortions")
     t.add_argument("--aug-rotation", type=float, default=10.0, help="degrees")
     t.add_argument("--aug-shear", type=float, default=0.3, help="radians")
