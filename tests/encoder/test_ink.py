@@ -102,7 +102,15 @@ def test_shortcut_statistics_flag_the_paper_and_not_after_preprocessing():
     forged = [scribble(100 + s, background=255) for s in range(12)]
     images = genuine + forged
     mask = np.array([False] * 12 + [True] * 12)
-    stored = shortcut_statistics([raw_statistics(Preprocess().decode_gray(i)) for i in images], mask)
+    stored = shortcut_statistics([raw_statistics(Preprocess.gray(Preprocess().decode(i))) for i in images], mask)
     assert "background_level" in stored["flagged"] and stored["background_level"]["auc"] == 1.0
     seen = shortcut_statistics([input_statistics(SIGNATURE.to_unit(i)) for i in images], mask)
     assert "background_level" not in seen and seen["mean"]["auc"] < SHORTCUT_AUC
+
+
+def test_an_image_decoded_once_preprocesses_the_same():
+    data = png_bytes(Image.fromarray(scribble(4, background=236)))
+    assert np.array_equal(SIGNATURE.to_unit(SIGNATURE.decode(data)), SIGNATURE.to_unit(data))
+    rgb = png_bytes(Image.new("RGB", (20, 10), (200, 30, 90)))
+    plain = Preprocess(width=8, height=8, channels=3)
+    assert np.array_equal(plain.to_unit(plain.decode(rgb)), plain.to_unit(rgb))

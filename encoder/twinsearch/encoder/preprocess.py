@@ -138,10 +138,15 @@ class Preprocess:
             out = 1.0 - out
         return np.ascontiguousarray(np.transpose(out, (2, 0, 1)), dtype=np.float32)
 
-    def decode_gray(self, image: ImageInput, max_pixels: int | None = None) -> np.ndarray:
-        """Steps 1-3 only, then grayscale: (H, W) float32 in [0, 1] at the image's own size."""
-        arr = self._decode(image, max_pixels)
-        return arr if arr.ndim == 2 else arr @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    def decode(self, image: ImageInput, max_pixels: int | None = None) -> np.ndarray:
+        """Steps 1-3 only: (H, W) or (H, W, 3) float32 in [0, 1] at the image's own size. `to_unit` takes
+        the result as it is (a float array in [0, 1]), so an image can be decoded once for several uses."""
+        return self._decode(image, max_pixels)
+
+    @staticmethod
+    def gray(decoded: np.ndarray) -> np.ndarray:
+        """A decoded image as grayscale (H, W) (ITU-R 601-2 luma for colour)."""
+        return decoded if decoded.ndim == 2 else decoded @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
     def _decode(self, image: ImageInput, max_pixels: int | None) -> np.ndarray:
         """Steps 1-3: HxW or HxWx3 float32 in [0, 1] at the image's own size."""

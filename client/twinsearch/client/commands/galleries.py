@@ -64,10 +64,9 @@ def _threshold(text: str) -> float | str:
     try:
         return float(text)
     except ValueError:
-        pass
-    if not text.replace("_", "").isalnum():
-        raise argparse.ArgumentTypeError(f"{text!r} is neither a distance nor an operating point name")
-    return text
+        if not text.replace("_", "").isalnum():
+            raise argparse.ArgumentTypeError(f"{text!r} is neither a distance nor an operating point name") from None
+        return text
 
 
 _GALLERY_HEADERS = ["gallery", "classes", "items", "index", "scoring", "threshold", "model", "dim"]

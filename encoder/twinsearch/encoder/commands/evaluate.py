@@ -100,9 +100,12 @@ def run(args: argparse.Namespace) -> int:
     raw_stats, input_stats = [], []
     for i, raw in tqdm(source.iter_raw(), total=len(source), desc="decoding", unit="img", leave=False):
         try:
-            unit = pre.to_unit(raw)
-            if forges is not None:
-                raw_stats.append(raw_statistics(pre.decode_gray(raw)))
+            if forges is None:
+                unit = pre.to_unit(raw)
+            else:  # decoded once, for the model's input and for the stored image's statistics
+                decoded = pre.decode(raw)
+                unit = pre.to_unit(decoded)
+                raw_stats.append(raw_statistics(pre.gray(decoded)))
         except ImageError as exc:
             raise DataError(f"{source.items[i]}: {exc}") from exc
         arrays[i] = pre.normalize(unit)

@@ -149,6 +149,8 @@ SPEED_STEPS = 20
 FEW_STEPS = 300
 # Below this standard deviation of held-out distances the embedding counts as collapsed.
 COLLAPSED_SPREAD = 0.01
+# References per class for the card's reference-based figures (at most; fewer where classes are small).
+CARD_REFERENCES = 5
 # Impostor pairs below which the FAR 0.1% threshold rests on fewer than 10 false accepts.
 SMALL_CALIBRATION = 10_000
 
@@ -168,7 +170,7 @@ def card_evaluation(emb, data, way: int, episodes: int, threshold: float, seed: 
     import numpy as np
 
     from ..evaluation import evaluate_embeddings
-    from ..evaluation.references import reference_report
+    from ..evaluation.references import reference_report, references_allowed
 
     forged = data.forgery_of_images() >= 0
     labels = data.labels[~forged]
@@ -180,8 +182,7 @@ def card_evaluation(emb, data, way: int, episodes: int, threshold: float, seed: 
                                     group_names=list(dict.fromkeys(genuine.groups)), within_group=within,
                                     threshold=threshold, seed=seed)
     if forged.any():
-        counts = np.bincount(labels)
-        refs = int(max(1, min(5, counts[counts > 0].min() - 1)))
+        refs = references_allowed(labels, CARD_REFERENCES)
         report["references"], _ = reference_report(emb, data.labels, data.forges, refs, threshold=threshold,
                                                    seed=seed)
     return report

@@ -18,6 +18,13 @@ from .metrics import verification
 SCORINGS = ("nearest", "prototype", "mean_of_k")
 
 
+def references_allowed(genuine_labels: np.ndarray, at_most: int) -> int:
+    """The most references (up to `at_most`, at least 1) that leave every class of `genuine_labels` (the
+    labels of its genuine images) at least one genuine probe."""
+    counts = np.bincount(np.asarray(genuine_labels))
+    return int(max(1, min(at_most, counts[counts > 0].min() - 1)))
+
+
 def class_distance(probes: np.ndarray, references: np.ndarray, scoring: str = "nearest",
                    mean_k: int = 3) -> np.ndarray:
     """(P, D) probes against one class's (R, D) references -> (P,) float64 class distances."""

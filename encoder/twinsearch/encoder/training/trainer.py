@@ -20,7 +20,7 @@ import torch
 from ..augment import RandomAffine, expand_rotations
 from ..data import ImageArrays
 from ..evaluation import oneshot_accuracy, retrieval
-from ..evaluation.references import reference_report
+from ..evaluation.references import reference_report, references_allowed
 from ..heads import ClassPosterior, EmbeddingNet, build_net
 from ..losses import BaseMetricLoss, ContrastiveLoss, NormSoftmaxLoss, PrototypicalLoss, TripletLoss
 from ..preprocess import Preprocess
@@ -191,8 +191,7 @@ class Trainer:
                    "val_distance_spread": distance_spread(emb)}
         metrics["score"], metrics["score_name"] = shot["accuracy"], "val_oneshot"
         if forged.any():
-            counts = np.bincount(genuine_labels)
-            refs = int(max(1, min(VAL_REFERENCES, counts[counts > 0].min() - 1)))
+            refs = references_allowed(genuine_labels, VAL_REFERENCES)
             rep, _ = reference_report(emb, self.val.labels, self.val.forges, refs, seed=self.config.seed)
             if rep["skilled_eer"] is not None:
                 metrics.update(val_skilled_eer=rep["skilled_eer"], val_random_eer=rep["random_eer"],
