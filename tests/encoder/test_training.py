@@ -128,6 +128,7 @@ def test_train_and_evaluate_commands(glyph_tree, tmp_path, capsys):
     assert "oneshot" in card["evaluation"]
     model = load_model(out, device="cpu")
     assert model.preprocess.invert and model.dim == 8
+    assert model.runtime == "onnxruntime"  # the graph is stored by default, and agrees with the weights
 
     report_path, plots = tmp_path / "r.json", tmp_path / "plots"
     args = _parse(evaluate_cmd, ["--model", str(out), "--data", str(glyph_tree), "--class-depth", "2", "--way", "5",

@@ -59,6 +59,19 @@ def test_gathers_parts_with_the_same_key():
     assert [parts for _, parts in run.runs] == [["p0"], ["p1", "p2", "p3", "p4", "p5"], ["q"]]
 
 
+def test_a_lone_part_on_an_idle_batcher_runs_at_once():
+    """A quiet server pays no batching delay: the window (here 30 s) only applies while a worker is busy."""
+    run = Recorder()
+    run.release.set()
+    batcher = Batcher("t", run, max_size=100, wait_s=30.0)
+    try:
+        assert batcher.submit("a", "p0", 1).result(timeout=5) == "a:p0"
+        assert batcher.submit("a", "p1", 1).result(timeout=5) == "a:p1"  # idle again after the first run
+    finally:
+        batcher.close()
+    assert [parts for _, parts in run.runs] == [["p0"], ["p1"]]
+
+
 def test_max_size_splits_batches():
     run = Recorder()
     batcher = Batcher("t", run, max_size=4, wait_s=0.0)

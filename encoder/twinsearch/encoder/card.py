@@ -1,6 +1,7 @@
 """The model card and the model file's container format, readable with the standard library alone.
 
-A model file is a zip archive holding `card.json` (this card) and `weights.pt` (a torch state dict).
+A model file is a zip archive holding `card.json` (this card), `weights.pt` (a torch state dict) and,
+optionally, `graph.onnx` (the same network as an ONNX graph, for fast CPU inference: runtime.py).
 `read_card(path)` returns the card as a dict without importing torch or numpy, so tools (and the
 server's `info`) can show a model without loading it.
 """
@@ -19,6 +20,7 @@ FORMAT = "twinsearch-model"
 FORMAT_VERSION = 1
 CARD_NAME = "card.json"
 WEIGHTS_NAME = "weights.pt"
+GRAPH_NAME = "graph.onnx"  # optional: the network as an ONNX graph (see runtime.py)
 
 
 @dataclass
@@ -89,11 +91,15 @@ def read_card(path: str | os.PathLike) -> dict[str, Any]:
     return card
 
 
-def write_model_file(path: str | os.PathLike, card: ModelCard, weights: bytes) -> None:
-    """Write card and weights into a zip at `path`, atomically (temporary file, then rename)."""
+def write_model_file(path: str | os.PathLike, card: ModelCard, weights: bytes,
+                     graph: bytes | None = None) -> None:
+    """Write card, weights and (optionally) the ONNX graph into a zip at `path`, atomically (temporary
+    file, then rename)."""
     path = os.fspath(path)
     tmp = f"{path}.tmp-{os.getpid()}"
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         zf.writestr(CARD_NAME, json.dumps(card.to_dict(), indent=2, sort_keys=False))
         zf.writestr(WEIGHTS_NAME, weights)
+        if graph is not None:
+            zf.writestr(GRAPH_NAME, graph)
     os.replace(tmp, path)

@@ -23,10 +23,11 @@ import numpy as np
 import torch
 
 from .calibration import Calibration
-from .card import CARD_NAME, WEIGHTS_NAME, ModelCard, read_card, write_model_file
+from .card import CARD_NAME, GRAPH_NAME, WEIGHTS_NAME, ModelCard, read_card, write_model_file
 from .errors import ImageFormatError, ModelFileError
 from .heads import EmbeddingNet, build_net
 from .preprocess import ImageInput, Preprocess
+from .runtime import GraphRunner, graph_bytes, graph_runner
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +83,19 @@ class EncoderModel:
     metric = "euclidean"
 
     def __init__(self, net: EmbeddingNet, card: ModelCard, device: str | torch.device | None = None,
-                 batch_size: int = 256):
+                 batch_size: int = 256, runner: GraphRunner | None = None):
         self.device = _pick_device(device)
         self.net = net.to(self.device, memory_format=torch.channels_last).eval()
         self.card = card
         self.preprocess = Preprocess.from_dict(card.preprocess)
         self.calibration = Calibration.from_dict(card.calibration) if card.calibration else None
         self.batch_size = batch_size
+        self._runner = runner  # the ONNX graph on CPU (runtime.py); None: PyTorch runs `net`
+
+    @property
+    def runtime(self) -> str:
+        """What runs the network: "onnxruntime" (the model file's graph, on CPU) or "torch"."""
+        return "torch" if self._runner is None else "onnxruntime"
 
     # ------------------------------------------------------------------ identity
     @property
@@ -125,6 +132,10 @@ class EncoderModel:
         if batch.dtype != np.float32:
             batch = batch.astype(np.float32)
         out = np.empty((len(batch), self.dim), dtype=np.float32)
+        if self._runner is not None:
+            for s in range(0, len(batch), self.batch_size):
+                out[s:s + self.batch_size] = self._runner(batch[s:s + self.batch_size])
+            return out
         with torch.inference_mode():
             for s in range(0, len(batch), self.batch_size):
                 x = torch.from_numpy(np.ascontiguousarray(batch[s:s + self.batch_size])).to(self.device)
@@ -147,23 +158,32 @@ class EncoderModel:
         )
         return cls(net, card, device="cpu")
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the model file (zip: card.json + weights.pt)."""
+    def save(self, path: str | os.PathLike, *, graph: bool = False) -> None:
+        """Write the model file (zip: card.json + weights.pt). `graph`: also export the network to ONNX
+        (graph.onnx, a second or two) so that `load_model` runs it with ONNX Runtime on CPU; a network
+        that cannot be exported is saved without it, with a warning."""
         buf = io.BytesIO()
         state = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
         torch.save(state, buf)
-        write_model_file(path, self.card, buf.getvalue())
+        onnx = graph_bytes(self.net, self.preprocess.shape) if graph else None
+        write_model_file(path, self.card, buf.getvalue(), graph=onnx)
 
 
-def load_model(path: str | os.PathLike | None = None, device: str | torch.device | None = None) -> EncoderModel:
+def load_model(path: str | os.PathLike | None = None, device: str | torch.device | None = None,
+               runtime: str = "auto") -> EncoderModel:
     """Load a model file (None: the default model; a shipped model's name, such as "signatures", where no
     such file exists). Checks the card, the architecture and the fingerprint; raises ModelFileError when
-    the file is missing, corrupt or incompatible. `device` None: cuda if present."""
+    the file is missing, corrupt or incompatible. `device` None: cuda if present.
+
+    `runtime`: "auto" runs the file's ONNX graph with ONNX Runtime when the model is on the CPU and the
+    graph agrees with the weights (runtime.py), PyTorch otherwise; "torch" always PyTorch; "onnxruntime"
+    the graph or a ModelFileError saying why not. The graph uses torch's thread count at load time."""
     path = resolve_model_path(path)
     card = ModelCard.from_dict(read_card(path))
     try:
         with zipfile.ZipFile(path) as zf:
             raw = zf.read(WEIGHTS_NAME)
+            graph = zf.read(GRAPH_NAME) if GRAPH_NAME in zf.namelist() else None
     except KeyError as exc:
         raise ModelFileError(f"{str(path)!r} has {CARD_NAME} but no {WEIGHTS_NAME}") from exc
     except (zipfile.BadZipFile, OSError, RuntimeError) as exc:
@@ -192,5 +212,12 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
                              f"{card.fingerprint}; the file is corrupt or was altered")
     if net.dim != card.dim:
         raise ModelFileError(f"{str(path)!r}: card says dim {card.dim}, network gives {net.dim}")
-    log.info("loaded model %s (%s) from %s", card.name, card.fingerprint, path)
-    return EncoderModel(net, card, device=device)
+    device = _pick_device(device)
+    try:
+        runner = graph_runner(graph, net.eval(), preprocess.shape, runtime=runtime, device=device,
+                              source=repr(str(path)))
+    except ValueError as exc:
+        raise ModelFileError(f"{str(path)!r} cannot run with onnxruntime: {exc}") from exc
+    model = EncoderModel(net, card, device=device, runner=runner)
+    log.info("loaded model %s (%s) from %s, run by %s", card.name, card.fingerprint, path, model.runtime)
+    return model

@@ -89,9 +89,11 @@ def start_server(settings: ServerSettings, *, engine: Engine | None = None) -> R
     metrics = Metrics()
     if engine is None:
         check_address(settings.address)
-        engine = Engine.open(settings.data_dir, settings.model_path, settings.engine, observer=metrics.observe_batch)
+        engine = Engine.open(settings.data_dir, settings.model_path, settings.engine, observer=metrics.observe_batch,
+                             timer=metrics.observe_stage)
     else:
         engine.observer = engine.observer or metrics.observe_batch
+        engine.timer = engine.timer or metrics.observe_stage
     try:
         return _start(settings, engine, metrics)
     except BaseException:

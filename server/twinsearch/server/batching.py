@@ -1,10 +1,13 @@
 """Dynamic batching: concurrent calls gathered into one encoder pass or one gallery search.
 
 A `Batcher` owns worker threads. Callers `submit(key, part, size)` and wait on the returned future.
-A worker takes the oldest waiting part, waits at most `wait_s` for more parts with the same key (until
-`max_size` rows are gathered), and calls `run(key, parts)` once for all of them; `run` returns one
-result per part, in order. If a gathered run raises and it held more than one part, each part is run
-again on its own, so an error is reported to the call that caused it and to no other.
+A worker takes the oldest waiting part and calls `run(key, parts)` once for it and every other waiting
+part with the same key (up to `max_size` rows). A worker that was idle when the part came runs it at
+once: a lone call on a quiet server pays no batching delay. A worker that comes back from a run to find
+parts waiting (the server is busy) first lets the oldest of them wait up to `wait_s` since it was queued,
+for company. `run` returns one result per part, in order. If a gathered run raises and it held more than
+one part, each part is run again on its own, so an error is reported to the call that caused it and to no
+other.
 
 Parts whose caller has gone (deadline passed, call cancelled) are dropped before they run.
 """
@@ -44,9 +47,12 @@ class Batcher:
     """Gathers parts with equal keys into one call of `run`.
 
     name: for logs and thread names. max_size: rows per gathered run (a single larger part still runs,
-    alone). wait_s: how long the oldest part waits for company. threads: worker threads.
+    alone). wait_s: how long the oldest part waits for company when the worker is busy (a part that
+    finds a worker idle runs at once). threads: worker threads.
     on_start: called once in each worker thread before it serves (e.g. to set torch's thread count).
     observe: called with (key, parts, rows) before each run (metrics).
+    timer: called with (stage, seconds) for each part's time in the queue (stage "<name>_queue") and
+    each run's time (stage "<name>_run"), for the per-stage latency breakdown.
     """
 
     def __init__(
@@ -59,6 +65,7 @@ class Batcher:
         threads: int = 1,
         on_start: Callable[[], None] | None = None,
         observe: Callable[[Hashable, int, int], None] | None = None,
+        timer: Callable[[str, float], None] | None = None,
     ):
         self.name = name
         self._run = run
@@ -66,6 +73,7 @@ class Batcher:
         self._wait_s = max(0.0, float(wait_s))
         self._on_start = on_start
         self._observe = observe
+        self._timer = timer
         self._queue: deque[_Entry] = deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -110,12 +118,15 @@ class Batcher:
 
     def _take(self) -> list[_Entry] | None:
         with self._cond:
+            idle = not self._queue
             while not self._queue:
                 if self._closed:
                     return None
                 self._cond.wait()
             key = self._queue[0].key
-            until = self._queue[0].queued_at + self._wait_s
+            # Idle: the call came to a quiet server and runs now. Busy: gather until the oldest part has
+            # waited wait_s (under load it usually has, while the previous run went on).
+            until = time.monotonic() if idle else self._queue[0].queued_at + self._wait_s
             while not self._closed and self._rows(key) < self._max_size:
                 left = until - time.monotonic()
                 if left <= 0:
@@ -154,6 +165,8 @@ class Batcher:
         if not live:
             return
         key = live[0].key
+        started = time.monotonic()
+        self._time("queue", *(started - e.queued_at for e in live))
         if self._observe is not None:
             try:
                 self._observe(key, len(live), sum(e.size for e in live))
@@ -161,6 +174,7 @@ class Batcher:
                 log.debug("%s batcher: observer failed", self.name, exc_info=True)
         try:
             results = self._run(key, [e.part for e in live])
+            self._time("run", time.monotonic() - started)
             if len(results) != len(live):
                 raise RuntimeError(f"{self.name}: run gave {len(results)} results for {len(live)} parts")
         except BaseException as exc:  # noqa: BLE001 - handed to the callers
@@ -175,6 +189,16 @@ class Batcher:
             return
         for entry, result in zip(live, results, strict=True):
             entry.future.set_result(result)
+
+
+    def _time(self, stage: str, *seconds: float) -> None:
+        if self._timer is None:
+            return
+        try:
+            for value in seconds:
+                self._timer(f"{self.name}_{stage}", value)
+        except Exception:  # noqa: BLE001 - metrics never fail a call
+            log.debug("%s batcher: timer failed", self.name, exc_info=True)
 
 
 def wait_for(future: Future, deadline: Deadline, poll_s: float = 0.25) -> Any:

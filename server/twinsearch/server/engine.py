@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -80,18 +81,20 @@ class EnrollItem:
 
 
 BatchObserver = Callable[[str, int, int], None]  # (stage, calls gathered, rows)
+StageTimer = Callable[[str, float], None]  # (stage, seconds): decode, encoder_queue/_run, search_queue/_run
 
 
 class Engine:
     """The data plane. Build it with `Engine.open`; close it with `close()` (writes index snapshots)."""
 
     def __init__(self, model, store, settings: EngineSettings = DEFAULT_SETTINGS, *,
-                 observer: BatchObserver | None = None):
+                 observer: BatchObserver | None = None, timer: StageTimer | None = None):
         self.model = model
         self.store = store
         self.settings = settings
         self.policy = ThresholdPolicy(model.calibration, default=settings.default_threshold)
         self.observer = observer
+        self.timer = timer
         # Decoding is CPU-bound: more images at once than twice the cores gains nothing and only holds
         # more full-size decoded images in memory.
         self._decode_gate = threading.BoundedSemaphore(max(2, 2 * (os.cpu_count() or 1)))
@@ -103,14 +106,16 @@ class Engine:
         on_gpu = getattr(store, "gpu", None) is not None
         self._encoder = Batcher("encoder", self._run_encoder, max_size=settings.encoder_batch, wait_s=wait_s,
                                 threads=1, on_start=self._encoder_thread_start,
-                                observe=lambda key, calls, rows: self._observe("encoder", calls, rows))
+                                observe=lambda key, calls, rows: self._observe("encoder", calls, rows),
+                                timer=self._time)
         self._searcher = Batcher("search", self._run_search, max_size=settings.search_batch, wait_s=wait_s,
                                  threads=1 if on_gpu else 2,
-                                 observe=lambda key, calls, rows: self._observe(key[0], calls, rows))
+                                 observe=lambda key, calls, rows: self._observe(key[0], calls, rows),
+                                 timer=self._time)
 
     @classmethod
     def open(cls, data_dir: Path, model_path: Path | None = None, settings: EngineSettings = DEFAULT_SETTINGS,
-             *, observer: BatchObserver | None = None) -> Engine:
+             *, observer: BatchObserver | None = None, timer: StageTimer | None = None) -> Engine:
         """Load the model (None: the default model shipped with the package), open (or create) the
         gallery store in `data_dir`, catching its indexes up, and start the batchers.
 
@@ -126,7 +131,7 @@ class Engine:
         log.info("model %s (%s), dim %d, loaded", model.name, model.fingerprint, model.dim)
         store = _open_store(data_dir, settings)
         log.info("gallery store at %s open: %d galleries", data_dir, len(store.list_galleries()))
-        return cls(model, store, settings, observer=observer)
+        return cls(model, store, settings, observer=observer, timer=timer)
 
     # ------------------------------------------------------------------ life cycle
     @contextmanager
@@ -407,9 +412,12 @@ class Engine:
 
     def _prepare(self, payloads: Sequence[Payload], names: Sequence[str], *, collect_failures: bool = False,
                  skip: Sequence[int] = ()) -> Prepared:
-        return prepare(payloads, names, preprocess=self.model.preprocess, dim=int(self.model.dim),
-                       max_pixels=self.settings.max_pixels, collect_failures=collect_failures, skip=skip,
-                       gate=self._decode_gate)
+        started = time.monotonic()
+        prepared = prepare(payloads, names, preprocess=self.model.preprocess, dim=int(self.model.dim),
+                           max_pixels=self.settings.max_pixels, collect_failures=collect_failures, skip=skip,
+                           gate=self._decode_gate)
+        self._time("decode", time.monotonic() - started)
+        return prepared
 
     def _vectors(self, payloads: Sequence[Payload], what: str, deadline, suffix: str = "") -> np.ndarray:
         prepared = self._prepare(payloads, [f"{what}[{i}]{suffix}" for i in range(len(payloads))])
@@ -466,6 +474,10 @@ class Engine:
     def _observe(self, stage: str, calls: int, rows: int) -> None:
         if self.observer is not None:
             self.observer(stage, calls, rows)
+
+    def _time(self, stage: str, seconds: float) -> None:
+        if self.timer is not None:
+            self.timer(stage, seconds)
 
 
 # ---------------------------------------------------------------------- helpers

@@ -7,6 +7,10 @@ process, as in tests).
     twinsearch_rpc_items_total{method}             images, pairs, probes or items received
     twinsearch_batch_calls{stage}                  calls gathered into one encoder pass or search
     twinsearch_batch_rows{stage}                   images or probes in one encoder pass or search
+    twinsearch_stage_seconds{stage}                time per stage: decode (decoding and preprocessing one
+                                                   call's images), encoder_queue / search_queue (a call's
+                                                   wait for its batch), encoder_run (one forward pass),
+                                                   search_run (one gathered search, with class scoring)
     twinsearch_gallery_items{gallery}              items per gallery (read at scrape time)
     twinsearch_gallery_classes{gallery}            classes per gallery (read at scrape time)
 """
@@ -22,6 +26,7 @@ from prometheus_client.core import GaugeMetricFamily
 log = logging.getLogger(__name__)
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
 
@@ -40,11 +45,16 @@ class Metrics:
                                      buckets=_SIZE_BUCKETS, registry=r)
         self.batch_rows = Histogram("twinsearch_batch_rows", "Images or probes in one batch", ["stage"],
                                     buckets=_SIZE_BUCKETS, registry=r)
+        self.stage_seconds = Histogram("twinsearch_stage_seconds", "Time per stage of a call, in seconds",
+                                       ["stage"], buckets=_STAGE_BUCKETS, registry=r)
         self._http = None
 
     def observe_batch(self, stage: str, calls: int, rows: int) -> None:
         self.batch_calls.labels(stage).observe(calls)
         self.batch_rows.labels(stage).observe(rows)
+
+    def observe_stage(self, stage: str, seconds: float) -> None:
+        self.stage_seconds.labels(stage).observe(seconds)
 
     def watch_galleries(self, galleries: Callable[[], Iterable]) -> None:
         """Report item and class counts of the galleries `galleries()` lists (GalleryInfo) at scrape time."""

@@ -36,7 +36,8 @@ class EngineSettings:
     max_batch: most items (images, pairs, probes, enroll items) in one call, else RESOURCE_EXHAUSTED.
     max_pixels: most pixels (width * height) of one input image, else RESOURCE_EXHAUSTED.
     max_k: largest k for identify and search, else INVALID_ARGUMENT.
-    batch_wait_ms: how long the encoder and search batchers wait to gather concurrent calls.
+    batch_wait_ms: how long the encoder and search batchers, when busy, wait to gather concurrent calls
+        (a call that finds its batcher idle runs at once).
     encoder_batch / search_batch: most images per forward pass / probes per gathered search.
     torch_threads: intra-op threads of the encoder (0: the number of CPUs).
     default_threshold: the model card's operating point used when nothing else gives a threshold.

@@ -139,6 +139,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o = parser.add_argument_group("output")
     o.add_argument("--out", required=True, help="model file to write")
     o.add_argument("--name", help="model name (default: the output file's stem)")
+    o.add_argument("--graph", action=argparse.BooleanOptionalAction, default=True,
+                   help="also store the network as an ONNX graph in the model file, which the server runs with "
+                        "ONNX Runtime on CPU, several times faster than PyTorch for small networks "
+                        "(default: on)")
     o.add_argument("--eval-way", type=int, default=20)
     o.add_argument("--eval-episodes", type=int, default=400)
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -401,7 +405,7 @@ def run(args: argparse.Namespace) -> int:
                                                                       "images": len(calib)}),
     }
     card.evaluation = evaluation
-    model.save(args.out)
+    model.save(args.out, graph=args.graph)
     summary = {"model": args.out, "fingerprint": card.fingerprint, "steps": result.steps,
                "elapsed_s": round(result.elapsed_s, 1), "kept_step": result.best_step}
     if evaluation:

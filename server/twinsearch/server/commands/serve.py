@@ -46,7 +46,7 @@ _OPTIONS: tuple[tuple[str, str, type, object, str], ...] = (
     ("--max-pixels", "TWINSEARCH_MAX_PIXELS", int, s.DEFAULT_MAX_PIXELS, "most pixels (width x height) per image"),
     ("--max-k", "TWINSEARCH_MAX_K", int, s.DEFAULT_MAX_K, "largest k for identify and search"),
     ("--batch-wait-ms", "TWINSEARCH_BATCH_WAIT_MS", float, s.DEFAULT_BATCH_WAIT_MS,
-     "how long a batch waits to gather concurrent calls"),
+     "how long a busy batcher waits to gather concurrent calls (an idle one runs a call at once)"),
     ("--torch-threads", "TWINSEARCH_TORCH_THREADS", int, 0, "encoder threads (0: one per CPU)"),
     ("--workers", "TWINSEARCH_WORKERS", int, s.DEFAULT_WORKERS, "gRPC handler threads"),
     ("--grace", "TWINSEARCH_GRACE", float, s.DEFAULT_GRACE_S, "seconds calls in flight get at shutdown"),

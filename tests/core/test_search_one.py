@@ -1,0 +1,95 @@
+"""A lone query against a flat CPU index takes a matrix-vector product instead of FAISS's one-thread kernel:
+it must find what FAISS finds, pad the same way, and follow the index through compaction and snapshots."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from twinsearch.client.types import IndexSpec
+from twinsearch.server.index import IndexParams, VectorIndex
+from twinsearch.server.scoring import F32_EPS
+
+from .conftest import DIM, unit
+
+
+def _index(vectors: np.ndarray, first_id: int = 1) -> VectorIndex:
+    index = VectorIndex(DIM, IndexSpec(), IndexParams(), gpu=None)
+    index.add(vectors, np.arange(first_id, first_id + len(vectors), dtype=np.int64))
+    return index
+
+
+def _faiss(index: VectorIndex, query: np.ndarray, depth: int):
+    """FAISS's own answer for one query (its SIMD kernel), bypassing the product."""
+    return index.index.search(np.ascontiguousarray(query[None], dtype=np.float32), depth)
+
+
+def _same(index: VectorIndex, queries: np.ndarray, depth: int, monkeypatch) -> None:
+    calls = []
+    product = VectorIndex._search_one
+    monkeypatch.setattr(VectorIndex, "_search_one", lambda self, *a: calls.append(1) or product(self, *a))
+    slack = (2 * DIM + 16) * F32_EPS * (1.0 + 4.0)  # unseen_bound's slack: |q| = 1, |x| <= 2
+    for q in queries:
+        dist, ids = index.search(q[None], depth)
+        want_dist, want_ids = _faiss(index, q, depth)
+        assert dist.shape == ids.shape == (1, depth)
+        assert dist.dtype == np.float32 and ids.dtype == np.int64
+        np.testing.assert_array_equal(ids, want_ids)
+        np.testing.assert_allclose(dist, want_dist, rtol=0, atol=slack)
+    assert len(calls) == len(queries), "a lone query on a flat CPU index must take the product"
+
+
+def test_a_lone_query_finds_what_faiss_finds(rng, monkeypatch):
+    x = unit(rng.normal(size=(3000, DIM)))
+    index = _index(x)
+    queries = unit(x[rng.choice(len(x), 25)] + 0.05 * rng.normal(size=(25, DIM)))
+    _same(index, queries, 40, monkeypatch)
+
+
+def test_a_search_deeper_than_the_index_pads_like_faiss(rng, monkeypatch):
+    index = _index(unit(rng.normal(size=(7, DIM))))
+    dist, ids = index.search(unit(rng.normal(size=(1, DIM))), 50)  # max_depth clips it to 7
+    assert ids.shape == (1, 7) and (ids >= 1).all()
+    raw_dist, raw_ids = index._search_one(index._flat_cpu_rows(), unit(rng.normal(size=(1, DIM)))[0], 10)
+    assert (raw_ids[0, 7:] == -1).all() and (raw_dist[0, 7:] == np.finfo(np.float32).max).all()
+    assert np.all(np.diff(raw_dist[0, :7]) >= 0)
+
+
+def _scaled(rng, n: int) -> np.ndarray:
+    """Vectors of norms between 0.5 and 2, so that stale norms would change the answers."""
+    return unit(rng.normal(size=(n, DIM))) * rng.uniform(0.5, 2.0, size=(n, 1)).astype(np.float32)
+
+
+def test_norms_follow_compaction_and_later_additions(rng, monkeypatch):
+    x = _scaled(rng, 500)
+    index = _index(x)
+    q = unit(rng.normal(size=(4, DIM)))
+    _same(index, q, 20, monkeypatch)  # the norms are now kept
+    index.compact(np.arange(1, 101, dtype=np.int64))  # the first 100 rows go; the rest move up
+    index.add(_scaled(rng, 150), np.arange(1000, 1150, dtype=np.int64))  # longer than before
+    monkeypatch.undo()
+    _same(index, np.concatenate([q, unit(x[200:204])]), 20, monkeypatch)
+
+
+def test_snapshots_reload_with_fresh_norms(tmp_path, rng, monkeypatch):
+    index = _index(_scaled(rng, 300))
+    q = unit(rng.normal(size=(3, DIM)))
+    _same(index, q, 10, monkeypatch)
+    other = _index(_scaled(rng, 400), first_id=5000)
+    other.serialize_to(str(tmp_path / "snap.faiss"))
+    index.load_from(str(tmp_path / "snap.faiss"), nlist=0, trained_at=0)
+    monkeypatch.undo()
+    _same(index, q, 10, monkeypatch)
+    assert (index.search(q[:1], 10)[1] >= 5000).all()
+
+
+def test_batches_and_other_kinds_keep_faiss(rng, monkeypatch):
+    from twinsearch.client.types import IndexKind
+
+    called = []
+    monkeypatch.setattr(VectorIndex, "_search_one", lambda *a: called.append(1))
+    x = unit(rng.normal(size=(200, DIM)))
+    _index(x).search(x[:2], 5)  # two queries: FAISS
+    hnsw = VectorIndex(DIM, IndexSpec(kind=IndexKind.HNSW), IndexParams(), gpu=None)
+    hnsw.add(x, np.arange(1, 201, dtype=np.int64))
+    hnsw.search(x[:1], 5)
+    assert not called
