@@ -151,3 +151,35 @@ def test_train_and_evaluate_commands(glyph_tree, tmp_path, capsys):
     assert report["recall_at_1"] == pytest.approx(recall, abs=1e-12)
     assert report["map_at_r"] == pytest.approx(map_r, abs=1e-12)
     assert sorted(p.name for p in plots.iterdir()) == ["det.png", "distances.png", "roc.png"]
+
+
+def test_the_library_recipe_is_the_command(glyph_tree, tmp_path, capsys):
+    """`train_model(Recipe(...))` gives the model `twinsearch train` writes, bit for bit, with its card."""
+    from twinsearch.encoder.preprocess import Preprocess
+    from twinsearch.encoder.training import TrainConfig
+    from twinsearch.encoder.training.recipe import Recipe, train_model
+
+    out = tmp_path / "cli.tsm"
+    args = _parse(train_cmd, ["--data", str(glyph_tree), "--class-depth", "2", "--size", "16", "--invert",
+                              "--widths", "8", "16", "--pool", "avg", "--dim", "8", "-P", "4", "-K", "2",
+                              "--steps", "6", "--val-every", "3", "--val-fraction", "0.34", "--no-augment",
+                              "--eval-episodes", "20", "--threads", "2", "--out", str(out), "--no-progress",
+                              "--no-graph"])
+    assert train_cmd.run(args) == 0
+    printed = json.loads(capsys.readouterr().out)
+
+    config = TrainConfig(backbone_args={"widths": [8, 16], "pool": "avg"}, dim=8, classes_per_batch=4,
+                         images_per_class=2, steps=6, val_every=3, augment=None, threads=2)
+    events = []
+    outcome = train_model(Recipe(data=glyph_tree, preprocess=Preprocess(width=16, height=16, invert=True),
+                                 config=config, name="cli", class_depth=2, val_fraction=0.34, eval_episodes=20,
+                                 checkpoint=tmp_path / "lib.ckpt"), events=events.append)
+    cli = load_model(out, device="cpu")
+    assert outcome.model.fingerprint == cli.fingerprint == printed["fingerprint"]
+    assert outcome.model.card.calibration == cli.card.calibration
+    assert outcome.model.card.evaluation["oneshot"] == cli.card.evaluation["oneshot"]
+    timeless = {k: v for k, v in printed.items() if k not in ("model", "elapsed_s")}
+    assert {k: v for k, v in outcome.summary().items() if k != "elapsed_s"} == timeless
+    kinds = {e["kind"] for e in events}
+    assert {"decode", "step", "val"} <= kinds
+    assert events[0]["kind"] == "decode" and events[-1]["kind"] in ("step", "val", "warning")

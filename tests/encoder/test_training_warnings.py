@@ -13,6 +13,8 @@ import pytest
 from twinsearch.encoder.card import read_card
 from twinsearch.encoder.commands import train as train_cmd
 from twinsearch.encoder.presets import PRESETS, preset
+from twinsearch.encoder.training import recipe as recipe_module
+from twinsearch.encoder.training.recipe import COLLAPSED_SPREAD
 from twinsearch.encoder.training.trainer import distance_spread
 
 
@@ -39,7 +41,7 @@ def test_distance_spread_sees_a_collapse():
 
 
 def test_collapse_and_small_validation_are_reported(glyph_tree, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(train_cmd, "COLLAPSED_SPREAD", 10.0)  # every embedding counts as collapsed
+    monkeypatch.setattr(recipe_module, "COLLAPSED_SPREAD", 10.0)  # every embedding counts as collapsed
     out = tmp_path / "m.tsm"
     assert train_cmd.run(_tiny(glyph_tree, out, "--steps", "3")) == 0
     err = capsys.readouterr().err
@@ -54,11 +56,11 @@ def test_a_healthy_run_has_no_collapse_warning(glyph_tree, tmp_path, capsys):
     out = tmp_path / "m.tsm"
     assert train_cmd.run(_tiny(glyph_tree, out, "--steps", "3")) == 0
     assert "collapsed" not in capsys.readouterr().err
-    assert read_card(out)["evaluation"]["distance_spread"] > train_cmd.COLLAPSED_SPREAD
+    assert read_card(out)["evaluation"]["distance_spread"] > COLLAPSED_SPREAD
 
 
 def test_steps_per_second_and_too_small_a_budget(glyph_tree, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(train_cmd, "FEW_STEPS", 10**9)
+    monkeypatch.setattr(recipe_module, "FEW_STEPS", 10**9)
     assert train_cmd.run(_tiny(glyph_tree, tmp_path / "m.tsm", "--minutes", "0.05", "--val-fraction", "0")) == 0
     err = capsys.readouterr().err
     assert "steps/s" in err and "the budget allows only about" in err

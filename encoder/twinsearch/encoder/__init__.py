@@ -8,7 +8,8 @@ Composable pieces, one concept per module (after pytorch-metric-learning):
 - `backbones` (conv4, koch, signet, resnet), `heads` (embedding head, L2-normalised output).
 - `losses` (contrastive, triplet with batch-hard/semi-hard mining, prototypical, normalised softmax),
   `samplers` (classic pairs, P x K batches, N-way k-shot episodes), `augment` (affine, elastic, rotations).
-- `training` (TrainConfig, Trainer), `evaluation` (verification, one-shot, Recall@1, MAP@R, plots),
+- `training` (TrainConfig, Trainer; `training.recipe.train_model`: the whole `twinsearch train` pipeline
+  as one call), `runtime` (the model file's ONNX graph, run by ONNX Runtime on CPU), `evaluation` (verification, one-shot, Recall@1, MAP@R, plots),
   `calibration` (thresholds at EER / FAR 1% / FAR 0.1%, probability of "same").
 - `model` (EncoderModel, load_model, default_model_path), `card` (ModelCard, read_card without torch).
 - `commands.train`, `commands.evaluate`: the `twinsearch train` and `twinsearch evaluate` commands.

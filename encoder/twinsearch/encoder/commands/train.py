@@ -8,6 +8,9 @@ The default Omniglot model was made with (see its card for the exact command):
         --loss prototypical -P 60 -K 2 --groups-per-batch 2 --aug-elastic 0.03 --tta 2 --threads 2 \\
         --val-every 200 --minutes 20 --name omniglot --out omniglot.tsm
 
+The pipeline itself is `twinsearch.encoder.training.recipe.train_model`; this command turns its flags into
+a `Recipe`, shows progress, saves the model (with its ONNX graph unless --no-graph) and prints the summary.
+
 Validation (best checkpoint) uses classes held out of the training data (`--val-fraction`); calibration and
 the card's evaluation use `--calib-data` when given (classes the model never saw), else the validation split.
 
@@ -24,7 +27,9 @@ import argparse
 import json
 import shlex
 import sys
+from pathlib import Path
 
+from ..errors import DataError
 from ..presets import PRESETS, preset
 from ._errors import reports_data_errors
 
@@ -148,17 +153,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-# Steps timed for the early speed report, and fewer steps than this in the budget earn a warning.
-SPEED_STEPS = 20
-FEW_STEPS = 300
-# Below this standard deviation of held-out distances the embedding counts as collapsed.
-COLLAPSED_SPREAD = 0.01
-# References per class for the card's reference-based figures (at most; fewer where classes are small).
-CARD_REFERENCES = 5
-# Impostor pairs below which the FAR 0.1% threshold rests on fewer than 10 false accepts.
-SMALL_CALIBRATION = 10_000
-
-
 def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
     """Parse `argv`; with --preset, the preset's settings become the defaults, so flags given win."""
     args = parser.parse_args(argv)
@@ -166,30 +160,6 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -
         parser.set_defaults(**preset(args.preset))
         args = parser.parse_args(argv)
     return args
-
-
-def card_evaluation(emb, data, way: int, episodes: int, threshold: float, seed: int) -> dict:
-    """The card's evaluation of held-out `data` (ImageArrays) embedded as `emb`: one-shot, pairs and retrieval
-    over the genuine classes; with forgeries, also the reference-based figures (up to 5 references)."""
-    import numpy as np
-
-    from ..evaluation import evaluate_embeddings
-    from ..evaluation.references import reference_report, references_allowed
-
-    forged = data.forgery_of_images() >= 0
-    labels = data.labels[~forged]
-    classes = np.unique(labels)
-    genuine = data.subset_classes(classes)
-    within = len(set(genuine.groups)) > 1 and len(set(genuine.groups)) < genuine.num_classes
-    report, _ = evaluate_embeddings(emb[~forged], np.searchsorted(classes, labels), way=way, shot=1,
-                                    episodes=episodes, class_groups=genuine.group_labels(),
-                                    group_names=list(dict.fromkeys(genuine.groups)), within_group=within,
-                                    threshold=threshold, seed=seed)
-    if forged.any():
-        refs = references_allowed(labels, CARD_REFERENCES)
-        report["references"], _ = reference_report(emb, data.labels, data.forges, refs, threshold=threshold,
-                                                   seed=seed)
-    return report
 
 
 def _config(args: argparse.Namespace):
@@ -224,37 +194,20 @@ def _config(args: argparse.Namespace):
 
 @reports_data_errors("train")
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-    import torch
-    from tqdm import tqdm
-
-    from ..data import load_arrays, open_source
-    from ..evaluation import calibrate
-    from ..model import EncoderModel
     from ..preprocess import Preprocess
-    from ..training import Trainer
-    from ..training.trainer import distance_spread
+    from ..training.recipe import Recipe, train_model
 
-    command = "twinsearch " + shlex.join(sys.argv[1:])
     if len(args.size) > 2:
-        print("twinsearch train: --size takes one number (square) or two (height width)", file=sys.stderr)
-        return 2
+        return _usage("--size takes one number (square) or two (height width)")
     try:
         binarize = args.binarize if args.binarize in ("none", "otsu") else float(args.binarize)
     except ValueError:
-        print(f"twinsearch train: --binarize takes none, otsu or a grey level in (0, 1), got {args.binarize!r}",
-              file=sys.stderr)
-        return 2
+        return _usage(f"--binarize takes none, otsu or a grey level in (0, 1), got {args.binarize!r}")
     if not args.minutes and not args.steps:
-        print("twinsearch train: give --minutes, --steps or both", file=sys.stderr)
-        return 2
+        return _usage("give --minutes, --steps or both")
     if args.posterior_weight and (args.loss != "normsoftmax" or args.val_by != "images" or args.val_fraction <= 0):
-        print("twinsearch train: --posterior-weight needs --loss normsoftmax and validation images of the "
-              "training classes (--val-by images, --val-fraction > 0)", file=sys.stderr)
-        return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    config = _config(args)
+        return _usage("--posterior-weight needs --loss normsoftmax and validation images of the training classes "
+                      "(--val-by images, --val-fraction > 0)")
     height, width = args.size[0], args.size[-1]
     try:
         preprocess = Preprocess(width=width, height=height, channels=args.channels, resize=args.resize,
@@ -262,162 +215,82 @@ def run(args: argparse.Namespace) -> int:
                                 background_removal=args.background_removal, binarize=binarize,
                                 crop_to_ink=args.crop_to_ink)
     except ValueError as exc:
-        print(f"twinsearch train: {exc}", file=sys.stderr)
-        return 2
-    source = open_source(args.data, args.class_depth, args.split, forgery_suffix=args.forgery_suffix or None)
-    if args.groups or args.exclude_groups:
-        source = source.select_groups(args.groups, args.exclude_groups)
-    with tqdm(total=len(source), desc="decoding", unit="img", disable=args.no_progress, leave=False) as bar:
-        everything = load_arrays(source, preprocess, progress=lambda i, n: bar.update(1))
+        return _usage(str(exc))
+    recipe = Recipe(
+        data=args.data, preprocess=preprocess, config=_config(args), class_depth=args.class_depth,
+        name=args.name or Path(args.out).name.split(".")[0], split=args.split, groups=args.groups,
+        exclude_groups=args.exclude_groups, forgery_suffix=args.forgery_suffix or None,
+        val_fraction=args.val_fraction, val_by=args.val_by, calib_data=args.calib_data,
+        calib_class_depth=args.calib_class_depth, calib_split=args.calib_split, calib_groups=args.calib_groups,
+        probability=args.probability, eval_way=args.eval_way, eval_episodes=args.eval_episodes,
+        device=args.device, checkpoint=args.checkpoint or f"{args.out}.ckpt", resume=args.resume,
+        preset=args.preset, command="twinsearch " + shlex.join(sys.argv[1:]))
+    with _Progress(disabled=args.no_progress) as progress:
+        try:
+            outcome = train_model(recipe, events=progress)
+        except DataError:
+            raise  # reports_data_errors words it, with a class-depth hint where one helps
+        except (FileNotFoundError, ValueError) as exc:  # settings the trainer refused; a checkpoint to resume
+            progress.close()
+            return _usage(str(exc))
+    outcome.model.save(args.out, graph=args.graph)
+    print(json.dumps({"model": args.out, **outcome.summary()}, indent=2))
+    return 0
 
-    # Validation split: whole classes (open set) or a fraction of each class's images (closed set).
-    train, val = everything, None
-    if args.val_fraction > 0:
-        if args.val_by == "classes":
-            train, val = everything.split_genuine_classes(args.val_fraction, args.seed)
-        else:
-            rng = np.random.default_rng(args.seed)
-            mask = rng.random(len(everything)) < args.val_fraction
-            train, val = everything.subset_images(~mask), everything.subset_images(mask)
 
-    calib = val
-    calib_summary = None
-    if args.calib_data:
-        csrc = open_source(args.calib_data, args.calib_class_depth or args.class_depth, args.calib_split,
-                           forgery_suffix=args.forgery_suffix or None)
-        if args.calib_groups:
-            csrc = csrc.select_groups(args.calib_groups)
-        calib = load_arrays(csrc, preprocess)
-        calib_summary = csrc.summary()
+def _usage(text: str) -> int:
+    print(f"twinsearch train: {text}", file=sys.stderr)
+    return 2
 
-    bar = tqdm(total=1000, desc="training", unit="‰", disable=args.no_progress,
-               bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}")
-    status: dict = {}
-    warnings: list[str] = []
-    budget_s = 60.0 * args.minutes
-    speed_at = {"t0": None}
 
-    def warn(text: str) -> None:
-        warnings.append(text)
-        tqdm.write(f"twinsearch train: warning: {text}", file=sys.stderr)
+class _Progress:
+    """The terminal side of `train_model`'s events: a decoding bar, a training bar (per mille of the budget)
+    with the latest loss and validation score, the speed line and warnings on stderr."""
 
-    def report_speed(step: int) -> None:
-        """After the first steps: steps per second, and what the budget allows at that pace."""
-        import time
+    def __init__(self, disabled: bool):
+        self.disabled = disabled
+        self._decoding = None
+        self._training = None
+        self._status: dict = {}
 
-        if step == 5:
-            speed_at["t0"] = time.monotonic()
-        if step != SPEED_STEPS + 5 or speed_at["t0"] is None:
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for bar in (self._decoding, self._training):
+            if bar is not None:
+                bar.close()
+        self._decoding = self._training = None
+
+    def __call__(self, event: dict) -> None:
+        from tqdm import tqdm
+
+        kind = event["kind"]
+        if kind == "decode":
+            if self._decoding is None:
+                self._decoding = tqdm(total=event["total"], desc="decoding", unit="img", disable=self.disabled,
+                                      leave=False)
+            self._decoding.update(event["done"] - self._decoding.n)
             return
-        rate = SPEED_STEPS / max(time.monotonic() - speed_at["t0"], 1e-9)
-        per_step = config.classes_per_batch * config.images_per_class * (2 if train.forges is not None else 1)
-        text = f"{rate:.2f} steps/s (about {rate * per_step:.0f} images/s)"
-        if budget_s:
-            allowed = int(rate * budget_s)
-            text += f"; the {args.minutes:g}-minute budget allows about {allowed} steps"
-            if allowed < FEW_STEPS and (not args.steps or args.steps > allowed):
-                warn(f"at {rate:.2f} steps/s the budget allows only about {allowed} steps, too few for this "
-                     f"size and backbone to learn much: try a smaller --size, --precision bf16, a lighter "
-                     f"--backbone, or more --minutes")
-        tqdm.write(f"twinsearch train: {text}", file=sys.stderr)
-
-    def on_event(event: dict) -> None:
-        if event["kind"] == "step":
-            report_speed(event["step"])
+        if kind in ("warning", "speed"):
+            prefix = "warning: " if kind == "warning" else ""
+            tqdm.write(f"twinsearch train: {prefix}{event['text']}", file=sys.stderr)
+            return
+        if self._decoding is not None:
+            self._decoding.close()
+            self._decoding = None
+        if self._training is None:
+            self._training = tqdm(total=1000, desc="training", unit="‰", disable=self.disabled,
+                                  bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}")
+        bar, status = self._training, self._status
+        if kind == "step":
             bar.update(int(event["progress"] * 1000) - bar.n)
             status.update(step=event["step"], loss=f"{event['loss']:.3f}", lr=f"{event['lr']:.2e}")
         else:
             status.update(val=f"{event['score']:.3f}", best=f"{event['best']:.3f}",
                           r1=f"{event['val_recall_at_1']:.3f}")
-        if event["kind"] == "val" or event["step"] % 10 == 0:
+        if kind == "val" or event["step"] % 10 == 0:
             bar.set_postfix(status, refresh=False)
-
-    checkpoint = args.checkpoint or f"{args.out}.ckpt"
-    try:
-        trainer = Trainer(config, preprocess, train, val, device=args.device, checkpoint=checkpoint,
-                          callback=on_event)
-    except ValueError as exc:
-        bar.close()
-        print(f"twinsearch train: {exc}", file=sys.stderr)
-        return 2
-    try:
-        result = trainer.fit(resume=args.resume)
-    except (FileNotFoundError, ValueError) as exc:
-        bar.close()
-        print(f"twinsearch train: cannot resume: {exc}", file=sys.stderr)
-        return 2
-    bar.update(1000 - bar.n)
-    bar.close()
-
-    from pathlib import Path
-
-    name = args.name or Path(args.out).name.split(".")[0]
-    model = EncoderModel.create(result.net, result.architecture, preprocess, name)
-    calibration = None
-    evaluation: dict = {}
-    if calib is not None:
-        emb = model.embed_arrays(preprocess.normalize(calib.images))
-        calibration = calibrate(emb, calib.labels, seed=args.seed, probability=args.probability,
-                                forges=calib.forges)
-        if calibration.impostor_pairs < SMALL_CALIBRATION:
-            warn(f"calibration has only {calibration.impostor_pairs} impostor pairs: the FAR 0.1% threshold "
-                 f"rests on fewer than {SMALL_CALIBRATION // 1000} false accepts; give more held-out classes "
-                 f"(--calib-data) before relying on it")
-        evaluation = {"on": "calibration data" if args.calib_data else "validation split",
-                      **card_evaluation(emb, calib, args.eval_way, args.eval_episodes,
-                                        calibration.points["eer"].distance, args.seed)}
-        way = evaluation["oneshot"]["mean_way"]
-        if way < args.eval_way:
-            warn(f"the one-shot figure is {way:.1f}-way, not {args.eval_way}-way: the "
-                 f"{evaluation['on']} holds only {evaluation['data']['classes']} classes")
-        spread = distance_spread(emb)
-        evaluation["distance_spread"] = spread
-        chance = 1.0 / max(way, 1.0)
-        if spread < COLLAPSED_SPREAD:
-            warn(f"the embedding has collapsed: distances between held-out images vary by only {spread:.4f} "
-                 f"(standard deviation), so thresholds cannot separate anything. Try --loss triplet or "
-                 f"prototypical, a lower --lr, the default --margin, or a --preset")
-        elif evaluation["oneshot"]["accuracy"] <= 1.5 * chance:
-            warn(f"held-out one-shot accuracy {evaluation['oneshot']['accuracy']:.3f} is near chance "
-                 f"({chance:.3f}): the model has learned little that transfers; try a --preset, more --minutes "
-                 f"or a smaller --size")
-    card = model.card
-    card.calibration = calibration.to_dict() if calibration else None
-    card.training = {
-        "command": command,
-        "config": config.to_dict(),
-        "steps": result.steps,
-        "elapsed_s": round(result.elapsed_s, 1),
-        "stopped_by": result.stopped_by,
-        "kept_step": result.best_step,
-        "best_val_oneshot": result.best_metric,  # the validation score (history: score_name), kept name
-        "val_score": result.history[-1]["score_name"] if result.history else None,
-        "history": result.history,
-        "device": str(trainer.device),
-        "threads": torch.get_num_threads(),
-        "preset": args.preset,
-        "warnings": warnings,
-    }
-    card.data = {
-        "train": train.summary,
-        "validation": None if val is None else {"by": args.val_by, **val.summary},
-        "calibration": calib_summary or (None if calib is None else {"source": "validation split",
-                                                                      "images": len(calib)}),
-    }
-    card.evaluation = evaluation
-    model.save(args.out, graph=args.graph)
-    summary = {"model": args.out, "fingerprint": card.fingerprint, "steps": result.steps,
-               "elapsed_s": round(result.elapsed_s, 1), "kept_step": result.best_step}
-    if evaluation:
-        o = evaluation["oneshot"]
-        summary.update(evaluated_on=evaluation["on"], oneshot=round(o["accuracy"], 4),
-                       oneshot_way=round(o["mean_way"], 1), pairs_accuracy=round(evaluation["pairs"]["accuracy"], 4),
-                       recall_at_1=round(evaluation["recall_at_1"], 4))
-        if "references" in evaluation:
-            r = evaluation["references"]
-            summary.update(references=r["count"], skilled_eer=r["skilled_eer"], random_eer=r["random_eer"])
-    if warnings:
-        summary["warnings"] = len(warnings)
-    print(json.dumps(summary, indent=2))
-    return 0
-

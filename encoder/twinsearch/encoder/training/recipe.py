@@ -1,0 +1,301 @@
+"""The whole training pipeline in one call: labelled data in; a trained, calibrated, evaluated model out.
+
+    from twinsearch.encoder.preprocess import Preprocess
+    from twinsearch.encoder.training import TrainConfig
+    from twinsearch.encoder.training.recipe import Recipe, train_model
+
+    recipe = Recipe(data="writers/", name="signatures", preprocess=Preprocess(height=96, width=192, ...),
+                    config=TrainConfig(loss="prototypical", minutes=20))
+    outcome = train_model(recipe)          # outcome.model: its card holds calibration and evaluation
+    outcome.model.save("signatures.tsm", graph=True)
+    print(outcome.summary(), outcome.warnings)
+
+What it does, in order: open the data (forgery folders too), decode it with the model's `Preprocess`,
+hold out validation classes (or images), train with `Trainer` (keeping the best validated step),
+calibrate thresholds on the calibration data (else the validation split; skilled forgeries when there
+are any), evaluate the card's figures, and warn where the result cannot be trusted: a budget that allows
+too few steps, a collapsed embedding, held-out accuracy near chance, a fewer-way figure than asked, too
+few impostor pairs for FAR 0.1%. `twinsearch train` is this function behind flags and a progress bar.
+
+Progress and messages go to `events(event)` when given, as dicts with a "kind":
+"decode" (done, total), "step" and "val" (the `Trainer`'s events), "speed" (text) and "warning" (text).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..data import load_arrays, open_source
+from ..model import EncoderModel
+from ..preprocess import Preprocess
+from .config import TrainConfig
+from .trainer import Trainer, TrainResult, distance_spread
+
+# Steps timed for the early speed report; fewer steps than FEW_STEPS in the budget earn a warning.
+SPEED_STEPS = 20
+FEW_STEPS = 300
+# Below this standard deviation of held-out distances the embedding counts as collapsed.
+COLLAPSED_SPREAD = 0.01
+# References per class for the card's reference-based figures (at most; fewer where classes are small).
+CARD_REFERENCES = 5
+# Impostor pairs below which the FAR 0.1% threshold rests on fewer than 10 false accepts.
+SMALL_CALIBRATION = 10_000
+
+Events = Callable[[dict], None]
+
+
+class CannotResume(ValueError):
+    """`resume` was asked for and the checkpoint is missing or does not fit this recipe."""
+
+
+@dataclass
+class Recipe:
+    """One training run: the data, its preprocessing, the hyper-parameters and what to hold out.
+
+    data: folder tree, zip of one, or idx folder (`split`); `class_depth`: folder depth of classes;
+    `groups` / `exclude_groups`: train on these groups only / leave them out. `forgery_suffix`: class
+    folders named <class><suffix> hold skilled forgeries of <class> (None: no forgeries).
+    val_fraction, val_by: the validation split, whole classes ("classes", open set) or a fraction of each
+    class's images ("images", closed set); 0 keeps the last step. calib_*: separate held-out data for
+    calibration and the card's evaluation (default: the validation split). probability: the card's
+    distance-to-probability mapping ("logistic" or "isotonic"). eval_way, eval_episodes: the card's
+    one-shot figure. checkpoint, resume: where the trainer keeps its checkpoint, and whether to go on
+    from it. preset, command: recorded in the card.
+    """
+
+    data: str | os.PathLike
+    preprocess: Preprocess
+    config: TrainConfig
+    name: str
+    class_depth: int = 1
+    split: str | None = None
+    groups: Sequence[str] = ()
+    exclude_groups: Sequence[str] = ()
+    forgery_suffix: str | None = "_forg"
+    val_fraction: float = 0.1
+    val_by: str = "classes"
+    calib_data: str | os.PathLike | None = None
+    calib_class_depth: int | None = None
+    calib_split: str | None = None
+    calib_groups: Sequence[str] = ()
+    probability: str = "logistic"
+    eval_way: int = 20
+    eval_episodes: int = 400
+    device: str | None = None
+    checkpoint: str | os.PathLike | None = None
+    resume: bool = False
+    preset: str | None = None
+    command: str | None = None
+
+
+@dataclass
+class Outcome:
+    """What `train_model` gives: the model (card filled in), the trainer's result, the warnings raised."""
+
+    model: EncoderModel
+    result: TrainResult
+    warnings: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        """The figures `twinsearch train` prints: steps, time, kept step and the card's evaluation."""
+        card, result = self.model.card, self.result
+        out = {"fingerprint": card.fingerprint, "steps": result.steps, "elapsed_s": round(result.elapsed_s, 1),
+               "kept_step": result.best_step}
+        evaluation = card.evaluation or {}
+        if evaluation:
+            o = evaluation["oneshot"]
+            out.update(evaluated_on=evaluation["on"], oneshot=round(o["accuracy"], 4),
+                       oneshot_way=round(o["mean_way"], 1), pairs_accuracy=round(evaluation["pairs"]["accuracy"], 4),
+                       recall_at_1=round(evaluation["recall_at_1"], 4))
+            if "references" in evaluation:
+                r = evaluation["references"]
+                out.update(references=r["count"], skilled_eer=r["skilled_eer"], random_eer=r["random_eer"])
+        if self.warnings:
+            out["warnings"] = len(self.warnings)
+        return out
+
+
+def card_evaluation(emb, data, way: int, episodes: int, threshold: float, seed: int) -> dict:
+    """The card's evaluation of held-out `data` (ImageArrays) embedded as `emb`: one-shot, pairs and retrieval
+    over the genuine classes; with forgeries, also the reference-based figures (up to 5 references)."""
+    from ..evaluation import evaluate_embeddings
+    from ..evaluation.references import reference_report, references_allowed
+
+    forged = data.forgery_of_images() >= 0
+    labels = data.labels[~forged]
+    classes = np.unique(labels)
+    genuine = data.subset_classes(classes)
+    within = len(set(genuine.groups)) > 1 and len(set(genuine.groups)) < genuine.num_classes
+    report, _ = evaluate_embeddings(emb[~forged], np.searchsorted(classes, labels), way=way, shot=1,
+                                    episodes=episodes, class_groups=genuine.group_labels(),
+                                    group_names=list(dict.fromkeys(genuine.groups)), within_group=within,
+                                    threshold=threshold, seed=seed)
+    if forged.any():
+        refs = references_allowed(labels, CARD_REFERENCES)
+        report["references"], _ = reference_report(emb, data.labels, data.forges, refs, threshold=threshold,
+                                                   seed=seed)
+    return report
+
+
+class _Run:
+    """One call of `train_model`: its events and warnings."""
+
+    def __init__(self, recipe: Recipe, events: Events | None):
+        self.recipe = recipe
+        self._events = events
+        self.warnings: list[str] = []
+        self._speed_from: float | None = None
+
+    def emit(self, event: dict) -> None:
+        if self._events is not None:
+            self._events(event)
+
+    def warn(self, text: str) -> None:
+        self.warnings.append(text)
+        self.emit({"kind": "warning", "text": text})
+
+    def speed(self, step: int, per_step: int) -> None:
+        """After the first steps: steps per second, and what the budget allows at that pace."""
+        if step == 5:
+            self._speed_from = time.monotonic()
+        if step != SPEED_STEPS + 5 or self._speed_from is None:
+            return
+        config = self.recipe.config
+        rate = SPEED_STEPS / max(time.monotonic() - self._speed_from, 1e-9)
+        text = f"{rate:.2f} steps/s (about {rate * per_step:.0f} images/s)"
+        if config.minutes:
+            allowed = int(rate * 60.0 * config.minutes)
+            text += f"; the {config.minutes:g}-minute budget allows about {allowed} steps"
+            if allowed < FEW_STEPS and (not config.steps or config.steps > allowed):
+                self.warn(f"at {rate:.2f} steps/s the budget allows only about {allowed} steps, too few for this "
+                          f"size and backbone to learn much: try a smaller --size, --precision bf16, a lighter "
+                          f"--backbone, or more --minutes")
+        self.emit({"kind": "speed", "text": text})
+
+
+def _split(recipe: Recipe, everything):
+    """(train, validation) ImageArrays: whole classes held out (open set) or a fraction of every class's
+    images (closed set); no validation when val_fraction is 0."""
+    if recipe.val_fraction <= 0:
+        return everything, None
+    if recipe.val_by == "classes":
+        return everything.split_genuine_classes(recipe.val_fraction, recipe.config.seed)
+    mask = np.random.default_rng(recipe.config.seed).random(len(everything)) < recipe.val_fraction
+    return everything.subset_images(~mask), everything.subset_images(mask)
+
+
+def train_model(recipe: Recipe, events: Events | None = None) -> Outcome:
+    """Run `recipe` (module docstring). Raises ValueError for settings or data that cannot train (a
+    message for the user), FileNotFoundError when `resume` finds no checkpoint, and the data errors of
+    `open_source`."""
+    from ..evaluation import calibrate
+
+    run = _Run(recipe, events)
+    config = recipe.config
+    if not config.minutes and not config.steps:
+        raise ValueError("give a time budget (minutes), a step limit (steps) or both")
+    if config.posterior_weight and (config.loss != "normsoftmax" or recipe.val_by != "images"
+                                    or recipe.val_fraction <= 0):
+        raise ValueError("a class posterior (posterior weight) needs the normsoftmax loss and validation images "
+                         "of the training classes (val_by images, val_fraction > 0)")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    preprocess = recipe.preprocess
+    source = open_source(recipe.data, recipe.class_depth, recipe.split, forgery_suffix=recipe.forgery_suffix or None)
+    if recipe.groups or recipe.exclude_groups:
+        source = source.select_groups(list(recipe.groups), list(recipe.exclude_groups))
+    everything = load_arrays(source, preprocess,
+                             progress=lambda done, n: run.emit({"kind": "decode", "done": done, "total": n}))
+    train, val = _split(recipe, everything)
+
+    calib, calib_summary = val, None
+    if recipe.calib_data:
+        csrc = open_source(recipe.calib_data, recipe.calib_class_depth or recipe.class_depth, recipe.calib_split,
+                           forgery_suffix=recipe.forgery_suffix or None)
+        if recipe.calib_groups:
+            csrc = csrc.select_groups(list(recipe.calib_groups))
+        calib, calib_summary = load_arrays(csrc, preprocess), csrc.summary()
+
+    per_step = config.classes_per_batch * config.images_per_class * (2 if train.forges is not None else 1)
+
+    def on_event(event: dict) -> None:
+        if event["kind"] == "step":
+            run.speed(event["step"], per_step)
+        run.emit(event)
+
+    trainer = Trainer(config, preprocess, train, val, device=recipe.device,
+                      checkpoint=None if recipe.checkpoint is None else str(recipe.checkpoint), callback=on_event)
+    try:
+        result = trainer.fit(resume=recipe.resume)
+    except (FileNotFoundError, ValueError) as exc:
+        if recipe.resume:
+            raise CannotResume(f"cannot resume: {exc}") from exc
+        raise
+
+    model = EncoderModel.create(result.net, result.architecture, preprocess, recipe.name)
+    calibration, evaluation = None, {}
+    if calib is not None:
+        calibration, evaluation = _calibrate_and_evaluate(run, model, calib, calibrate,
+                                                          "calibration data" if recipe.calib_data else
+                                                          "validation split")
+    card = model.card
+    card.calibration = calibration.to_dict() if calibration else None
+    card.training = {
+        "command": recipe.command,
+        "config": config.to_dict(),
+        "steps": result.steps,
+        "elapsed_s": round(result.elapsed_s, 1),
+        "stopped_by": result.stopped_by,
+        "kept_step": result.best_step,
+        "best_val_oneshot": result.best_metric,  # the validation score (history: score_name), kept name
+        "val_score": result.history[-1]["score_name"] if result.history else None,
+        "history": result.history,
+        "device": str(trainer.device),
+        "threads": torch.get_num_threads(),
+        "preset": recipe.preset,
+        "warnings": run.warnings,
+    }
+    card.data = {
+        "train": train.summary,
+        "validation": None if val is None else {"by": recipe.val_by, **val.summary},
+        "calibration": calib_summary or (None if calib is None else {"source": "validation split",
+                                                                      "images": len(calib)}),
+    }
+    card.evaluation = evaluation
+    return Outcome(model, result, run.warnings)
+
+
+def _calibrate_and_evaluate(run: _Run, model: EncoderModel, calib, calibrate, on: str):
+    """Thresholds from the held-out data, the card's evaluation, and the warnings they call for."""
+    recipe = run.recipe
+    seed = recipe.config.seed
+    emb = model.embed_arrays(model.preprocess.normalize(calib.images))
+    calibration = calibrate(emb, calib.labels, seed=seed, probability=recipe.probability, forges=calib.forges)
+    if calibration.impostor_pairs < SMALL_CALIBRATION:
+        run.warn(f"calibration has only {calibration.impostor_pairs} impostor pairs: the FAR 0.1% threshold "
+                 f"rests on fewer than {SMALL_CALIBRATION // 1000} false accepts; give more held-out classes "
+                 f"(--calib-data) before relying on it")
+    evaluation = {"on": on, **card_evaluation(emb, calib, recipe.eval_way, recipe.eval_episodes,
+                                              calibration.points["eer"].distance, seed)}
+    way = evaluation["oneshot"]["mean_way"]
+    if way < recipe.eval_way:
+        run.warn(f"the one-shot figure is {way:.1f}-way, not {recipe.eval_way}-way: the "
+                 f"{on} holds only {evaluation['data']['classes']} classes")
+    spread = distance_spread(emb)
+    evaluation["distance_spread"] = spread
+    chance = 1.0 / max(way, 1.0)
+    if spread < COLLAPSED_SPREAD:
+        run.warn(f"the embedding has collapsed: distances between held-out images vary by only {spread:.4f} "
+                 f"(standard deviation), so thresholds cannot separate anything. Try --loss triplet or "
+                 f"prototypical, a lower --lr, the default --margin, or a --preset")
+    elif evaluation["oneshot"]["accuracy"] <= 1.5 * chance:
+        run.warn(f"held-out one-shot accuracy {evaluation['oneshot']['accuracy']:.3f} is near chance "
+                 f"({chance:.3f}): the model has learned little that transfers; try a --preset, more --minutes "
+                 f"or a smaller --size")
+    return calibration, evaluation
