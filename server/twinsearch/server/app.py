@@ -89,7 +89,8 @@ def start_server(settings: ServerSettings, *, engine: Engine | None = None) -> R
     metrics = Metrics()
     if engine is None:
         check_address(settings.address)
-        engine = Engine.open(settings.data_dir, settings.model_path, settings.engine, observer=metrics.observe_batch)
+        engine = Engine.open(settings.data_dir, settings.model_path, settings.engine, observer=metrics.observe_batch,
+                             models=settings.models or None)
     else:
         engine.observer = engine.observer or metrics.observe_batch
     try:
