@@ -51,6 +51,8 @@ _OPTIONS: tuple[tuple[str, str, type, object, str], ...] = (
      "how long a batch waits to gather concurrent calls"),
     ("--torch-threads", "TWINSEARCH_TORCH_THREADS", int, 0, "encoder threads (0: one per CPU)"),
     ("--workers", "TWINSEARCH_WORKERS", int, s.DEFAULT_WORKERS, "gRPC handler threads"),
+    ("--migration-batch", "TWINSEARCH_MIGRATION_BATCH", int, s.DEFAULT_MIGRATION_BATCH,
+     "images a gallery migration embeds per encoder pass (calls waiting for the encoder go between passes)"),
     ("--grace", "TWINSEARCH_GRACE", float, s.DEFAULT_GRACE_S, "seconds calls in flight get at shutdown"),
 )
 
@@ -87,6 +89,7 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> s.Ser
     engine = s.EngineSettings(
         max_batch=values["max_batch"], max_pixels=values["max_pixels"], max_k=values["max_k"],
         batch_wait_ms=values["batch_wait_ms"], torch_threads=values["torch_threads"],
+        migration_batch=values["migration_batch"],
     )
     models = _model_specs(args, environ)
     single = len(models) == 1 and models[0][0] is None
