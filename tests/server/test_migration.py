@@ -99,6 +99,7 @@ def test_a_migration_under_concurrent_calls_loses_nothing(tmp_path, model_path, 
                 while not stop.is_set():
                     for result in c.identify("g", PROBES[:4], k=3):
                         assert result.candidates
+                    assert c.get_gallery("g").item_count and c.galleries() and c.classes("g")
                     answered["identify"] += 1
             except BaseException as exc:  # noqa: BLE001 - reported by the test
                 errors.append(exc)

@@ -305,7 +305,7 @@ class Engine:
 
     def get_gallery(self, name: str) -> GalleryInfo:
         with self._call():
-            return self._named(self.store.get_gallery(name))
+            return self._named(_retrying(lambda: self.store.get_gallery(name)))
 
     def list_galleries(self) -> list[GalleryInfo]:
         with self._call():
@@ -335,7 +335,7 @@ class Engine:
     def delete_gallery(self, name: str) -> int:
         """Delete a gallery and its items; returns how many items it held."""
         with self._call():
-            return int(self.store.delete_gallery(name))
+            return int(_retrying(lambda: self.store.delete_gallery(name)))
 
     # ------------------------------------------------------------------ enroll, delete, classes
     def enroll(self, gallery: str, items: Sequence[EnrollItem], *, skip_invalid: bool = False) -> EnrollResult:
@@ -408,17 +408,17 @@ class Engine:
             if label:
                 if ids or client_ids:
                     raise InvalidArgument("delete either a class (label) or items (ids, client_ids), not both")
-                return int(self.store.delete_class(gallery, label))
+                return int(_retrying(lambda: self.store.delete_class(gallery, label)))
             if not ids and not client_ids:
                 raise InvalidArgument("nothing to delete: give ids, client_ids or a label")
             self._check_count(len(ids) + len(client_ids), "ids and client_ids")
-            return int(self.store.delete_items(gallery, ids=ids, client_ids=client_ids))
+            return int(_retrying(lambda: self.store.delete_items(gallery, ids=ids, client_ids=client_ids)))
 
     def list_classes(self, gallery: str, *, page_size: int = 100, page_token: str = "") -> ClassPage:
         """Enrolled classes with their item counts, ordered by label, `page_size` (1 to 10,000) per page."""
         with self._call():
             page_size = check_k(page_size or 100, MAX_PAGE_SIZE, "page_size")
-            return self.store.list_classes(gallery, page_size=page_size, page_token=page_token or "")
+            return _retrying(lambda: self.store.list_classes(gallery, page_size=page_size, page_token=page_token or ""))
 
     # ------------------------------------------------------------------ queries
     def identify(self, gallery: str, probes: Sequence[Payload], *, k: int = 5, scoring: Scoring | None = None,

@@ -24,7 +24,7 @@ DEFAULT_SEARCH_BATCH = 1024          # probes in one gathered gallery search
 DEFAULT_WORKERS = 64                 # gRPC handler threads (they mostly wait on the batchers)
 DEFAULT_GRACE_S = 10.0
 DEFAULT_KEEP_IMAGES = True           # new galleries keep their images: about 0.5 ms and 4 KiB per image
-DEFAULT_MIGRATION_BATCH = 32         # images a migration embeds per encoder pass
+DEFAULT_MIGRATION_BATCH = 8          # images a migration embeds per encoder pass (see bench/migration.py)
 
 
 def _cpu_count() -> int:

@@ -300,10 +300,14 @@ class GalleryStore:
             names = sorted(self._galleries)
         out = []
         for name in names:
-            try:
-                out.append(self.get_gallery(name))
-            except NotFound:  # deleted meanwhile
-                pass
+            for _ in range(3):
+                try:
+                    out.append(self.get_gallery(name))
+                except NotFound:  # deleted meanwhile
+                    break
+                except ModelChanged:  # replaced by its migrated self meanwhile: ask again
+                    continue
+                break
         return out
 
     def delete_gallery(self, name: str) -> int:
