@@ -9,8 +9,10 @@ tensor's standard deviation: another fingerprint, the same cost per image, stand
 model). Per repeat, through `Client` from this process:
 
 1. kept-image cost: the same Omniglot background images (105 x 105 PNG, distinct) enrolled in batches
-   of 32 into a gallery that keeps its images and one that does not, in alternating order; the
-   difference in wall time per image, and the kept files' bytes on disk (allocated blocks) per image;
+   of 32 into a gallery that keeps its images and one that does not, batch by batch in alternating
+   order (so that the machine's drift falls on both alike); the difference in wall time per image, and
+   the kept files' bytes on disk (allocated blocks) per image. Beside it, in this process, the write
+   itself: `ImageStore.put` of the same images in batches of 32, fsynced as the server does;
 2. identify latency without a migration: one client, one probe image per call, back to back, for
    `--seconds`, against the gallery that keeps its images (p50, p99);
 3. migration: `migrate_gallery` to characters-v2; throughput is the images divided by the time from
@@ -69,14 +71,30 @@ def perturbed_model(out: Path) -> Path:
     return out
 
 
-def enroll_all(client: Client, gallery: str, items: list[tuple[str, bytes]]) -> float:
-    """Seconds to enroll `items` in batches of BATCH, one call at a time."""
+def enroll_paired(client: Client, galleries: tuple[str, str], items: list[tuple[str, bytes]]) -> dict[str, float]:
+    """Seconds each gallery's enrollments of `items` took, batch by batch, the order alternating."""
+    spent = dict.fromkeys(galleries, 0.0)
+    for b, s in enumerate(range(0, len(items), BATCH)):
+        part = items[s:s + BATCH]
+        for gallery in (galleries if b % 2 == 0 else galleries[::-1]):
+            started = time.perf_counter()
+            client.enroll(gallery, [label for label, _ in part], [png for _, png in part],
+                          ids=[f"{gallery}-{s + i}" for i in range(len(part))])
+            spent[gallery] += time.perf_counter() - started
+    return spent
+
+
+def image_write_ms(items: list[tuple[str, bytes]], folder: Path) -> float:
+    """Milliseconds per image of `ImageStore.put` (fsynced, as under synchronous=FULL), batches of BATCH."""
+    from twinsearch.server.images import ImageStore
+
+    store = ImageStore(folder, durable=True)
     started = time.perf_counter()
     for s in range(0, len(items), BATCH):
-        part = items[s:s + BATCH]
-        client.enroll(gallery, [label for label, _ in part], [png for _, png in part],
-                      ids=[f"{gallery}-{s + i}" for i in range(len(part))])
-    return time.perf_counter() - started
+        store.put([png for _, png in items[s:s + BATCH]])
+    elapsed = time.perf_counter() - started
+    shutil.rmtree(folder, ignore_errors=True)
+    return elapsed / len(items) * 1000
 
 
 def identify_loop(client: Client, gallery: str, probes: list[bytes], until) -> list[float]:
@@ -110,8 +128,7 @@ def one_repeat(r: int, items, probes, v2: Path, seconds: float, work: Path, batc
         with Client(server.address, timeout=120.0) as client:
             client.create_gallery("kept", keep_images=True)
             client.create_gallery("plain", keep_images=False)
-            order = ("kept", "plain") if r % 2 == 0 else ("plain", "kept")
-            enroll_s = {g: enroll_all(client, g, items) for g in order}
+            enroll_s = enroll_paired(client, ("kept", "plain") if r % 2 == 0 else ("plain", "kept"), items)
             file_bytes, allocated = disk_bytes(data / "images")
 
             end = time.monotonic() + seconds
@@ -154,6 +171,7 @@ def one_repeat(r: int, items, probes, v2: Path, seconds: float, work: Path, batc
         "kept_cost_ms_per_image": round((enroll_s["kept"] - enroll_s["plain"]) / n * 1000, 3),
         "kept_bytes_per_image": round(file_bytes / n),
         "kept_disk_bytes_per_image": round(allocated / n),
+        "image_write_ms_per_image": round(image_write_ms(items, work / f"images-{r}"), 3),
         "identify_idle": {**percentiles(idle), "calls": len(idle)},
         "identify_during_migration": {**percentiles(during), "calls": len(during)},
         "migration_seconds": round(migration_s, 2),
@@ -194,6 +212,7 @@ def main() -> None:
         "identify_p99_ms_during_migration": spread(rows, "identify_during_migration", "p99_ms"),
         "kept_cost_ms_per_image": spread(rows, "kept_cost_ms_per_image"),
         "kept_disk_bytes_per_image": spread(rows, "kept_disk_bytes_per_image"),
+        "image_write_ms_per_image": spread(rows, "image_write_ms_per_image"),
         "enroll_images_per_s_kept": spread(rows, "enroll_images_per_s_kept"),
         "enroll_images_per_s_plain": spread(rows, "enroll_images_per_s_plain"),
     }

@@ -205,3 +205,24 @@ def test_the_command_line_migrates_with_a_progress_bar(tmp_path, model_path, mod
         assert status != 0 and "does not keep its images" in err and len(err.strip().splitlines()) == 1
         status, out, err = run("galleries", "migrate", "g", "--to", "nope")
         assert status != 0 and "no model named 'nope'" in err
+
+
+def test_an_item_deleted_while_its_image_is_being_read_is_skipped(tmp_path, model_path, model_b):
+    with LocalClient(tmp_path / "data", models={"a": model_path, "b": model_b}, settings=SETTINGS) as c:
+        c.create_gallery("g", model="a")
+        items = {f"k{n}": (f"class-{n}", png(glyph(20 + n))) for n in range(8)}  # eight distinct images
+        enroll(c, "g", items)
+        store = c.engine.store
+        listed = store.migration_todo
+
+        def then_deleted(name, limit):
+            todo = listed(name, limit)
+            if todo and c.get_gallery("g").migration.done == 0:
+                c.delete("g", ids=[todo[0][0]])  # listed, then deleted with its image before it is read
+            return todo
+
+        store.migration_todo = then_deleted
+        c.migrate_gallery("g", "b")
+        wait_for_switch(c, "g")
+        g = c.get_gallery("g")
+        assert (g.model, g.item_count) == ("b", 7)

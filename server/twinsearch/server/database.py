@@ -334,6 +334,10 @@ class Database:
             found.update(item_id for item_id, _ in by_client.values())
         return np.array(sorted(found), dtype=np.int64)
 
+    def live_ids(self, gallery_id: int, ids: Sequence[int]) -> np.ndarray:
+        """Sorted ids among `ids` that the gallery holds (a plain read)."""
+        return self.resolve_items(self._reader(), gallery_id, ids, [])
+
     def delete_ids(self, conn: sqlite3.Connection, gallery_id: int, ids: np.ndarray) -> None:
         conn.executemany("DELETE FROM items WHERE id = ?", ((int(i),) for i in ids))
         conn.executemany("DELETE FROM migrated_vectors WHERE item_id = ?", ((int(i),) for i in ids))

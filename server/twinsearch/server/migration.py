@@ -95,17 +95,9 @@ class Migrator:
                     if store.finish_migration(gallery, fingerprint):
                         return
                     continue  # items enrolled meanwhile without a new vector: not possible, but look again
-                ids = np.array([i for i, _ in todo], dtype=np.int64)
-                payloads = []
-                for item_id, key in todo:
-                    if key is None:
-                        raise _ItemError(item_id, "it has no kept image")
-                    try:
-                        payloads.append(kept.decode(store.kept_image(key)))
-                    except (OSError, ValueError) as exc:
-                        raise _ItemError(item_id, f"its kept image cannot be read ({exc})") from None
-                vectors = self._embed(entry, ids, payloads)
-                store.add_migrated(gallery, fingerprint, ids, vectors)
+                ids, payloads = self._read(gallery, todo)
+                if len(ids):
+                    store.add_migrated(gallery, fingerprint, ids, self._embed(entry, ids, payloads))
         except (ModelChanged, NotFound, Unavailable):
             # Deleted, switched, restarted into another migration, or the engine is closing.
             log.info("gallery %r: migration to model %s ended", gallery, entry.name)
@@ -114,6 +106,25 @@ class Migrator:
         except Exception as exc:  # noqa: BLE001 - recorded and shown, never lost in a thread
             log.exception("gallery %r: migration to model %s failed", gallery, entry.name)
             self._fail(gallery, fingerprint, f"{type(exc).__name__}: {exc}")
+
+    def _read(self, gallery: str, todo: list[tuple[int, str | None]]) -> tuple[np.ndarray, list]:
+        """The ids and kept payloads of `todo`, less the items deleted since it was listed (a deletion
+        removes the image of its last item)."""
+        store = self._engine.store
+        ids, payloads, unreadable = [], [], {}
+        for item_id, key in todo:
+            try:
+                if key is None:
+                    raise FileNotFoundError("it has no kept image")
+                payloads.append(kept.decode(store.kept_image(key)))
+                ids.append(item_id)
+            except (OSError, ValueError) as exc:
+                unreadable[item_id] = exc
+        if unreadable:
+            alive = store.live_items(gallery, list(unreadable))
+            for item_id in sorted(alive):
+                raise _ItemError(item_id, f"its kept image cannot be read ({unreadable[item_id]})")
+        return np.array(ids, dtype=np.int64), payloads
 
     def _embed(self, entry, ids: np.ndarray, payloads: list) -> np.ndarray:
         engine = self._engine

@@ -677,6 +677,11 @@ class GalleryStore:
         g = self._gallery(name)
         return self.db.items_to_migrate(g.id, limit)
 
+    def live_items(self, name: str, ids: Sequence[int]) -> set[int]:
+        """Those of `ids` that gallery `name` still holds."""
+        g = self._gallery(name)
+        return {int(i) for i in self.db.live_ids(g.id, ids)}
+
     def kept_image(self, key: str) -> bytes:
         """The bytes of a kept image (`images.decode` gives the payload back)."""
         return self.images.get(key)
