@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 # (flag, environment variable, type, default, help)
 _OPTIONS: tuple[tuple[str, str, type, object, str], ...] = (
     ("--data-dir", "TWINSEARCH_DATA_DIR", Path, Path("twinsearch-data"),
-     "folder of the gallery store (SQLite and index snapshots); created if missing"),
+     "folder of the gallery store (SQLite, index snapshots, kept images); created if missing"),
     ("--address", "TWINSEARCH_ADDRESS", str, s.DEFAULT_ADDRESS, "HOST:PORT to listen on (port 0: a free port)"),
     ("--token", "TWINSEARCH_TOKEN", str, None,
      "require 'authorization: Bearer TOKEN' metadata on every call but health"),
