@@ -338,10 +338,12 @@ class Database:
         """Sorted ids among `ids` that the gallery holds (a plain read)."""
         return self.resolve_items(self._reader(), gallery_id, ids, [])
 
-    def delete_ids(self, conn: sqlite3.Connection, gallery_id: int, ids: np.ndarray) -> None:
+    def delete_ids(self, conn: sqlite3.Connection, gallery_id: int, ids: np.ndarray) -> int:
+        """Delete items (and the vectors a migration made of them); returns how many of those went."""
         conn.executemany("DELETE FROM items WHERE id = ?", ((int(i),) for i in ids))
-        conn.executemany("DELETE FROM migrated_vectors WHERE item_id = ?", ((int(i),) for i in ids))
+        migrated = conn.executemany("DELETE FROM migrated_vectors WHERE item_id = ?", ((int(i),) for i in ids))
         conn.execute("UPDATE galleries SET deletions = deletions + ? WHERE id = ?", (len(ids), gallery_id))
+        return max(int(migrated.rowcount), 0)
 
     # ------------------------------------------------------------------ kept images
     def images_of(self, conn: sqlite3.Connection, *, ids: np.ndarray | None = None,
@@ -394,11 +396,8 @@ class Database:
         conn.execute("UPDATE migrations SET error = ? WHERE gallery_id = ?", (error, gallery_id))
 
     def migrated_count(self, gallery_id: int) -> int:
-        return self.migrated_count_in(self._reader(), gallery_id)
-
-    @staticmethod
-    def migrated_count_in(conn: sqlite3.Connection, gallery_id: int) -> int:
-        (n,) = conn.execute("SELECT count(*) FROM migrated_vectors WHERE gallery_id = ?", (gallery_id,)).fetchone()
+        (n,) = self._reader().execute(
+            "SELECT count(*) FROM migrated_vectors WHERE gallery_id = ?", (gallery_id,)).fetchone()
         return int(n)
 
     def items_to_migrate(self, gallery_id: int, limit: int) -> list[tuple[int, str | None]]:

@@ -152,6 +152,7 @@ class Engine:
                              f"does not hold: the migration waits ({m.done} of {m.total} items done); restart "
                              "with that model (--model NAME=PATH) to resume it")
         return notes
+
     @classmethod
     def open(cls, data_dir: Path, model_path: Path | None = None, settings: EngineSettings = DEFAULT_SETTINGS,
              *, observer: BatchObserver | None = None,

@@ -473,10 +473,8 @@ class GalleryStore:
                     return 0
                 vectors = self.db.vectors_of_ids(conn, item_ids, g.dim)
                 images = self.db.images_of(conn, ids=item_ids)
-                before = self.db.migrated_count_in(conn, g.id) if g.migration is not None else 0
-                self.db.delete_ids(conn, g.id, item_ids)
-                after = self.db.migrated_count_in(conn, g.id) if g.migration is not None else 0
-            g.migrated -= before - after
+                unmigrated = self.db.delete_ids(conn, g.id, item_ids)
+            g.migrated -= unmigrated
             self._forget_images(images)
             try:
                 g.apply_delete(item_ids, vectors)
