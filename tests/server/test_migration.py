@@ -197,6 +197,8 @@ def test_the_command_line_migrates_with_a_progress_bar(tmp_path, model_path, mod
         first, second = tmp_path / "1.png", tmp_path / "2.png"
         first.write_bytes(PROBES[0])
         second.write_bytes(PROBES[1])
+        assert run("enroll", "made-on-b", "x", str(first), "--create", "--model", "b")[0] == 0
+        assert running.engine.get_gallery("made-on-b").model == "b"
         status, out, _ = run("verify", str(first), str(second), "--model", "b", "--json")
         expected = running.engine.verify([(PROBES[0], PROBES[1])], model="b")[0]
         assert status == 0 and json.loads(out)["distance"] == expected.distance
