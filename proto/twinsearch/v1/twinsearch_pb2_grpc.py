@@ -115,16 +115,18 @@ class TwinSearchServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Info(self, request, context):
-        """Server, model and index facts: versions, model fingerprint, embedding dimension, metric,
-        input specification, calibrated thresholds with their provenance, index backend, galleries.
+        """Server, model and index facts: versions, every model held (name, fingerprint, embedding
+        dimension, metric, input specification, calibrated thresholds with their provenance; the default
+        first), index backend, galleries.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Embed(self, request, context):
-        """Embed a batch of images with the server's model. One vector per image, in order.
-        INVALID_ARGUMENT for an undecodable image; RESOURCE_EXHAUSTED for too many images or pixels.
+        """Embed a batch of images with the server's default model or the one named. One vector per image,
+        in order. INVALID_ARGUMENT for an undecodable image or an unknown model name; RESOURCE_EXHAUSTED
+        for too many images or pixels.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -138,7 +140,8 @@ class TwinSearchServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateGallery(self, request, context):
-        """Galleries: named namespaces of enrolled classes, each bound to one model fingerprint.
+        """Galleries: named namespaces of enrolled classes, each bound to one model fingerprint (one of the
+        server's models, chosen by name at creation). Calls on a gallery use its model.
         ALREADY_EXISTS, INVALID_ARGUMENT
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
