@@ -231,3 +231,30 @@ def test_an_item_deleted_while_its_image_is_being_read_is_skipped(tmp_path, mode
         wait_for_switch(c, "g")
         g = c.get_gallery("g")
         assert (g.model, g.item_count) == ("b", 7)
+
+
+def test_an_unreadable_kept_image_stops_the_migration_and_migrating_again_retries(tmp_path, model_path, model_b):
+    import hashlib
+
+    from twinsearch.server import images as kept
+
+    data = tmp_path / "data"
+    with LocalClient(data, models={"a": model_path, "b": model_b}, settings=SETTINGS) as c:
+        c.create_gallery("g", model="a")
+        items = {f"k{n}": (f"class-{n}", png(glyph(40 + n))) for n in range(6)}
+        enroll(c, "g", items)
+        lost = c.engine.store.images.path(hashlib.sha256(items["k3"][1]).hexdigest())
+        saved = lost.read_bytes()
+        lost.unlink()  # the disk lost it
+        c.migrate_gallery("g", "b")
+        assert c.engine.migrator.wait("g", TIMEOUT)
+        m = c.get_gallery("g").migration
+        assert m.state == MigrationState.FAILED and "its kept image cannot be read" in m.error
+        # The gallery goes on with its old model, enrollments included.
+        assert c.get_gallery("g").model == "a" and len(c.identify("g", PROBES[:2])) == 2
+        enroll(c, "g", {"k9": ("class-9", png(glyph(49)))})
+        lost.write_bytes(saved)
+        assert kept.decode(c.engine.store.kept_image(lost.name)) == saved
+        c.migrate_gallery("g", "b")  # starts over
+        wait_for_switch(c, "g")
+        assert (c.get_gallery("g").model, c.get_gallery("g").item_count) == ("b", 7)
