@@ -59,8 +59,11 @@ def test_server_info_roundtrip():
         thresholds=(t.OperatingPoint("eer", 0.9, 0.05, 0.05, 1000, 5000),),
         default_threshold=t.ThresholdSource.MODEL_EER,
     )
-    info = t.ServerInfo("0.1.0", "v1", model, "faiss 1.15.1", False, 0, ("a", "b"))
+    info = t.ServerInfo("0.1.0", "v1", model, "faiss 1.15.1", False, 0, ("a", "b"), models=(model,))
     assert roundtrip(c.server_info_to_pb, c.server_info_from_pb, info) == info
+    # A server from before several models lists none: its one model is the list.
+    old = t.ServerInfo("0.1.0", "v1", model, "faiss 1.15.1", False, 0, ("a", "b"))
+    assert roundtrip(c.server_info_to_pb, c.server_info_from_pb, old) == info
 
 
 def test_enroll_result_roundtrip_keeps_sequence():

@@ -61,3 +61,26 @@ def test_readme_signature_code_runs(tmp_path, monkeypatch, capsys):
     same, distance, threshold, source = capsys.readouterr().out.split()
     assert same == "True" and float(distance) < 1e-5 and source == "model_eer"  # the probe is a reference
     assert float(threshold) > 0
+
+
+def test_readme_several_models_code_runs(tmp_path, monkeypatch, capsys):
+    """The 'Several models in one server' client code, against a server holding both shipped models."""
+    import numpy as np
+    from PIL import Image
+
+    from twinsearch.server.app import ServerSettings, start_server
+
+    section = README.read_text().split("## Several models in one server", 1)[1].split("\n## ", 1)[0]
+    code = re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
+    assert 'Client("localhost:50051")' in code
+    Image.fromarray(np.full((60, 120), 250, dtype=np.uint8)).save(tmp_path / "a.png")
+    monkeypatch.chdir(tmp_path)
+    running = start_server(ServerSettings(data_dir=tmp_path / "data", address="127.0.0.1:0",
+                                          models=(("characters", Path("omniglot")), ("signatures", Path("signatures")))))
+    try:
+        exec(compile(code.replace("localhost:50051", f"127.0.0.1:{running.port}"), str(README), "exec"), {})
+        dim = running.engine.model_info("signatures").dim
+    finally:
+        running.stop(grace=5.0)
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["['characters', 'signatures']", "signatures", f"({dim},)"]

@@ -33,12 +33,12 @@ SIDE = 28
 TIMEOUT = 30.0  # every test call passes a deadline
 
 
-def build_model(seed: int = 0, calibrated: bool = True) -> EncoderModel:
+def build_model(seed: int = 0, calibrated: bool = True, dim: int = DIM) -> EncoderModel:
     torch.manual_seed(seed)
     architecture = {"backbone": "conv4", "backbone_args": {"in_channels": 1, "widths": [8, 8], "input_size": SIDE},
-                    "dim": DIM, "head_args": {}}
+                    "dim": dim, "head_args": {}}
     backbone = Conv4(in_channels=1, widths=(8, 8), input_size=SIDE)
-    net = EmbeddingNet(backbone, EmbeddingHead(backbone.out_features, DIM))
+    net = EmbeddingNet(backbone, EmbeddingHead(backbone.out_features, dim))
     calibration = None
     if calibrated:
         rng = np.random.default_rng(seed)

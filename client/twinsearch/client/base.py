@@ -96,43 +96,56 @@ class BaseClient(abc.ABC):
 
     _model_dim: int | None = None
 
-    def _dim_for(self, obj: object) -> int | None:
-        """The model's dimension when `obj` may be a matrix of vectors (asked once, then kept), else None."""
+    def _dim_for(self, obj: object, gallery: str | None = None, model: str | None = None) -> int | None:
+        """The dimension of the vectors that may stand for `obj` when it may be a matrix of vectors, else
+        None: the gallery's (asked each time: a migration may change it), or the model's (the default
+        model's asked once, then kept)."""
         if not may_be_vectors(obj):
             return None
+        if gallery is not None:
+            return int(self._get_gallery(gallery).dim)
+        if model:
+            dims = {m.name: m.dim for m in self._info().models}
+            return int(dims[model]) if model in dims else None
         if self._model_dim is None:
             self._model_dim = int(self._info().model.dim)
         return self._model_dim
 
-    def _batch(self, obj: object) -> tuple[list, bool]:
+    def _batch(self, obj: object, gallery: str | None = None, model: str | None = None) -> tuple[list, bool]:
         """`inputs.as_batch` where vectors may replace images: an (n, dim) float matrix is n vectors."""
-        return as_batch(obj, self._dim_for(obj))
+        return as_batch(obj, self._dim_for(obj, gallery, model))
 
     # -------------------------------------------------------------------------- server and model
 
     def info(self) -> t.ServerInfo:
-        """Server and model facts: versions, model fingerprint, dimension, thresholds, galleries."""
+        """Server and model facts: versions, every model (`models`, the default first, also `model`)
+        with its fingerprint, dimension and thresholds, the galleries."""
         return self._info()
 
-    def embed(self, images) -> np.ndarray:
-        """Embed images with the server's model: float32 (n, dim) for a list, (dim,) for one image.
+    def embed(self, images, *, model: str | None = None) -> np.ndarray:
+        """Embed images with the server's default model, or the one named `model`: float32 (n, dim) for
+        a list, (dim,) for one image.
 
-        Rows are L2-normalised; pass them back as vectors to enroll, identify, verify or search.
+        Rows are L2-normalised; pass them back as vectors to enroll, identify, verify or search (on a
+        gallery bound to the same model). InvalidArgument for a model the server does not hold.
         """
         batch, single = as_batch(images)
         with naming_inputs({"images": batch}):
-            vectors = self._embed(payloads(batch))
+            vectors = self._embed(payloads(batch), model=model or None)
         return vectors[0] if single else vectors
 
-    def verify(self, a, b, *, threshold: float | None = None, target_far: float | None = None):
+    def verify(self, a, b, *, threshold: float | None = None, target_far: float | None = None,
+               model: str | None = None):
         """Are `a` and `b` the same class? Images or vectors; or two equal-length lists, compared pairwise.
 
         Returns a Verification (same, distance, threshold used, calibrated probability), or a list of
         them for lists. `threshold` (a distance) or `target_far` (a false-accept rate) overrides the
-        model's default operating point.
+        model's default operating point. `model`: the model that embeds and decides (default: the
+        server's default model).
         """
-        left, single_a = self._batch(a)
-        right, single_b = self._batch(b)
+        model = model or None
+        left, single_a = self._batch(a, model=model)
+        right, single_b = self._batch(b, model=model)
         if single_a != single_b or len(left) != len(right):
             hint = matrix_hint(left if single_a else right, self._model_dim)
             raise InvalidArgument(f"verify takes two images, or two lists of the same length{hint}")
@@ -141,7 +154,7 @@ class BaseClient(abc.ABC):
         if not pairs:
             raise InvalidArgument("no pairs given")
         with naming_inputs({"pairs.a": left, "pairs.b": right}):
-            results = self._verify(pairs, threshold=threshold, target_far=target_far)
+            results = self._verify(pairs, threshold=threshold, target_far=target_far, model=model)
         return results[0] if single_a else results
 
     # ------------------------------------------------------------------------------- galleries
@@ -156,8 +169,10 @@ class BaseClient(abc.ABC):
         threshold: float | str | None = None,
         params: Mapping[str, int] | None = None,
         exist_ok: bool = False,
+        model: str | None = None,
+        keep_images: bool | None = None,
     ) -> t.GalleryInfo:
-        """Create a gallery bound to the server's model.
+        """Create a gallery bound to the server's default model, or to the model named `model`.
 
         `index`: "exact" (default), "ivf" or "hnsw", or an IndexSpec; `params` sets IndexSpec fields
         (nlist, nprobe, hnsw_m, ef_construction, ef_search). `scoring`: how a probe's distance to a class
@@ -166,26 +181,38 @@ class BaseClient(abc.ABC):
         model's calibrated operating points ("eer", "far_1", "far_0_1"; see `operating_point`), which
         is resolved to its distance now: the gallery keeps that distance. With `exist_ok`, an
         existing gallery of that name is returned as it is instead of raising AlreadyExists.
+        `keep_images`: keep each enrolled image beside the store, so that the gallery can later be
+        migrated to another model (`migrate_gallery`); None: the server's default (on).
         """
         spec = parse_index(index, params)
         mean_k = positive_int(mean_k, "mean_k")
         if isinstance(threshold, str):
-            threshold = self.operating_point(threshold).distance
+            threshold = self.operating_point(threshold, model=model).distance
         try:
-            return self._create_gallery(name, index=spec, scoring=parse_scoring(scoring),
-                                        mean_k=mean_k, threshold=threshold)
+            return self._create_gallery(name, index=spec, scoring=parse_scoring(scoring), mean_k=mean_k,
+                                        threshold=threshold, model=model or None, keep_images=keep_images)
         except AlreadyExists:
             if exist_ok:
                 return self._get_gallery(name)
             raise
 
-    def operating_point(self, name: str) -> t.OperatingPoint:
-        """The server's model's calibrated operating point `name` ("eer", "far_1" for a false-accept
-        rate of 1%, "far_0_1" for 0.1%): its distance and the rates measured at it.
+    def operating_point(self, name: str, *, model: str | None = None) -> t.OperatingPoint:
+        """The calibrated operating point `name` ("eer", "far_1" for a false-accept rate of 1%,
+        "far_0_1" for 0.1%) of the server's default model, or of the model named `model`: its distance
+        and the rates measured at it.
 
-        InvalidArgument for a name the model's calibration does not have (or a model without one).
+        InvalidArgument for a name the model's calibration does not have (or a model without one), or
+        a model the server does not hold.
         """
-        points = {p.name: p for p in self._info().model.thresholds}
+        info = self._info()
+        chosen = info.model
+        if model:
+            by_name = {m.name: m for m in info.models}
+            if model not in by_name:
+                raise InvalidArgument(f"the server holds no model named {model!r}; it holds "
+                                      f"{', '.join(by_name) or 'none'}")
+            chosen = by_name[model]
+        points = {p.name: p for p in chosen.thresholds}
         if name not in points:
             known = ", ".join(points) if points else "none: the model carries no calibration"
             raise InvalidArgument(f"no operating point {name!r} in the server's model; it has {known}")
@@ -202,6 +229,19 @@ class BaseClient(abc.ABC):
     def delete_gallery(self, name: str) -> int:
         """Delete a gallery and everything in it; returns the number of items deleted."""
         return self._delete_gallery(name)
+
+    def migrate_gallery(self, name: str, model: str) -> t.MigrationStart:
+        """Start moving gallery `name` to the model named `model`, in the background.
+
+        Every item is embedded again from its kept image with the new model while the gallery keeps
+        answering with its current one; enrollments and deletions made meanwhile apply to both, and
+        when every item is done the gallery switches to the new model at once. Follow it with
+        `get_gallery(name).migration` (None once switched). The gallery's threshold override, if any,
+        is dropped at the switch: `MigrationStart.dropped_threshold` says which. FailedPrecondition for a
+        gallery that does not keep its images; InvalidArgument for a model the server does not hold.
+        Asking again for the migration in progress returns it.
+        """
+        return self._migrate_gallery(name, model)
 
     # ---------------------------------------------------------------------------- enroll, delete
 
@@ -224,7 +264,7 @@ class BaseClient(abc.ABC):
         `skip_invalid`, which stores the valid items and lists the others in `EnrollResult.failed`.
         Returns the stored items in order; `result.ids` are their stored ids.
         """
-        dim = self._dim_for(images)
+        dim = self._dim_for(images, gallery)
         batch, _ = as_batch(images, dim)
         items = enroll_items(label, batch, ids, metadata, dim=dim)
         with naming_inputs({"items": batch}):
@@ -322,7 +362,7 @@ class BaseClient(abc.ABC):
         With `skip_invalid` (as in `enroll`), the other probes are answered and each bad one gets a
         `ProbeFailure` (its index and the reason) in its place in the list.
         """
-        batch, single = self._batch(probes)
+        batch, single = self._batch(probes, gallery)
         k = positive_int(k, "k")
         mean_k = positive_int(mean_k, "mean_k", optional=True)
         if not batch:
@@ -361,7 +401,7 @@ class BaseClient(abc.ABC):
 
         Uses the same class distance as identify. NotFound when a label is not enrolled.
         """
-        batch, single = self._batch(probes)
+        batch, single = self._batch(probes, gallery)
         mean_k = positive_int(mean_k, "mean_k", optional=True)
         per_probe = broadcast(labels, len(batch), "labels", matrix_hint(batch, self._model_dim))
         queries = [(payload(x, f"queries[{i}].probe"), per_probe[i]) for i, x in enumerate(batch)]
@@ -375,7 +415,7 @@ class BaseClient(abc.ABC):
     def search(self, gallery: str, probes, *, k: int = 10, labels: str | Sequence[str] | None = None):
         """The k nearest stored items of each probe, nearest first: a list of Neighbor per probe
         (one list for a single probe). `labels` restricts the search to those classes."""
-        batch, single = self._batch(probes)
+        batch, single = self._batch(probes, gallery)
         k = positive_int(k, "k")
         with naming_inputs({"probes": batch}):
             results = self._search(gallery, payloads(batch, "probes"), k=k, labels=label_list(labels))
@@ -399,14 +439,18 @@ class BaseClient(abc.ABC):
     def _info(self) -> t.ServerInfo: ...
 
     @abc.abstractmethod
-    def _embed(self, images: list[Payload]) -> np.ndarray: ...
+    def _embed(self, images: list[Payload], *, model: str | None) -> np.ndarray: ...
 
     @abc.abstractmethod
-    def _verify(self, pairs: list[tuple[Payload, Payload]], *, threshold, target_far) -> list[t.Verification]: ...
+    def _verify(self, pairs: list[tuple[Payload, Payload]], *, threshold, target_far,
+                model: str | None) -> list[t.Verification]: ...
 
     @abc.abstractmethod
     def _create_gallery(self, name: str, *, index: t.IndexSpec, scoring: t.Scoring | None, mean_k: int,
-                        threshold: float | None) -> t.GalleryInfo: ...
+                        threshold: float | None, model: str | None, keep_images: bool | None) -> t.GalleryInfo: ...
+
+    @abc.abstractmethod
+    def _migrate_gallery(self, name: str, model: str) -> t.MigrationStart: ...
 
     @abc.abstractmethod
     def _get_gallery(self, name: str) -> t.GalleryInfo: ...

@@ -300,6 +300,7 @@ def server_info_to_pb(info: t.ServerInfo) -> pb.InfoResponse:
         server_version=info.server_version, api_version=info.api_version,
         model=model_info_to_pb(info.model), index_backend=info.index_backend,
         gpu=info.gpu, gpu_count=info.gpu_count, galleries=list(info.galleries),
+        models=[model_info_to_pb(m) for m in info.models],
     )
 
 
@@ -308,6 +309,8 @@ def server_info_from_pb(message: pb.InfoResponse) -> t.ServerInfo:
         server_version=message.server_version, api_version=message.api_version,
         model=model_info_from_pb(message.model), index_backend=message.index_backend,
         gpu=message.gpu, gpu_count=message.gpu_count, galleries=tuple(message.galleries),
+        # A server from before several models lists none: its one model is the default.
+        models=tuple(model_info_from_pb(m) for m in message.models) or (model_info_from_pb(message.model),),
     )
 
 
@@ -334,15 +337,38 @@ def index_spec_from_pb(kind: int, params: pb.IndexParams) -> t.IndexSpec:
     )
 
 
+_MIGRATION_STATES = {
+    t.MigrationState.RUNNING: pb.MIGRATION_STATE_RUNNING,
+    t.MigrationState.PAUSED: pb.MIGRATION_STATE_PAUSED,
+    t.MigrationState.FAILED: pb.MIGRATION_STATE_FAILED,
+}
+_MIGRATION_STATES_BACK = _inverse(_MIGRATION_STATES)
+
+
+def migration_to_pb(m: t.Migration) -> pb.Migration:
+    return pb.Migration(model=m.model or "", fingerprint=m.fingerprint, done=m.done, total=m.total,
+                        state=_MIGRATION_STATES[t.MigrationState(m.state)], error=m.error or "")
+
+
+def migration_from_pb(message: pb.Migration) -> t.Migration:
+    return t.Migration(model=message.model or None, fingerprint=message.fingerprint, done=message.done,
+                       total=message.total,
+                       state=_MIGRATION_STATES_BACK.get(message.state, t.MigrationState.RUNNING),
+                       error=message.error or None)
+
+
 def gallery_to_pb(info: t.GalleryInfo) -> pb.Gallery:
     kind, params = index_spec_to_pb(info.index)
     message = pb.Gallery(
         name=info.name, model_fingerprint=info.model_fingerprint, dim=info.dim, index=kind,
         params=params, scoring=scoring_to_pb(info.scoring), mean_k=info.mean_k,
         class_count=info.class_count, item_count=info.item_count, on_gpu=info.on_gpu,
+        model=info.model or "", keep_images=info.keep_images,
     )
     if info.threshold is not None:
         message.threshold = info.threshold
+    if info.migration is not None:
+        message.migration.CopyFrom(migration_to_pb(info.migration))
     return message
 
 
@@ -353,6 +379,22 @@ def gallery_from_pb(message: pb.Gallery) -> t.GalleryInfo:
         scoring=scoring_from_pb(message.scoring) or t.Scoring.NEAREST, mean_k=message.mean_k,
         threshold=message.threshold if message.HasField("threshold") else None,
         class_count=message.class_count, item_count=message.item_count, on_gpu=message.on_gpu,
+        model=message.model or None, keep_images=message.keep_images,
+        migration=migration_from_pb(message.migration) if message.HasField("migration") else None,
+    )
+
+
+def migration_start_to_pb(start: t.MigrationStart) -> pb.MigrateGalleryResponse:
+    message = pb.MigrateGalleryResponse(gallery=gallery_to_pb(start.gallery))
+    if start.dropped_threshold is not None:
+        message.dropped_threshold = start.dropped_threshold
+    return message
+
+
+def migration_start_from_pb(message: pb.MigrateGalleryResponse) -> t.MigrationStart:
+    return t.MigrationStart(
+        gallery=gallery_from_pb(message.gallery),
+        dropped_threshold=message.dropped_threshold if message.HasField("dropped_threshold") else None,
     )
 
 

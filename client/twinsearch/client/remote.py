@@ -160,25 +160,31 @@ class Client(BaseClient):
     def _info(self) -> t.ServerInfo:
         return c.server_info_from_pb(self._call("Info", pb.InfoRequest()))
 
-    def _embed(self, images: list[Payload]) -> np.ndarray:
-        response = self._call("Embed", pb.EmbedRequest(images=[c.image_to_pb(x) for x in images]))
+    def _embed(self, images: list[Payload], *, model) -> np.ndarray:
+        response = self._call("Embed", pb.EmbedRequest(images=[c.image_to_pb(x) for x in images], model=model or ""))
         vectors = [c.vector_from_pb(v, f"vectors[{i}]") for i, v in enumerate(response.vectors)]
         return c.vectors_to_matrix(vectors)
 
-    def _verify(self, pairs, *, threshold, target_far) -> list[t.Verification]:
+    def _verify(self, pairs, *, threshold, target_far, model) -> list[t.Verification]:
         request = pb.VerifyRequest(
             pairs=[pb.Pair(a=c.input_to_pb(a), b=c.input_to_pb(b)) for a, b in pairs],
-            threshold=c.threshold_options_to_pb(threshold, target_far),
+            threshold=c.threshold_options_to_pb(threshold, target_far), model=model or "",
         )
         return [c.verification_from_pb(v) for v in self._call("Verify", request).results]
 
-    def _create_gallery(self, name, *, index, scoring, mean_k, threshold) -> t.GalleryInfo:
+    def _create_gallery(self, name, *, index, scoring, mean_k, threshold, model, keep_images) -> t.GalleryInfo:
         kind, params = c.index_spec_to_pb(index)
         request = pb.CreateGalleryRequest(name=name, index=kind, params=params, scoring=c.scoring_to_pb(scoring),
-                                          mean_k=mean_k or 0)
+                                          mean_k=mean_k or 0, model=model or "")
         if threshold is not None:
             request.threshold = threshold
+        if keep_images is not None:
+            request.keep_images = bool(keep_images)
         return c.gallery_from_pb(self._call("CreateGallery", request))
+
+    def _migrate_gallery(self, name, model) -> t.MigrationStart:
+        request = pb.MigrateGalleryRequest(name=name, model=model or "")
+        return c.migration_start_from_pb(self._call("MigrateGallery", request))
 
     def _get_gallery(self, name) -> t.GalleryInfo:
         return c.gallery_from_pb(self._call("GetGallery", pb.GetGalleryRequest(name=name)))

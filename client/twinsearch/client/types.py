@@ -99,6 +99,32 @@ class IndexSpec:
     ef_search: int = 64       # HNSW: query-time beam width
 
 
+class MigrationState(str, Enum):
+    """Where a gallery's migration to another model stands."""
+
+    RUNNING = "running"  # items are being embedded with the new model
+    PAUSED = "paused"    # the server does not hold the new model (restart it with that model)
+    FAILED = "failed"    # stopped on an error; migrating again retries
+
+
+@dataclass(frozen=True)
+class Migration:
+    """A gallery's migration to another model, in progress: the gallery answers with its current model
+    until `done` reaches `total`, then switches to the new one at once."""
+
+    model: str | None             # name of the model migrated to (None: not held by the server)
+    fingerprint: str              # its fingerprint
+    done: int                     # items embedded with the new model so far
+    total: int                    # items in the gallery now
+    state: MigrationState = MigrationState.RUNNING
+    error: str | None = None      # why it failed (FAILED only)
+
+    @property
+    def fraction(self) -> float:
+        """done / total, in [0, 1] (1.0 for an empty gallery)."""
+        return 1.0 if self.total == 0 else min(1.0, self.done / self.total)
+
+
 @dataclass(frozen=True)
 class GalleryInfo:
     name: str
@@ -111,6 +137,18 @@ class GalleryInfo:
     class_count: int = 0
     item_count: int = 0
     on_gpu: bool = False
+    model: str | None = None       # name of the served model it is bound to (None: the server lacks it)
+    keep_images: bool = False      # enrolled images are kept, so the gallery can be migrated
+    migration: Migration | None = None  # a migration to another model under way
+
+
+@dataclass(frozen=True)
+class MigrationStart:
+    """The answer to `migrate_gallery`: the gallery with its migration, and the gallery's threshold
+    override that the switch to the new model drops (a distance of the old model), if it has one."""
+
+    gallery: GalleryInfo
+    dropped_threshold: float | None = None
 
 
 @dataclass(frozen=True)
@@ -221,3 +259,4 @@ class ServerInfo:
     gpu: bool                 # whether indexes run on a GPU
     gpu_count: int
     galleries: tuple[str, ...] = ()
+    models: tuple[ModelInfo, ...] = ()  # every model the server holds, the default (`model`) first

@@ -30,6 +30,13 @@ class Scoring(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SCORING_NEAREST: _ClassVar[Scoring]
     SCORING_PROTOTYPE: _ClassVar[Scoring]
     SCORING_MEAN_OF_K: _ClassVar[Scoring]
+
+class MigrationState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MIGRATION_STATE_UNSPECIFIED: _ClassVar[MigrationState]
+    MIGRATION_STATE_RUNNING: _ClassVar[MigrationState]
+    MIGRATION_STATE_PAUSED: _ClassVar[MigrationState]
+    MIGRATION_STATE_FAILED: _ClassVar[MigrationState]
 THRESHOLD_SOURCE_UNSPECIFIED: ThresholdSource
 THRESHOLD_SOURCE_MODEL_EER: ThresholdSource
 THRESHOLD_SOURCE_MODEL_FAR_1: ThresholdSource
@@ -45,6 +52,10 @@ SCORING_UNSPECIFIED: Scoring
 SCORING_NEAREST: Scoring
 SCORING_PROTOTYPE: Scoring
 SCORING_MEAN_OF_K: Scoring
+MIGRATION_STATE_UNSPECIFIED: MigrationState
+MIGRATION_STATE_RUNNING: MigrationState
+MIGRATION_STATE_PAUSED: MigrationState
+MIGRATION_STATE_FAILED: MigrationState
 
 class RawImage(_message.Message):
     __slots__ = ("dtype", "shape", "data")
@@ -147,7 +158,7 @@ class ModelInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., fingerprint: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[str] = ..., input: _Optional[_Union[InputSpec, _Mapping]] = ..., thresholds: _Optional[_Iterable[_Union[OperatingPoint, _Mapping]]] = ..., default_threshold: _Optional[_Union[ThresholdSource, str]] = ...) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("server_version", "api_version", "model", "index_backend", "gpu", "gpu_count", "galleries")
+    __slots__ = ("server_version", "api_version", "model", "index_backend", "gpu", "gpu_count", "galleries", "models")
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     API_VERSION_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -155,6 +166,7 @@ class InfoResponse(_message.Message):
     GPU_FIELD_NUMBER: _ClassVar[int]
     GPU_COUNT_FIELD_NUMBER: _ClassVar[int]
     GALLERIES_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
     server_version: str
     api_version: str
     model: ModelInfo
@@ -162,13 +174,16 @@ class InfoResponse(_message.Message):
     gpu: bool
     gpu_count: int
     galleries: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, server_version: _Optional[str] = ..., api_version: _Optional[str] = ..., model: _Optional[_Union[ModelInfo, _Mapping]] = ..., index_backend: _Optional[str] = ..., gpu: _Optional[bool] = ..., gpu_count: _Optional[int] = ..., galleries: _Optional[_Iterable[str]] = ...) -> None: ...
+    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    def __init__(self, server_version: _Optional[str] = ..., api_version: _Optional[str] = ..., model: _Optional[_Union[ModelInfo, _Mapping]] = ..., index_backend: _Optional[str] = ..., gpu: _Optional[bool] = ..., gpu_count: _Optional[int] = ..., galleries: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
 
 class EmbedRequest(_message.Message):
-    __slots__ = ("images",)
+    __slots__ = ("images", "model")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedCompositeFieldContainer[Image]
-    def __init__(self, images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ...) -> None: ...
+    model: str
+    def __init__(self, images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., model: _Optional[str] = ...) -> None: ...
 
 class EmbedResponse(_message.Message):
     __slots__ = ("vectors", "model_fingerprint")
@@ -187,12 +202,14 @@ class Pair(_message.Message):
     def __init__(self, a: _Optional[_Union[Input, _Mapping]] = ..., b: _Optional[_Union[Input, _Mapping]] = ...) -> None: ...
 
 class VerifyRequest(_message.Message):
-    __slots__ = ("pairs", "threshold")
+    __slots__ = ("pairs", "threshold", "model")
     PAIRS_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     pairs: _containers.RepeatedCompositeFieldContainer[Pair]
     threshold: ThresholdOptions
-    def __init__(self, pairs: _Optional[_Iterable[_Union[Pair, _Mapping]]] = ..., threshold: _Optional[_Union[ThresholdOptions, _Mapping]] = ...) -> None: ...
+    model: str
+    def __init__(self, pairs: _Optional[_Iterable[_Union[Pair, _Mapping]]] = ..., threshold: _Optional[_Union[ThresholdOptions, _Mapping]] = ..., model: _Optional[str] = ...) -> None: ...
 
 class Verification(_message.Message):
     __slots__ = ("distance", "same", "threshold", "probability")
@@ -227,23 +244,27 @@ class IndexParams(_message.Message):
     def __init__(self, nlist: _Optional[int] = ..., nprobe: _Optional[int] = ..., hnsw_m: _Optional[int] = ..., ef_construction: _Optional[int] = ..., ef_search: _Optional[int] = ...) -> None: ...
 
 class CreateGalleryRequest(_message.Message):
-    __slots__ = ("name", "index", "params", "scoring", "mean_k", "threshold")
+    __slots__ = ("name", "index", "params", "scoring", "mean_k", "threshold", "model", "keep_images")
     NAME_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     SCORING_FIELD_NUMBER: _ClassVar[int]
     MEAN_K_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    KEEP_IMAGES_FIELD_NUMBER: _ClassVar[int]
     name: str
     index: IndexKind
     params: IndexParams
     scoring: Scoring
     mean_k: int
     threshold: float
-    def __init__(self, name: _Optional[str] = ..., index: _Optional[_Union[IndexKind, str]] = ..., params: _Optional[_Union[IndexParams, _Mapping]] = ..., scoring: _Optional[_Union[Scoring, str]] = ..., mean_k: _Optional[int] = ..., threshold: _Optional[float] = ...) -> None: ...
+    model: str
+    keep_images: bool
+    def __init__(self, name: _Optional[str] = ..., index: _Optional[_Union[IndexKind, str]] = ..., params: _Optional[_Union[IndexParams, _Mapping]] = ..., scoring: _Optional[_Union[Scoring, str]] = ..., mean_k: _Optional[int] = ..., threshold: _Optional[float] = ..., model: _Optional[str] = ..., keep_images: _Optional[bool] = ...) -> None: ...
 
 class Gallery(_message.Message):
-    __slots__ = ("name", "model_fingerprint", "dim", "index", "params", "scoring", "mean_k", "threshold", "class_count", "item_count", "on_gpu")
+    __slots__ = ("name", "model_fingerprint", "dim", "index", "params", "scoring", "mean_k", "threshold", "class_count", "item_count", "on_gpu", "model", "keep_images", "migration")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
@@ -255,6 +276,9 @@ class Gallery(_message.Message):
     CLASS_COUNT_FIELD_NUMBER: _ClassVar[int]
     ITEM_COUNT_FIELD_NUMBER: _ClassVar[int]
     ON_GPU_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    KEEP_IMAGES_FIELD_NUMBER: _ClassVar[int]
+    MIGRATION_FIELD_NUMBER: _ClassVar[int]
     name: str
     model_fingerprint: str
     dim: int
@@ -266,7 +290,42 @@ class Gallery(_message.Message):
     class_count: int
     item_count: int
     on_gpu: bool
-    def __init__(self, name: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., dim: _Optional[int] = ..., index: _Optional[_Union[IndexKind, str]] = ..., params: _Optional[_Union[IndexParams, _Mapping]] = ..., scoring: _Optional[_Union[Scoring, str]] = ..., mean_k: _Optional[int] = ..., threshold: _Optional[float] = ..., class_count: _Optional[int] = ..., item_count: _Optional[int] = ..., on_gpu: _Optional[bool] = ...) -> None: ...
+    model: str
+    keep_images: bool
+    migration: Migration
+    def __init__(self, name: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., dim: _Optional[int] = ..., index: _Optional[_Union[IndexKind, str]] = ..., params: _Optional[_Union[IndexParams, _Mapping]] = ..., scoring: _Optional[_Union[Scoring, str]] = ..., mean_k: _Optional[int] = ..., threshold: _Optional[float] = ..., class_count: _Optional[int] = ..., item_count: _Optional[int] = ..., on_gpu: _Optional[bool] = ..., model: _Optional[str] = ..., keep_images: _Optional[bool] = ..., migration: _Optional[_Union[Migration, _Mapping]] = ...) -> None: ...
+
+class Migration(_message.Message):
+    __slots__ = ("model", "fingerprint", "done", "total", "state", "error")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    fingerprint: str
+    done: int
+    total: int
+    state: MigrationState
+    error: str
+    def __init__(self, model: _Optional[str] = ..., fingerprint: _Optional[str] = ..., done: _Optional[int] = ..., total: _Optional[int] = ..., state: _Optional[_Union[MigrationState, str]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class MigrateGalleryRequest(_message.Message):
+    __slots__ = ("name", "model")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    model: str
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
+
+class MigrateGalleryResponse(_message.Message):
+    __slots__ = ("gallery", "dropped_threshold")
+    GALLERY_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    gallery: Gallery
+    dropped_threshold: float
+    def __init__(self, gallery: _Optional[_Union[Gallery, _Mapping]] = ..., dropped_threshold: _Optional[float] = ...) -> None: ...
 
 class GetGalleryRequest(_message.Message):
     __slots__ = ("name",)

@@ -69,6 +69,11 @@ class TwinSearchStub:
                 request_serializer=twinsearch_dot_v1_dot_twinsearch__pb2.DeleteGalleryRequest.SerializeToString,
                 response_deserializer=twinsearch_dot_v1_dot_twinsearch__pb2.DeleteGalleryResponse.FromString,
                 _registered_method=True)
+        self.MigrateGallery = channel.unary_unary(
+                '/twinsearch.v1.TwinSearch/MigrateGallery',
+                request_serializer=twinsearch_dot_v1_dot_twinsearch__pb2.MigrateGalleryRequest.SerializeToString,
+                response_deserializer=twinsearch_dot_v1_dot_twinsearch__pb2.MigrateGalleryResponse.FromString,
+                _registered_method=True)
         self.Enroll = channel.unary_unary(
                 '/twinsearch.v1.TwinSearch/Enroll',
                 request_serializer=twinsearch_dot_v1_dot_twinsearch__pb2.EnrollRequest.SerializeToString,
@@ -110,16 +115,18 @@ class TwinSearchServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Info(self, request, context):
-        """Server, model and index facts: versions, model fingerprint, embedding dimension, metric,
-        input specification, calibrated thresholds with their provenance, index backend, galleries.
+        """Server, model and index facts: versions, every model held (name, fingerprint, embedding
+        dimension, metric, input specification, calibrated thresholds with their provenance; the default
+        first), index backend, galleries.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Embed(self, request, context):
-        """Embed a batch of images with the server's model. One vector per image, in order.
-        INVALID_ARGUMENT for an undecodable image; RESOURCE_EXHAUSTED for too many images or pixels.
+        """Embed a batch of images with the server's default model or the one named. One vector per image,
+        in order. INVALID_ARGUMENT for an undecodable image or an unknown model name; RESOURCE_EXHAUSTED
+        for too many images or pixels.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -133,7 +140,8 @@ class TwinSearchServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateGallery(self, request, context):
-        """Galleries: named namespaces of enrolled classes, each bound to one model fingerprint.
+        """Galleries: named namespaces of enrolled classes, each bound to one model fingerprint (one of the
+        server's models, chosen by name at creation). Calls on a gallery use its model.
         ALREADY_EXISTS, INVALID_ARGUMENT
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -155,6 +163,20 @@ class TwinSearchServicer:
 
     def DeleteGallery(self, request, context):
         """NOT_FOUND
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MigrateGallery(self, request, context):
+        """Move a gallery to another model: every item is embedded again from its kept image with the new
+        model, in the background, while the gallery keeps answering with its current model; enrollments
+        and deletions made meanwhile apply to both. When every item is done, the gallery switches to the
+        new model at once (its threshold override, if any, is dropped: it was a distance of the old
+        model). A restart resumes it. GetGallery shows its progress. INVALID_ARGUMENT for a model the
+        server does not hold; NOT_FOUND for an unknown gallery; FAILED_PRECONDITION for a gallery that
+        does not keep its images (or holds items enrolled as vectors), one already bound to that model,
+        or one migrating to another model. Asking again for the migration in progress returns it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -255,6 +277,11 @@ def add_TwinSearchServicer_to_server(servicer, server):
                     servicer.DeleteGallery,
                     request_deserializer=twinsearch_dot_v1_dot_twinsearch__pb2.DeleteGalleryRequest.FromString,
                     response_serializer=twinsearch_dot_v1_dot_twinsearch__pb2.DeleteGalleryResponse.SerializeToString,
+            ),
+            'MigrateGallery': grpc.unary_unary_rpc_method_handler(
+                    servicer.MigrateGallery,
+                    request_deserializer=twinsearch_dot_v1_dot_twinsearch__pb2.MigrateGalleryRequest.FromString,
+                    response_serializer=twinsearch_dot_v1_dot_twinsearch__pb2.MigrateGalleryResponse.SerializeToString,
             ),
             'Enroll': grpc.unary_unary_rpc_method_handler(
                     servicer.Enroll,
@@ -481,6 +508,33 @@ class TwinSearch:
             '/twinsearch.v1.TwinSearch/DeleteGallery',
             twinsearch_dot_v1_dot_twinsearch__pb2.DeleteGalleryRequest.SerializeToString,
             twinsearch_dot_v1_dot_twinsearch__pb2.DeleteGalleryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MigrateGallery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/twinsearch.v1.TwinSearch/MigrateGallery',
+            twinsearch_dot_v1_dot_twinsearch__pb2.MigrateGalleryRequest.SerializeToString,
+            twinsearch_dot_v1_dot_twinsearch__pb2.MigrateGalleryResponse.FromString,
             options,
             channel_credentials,
             insecure,

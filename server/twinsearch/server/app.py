@@ -90,7 +90,7 @@ def start_server(settings: ServerSettings, *, engine: Engine | None = None) -> R
     if engine is None:
         check_address(settings.address)
         engine = Engine.open(settings.data_dir, settings.model_path, settings.engine, observer=metrics.observe_batch,
-                             timer=metrics.observe_stage)
+                             timer=metrics.observe_stage, models=settings.models or None)
     else:
         engine.observer = engine.observer or metrics.observe_batch
         engine.timer = engine.timer or metrics.observe_stage

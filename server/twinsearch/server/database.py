@@ -1,8 +1,13 @@
 """The SQLite file that is the gallery store's source of truth.
 
 One row per gallery and one row per enrolled item: stored id (never reused: AUTOINCREMENT), optional
-client id (unique per gallery), label, metadata (JSON), and the float32 vector as a little-endian
-BLOB of dim * 4 bytes. The journal is WAL, so readers never block the writer or each other; with
+client id (unique per gallery), label, metadata (JSON), the float32 vector as a little-endian
+BLOB of dim * 4 bytes, and the hash of its kept image (`images.py`) when the gallery keeps images.
+A gallery moving to another model has a `migrations` row, and the vectors its items have from the
+new model so far are in `migrated_vectors` until the switch.
+
+The schema grows only by additions (`_UPGRADES`, applied in order when the file is opened), so a
+file written by an earlier version opens unchanged and gains the new columns and tables. The journal is WAL, so readers never block the writer or each other; with
 `synchronous=FULL` a committed transaction survives a power cut, not only a process crash.
 
 Writes go through one connection guarded by a mutex (SQLite has one writer anyway); each reading
@@ -28,7 +33,7 @@ from twinsearch.client.errors import ResourceExhausted
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Stay well under SQLite's limit on bound parameters per statement.
 _CHUNK = 900
 
@@ -59,6 +64,29 @@ CREATE UNIQUE INDEX IF NOT EXISTS items_client ON items (gallery_id, client_id) 
 CREATE INDEX IF NOT EXISTS items_label ON items (gallery_id, label);
 """
 
+# Schema version -> the statements that bring a file of the version before it there. Additions only.
+_UPGRADES: dict[int, tuple[str, ...]] = {
+    2: (
+        # Galleries from before version 2 did not keep images.
+        "ALTER TABLE galleries ADD COLUMN keep_images INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE items ADD COLUMN image TEXT",  # SHA-256 of the kept image; NULL: none kept
+        "CREATE INDEX IF NOT EXISTS items_image ON items (image) WHERE image IS NOT NULL",
+        """CREATE TABLE IF NOT EXISTS migrations (
+            gallery_id INTEGER PRIMARY KEY,
+            fingerprint TEXT NOT NULL,   -- the model migrated to
+            dim INTEGER NOT NULL,
+            error TEXT,                  -- set when it stopped on an error
+            started_at REAL NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS migrated_vectors (
+            item_id INTEGER PRIMARY KEY,
+            gallery_id INTEGER NOT NULL,
+            vector BLOB NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS migrated_gallery ON migrated_vectors (gallery_id)",
+    ),
+}
+
 
 @dataclass(frozen=True)
 class GalleryRow:
@@ -71,6 +99,15 @@ class GalleryRow:
     mean_k: int
     threshold: float | None
     deletions: int
+    keep_images: bool = False
+
+
+@dataclass(frozen=True)
+class MigrationRow:
+    gallery_id: int
+    fingerprint: str
+    dim: int
+    error: str | None
 
 
 @dataclass(frozen=True)
@@ -104,10 +141,27 @@ class Database:
         # enrolling into a large gallery (about 20% more vectors/s at 300k items here).
         self._writer.execute(f"PRAGMA cache_size=-{int(writer_cache_mb) * 1024}")
         self._writer.executescript(_SCHEMA)
-        self._writer.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-        )
+        self._writer.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1')")
+        self._upgrade()
         self._closed = False
+
+    def _upgrade(self) -> None:
+        """Bring the file to SCHEMA_VERSION, one version at a time, each in one transaction."""
+        (version,) = self._writer.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        version = int(version)
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"{self.path} has schema version {version}; this twinsearch knows up to "
+                               f"{SCHEMA_VERSION}: upgrade twinsearch")
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            with self.transaction() as conn:
+                for statement in _UPGRADES[target]:
+                    conn.execute(statement)
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(target),))
+            log.info("%s: schema upgraded to version %d", self.path, target)
+
+    def schema_version(self) -> int:
+        (version,) = self._reader().execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(version)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -177,19 +231,31 @@ class Database:
     # ------------------------------------------------------------------ galleries
     def galleries(self) -> list[GalleryRow]:
         rows = self._reader().execute(
-            "SELECT id, name, fingerprint, dim, index_spec, scoring, mean_k, threshold, deletions "
+            "SELECT id, name, fingerprint, dim, index_spec, scoring, mean_k, threshold, deletions, keep_images "
             "FROM galleries ORDER BY name"
         ).fetchall()
-        return [GalleryRow(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7], r[8]) for r in rows]
+        return [GalleryRow(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7], r[8], bool(r[9]))
+                for r in rows]
+
+    def gallery_row(self, conn: sqlite3.Connection | None, gallery_id: int) -> GalleryRow:
+        conn = conn if conn is not None else self._reader()
+        r = conn.execute(
+            "SELECT id, name, fingerprint, dim, index_spec, scoring, mean_k, threshold, deletions, keep_images "
+            "FROM galleries WHERE id = ?", (gallery_id,)
+        ).fetchone()
+        return GalleryRow(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7], r[8], bool(r[9]))
 
     def insert_gallery(self, conn: sqlite3.Connection, name: str, fingerprint: str, dim: int,
-                       index_spec: dict, scoring: str, mean_k: int, threshold: float | None) -> GalleryRow:
+                       index_spec: dict, scoring: str, mean_k: int, threshold: float | None,
+                       keep_images: bool = False) -> GalleryRow:
         cur = conn.execute(
-            "INSERT INTO galleries (name, fingerprint, dim, index_spec, scoring, mean_k, threshold, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (name, fingerprint, dim, json.dumps(index_spec), scoring, mean_k, threshold, time.time()),
+            "INSERT INTO galleries (name, fingerprint, dim, index_spec, scoring, mean_k, threshold, created_at, "
+            "keep_images) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (name, fingerprint, dim, json.dumps(index_spec), scoring, mean_k, threshold, time.time(),
+             int(keep_images)),
         )
-        return GalleryRow(int(cur.lastrowid), name, fingerprint, dim, index_spec, scoring, mean_k, threshold, 0)
+        return GalleryRow(int(cur.lastrowid), name, fingerprint, dim, index_spec, scoring, mean_k, threshold, 0,
+                          bool(keep_images))
 
     def gallery_exists(self, conn: sqlite3.Connection, name: str) -> bool:
         return conn.execute("SELECT 1 FROM galleries WHERE name = ?", (name,)).fetchone() is not None
@@ -197,6 +263,8 @@ class Database:
     def delete_gallery(self, conn: sqlite3.Connection, gallery_id: int) -> int:
         n = conn.execute("DELETE FROM items WHERE gallery_id = ?", (gallery_id,)).rowcount
         conn.execute("DELETE FROM galleries WHERE id = ?", (gallery_id,))
+        conn.execute("DELETE FROM migrated_vectors WHERE gallery_id = ?", (gallery_id,))
+        conn.execute("DELETE FROM migrations WHERE gallery_id = ?", (gallery_id,))
         return int(n)
 
     def stats(self, gallery_id: int) -> GalleryStats:
@@ -228,16 +296,20 @@ class Database:
 
     def insert_items(self, conn: sqlite3.Connection, gallery_id: int, labels: Sequence[str],
                      vectors: np.ndarray, client_ids: Sequence[str | None],
-                     metadata: Sequence[dict[str, str]]) -> np.ndarray:
-        """Insert rows inside the caller's transaction; returns their new ids (int64, increasing)."""
+                     metadata: Sequence[dict[str, str]], images: Sequence[str | None] | None = None) -> np.ndarray:
+        """Insert rows inside the caller's transaction; returns their new ids (int64, increasing).
+
+        `images`: the hash of each item's kept image (None: none kept)."""
         row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'items'").fetchone()
         first = (int(row[0]) if row else 0) + 1
         ids = np.arange(first, first + len(labels), dtype=np.int64)
         conn.executemany(
-            "INSERT INTO items (id, gallery_id, client_id, label, metadata, vector) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO items (id, gallery_id, client_id, label, metadata, vector, image) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 (int(ids[i]), gallery_id, client_ids[i], labels[i],
-                 json.dumps(metadata[i]) if metadata[i] else None, vectors[i].tobytes())
+                 json.dumps(metadata[i]) if metadata[i] else None, vectors[i].tobytes(),
+                 images[i] if images is not None else None)
                 for i in range(len(labels))
             ),
         )
@@ -262,9 +334,131 @@ class Database:
             found.update(item_id for item_id, _ in by_client.values())
         return np.array(sorted(found), dtype=np.int64)
 
-    def delete_ids(self, conn: sqlite3.Connection, gallery_id: int, ids: np.ndarray) -> None:
+    def live_ids(self, gallery_id: int, ids: Sequence[int]) -> np.ndarray:
+        """Sorted ids among `ids` that the gallery holds (a plain read)."""
+        return self.resolve_items(self._reader(), gallery_id, ids, [])
+
+    def delete_ids(self, conn: sqlite3.Connection, gallery_id: int, ids: np.ndarray) -> int:
+        """Delete items (and the vectors a migration made of them); returns how many of those went."""
         conn.executemany("DELETE FROM items WHERE id = ?", ((int(i),) for i in ids))
+        migrated = conn.executemany("DELETE FROM migrated_vectors WHERE item_id = ?", ((int(i),) for i in ids))
         conn.execute("UPDATE galleries SET deletions = deletions + ? WHERE id = ?", (len(ids), gallery_id))
+        return max(int(migrated.rowcount), 0)
+
+    # ------------------------------------------------------------------ kept images
+    def images_of(self, conn: sqlite3.Connection, *, ids: np.ndarray | None = None,
+                  gallery_id: int | None = None) -> set[str]:
+        """Hashes of the kept images of the given items, or of every item of a gallery."""
+        if gallery_id is not None:
+            return {r[0] for r in conn.execute(
+                "SELECT DISTINCT image FROM items WHERE gallery_id = ? AND image IS NOT NULL", (gallery_id,))}
+        found: set[str] = set()
+        id_list = [int(i) for i in (ids if ids is not None else ())]
+        for start in range(0, len(id_list), _CHUNK):
+            part = id_list[start:start + _CHUNK]
+            marks = ",".join("?" * len(part))
+            found.update(r[0] for r in conn.execute(
+                f"SELECT image FROM items WHERE id IN ({marks}) AND image IS NOT NULL", part))
+        return found
+
+    def referenced_images(self, conn: sqlite3.Connection | None, keys: Sequence[str] | None = None) -> set[str]:
+        """Those of `keys` (None: all) that some item names as its kept image."""
+        conn = conn if conn is not None else self._reader()
+        if keys is None:
+            return {r[0] for r in conn.execute("SELECT DISTINCT image FROM items WHERE image IS NOT NULL")}
+        found: set[str] = set()
+        key_list = sorted(set(keys))
+        for start in range(0, len(key_list), _CHUNK):
+            part = key_list[start:start + _CHUNK]
+            marks = ",".join("?" * len(part))
+            found.update(r[0] for r in conn.execute(f"SELECT DISTINCT image FROM items WHERE image IN ({marks})",
+                                                    part))
+        return found
+
+    def count_without_image(self, gallery_id: int) -> int:
+        (n,) = self._reader().execute(
+            "SELECT count(*) FROM items WHERE gallery_id = ? AND image IS NULL", (gallery_id,)).fetchone()
+        return int(n)
+
+    # ------------------------------------------------------------------ migrations
+    def migrations(self) -> dict[int, MigrationRow]:
+        rows = self._reader().execute("SELECT gallery_id, fingerprint, dim, error FROM migrations").fetchall()
+        return {r[0]: MigrationRow(r[0], r[1], r[2], r[3]) for r in rows}
+
+    def start_migration(self, conn: sqlite3.Connection, gallery_id: int, fingerprint: str, dim: int) -> MigrationRow:
+        """Record a migration (replacing a failed one and the vectors it had made)."""
+        conn.execute("DELETE FROM migrated_vectors WHERE gallery_id = ?", (gallery_id,))
+        conn.execute("INSERT OR REPLACE INTO migrations (gallery_id, fingerprint, dim, error, started_at) "
+                     "VALUES (?, ?, ?, NULL, ?)", (gallery_id, fingerprint, dim, time.time()))
+        return MigrationRow(gallery_id, fingerprint, dim, None)
+
+    def fail_migration(self, conn: sqlite3.Connection, gallery_id: int, error: str) -> None:
+        conn.execute("UPDATE migrations SET error = ? WHERE gallery_id = ?", (error, gallery_id))
+
+    def migrated_count(self, gallery_id: int) -> int:
+        (n,) = self._reader().execute(
+            "SELECT count(*) FROM migrated_vectors WHERE gallery_id = ?", (gallery_id,)).fetchone()
+        return int(n)
+
+    def items_to_migrate(self, gallery_id: int, limit: int) -> list[tuple[int, str | None]]:
+        """(id, kept image hash) of up to `limit` items with no vector from the new model yet, by id."""
+        return [(int(r[0]), r[1]) for r in self._reader().execute(
+            "SELECT i.id, i.image FROM items i LEFT JOIN migrated_vectors m ON m.item_id = i.id "
+            "WHERE i.gallery_id = ? AND m.item_id IS NULL ORDER BY i.id LIMIT ?", (gallery_id, limit))]
+
+    def insert_migrated(self, conn: sqlite3.Connection, gallery_id: int, ids: np.ndarray,
+                        vectors: np.ndarray) -> int:
+        """Store the new model's vectors of items that still exist; returns how many were stored."""
+        alive = set()
+        id_list = [int(i) for i in ids]
+        for start in range(0, len(id_list), _CHUNK):
+            part = id_list[start:start + _CHUNK]
+            marks = ",".join("?" * len(part))
+            alive.update(r[0] for r in conn.execute(
+                f"SELECT id FROM items WHERE gallery_id = ? AND id IN ({marks})", (gallery_id, *part)))
+        rows = [(i, gallery_id, vectors[j].tobytes()) for j, i in enumerate(id_list) if i in alive]
+        conn.executemany("INSERT OR REPLACE INTO migrated_vectors (item_id, gallery_id, vector) VALUES (?, ?, ?)",
+                         rows)
+        return len(rows)
+
+    def iter_migrated(self, gallery_id: int, dim: int, *, chunk: int = 50_000
+                      ) -> Iterator[tuple[np.ndarray, list[str], np.ndarray]]:
+        """As `iter_items`, with each item's vector from the new model (every item must have one)."""
+        conn = self._reader()
+        conn.execute("BEGIN")
+        try:
+            cur = conn.execute(
+                "SELECT i.id, i.label, m.vector FROM items i JOIN migrated_vectors m ON m.item_id = i.id "
+                "WHERE i.gallery_id = ? ORDER BY i.id", (gallery_id,))
+            while True:
+                rows = cur.fetchmany(chunk)
+                if not rows:
+                    break
+                ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                vectors = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+                yield ids, [r[1] for r in rows], vectors
+        finally:
+            conn.execute("COMMIT")
+
+    def sample_migrated(self, gallery_id: int, dim: int, n: int) -> np.ndarray:
+        """About n of the new model's vectors of a gallery (evenly spread by id), for IVF training."""
+        rows = self._reader().execute(
+            "SELECT vector FROM migrated_vectors WHERE gallery_id = ? ORDER BY item_id", (gallery_id,)).fetchall()
+        step = max(1, len(rows) // max(n, 1))
+        rows = rows[::step][:n]
+        return np.frombuffer(b"".join(r[0] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+
+    def finish_migration(self, conn: sqlite3.Connection, gallery_id: int, fingerprint: str, dim: int) -> None:
+        """The switch: every item's vector becomes the new model's, the gallery is bound to the new
+        model and its threshold override (a distance of the old model) is dropped. The caller checked
+        that every item has a migrated vector."""
+        conn.execute(
+            "UPDATE items SET vector = (SELECT m.vector FROM migrated_vectors m WHERE m.item_id = items.id) "
+            "WHERE gallery_id = ?", (gallery_id,))
+        conn.execute("UPDATE galleries SET fingerprint = ?, dim = ?, threshold = NULL WHERE id = ?",
+                     (fingerprint, dim, gallery_id))
+        conn.execute("DELETE FROM migrated_vectors WHERE gallery_id = ?", (gallery_id,))
+        conn.execute("DELETE FROM migrations WHERE gallery_id = ?", (gallery_id,))
 
     def vectors_of_ids(self, conn: sqlite3.Connection | None, ids: np.ndarray, dim: int) -> np.ndarray:
         """Stored vectors float32 (m, dim) of existing item ids, in the order given (conn None: this

@@ -1,9 +1,12 @@
 """The engine: everything the server does, without a transport.
 
-`Engine.open(data_dir, model_path)` loads the model, opens the gallery store and starts two batchers:
-one gathers the images of concurrent calls into encoder forward passes (on its own thread, with its
-own torch thread count), the other gathers the probes of concurrent queries on the same gallery with
-the same options into one gallery search. The gRPC servicer (`twinsearch.server.service`) and the
+`Engine.open(data_dir, model_path)` loads the model (or `models=`: several, by name, the first the
+default; `models.py`), opens the gallery store and starts two batchers: one gathers the images of
+concurrent calls into encoder forward passes, one model at a time (on its own thread, with its own
+torch thread count), the other gathers the probes of concurrent queries on the same gallery with
+the same options into one gallery search. Every call on a gallery uses the model the gallery is
+bound to; a gallery whose model the server does not hold answers FailedPrecondition saying so.
+Galleries moving to another model are re-embedded in the background (`migration.py`). The gRPC servicer (`twinsearch.server.service`) and the
 in-process client (`twinsearch.client.LocalClient`) both call it, so both give the same answers.
 
 Inputs ("payloads") are what `twinsearch.client.convert.input_from_pb` returns: encoded image bytes, a
@@ -23,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +42,8 @@ from twinsearch.client.types import (
     Identification,
     IndexSpec,
     InputSpec,
+    MigrationStart,
+    MigrationState,
     ModelInfo,
     Neighbor,
     OperatingPoint,
@@ -50,13 +55,16 @@ from twinsearch.client.types import (
 from twinsearch.client.version import package_version
 
 from . import deadlines
+from . import images as kept
 from .batching import Batcher, wait_for
+from .migration import Migrator
+from .models import ModelRegistry, ServedModel, load_models, served
 from .payloads import Prepared, prepare
 from .scoring import exact_distances
 from .settings import EngineSettings
 from .startup import data_folder
 from .thresholds import MODEL_SOURCES, ThresholdPolicy
-from .validation import check_k, check_label
+from .validation import ModelChanged, check_k, check_label
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +75,7 @@ MAX_THRESHOLD = 2.0  # the largest Euclidean distance between unit vectors
 MAX_PAGE_SIZE = 10_000
 MAX_METADATA_BYTES = 64 * 1024  # per item: keys and values together
 DEFAULT_SETTINGS = EngineSettings()
+SWITCH_RETRIES = 3  # a call that meets a gallery switching models is embedded again this many times
 
 
 @dataclass(frozen=True)
@@ -89,10 +98,11 @@ class Engine:
 
     def __init__(self, model, store, settings: EngineSettings = DEFAULT_SETTINGS, *,
                  observer: BatchObserver | None = None, timer: StageTimer | None = None):
-        self.model = model
+        """`model`: a ModelRegistry, or one model (served under its card's name)."""
+        self.models = model if isinstance(model, ModelRegistry) else ModelRegistry(
+            [served(model.name, model, settings.default_threshold)])
         self.store = store
         self.settings = settings
-        self.policy = ThresholdPolicy(model.calibration, default=settings.default_threshold)
         self.observer = observer
         self.timer = timer
         # Decoding is CPU-bound: more images at once than twice the cores gains nothing and only holds
@@ -112,26 +122,61 @@ class Engine:
                                  threads=1 if on_gpu else 2,
                                  observe=lambda key, calls, rows: self._observe(key[0], calls, rows),
                                  timer=self._time)
+        self.migrator = Migrator(self)
+        self.startup_notes = self._startup_notes()
+        for note in self.startup_notes:
+            log.warning("%s", note)
+        for g in self.store.list_galleries():
+            if g.migration is not None and g.migration.state != MigrationState.FAILED:
+                self.migrator.start(g.name, g.migration.fingerprint)  # resumes; paused when not held
+
+    # ------------------------------------------------------------------ models
+    @property
+    def model(self):
+        """The default model."""
+        return self.models.default.model
+
+    @model.setter
+    def model(self, value) -> None:
+        self.models.replace_model(self.models.default.name, value)
+
+    @property
+    def policy(self) -> ThresholdPolicy:
+        """The default model's threshold policy."""
+        return self.models.default.policy
+
+    def _startup_notes(self) -> list[str]:
+        """One line per gallery the server cannot serve (its model is not held) or cannot migrate."""
+        notes = []
+        for g in self.store.list_galleries():
+            if self.models.by_fingerprint(g.model_fingerprint) is None:
+                notes.append(_unserved(g))
+            m = g.migration
+            if m is not None and m.state != MigrationState.FAILED and self.models.by_fingerprint(m.fingerprint) is None:
+                notes.append(f"gallery {g.name!r} is moving to model fingerprint {m.fingerprint}, which this server "
+                             f"does not hold: the migration waits ({m.done} of {m.total} items done); restart "
+                             "with that model (--model NAME=PATH) to resume it")
+        return notes
 
     @classmethod
     def open(cls, data_dir: Path, model_path: Path | None = None, settings: EngineSettings = DEFAULT_SETTINGS,
-             *, observer: BatchObserver | None = None, timer: StageTimer | None = None) -> Engine:
-        """Load the model (None: the default model shipped with the package), open (or create) the
-        gallery store in `data_dir`, catching its indexes up, and start the batchers.
+             *, observer: BatchObserver | None = None, timer: StageTimer | None = None,
+             models: Sequence[tuple[str | None, Path | str | None]] | None = None) -> Engine:
+        """Load the model (None: the default model shipped with the package), or the `models`
+        ((name or None for the card's, path), the first the default), open (or create) the gallery
+        store in `data_dir`, catching its indexes up, and start the batchers (and the migrations
+        a restart interrupted).
 
         A data folder that cannot be used (a file, not writable) raises `startup.StartupError` before
         the model loads."""
         import torch
 
-        from twinsearch.encoder.model import load_model
-
         data_dir = data_folder(data_dir)  # before the model loads: a wrong folder fails at once
         torch.set_num_threads(settings.threads)
-        model = load_model(None if model_path is None else Path(model_path))
-        log.info("model %s (%s), dim %d, loaded", model.name, model.fingerprint, model.dim)
+        registry = load_models(list(models) if models else [(None, model_path)], settings.default_threshold)
         store = _open_store(data_dir, settings)
         log.info("gallery store at %s open: %d galleries", data_dir, len(store.list_galleries()))
-        return cls(model, store, settings, observer=observer, timer=timer)
+        return cls(registry, store, settings, observer=observer, timer=timer)
 
     # ------------------------------------------------------------------ life cycle
     @contextmanager
@@ -156,6 +201,7 @@ class Engine:
             self._closed = True
             if not self._lock.wait_for(lambda: self._calls == 0, timeout):
                 log.warning("closing with %d calls still running", self._calls)
+        self.migrator.close()  # what they stored is kept; a restart resumes them
         self._encoder.close()
         self._searcher.close()
         self.store.close()
@@ -177,14 +223,17 @@ class Engine:
                 server_version=package_version(),
                 api_version=API_VERSION,
                 model=self.model_info(),
+                models=tuple(self.model_info(m.name) for m in self.models),
                 index_backend=f"faiss {faiss.__version__}",
                 gpu=getattr(self.store, "gpu", None) is not None,  # whether the store puts indexes on a GPU
                 gpu_count=gpus,
                 galleries=tuple(g.name for g in self.store.list_galleries()),
             )
 
-    def model_info(self) -> ModelInfo:
-        m = self.model
+    def model_info(self, name: str | None = None) -> ModelInfo:
+        """Facts of the model named `name` (None: the default model)."""
+        entry = self.models.get(name)
+        m = entry.model
         pre = m.preprocess
         points: tuple[OperatingPoint, ...] = ()
         default = None
@@ -195,30 +244,34 @@ class Engine:
                                genuine_pairs=int(cal.genuine_pairs), impostor_pairs=int(cal.impostor_pairs))
                 for p in (cal.points[name] for name in MODEL_SOURCES if name in cal.points)
             )
-            default = MODEL_SOURCES[self.policy.default]
+            default = MODEL_SOURCES[entry.policy.default]
         return ModelInfo(
-            name=m.name, fingerprint=m.fingerprint, dim=int(m.dim), metric=m.metric,
+            name=entry.name, fingerprint=m.fingerprint, dim=int(m.dim), metric=m.metric,
             input=InputSpec(width=int(pre.width), height=int(pre.height), channels=int(pre.channels)),
             thresholds=points, default_threshold=default,
         )
 
     # ------------------------------------------------------------------ embed and verify
-    def embed(self, images: Sequence[Payload]) -> np.ndarray:
-        """(n, dim) float32 L2-normalised embeddings of `images` (bytes or pixel arrays), in order."""
+    def embed(self, images: Sequence[Payload], *, model: str | None = None) -> np.ndarray:
+        """(n, dim) float32 L2-normalised embeddings of `images` (bytes or pixel arrays), in order, by
+        the model named `model` (None: the default; InvalidArgument for a name not held)."""
         with self._call() as deadline:
+            entry = self.models.get(model)
             self._check_count(len(images), "images")
             for i, image in enumerate(images):
                 if isinstance(image, np.ndarray) and image.ndim == 1:
                     raise InvalidArgument(f"images[{i}]: a 1-D array is a vector, not an image")
-            prepared = self._prepare(images, [f"images[{i}]" for i in range(len(images))])
-            return self._embed_prepared(prepared, deadline)
+            prepared = self._prepare(images, [f"images[{i}]" for i in range(len(images))], entry)
+            return self._embed_prepared(prepared, deadline, entry)
 
     def verify(self, pairs: Sequence[tuple[Payload, Payload]], *, threshold: float | None = None,
-               target_far: float | None = None) -> list[Verification]:
-        """Is each pair the same class? Each side is an image or a vector."""
+               target_far: float | None = None, model: str | None = None) -> list[Verification]:
+        """Is each pair the same class? Each side is an image or a vector (of the model used). `model`:
+        the model that embeds and whose calibration decides (None: the default)."""
         with self._call() as deadline:
+            entry = self.models.get(model)
             self._check_count(len(pairs), "pairs")
-            decision = self._resolve(threshold, target_far)
+            decision = self._resolve(threshold, target_far, entry)
             flat: list[Payload] = []
             names: list[str] = []
             for i, pair in enumerate(pairs):
@@ -228,10 +281,10 @@ class Engine:
                 names.extend((f"pairs[{i}].a", f"pairs[{i}].b"))
             if not pairs:
                 return []
-            vectors = self._embed_prepared(self._prepare(flat, names), deadline)
+            vectors = self._embed_prepared(self._prepare(flat, names, entry), deadline, entry)
             # The very function (and so the very bits) the gallery reports distances with.
             distances = exact_distances(vectors[0::2], vectors[1::2])
-            probabilities = self.policy.probability(distances)
+            probabilities = entry.policy.probability(distances)
             return [
                 Verification(
                     same=bool(d <= decision.distance), distance=float(d), threshold=decision,
@@ -242,28 +295,53 @@ class Engine:
 
     # ------------------------------------------------------------------ galleries
     def create_gallery(self, name: str, *, index: IndexSpec | None = None, scoring: Scoring | None = None,
-                       mean_k: int | None = None, threshold: float | None = None) -> GalleryInfo:
-        """A new empty gallery bound to the server's model (fingerprint and dimension)."""
+                       mean_k: int | None = None, threshold: float | None = None, model: str | None = None,
+                       keep_images: bool | None = None) -> GalleryInfo:
+        """A new empty gallery bound to the model named `model` (None: the default; its fingerprint and
+        dimension). `keep_images` (None: `settings.keep_images`): keep enrolled images for migrations."""
         with self._call():
+            entry = self.models.get(model)
             _check_threshold_range(threshold)
-            return self.store.create_gallery(
-                name, fingerprint=self.model.fingerprint, dim=int(self.model.dim),
+            return self._named(self.store.create_gallery(
+                name, fingerprint=entry.fingerprint, dim=entry.dim,
                 index=index or IndexSpec(), scoring=scoring or Scoring.NEAREST,
                 mean_k=int(mean_k) if mean_k else DEFAULT_MEAN_K, threshold=threshold,
-            )
+                keep_images=self.settings.keep_images if keep_images is None else bool(keep_images),
+            ))
 
     def get_gallery(self, name: str) -> GalleryInfo:
         with self._call():
-            return self.store.get_gallery(name)
+            return self._named(_retrying(lambda: self.store.get_gallery(name)))
 
     def list_galleries(self) -> list[GalleryInfo]:
         with self._call():
-            return list(self.store.list_galleries())
+            return [self._named(g) for g in self.store.list_galleries()]
+
+    def migrate_gallery(self, name: str, model: str | None) -> MigrationStart:
+        """Start moving gallery `name` to the model named `model` in the background (see
+        `migration.py`); the answer says which threshold override the switch will drop."""
+        with self._call():
+            entry = self.models.get(model)
+            info = self.store.start_migration(name, fingerprint=entry.fingerprint, dim=entry.dim)
+            self.migrator.start(name, entry.fingerprint)
+            return MigrationStart(gallery=self._named(self.store.get_gallery(name)), dropped_threshold=info.threshold)
+
+    def _named(self, info: GalleryInfo) -> GalleryInfo:
+        """The store's GalleryInfo with the names of its model and of the model it migrates to."""
+        bound = self.models.by_fingerprint(info.model_fingerprint)
+        migration = info.migration
+        if migration is not None:
+            target = self.models.by_fingerprint(migration.fingerprint)
+            state = migration.state
+            if target is None and state != MigrationState.FAILED:
+                state = MigrationState.PAUSED
+            migration = replace(migration, model=target.name if target else None, state=state)
+        return replace(info, model=bound.name if bound else None, migration=migration)
 
     def delete_gallery(self, name: str) -> int:
         """Delete a gallery and its items; returns how many items it held."""
         with self._call():
-            return int(self.store.delete_gallery(name))
+            return int(_retrying(lambda: self.store.delete_gallery(name)))
 
     # ------------------------------------------------------------------ enroll, delete, classes
     def enroll(self, gallery: str, items: Sequence[EnrollItem], *, skip_invalid: bool = False) -> EnrollResult:
@@ -271,40 +349,62 @@ class Engine:
         reported in `failed` and the others stored; without it one bad item fails the whole batch."""
         with self._call() as deadline:
             self._check_count(len(items), "items")
-            self._usable_gallery(gallery)
-            failures: dict[int, str] = {}
-            seen_ids: dict[str, int] = {}
-            for i, item in enumerate(items):
-                try:
-                    _check_item(item, i, seen_ids)
-                except InvalidArgument as exc:
-                    if not skip_invalid:
-                        raise
-                    failures[i] = exc.details
-            # Items whose client id is already stored are answered from the store without decoding or
-            # embedding them: a resumed bulk run costs a lookup per item, not a forward pass.
-            known = self.store.stored_client_ids(
-                gallery, [it.client_id for i, it in enumerate(items) if i not in failures])
-            already = {i: Enrolled(known[it.client_id][0], it.client_id, known[it.client_id][1], False)
-                       for i, it in enumerate(items) if i not in failures and it.client_id in known}
-            prepared = self._prepare([it.payload for it in items], [f"items[{i}]" for i in range(len(items))],
-                                     collect_failures=skip_invalid, skip=sorted(set(failures) | set(already)))
-            failures.update(dict(prepared.failed))
-            ok = prepared.ok_positions
-            by_position: dict[int, Enrolled] = dict(already)
-            if ok:
-                vectors = self._embed_prepared(prepared, deadline)
-                deadline.check("storing")
-                stored = self.store.enroll(
-                    gallery, [items[i].label for i in ok], vectors,
-                    client_ids=[items[i].client_id or None for i in ok],
-                    metadata=[dict(items[i].metadata or {}) for i in ok],
-                    fingerprint=self.model.fingerprint,
-                )
-                by_position.update(zip(ok, stored, strict=True))
-            failed = tuple(EnrollFailure(index=i, client_id=items[i].client_id or None, reason=reason)
-                           for i, reason in sorted(failures.items()))
-            return EnrollResult(stored=tuple(by_position[i] for i in sorted(by_position)), failed=failed)
+            return _retrying(lambda: self._enroll(gallery, items, skip_invalid, deadline))
+
+    def _enroll(self, gallery: str, items: Sequence[EnrollItem], skip_invalid: bool, deadline) -> EnrollResult:
+        """One attempt of `enroll`; `_retrying` repeats it when the gallery switched models meanwhile."""
+        info, entry = self._usable_gallery(gallery)
+        target = self._migration_target(info)
+        failures: dict[int, str] = {}
+        seen_ids: dict[str, int] = {}
+        for i, item in enumerate(items):
+            try:
+                _check_item(item, i, seen_ids)
+            except InvalidArgument as exc:
+                if not skip_invalid:
+                    raise
+                failures[i] = exc.details
+        # Items whose client id is already stored are answered from the store without decoding or
+        # embedding them: a resumed bulk run costs a lookup per item, not a forward pass.
+        known = self.store.stored_client_ids(
+            gallery, [it.client_id for i, it in enumerate(items) if i not in failures])
+        already = {i: Enrolled(known[it.client_id][0], it.client_id, known[it.client_id][1], False)
+                   for i, it in enumerate(items) if i not in failures and it.client_id in known}
+        names = [f"items[{i}]" for i in range(len(items))]
+        skip = sorted(set(failures) | set(already))
+        payloads = [it.payload for it in items]
+        if target is not None:
+            # Applied to both models: the new one's vectors are stored beside the old one's.
+            for i, p in enumerate(payloads):
+                if i not in skip and isinstance(p, np.ndarray) and p.ndim == 1:
+                    raise FailedPrecondition(
+                        f"{names[i]}: gallery {gallery!r} is moving to model {target.name!r}: enroll images, "
+                        "not vectors, until the migration completes")
+        prepared = self._prepare(payloads, names, entry, collect_failures=skip_invalid, skip=skip)
+        failures.update(dict(prepared.failed))
+        ok = prepared.ok_positions
+        by_position: dict[int, Enrolled] = dict(already)
+        if ok:
+            vectors = self._embed_prepared(prepared, deadline, entry)
+            next_vectors = None
+            if target is not None:
+                again = self._prepare([payloads[i] for i in ok], [names[i] for i in ok], target)
+                next_vectors = self._embed_prepared(again, deadline, target)
+            kept_images = None
+            if info.keep_images:
+                kept_images = [None if _is_vector(payloads[i]) else kept.encode(payloads[i]) for i in ok]
+            deadline.check("storing")
+            stored = self.store.enroll(
+                gallery, [items[i].label for i in ok], vectors,
+                client_ids=[items[i].client_id or None for i in ok],
+                metadata=[dict(items[i].metadata or {}) for i in ok],
+                fingerprint=entry.fingerprint, images=kept_images, next_vectors=next_vectors,
+                next_fingerprint=None if target is None else target.fingerprint,
+            )
+            by_position.update(zip(ok, stored, strict=True))
+        failed = tuple(EnrollFailure(index=i, client_id=items[i].client_id or None, reason=reason)
+                       for i, reason in sorted(failures.items()))
+        return EnrollResult(stored=tuple(by_position[i] for i in sorted(by_position)), failed=failed)
 
     def delete(self, gallery: str, *, ids: Sequence[int] = (), client_ids: Sequence[str] = (),
                label: str | None = None) -> int:
@@ -314,17 +414,17 @@ class Engine:
             if label:
                 if ids or client_ids:
                     raise InvalidArgument("delete either a class (label) or items (ids, client_ids), not both")
-                return int(self.store.delete_class(gallery, label))
+                return int(_retrying(lambda: self.store.delete_class(gallery, label)))
             if not ids and not client_ids:
                 raise InvalidArgument("nothing to delete: give ids, client_ids or a label")
             self._check_count(len(ids) + len(client_ids), "ids and client_ids")
-            return int(self.store.delete_items(gallery, ids=ids, client_ids=client_ids))
+            return int(_retrying(lambda: self.store.delete_items(gallery, ids=ids, client_ids=client_ids)))
 
     def list_classes(self, gallery: str, *, page_size: int = 100, page_token: str = "") -> ClassPage:
         """Enrolled classes with their item counts, ordered by label, `page_size` (1 to 10,000) per page."""
         with self._call():
             page_size = check_k(page_size or 100, MAX_PAGE_SIZE, "page_size")
-            return self.store.list_classes(gallery, page_size=page_size, page_token=page_token or "")
+            return _retrying(lambda: self.store.list_classes(gallery, page_size=page_size, page_token=page_token or ""))
 
     # ------------------------------------------------------------------ queries
     def identify(self, gallery: str, probes: Sequence[Payload], *, k: int = 5, scoring: Scoring | None = None,
@@ -343,17 +443,21 @@ class Engine:
             k = check_k(k or 5, self.settings.max_k)
             _check_threshold_range(threshold)
             labels = _label_tuple(labels)
-            self._usable_gallery(gallery, searchable=True)
-            if not probes:
-                return []
             names = list(names) if names is not None else [f"probes[{i}]" for i in range(len(probes))]
-            prepared = self._prepare(probes, names, collect_failures=skip_invalid)
-            vectors = self._embed_prepared(prepared, deadline)
-            key = ("identify", gallery, k, scoring, mean_k or None, labels, threshold, target_far)
-            answers = self._search(key, vectors, None, deadline) if len(vectors) else []
-            failures = {i: ProbeFailure(index=i, reason=reason) for i, reason in prepared.failed}
-            ok = iter(answers)
-            return [failures[i] if i in failures else next(ok) for i in range(len(probes))]
+
+            def attempt():
+                _, entry = self._usable_gallery(gallery, searchable=True)
+                if not probes:
+                    return []
+                prepared = self._prepare(probes, names, entry, collect_failures=skip_invalid)
+                vectors = self._embed_prepared(prepared, deadline, entry)
+                key = ("identify", gallery, entry.name, k, scoring, mean_k or None, labels, threshold, target_far)
+                answers = self._search(key, vectors, None, deadline) if len(vectors) else []
+                failures = {i: ProbeFailure(index=i, reason=reason) for i, reason in prepared.failed}
+                ok = iter(answers)
+                return [failures[i] if i in failures else next(ok) for i in range(len(probes))]
+
+            return _retrying(attempt)
 
     def verify_class(self, gallery: str, queries: Sequence[tuple[Payload, str]], *, scoring: Scoring | None = None,
                      mean_k: int | None = None, threshold: float | None = None,
@@ -366,12 +470,16 @@ class Engine:
                 if not isinstance(query, (tuple, list)) or len(query) != 2:
                     raise InvalidArgument(f"queries[{i}]: a query is (probe, label)")
                 check_label(query[1], where=f"queries[{i}]: ")
-            self._usable_gallery(gallery, searchable=True)
-            if not queries:
-                return []
-            vectors = self._vectors([q[0] for q in queries], "queries", deadline, suffix=".probe")
-            key = ("verify_class", gallery, scoring, mean_k or None, threshold, target_far)
-            return self._search(key, vectors, [q[1] for q in queries], deadline)
+
+            def attempt():
+                _, entry = self._usable_gallery(gallery, searchable=True)
+                if not queries:
+                    return []
+                vectors = self._vectors([q[0] for q in queries], "queries", deadline, entry, suffix=".probe")
+                key = ("verify_class", gallery, entry.name, scoring, mean_k or None, threshold, target_far)
+                return self._search(key, vectors, [q[1] for q in queries], deadline)
+
+            return _retrying(attempt)
 
     def search(self, gallery: str, probes: Sequence[Payload], *, k: int = 10,
                labels: Sequence[str] | None = None) -> list[list[Neighbor]]:
@@ -380,55 +488,72 @@ class Engine:
             self._check_count(len(probes), "probes")
             k = check_k(k or 10, self.settings.max_k)
             labels = _label_tuple(labels)
-            self._usable_gallery(gallery, searchable=True)
-            if not probes:
-                return []
-            vectors = self._vectors(probes, "probes", deadline)
-            return self._search(("search", gallery, k, labels), vectors, None, deadline)
+
+            def attempt():
+                _, entry = self._usable_gallery(gallery, searchable=True)
+                if not probes:
+                    return []
+                vectors = self._vectors(probes, "probes", deadline, entry)
+                return self._search(("search", gallery, entry.name, k, labels), vectors, None, deadline)
+
+            return _retrying(attempt)
 
     # ------------------------------------------------------------------ internals
     def _check_count(self, n: int, what: str) -> None:
         if n > self.settings.max_batch:
             raise ResourceExhausted(f"{n} {what} in one call, at most {self.settings.max_batch}")
 
-    def _resolve(self, threshold: float | None, target_far: float | None):
+    def _resolve(self, threshold: float | None, target_far: float | None, entry: ServedModel):
         _check_threshold_range(threshold)
         if threshold is not None and target_far is not None:
             raise InvalidArgument("give a threshold or a target false-accept rate, not both")
-        return self.policy.resolve(threshold=threshold, target_far=target_far)
+        return entry.policy.resolve(threshold=threshold, target_far=target_far)
 
-    def _usable_gallery(self, name: str, searchable: bool = False) -> GalleryInfo:
-        """The gallery, if it exists, is bound to this model and (for queries) holds items: checked before
-        any embedding work, so a call that must fail fails at once. The store checks again."""
+    def _usable_gallery(self, name: str, searchable: bool = False) -> tuple[GalleryInfo, ServedModel]:
+        """The gallery and its model, if it exists, its model is held and (for queries) it holds items:
+        checked before any embedding work, so a call that must fail fails at once. The store checks again."""
         info = self.store.get_gallery(name)
-        if info.model_fingerprint != self.model.fingerprint:
-            raise FailedPrecondition(
-                f"gallery {name!r} is bound to model {info.model_fingerprint!r}; this server runs model "
-                f"{self.model.fingerprint!r}"
-            )
+        entry = self.models.by_fingerprint(info.model_fingerprint)
+        if entry is None:
+            raise FailedPrecondition(_unserved(info))
         if searchable and info.item_count == 0:
             raise FailedPrecondition(f"gallery {name!r} is empty")
-        return info
+        return info, entry
 
-    def _prepare(self, payloads: Sequence[Payload], names: Sequence[str], *, collect_failures: bool = False,
-                 skip: Sequence[int] = ()) -> Prepared:
+    def _migration_target(self, info: GalleryInfo) -> ServedModel | None:
+        """The model a gallery is moving to, when it is (None when not, or its migration failed)."""
+        m = info.migration
+        if m is None or m.state == MigrationState.FAILED:
+            return None
+        target = self.models.by_fingerprint(m.fingerprint)
+        if target is None:
+            raise FailedPrecondition(
+                f"gallery {info.name!r} is moving to model fingerprint {m.fingerprint}, which this server does not "
+                "hold: enrollments wait until it is restarted with that model (--model NAME=PATH)")
+        return target
+
+    def _prepare(self, payloads: Sequence[Payload], names: Sequence[str], entry: ServedModel, *,
+                 collect_failures: bool = False, skip: Sequence[int] = ()) -> Prepared:
+        model = entry.model
         started = time.monotonic()
-        prepared = prepare(payloads, names, preprocess=self.model.preprocess, dim=int(self.model.dim),
+        prepared = prepare(payloads, names, preprocess=model.preprocess, dim=int(model.dim),
                            max_pixels=self.settings.max_pixels, collect_failures=collect_failures, skip=skip,
                            gate=self._decode_gate)
         self._time("decode", time.monotonic() - started)
         return prepared
 
-    def _vectors(self, payloads: Sequence[Payload], what: str, deadline, suffix: str = "") -> np.ndarray:
-        prepared = self._prepare(payloads, [f"{what}[{i}]{suffix}" for i in range(len(payloads))])
-        return self._embed_prepared(prepared, deadline)
+    def _vectors(self, payloads: Sequence[Payload], what: str, deadline, entry: ServedModel,
+                 suffix: str = "") -> np.ndarray:
+        prepared = self._prepare(payloads, [f"{what}[{i}]{suffix}" for i in range(len(payloads))], entry)
+        return self._embed_prepared(prepared, deadline, entry)
 
-    def _embed_prepared(self, prepared: Prepared, deadline) -> np.ndarray:
-        """Run the prepared images through the encoder batcher; vectors and embeddings in order."""
-        embedded = np.zeros((0, int(self.model.dim)), dtype=np.float32)
+    def _embed_prepared(self, prepared: Prepared, deadline, entry: ServedModel) -> np.ndarray:
+        """Run the prepared images through the encoder batcher (gathered with other calls' images for
+        the same model); vectors and embeddings in order."""
+        embedded = np.zeros((0, entry.dim), dtype=np.float32)
         if len(prepared.images):
             deadline.check("embedding")
-            future = self._encoder.submit("embed", prepared.images, len(prepared.images), deadline)
+            future = self._encoder.submit(entry.name, prepared.images, len(prepared.images), deadline)
             embedded = wait_for(future, deadline)
         return prepared.assemble(embedded)
 
@@ -443,30 +568,31 @@ class Engine:
         torch.set_num_threads(self.settings.threads)
 
     def _run_encoder(self, key: Hashable, parts: Sequence[np.ndarray]) -> list[np.ndarray]:
+        model = self.models.get(str(key)).model  # the key is the model's name
         images = parts[0] if len(parts) == 1 else np.concatenate(parts)
         step = self.settings.encoder_batch
-        chunks = [self.model.embed_arrays(images[i:i + step]) for i in range(0, len(images), step)]
+        chunks = [model.embed_arrays(images[i:i + step]) for i in range(0, len(images), step)]
         out = np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
         return _split(out, [len(p) for p in parts])
 
     def _run_search(self, key: tuple, parts: Sequence[tuple[np.ndarray, list | None]]) -> list[list]:
         vectors = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts])
-        op, gallery = key[0], key[1]
-        fp = self.model.fingerprint
+        op, gallery, entry = key[0], key[1], self.models.get(key[2])
+        fp = entry.fingerprint
         if op == "identify":
-            _, _, k, scoring, mean_k, labels, threshold, target_far = key
+            _, _, _, k, scoring, mean_k, labels, threshold, target_far = key
             results = self.store.identify(
-                gallery, vectors, policy=self.policy, k=k, scoring=scoring, mean_k=mean_k,
+                gallery, vectors, policy=entry.policy, k=k, scoring=scoring, mean_k=mean_k,
                 labels=list(labels) if labels is not None else None, threshold=threshold,
                 target_far=target_far, fingerprint=fp)
         elif op == "verify_class":
-            _, _, scoring, mean_k, threshold, target_far = key
+            _, _, _, scoring, mean_k, threshold, target_far = key
             labels = [label for p in parts for label in p[1]]
             results = self.store.verify_class(
-                gallery, vectors, labels, policy=self.policy, scoring=scoring, mean_k=mean_k,
+                gallery, vectors, labels, policy=entry.policy, scoring=scoring, mean_k=mean_k,
                 threshold=threshold, target_far=target_far, fingerprint=fp)
         else:
-            _, _, k, labels = key
+            _, _, _, k, labels = key
             results = self.store.search(gallery, vectors, k=k,
                                         labels=list(labels) if labels is not None else None, fingerprint=fp)
         return _split(list(results), [len(p[0]) for p in parts])
@@ -481,6 +607,32 @@ class Engine:
 
 
 # ---------------------------------------------------------------------- helpers
+def _retrying(attempt: Callable[[], Any]) -> Any:
+    """Run `attempt`, again when a migration switched the gallery's model under it (its vectors came
+    from the old model): the next attempt embeds with the new one."""
+    for tries in range(SWITCH_RETRIES, 0, -1):
+        try:
+            return attempt()
+        except ModelChanged:
+            if tries == 1:
+                raise
+            log.debug("a gallery switched models during a call; embedding again")
+    raise AssertionError("unreachable")
+
+
+def _unserved(info: GalleryInfo) -> str:
+    """The one message for a gallery whose model the server does not hold: at start-up and on each call."""
+    fix = "restart the server with that model (--model NAME=PATH)"
+    if info.keep_images:
+        fix += " or migrate the gallery to a model it holds (twinsearch galleries migrate NAME --to MODEL)"
+    return (f"gallery {info.name!r} is bound to model fingerprint {info.model_fingerprint}, which this server "
+            f"does not hold: {fix}")
+
+
+def _is_vector(payload: Payload) -> bool:
+    return isinstance(payload, np.ndarray) and payload.ndim == 1
+
+
 def _split(rows, sizes: Sequence[int]) -> list:
     out, start = [], 0
     for n in sizes:

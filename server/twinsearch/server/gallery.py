@@ -124,6 +124,9 @@ class Gallery:
         self.changes = 0                # items enrolled or deleted since the last snapshot
         self.needs_new_index = False    # IVF (re)training or HNSW compaction is due: see `fresh_index`
         self.deleted = False            # set when the gallery is deleted while a caller still holds it
+        self.retired = False            # set when a migration replaced it while a caller still holds it
+        self.migration = None           # database.MigrationRow while moving to another model
+        self.migrated = 0               # items with a vector from the new model so far
 
     @property
     def id(self) -> int:
@@ -152,6 +155,10 @@ class Gallery:
         header, arrays, index_path = snapshot.read(folder, self.id)
         if header.get("dim") != self.dim or header.get("index_spec") != self.row.index_spec:
             raise snapshot.SnapshotError("snapshot was taken with another dimension or index configuration")
+        # Snapshots from before models had names carry no fingerprint; a migration removes the old
+        # model's snapshot before it commits, so those are of the gallery's model.
+        if header.get("fingerprint", self.row.fingerprint) != self.row.fingerprint:
+            raise snapshot.SnapshotError("snapshot holds vectors of another model")
         stats = self.db.stats(self.id)
         since = stats.deletions - int(header["deletions"])  # items deleted after the snapshot was taken
         if since < 0:
@@ -203,12 +210,17 @@ class Gallery:
         """Stored vectors of live ids, float32 (m, dim), in order. Caller holds the read lock."""
         return self.db.vectors_of_ids(None, ids, self.dim)
 
-    def rebuild(self) -> None:
-        """Rebuild index and class table from SQLite. Caller holds the write lock (or owns the gallery)."""
+    def rebuild(self, items=None, sample=None) -> None:
+        """Rebuild index and class table from SQLite. Caller holds the write lock (or owns the gallery).
+
+        `items` (a callable returning (ids, labels, vectors) chunks by id) and `sample` (n -> vectors
+        for IVF training) read other vectors than the items' own: a migration builds the new model's
+        gallery from its migrated vectors before the switch commits."""
         stats = self.db.stats(self.id)
-        self.index = self._new_index(stats.count)
+        self.index = self._new_index(stats.count, sample)
         self.classes = ClassTable(self.dim)
-        for ids, labels, vectors in self.db.iter_items(self.id, self.dim):
+        chunks = items() if items is not None else self.db.iter_items(self.id, self.dim)
+        for ids, labels, vectors in chunks:
             self.index.add(vectors, ids)
             self.classes.add(ids, labels, vectors)
         self.deletions = stats.deletions
@@ -217,13 +229,15 @@ class Gallery:
         self.needs_new_index = False
         log.info("gallery %r: index rebuilt from SQLite with %d items", self.name, self.classes.n_items)
 
-    def _new_index(self, count: int) -> VectorIndex:
-        """An empty index for a gallery of `count` items, IVF trained on SQLite's vectors when due."""
+    def _new_index(self, count: int, sample=None) -> VectorIndex:
+        """An empty index for a gallery of `count` items, IVF trained on SQLite's vectors when due
+        (`sample(n)`: where training vectors come from instead)."""
         index = VectorIndex(self.dim, self.spec, self.index.params, self.index.gpu)
         training = None
         if index.wants_training(count):
             nlist = self.spec.nlist or auto_nlist(count)
-            training = self.db.sample_vectors(self.id, self.dim, nlist * self.limits.ivf_train_sample)
+            n = nlist * self.limits.ivf_train_sample
+            training = sample(n) if sample is not None else self.db.sample_vectors(self.id, self.dim, n)
         index.reset(training, count)
         return index
 
@@ -243,6 +257,7 @@ class Gallery:
     def write_snapshot(self, folder: Path) -> None:
         """Caller holds at least the read lock."""
         header = {
+            "fingerprint": self.row.fingerprint,
             "dim": self.dim,
             "index_spec": self.row.index_spec,
             "max_id": self.applied_max_id,

@@ -37,18 +37,21 @@ def _engine_items(items: list[Item]) -> list[EnrollItem]:
 class LocalClient(BaseClient):
     """The twinsearch API on an in-process engine over the data folder `path`.
 
-    `model`: a model file, or None for the default model shipped with the package. `settings`: the
+    `model`: a model file, or None for the default model shipped with the package; `models`: several,
+    as {name: model file} (the first the default) or a list of (name or None, file). `settings`: the
     engine's limits and tuning (EngineSettings). `engine`: an already open Engine to wrap instead
-    (then `path`, `model` and `settings` are ignored and `close()` leaves the engine open).
+    (then `path`, `model`, `models` and `settings` are ignored and `close()` leaves the engine open).
     """
 
     def __init__(self, path: str | Path | None = None, model: str | Path | None = None, *,
-                 settings: EngineSettings | None = None, engine: Engine | None = None):
+                 settings: EngineSettings | None = None, engine: Engine | None = None, models=None):
         if engine is None:
             if path is None:
                 raise ValueError("LocalClient needs a data folder (path) or an open engine")
+            if isinstance(models, dict):
+                models = list(models.items())
             self.engine = Engine.open(Path(path), None if model is None else Path(model),
-                                      settings or EngineSettings())
+                                      settings or EngineSettings(), models=models)
             self._owns_engine = True
         else:
             self.engine = engine
@@ -67,14 +70,18 @@ class LocalClient(BaseClient):
     def _info(self) -> t.ServerInfo:
         return self.engine.info()
 
-    def _embed(self, images) -> np.ndarray:
-        return self.engine.embed(images)
+    def _embed(self, images, *, model) -> np.ndarray:
+        return self.engine.embed(images, model=model)
 
-    def _verify(self, pairs, *, threshold, target_far) -> list[t.Verification]:
-        return self.engine.verify(pairs, threshold=threshold, target_far=target_far)
+    def _verify(self, pairs, *, threshold, target_far, model) -> list[t.Verification]:
+        return self.engine.verify(pairs, threshold=threshold, target_far=target_far, model=model)
 
-    def _create_gallery(self, name, *, index, scoring, mean_k, threshold) -> t.GalleryInfo:
-        return self.engine.create_gallery(name, index=index, scoring=scoring, mean_k=mean_k, threshold=threshold)
+    def _create_gallery(self, name, *, index, scoring, mean_k, threshold, model, keep_images) -> t.GalleryInfo:
+        return self.engine.create_gallery(name, index=index, scoring=scoring, mean_k=mean_k, threshold=threshold,
+                                          model=model, keep_images=keep_images)
+
+    def _migrate_gallery(self, name, model) -> t.MigrationStart:
+        return self.engine.migrate_gallery(name, model)
 
     def _get_gallery(self, name) -> t.GalleryInfo:
         return self.engine.get_gallery(name)

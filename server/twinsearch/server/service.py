@@ -136,9 +136,9 @@ class TwinSearchServicer(twinsearch_pb2_grpc.TwinSearchServicer):
     def Embed(self, request: pb.EmbedRequest, context) -> pb.EmbedResponse:
         self._count(len(request.images), "images")
         images = [c.image_from_pb(image, f"images[{i}]") for i, image in enumerate(request.images)]
-        vectors = self.engine.embed(images)
+        vectors = self.engine.embed(images, model=request.model or None)
         return pb.EmbedResponse(vectors=[c.vector_to_pb(v) for v in vectors],
-                                model_fingerprint=self.engine.model.fingerprint)
+                                model_fingerprint=self.engine.model_info(request.model or None).fingerprint)
 
     @_rpc(items=lambda r: len(r.pairs))
     def Verify(self, request: pb.VerifyRequest, context) -> pb.VerifyResponse:
@@ -146,7 +146,7 @@ class TwinSearchServicer(twinsearch_pb2_grpc.TwinSearchServicer):
         pairs = [(c.input_from_pb(p.a, f"pairs[{i}].a"), c.input_from_pb(p.b, f"pairs[{i}].b"))
                  for i, p in enumerate(request.pairs)]
         threshold, target_far = c.threshold_options_from_pb(request.threshold)
-        results = self.engine.verify(pairs, threshold=threshold, target_far=target_far)
+        results = self.engine.verify(pairs, threshold=threshold, target_far=target_far, model=request.model or None)
         return pb.VerifyResponse(results=[c.verification_to_pb(r) for r in results])
 
     # ------------------------------------------------------------------ galleries
@@ -158,6 +158,8 @@ class TwinSearchServicer(twinsearch_pb2_grpc.TwinSearchServicer):
             scoring=c.scoring_from_pb(request.scoring),
             mean_k=request.mean_k or None,
             threshold=request.threshold if request.HasField("threshold") else None,
+            model=request.model or None,
+            keep_images=request.keep_images if request.HasField("keep_images") else None,
         )
         return c.gallery_to_pb(info)
 
@@ -172,6 +174,10 @@ class TwinSearchServicer(twinsearch_pb2_grpc.TwinSearchServicer):
     @_rpc()
     def DeleteGallery(self, request: pb.DeleteGalleryRequest, context) -> pb.DeleteGalleryResponse:
         return pb.DeleteGalleryResponse(items_deleted=self.engine.delete_gallery(request.name))
+
+    @_rpc()
+    def MigrateGallery(self, request: pb.MigrateGalleryRequest, context) -> pb.MigrateGalleryResponse:
+        return c.migration_start_to_pb(self.engine.migrate_gallery(request.name, request.model or None))
 
     def _finished(self, name: str, started: float, code: grpc.StatusCode, details: str,
                   context: grpc.ServicerContext) -> None:

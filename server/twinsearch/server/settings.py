@@ -23,6 +23,8 @@ DEFAULT_ENCODER_BATCH = 256          # images in one encoder forward pass
 DEFAULT_SEARCH_BATCH = 1024          # probes in one gathered gallery search
 DEFAULT_WORKERS = 64                 # gRPC handler threads (they mostly wait on the batchers)
 DEFAULT_GRACE_S = 10.0
+DEFAULT_KEEP_IMAGES = True           # new galleries keep their images: about 1 ms and 4 KiB per image (README)
+DEFAULT_MIGRATION_BATCH = 8          # images a migration embeds per encoder pass (see bench/migration.py)
 
 
 def _cpu_count() -> int:
@@ -41,6 +43,8 @@ class EngineSettings:
     encoder_batch / search_batch: most images per forward pass / probes per gathered search.
     torch_threads: intra-op threads of the encoder (0: the number of CPUs).
     default_threshold: the model card's operating point used when nothing else gives a threshold.
+    keep_images: whether a new gallery keeps its enrolled images (for migrations) unless told.
+    migration_batch: images a migration embeds per encoder pass (between them, calls go first).
     store: keyword arguments for the gallery store's own settings object, if it has one.
     """
 
@@ -52,10 +56,12 @@ class EngineSettings:
     search_batch: int = DEFAULT_SEARCH_BATCH
     torch_threads: int = 0
     default_threshold: str = "eer"
+    keep_images: bool = DEFAULT_KEEP_IMAGES
+    migration_batch: int = DEFAULT_MIGRATION_BATCH
     store: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("max_batch", "max_pixels", "max_k", "encoder_batch", "search_batch"):
+        for name in ("max_batch", "max_pixels", "max_k", "encoder_batch", "search_batch", "migration_batch"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.batch_wait_ms < 0:
@@ -81,6 +87,9 @@ class ServerSettings:
 
     data_dir: Path
     model_path: Path | None = None
+    # Several models: (name, or None for the card's; model file or shipped model name), the first the
+    # default. When given, model_path is not used.
+    models: tuple[tuple[str | None, Path], ...] = ()
     address: str = DEFAULT_ADDRESS
     token: str | None = None
     tls_cert: Path | None = None

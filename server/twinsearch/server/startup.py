@@ -9,6 +9,7 @@ that a wrong folder or a taken port fails in milliseconds, not after the model a
     check_address(addr)    HOST:PORT can be listened on: a port in use, an address not of this
                            machine, a privileged port, an unknown host: StartupError
     startup_line(...)      "model NAME (fingerprint F), data folder D, 2 galleries: a (10 items), ..."
+    model_line(model)      "model NAME: 128-d, 1.2 MiB of weights, loaded in 0.31 s" (several models)
 """
 
 from __future__ import annotations
@@ -121,12 +122,24 @@ def address_error(address: str, exc: BaseException) -> StartupError:
     return StartupError(f"cannot listen on {address}: check the --address HOST:PORT")
 
 
-def startup_line(model_name: str, fingerprint: str, data_dir: Path, galleries: Sequence[GalleryInfo]) -> str:
-    """One line: the model, the data folder and the galleries loaded with their item counts."""
+def startup_line(models: Sequence[tuple[str, str]], data_dir: Path, galleries: Sequence[GalleryInfo]) -> str:
+    """One line: the models ((name, fingerprint), the default first), the data folder and the galleries
+    loaded with their item counts."""
     shown = [f"{g.name} ({g.item_count} item{'' if g.item_count == 1 else 's'})"
              for g in galleries[:SHOWN_GALLERIES]]
     if len(galleries) > SHOWN_GALLERIES:
         shown.append(f"and {len(galleries) - SHOWN_GALLERIES} more")
     count = f"{len(galleries)} galler{'y' if len(galleries) == 1 else 'ies'}"
     listing = f"{count}: {', '.join(shown)}" if galleries else "no galleries yet"
-    return f"model {model_name} (fingerprint {fingerprint}), data folder {Path(data_dir).resolve()}, {listing}"
+    if len(models) == 1:
+        served = f"model {models[0][0]} (fingerprint {models[0][1]})"
+    else:
+        served = "models " + ", ".join(f"{name} (fingerprint {fp}{', default' if i == 0 else ''})"
+                                       for i, (name, fp) in enumerate(models))
+    return f"{served}, data folder {Path(data_dir).resolve()}, {listing}"
+
+
+def model_line(model) -> str:
+    """One line per served model: what loading it cost (a `models.ServedModel`)."""
+    return (f"model {model.name}: {model.dim}-d, {model.weight_bytes / 2**20:.1f} MiB of weights, "
+            f"loaded in {model.load_seconds:.2f} s")

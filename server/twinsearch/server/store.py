@@ -14,6 +14,12 @@ first, then applied to the gallery's in-memory index under its write lock, and o
 acknowledged. Queries hold the gallery's read lock, so many run at once and each sees a batch wholly
 or not at all. Deletes hold the write lock across their SQLite transaction, so that a query's reads
 from SQLite (metadata, label-restricted vectors) agree with its index.
+
+Kept images (`images.py`) are written before the transaction that names them commits and removed
+after the one that stops naming them, under the writer mutex. A migration to another model stores
+the new model's vectors beside the items (`add_migrated`, and `enroll(next_vectors=...)` for items
+enrolled meanwhile) and ends with `finish_migration`, which builds the new model's gallery while the
+old one answers, then commits the switch and swaps it in under the old one's write lock.
 """
 
 from __future__ import annotations
@@ -48,16 +54,20 @@ from twinsearch.client.types import (
     Identification,
     IndexKind,
     IndexSpec,
+    Migration,
+    MigrationState,
     Neighbor,
     Scoring,
     Verification,
 )
 
+from . import images as kept
 from .database import Database
 from .gallery import Gallery, SearchLimits
 from .index import GpuContext, IndexParams, configure_faiss
 from .thresholds import ThresholdPolicy
 from .validation import (
+    ModelChanged,
     check_client_ids,
     check_fingerprint,
     check_gallery_name,
@@ -113,6 +123,9 @@ class GalleryStore:
         self.data_dir = data_dir
         self.settings = settings
         self.db = db
+        # Kept images are as durable as the commits that name them.
+        self.images = kept.ImageStore(data_dir / kept.FOLDER,
+                                      durable=settings.synchronous.upper() in ("FULL", "EXTRA"))
         self._lock_fd = lock_fd
         self.gpu = gpu
         self._snapshots = data_dir / SNAPSHOT_DIR
@@ -153,9 +166,13 @@ class GalleryStore:
             raise
         store = cls(data_dir, settings, db, lock_fd, gpu)
         try:
+            store.images.clean(db.referenced_images(None))
+            migrations = db.migrations()
             for row in db.galleries():
                 g = Gallery(row, db, settings.index, settings.limits, gpu)
                 store.load_report[row.name] = g.load(store._snapshots)
+                g.migration = migrations.get(row.id)
+                g.migrated = db.migrated_count(row.id) if g.migration is not None else 0
                 store._maintain(g)
                 store._galleries[row.name] = g
         except BaseException:
@@ -213,11 +230,13 @@ class GalleryStore:
     def _still_there(g: Gallery) -> None:
         if g.deleted:
             raise NotFound(f"no gallery named {g.name!r}")
+        if g.retired:
+            raise ModelChanged(f"gallery {g.name!r} moved to another model during this call: retry it")
 
     # ------------------------------------------------------------------ galleries
     def create_gallery(self, name: str, *, fingerprint: str, dim: int, index: IndexSpec | None = None,
                        scoring: Scoring = Scoring.NEAREST, mean_k: int = 3,
-                       threshold: float | None = None) -> GalleryInfo:
+                       threshold: float | None = None, keep_images: bool = False) -> GalleryInfo:
         check_gallery_name(name)
         index = index or IndexSpec()
         if not isinstance(fingerprint, str) or not fingerprint:
@@ -243,7 +262,8 @@ class GalleryStore:
             with self.db.transaction() as conn:
                 if self.db.gallery_exists(conn, name):
                     raise AlreadyExists(f"a gallery named {name!r} exists")
-                row = self.db.insert_gallery(conn, name, fingerprint, dim, spec, scoring.value, mean_k, threshold)
+                row = self.db.insert_gallery(conn, name, fingerprint, dim, spec, scoring.value, mean_k, threshold,
+                                             keep_images=bool(keep_images))
             g = Gallery(row, self.db, self.settings.index, self.settings.limits, self.gpu)
             with self._registry:
                 self._galleries[name] = g
@@ -262,6 +282,11 @@ class GalleryStore:
             class_count=g.classes.n_classes,
             item_count=g.classes.n_items,
             on_gpu=g.index.on_gpu,
+            keep_images=g.row.keep_images,
+            migration=None if g.migration is None else Migration(
+                model=None, fingerprint=g.migration.fingerprint, done=g.migrated, total=g.classes.n_items,
+                state=MigrationState.FAILED if g.migration.error else MigrationState.RUNNING,
+                error=g.migration.error),
         )
 
     def get_gallery(self, name: str) -> GalleryInfo:
@@ -275,10 +300,14 @@ class GalleryStore:
             names = sorted(self._galleries)
         out = []
         for name in names:
-            try:
-                out.append(self.get_gallery(name))
-            except NotFound:  # deleted meanwhile
-                pass
+            for _ in range(3):
+                try:
+                    out.append(self.get_gallery(name))
+                except NotFound:  # deleted meanwhile
+                    break
+                except ModelChanged:  # replaced by its migrated self meanwhile: ask again
+                    continue
+                break
         return out
 
     def delete_gallery(self, name: str) -> int:
@@ -287,10 +316,12 @@ class GalleryStore:
         with self._writer, g.lock.write():
             self._still_there(g)
             with self.db.transaction() as conn:
+                images = self.db.images_of(conn, gallery_id=g.id)
                 n = self.db.delete_gallery(conn, g.id)
             g.deleted = True
             with self._registry:
                 del self._galleries[name]
+            self._forget_images(images)
         from . import snapshot as snapshots
 
         snapshots.remove(self._snapshots, g.id)
@@ -301,11 +332,16 @@ class GalleryStore:
     def enroll(self, name: str, labels: Sequence[str], vectors: np.ndarray, *,
                client_ids: Sequence[str | None] | None = None,
                metadata: Sequence[dict[str, str]] | None = None,
-               fingerprint: str | None = None) -> list[Enrolled]:
+               fingerprint: str | None = None, images: Sequence[bytes | None] | None = None,
+               next_vectors: np.ndarray | None = None, next_fingerprint: str | None = None) -> list[Enrolled]:
         """Store a batch of labelled vectors (float32 (n, dim)), atomically; one Enrolled per row, in order.
 
         Returned only after the SQLite commit. A row whose client id is already stored in the gallery
-        is not stored again: its Enrolled is the stored item with created=False.
+        is not stored again: its Enrolled is the stored item with created=False. `images`: each
+        row's image bytes to keep (`images.encode`; None: none), kept when the gallery keeps images.
+        While the gallery migrates, `next_vectors` are the rows' vectors from the model it migrates to
+        (`next_fingerprint`): without them (or from another model) the call raises ModelChanged,
+        and the caller embeds again.
         """
         g = self._gallery(name)
         check_fingerprint(fingerprint, g.row.fingerprint, name)
@@ -316,22 +352,47 @@ class GalleryStore:
         labels = check_labels(labels, n)
         cids = check_client_ids(client_ids, n)
         metas = check_metadata(metadata, n)
+        if images is not None and len(images) != n:
+            raise InvalidArgument(f"{len(images)} images for {n} vectors")
         with self._writer:
             self._still_there(g)
-            with self.db.transaction() as conn:
-                wanted = [c for c in cids if c is not None]
-                existing = self.db.existing_client_ids(conn, g.id, wanted) if wanted else {}
-                new_rows = np.array([i for i in range(n) if cids[i] is None or cids[i] not in existing],
-                                    dtype=np.int64)
-                if g.classes.n_items + len(new_rows) > self.settings.max_items:
-                    raise ResourceExhausted(
-                        f"gallery {name!r} holds {g.classes.n_items} items; {len(new_rows)} more would pass "
-                        f"the limit of {self.settings.max_items}"
-                    )
-                new_labels = [labels[i] for i in new_rows]
-                new_vectors = vectors[new_rows]
-                ids = self.db.insert_items(conn, g.id, new_labels, new_vectors, [cids[i] for i in new_rows],
-                                           [metas[i] for i in new_rows])
+            migration = g.migration if g.migration is not None and not g.migration.error else None
+            if migration is not None and (next_fingerprint != migration.fingerprint or next_vectors is None):
+                raise ModelChanged(f"gallery {name!r} started moving to model {migration.fingerprint!r} during "
+                                   "this call: retry it")
+            if migration is not None:
+                next_vectors = check_vectors(next_vectors, migration.dim, name)
+            written: list[str] = []
+            migrated = 0
+            try:
+                with self.db.transaction() as conn:
+                    wanted = [c for c in cids if c is not None]
+                    existing = self.db.existing_client_ids(conn, g.id, wanted) if wanted else {}
+                    new_rows = np.array([i for i in range(n) if cids[i] is None or cids[i] not in existing],
+                                        dtype=np.int64)
+                    if g.classes.n_items + len(new_rows) > self.settings.max_items:
+                        raise ResourceExhausted(
+                            f"gallery {name!r} holds {g.classes.n_items} items; {len(new_rows)} more would pass "
+                            f"the limit of {self.settings.max_items}"
+                        )
+                    new_labels = [labels[i] for i in new_rows]
+                    new_vectors = vectors[new_rows]
+                    keys = None
+                    if g.row.keep_images and images is not None:
+                        # Written before the commit that names them; a crash leaves files `clean` removes.
+                        blobs = [(int(i), images[i]) for i in new_rows if images[i] is not None]
+                        stored_keys = dict(zip([i for i, _ in blobs], self.images.put([b for _, b in blobs]),
+                                               strict=True))
+                        keys = [stored_keys.get(int(i)) for i in new_rows]
+                        written = list(stored_keys.values())
+                    ids = self.db.insert_items(conn, g.id, new_labels, new_vectors, [cids[i] for i in new_rows],
+                                               [metas[i] for i in new_rows], keys)
+                    if migration is not None and len(ids):
+                        migrated = self.db.insert_migrated(conn, g.id, ids, next_vectors[new_rows])
+            except BaseException:
+                self._forget_images(written)  # those no committed item names; a restart would remove them too
+                raise
+            g.migrated += migrated
             # Committed: from here the batch is durable, and it becomes visible to queries at once.
             with g.lock.write():
                 try:
@@ -391,6 +452,16 @@ class GalleryStore:
 
         return self._delete(g, resolve)
 
+    def _forget_images(self, keys) -> None:
+        """Remove the kept images of `keys` that no item names any more. Caller holds the writer mutex."""
+        keys = set(keys)
+        if not keys:
+            return
+        try:
+            self.images.remove(keys - self.db.referenced_images(None, sorted(keys)))
+        except OSError:  # left for the clean-up at the next start
+            log.exception("removing kept images failed")
+
     def _delete(self, g: Gallery, resolve) -> int:
         # The write lock is held across the SQLite transaction so that no query reads SQLite rows
         # that disagree with its index (see the module docstring).
@@ -401,7 +472,10 @@ class GalleryStore:
                 if not len(item_ids):
                     return 0
                 vectors = self.db.vectors_of_ids(conn, item_ids, g.dim)
-                self.db.delete_ids(conn, g.id, item_ids)
+                images = self.db.images_of(conn, ids=item_ids)
+                unmigrated = self.db.delete_ids(conn, g.id, item_ids)
+            g.migrated -= unmigrated
+            self._forget_images(images)
             try:
                 g.apply_delete(item_ids, vectors)
             except Exception:
@@ -560,6 +634,121 @@ class GalleryStore:
             Verification(bool(d <= thr.distance), float(d), thr, None if probs is None else float(probs[i]))
             for i, d in enumerate(distances)
         ]
+
+    # ------------------------------------------------------------------ migration to another model
+    def start_migration(self, name: str, *, fingerprint: str, dim: int) -> GalleryInfo:
+        """Record that gallery `name` moves to the model `fingerprint` (vectors of `dim`).
+
+        FailedPrecondition when the gallery keeps no images, holds items without one, is already bound
+        to that model or is moving to another. Asking again for the migration in progress (or one that
+        failed: it starts over) is not an error.
+        """
+        g = self._gallery(name)
+        if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= 65536:
+            raise InvalidArgument(f"dim must be an integer in [1, 65536], got {dim!r}")
+        with self._writer:
+            self._still_there(g)
+            if not g.row.keep_images:
+                raise FailedPrecondition(
+                    f"gallery {name!r} does not keep its images, so it cannot be embedded again with another "
+                    "model: create a gallery with keep_images and enroll its images again")
+            if g.row.fingerprint == fingerprint:
+                raise FailedPrecondition(f"gallery {name!r} is already bound to model {fingerprint!r}")
+            if g.migration is not None and not g.migration.error:
+                if g.migration.fingerprint == fingerprint:
+                    return self._info(g)
+                raise FailedPrecondition(f"gallery {name!r} is moving to model {g.migration.fingerprint!r} "
+                                         "already: wait for it to complete")
+            missing = self.db.count_without_image(g.id)
+            if missing:
+                raise FailedPrecondition(
+                    f"gallery {name!r} holds {missing} items without a kept image (enrolled as vectors): they "
+                    "cannot be embedded again; delete them or enroll their images")
+            with self.db.transaction() as conn:
+                g.migration = self.db.start_migration(conn, g.id, fingerprint, dim)
+            g.migrated = 0
+        log.info("gallery %r: moving to model %s (%d items)", name, fingerprint, g.classes.n_items)
+        return self._info(g)
+
+    def migration_todo(self, name: str, limit: int) -> list[tuple[int, str | None]]:
+        """(item id, kept image hash) of up to `limit` items still to embed with the new model."""
+        g = self._gallery(name)
+        return self.db.items_to_migrate(g.id, limit)
+
+    def live_items(self, name: str, ids: Sequence[int]) -> set[int]:
+        """Those of `ids` that gallery `name` still holds."""
+        g = self._gallery(name)
+        return {int(i) for i in self.db.live_ids(g.id, ids)}
+
+    def kept_image(self, key: str) -> bytes:
+        """The bytes of a kept image (`images.decode` gives the payload back)."""
+        return self.images.get(key)
+
+    def add_migrated(self, name: str, fingerprint: str, ids: np.ndarray, vectors: np.ndarray) -> int:
+        """Store the new model's vectors (float32 (n, dim)) of items (those deleted meanwhile are
+        skipped); returns how many were stored. ModelChanged when the gallery no longer migrates to
+        `fingerprint`."""
+        g = self._gallery(name)
+        with self._writer:
+            self._still_there(g)
+            migration = g.migration
+            if migration is None or migration.fingerprint != fingerprint or migration.error:
+                raise ModelChanged(f"gallery {name!r} is not moving to model {fingerprint!r}")
+            vectors = check_vectors(vectors, migration.dim, name)
+            with self.db.transaction() as conn:
+                stored = self.db.insert_migrated(conn, g.id, np.asarray(ids, dtype=np.int64), vectors)
+            g.migrated += stored
+        return stored
+
+    def fail_migration(self, name: str, fingerprint: str, error: str) -> None:
+        """Stop a migration on an error: kept (GetGallery shows it), the gallery answers as before."""
+        g = self._gallery(name)
+        with self._writer:
+            self._still_there(g)
+            if g.migration is None or g.migration.fingerprint != fingerprint:
+                return
+            with self.db.transaction() as conn:
+                self.db.fail_migration(conn, g.id, error)
+            g.migration = type(g.migration)(g.id, fingerprint, g.migration.dim, error)
+        log.error("gallery %r: moving to model %s failed: %s", name, fingerprint, error)
+
+    def finish_migration(self, name: str, fingerprint: str) -> bool:
+        """Switch gallery `name` to the model it migrates to, when every item has its new vector.
+
+        Returns False (nothing done) while items remain. The new model's gallery (index and class
+        table) is built from the migrated vectors under the writer mutex only, so queries go on
+        against the old one meanwhile; then, under the old one's write lock, its snapshot is removed,
+        the switch commits (items take their new vectors, the gallery its new model, its threshold
+        override is dropped) and the new gallery replaces it. A call that still holds the old one
+        gets ModelChanged and is retried by the engine.
+        """
+        from dataclasses import replace
+
+        from . import snapshot as snapshots
+
+        g = self._gallery(name)
+        with self._writer:
+            self._still_there(g)
+            migration = g.migration
+            if migration is None or migration.fingerprint != fingerprint or migration.error:
+                raise ModelChanged(f"gallery {name!r} is not moving to model {fingerprint!r}")
+            if self.db.items_to_migrate(g.id, 1):
+                return False
+            row = replace(g.row, fingerprint=fingerprint, dim=migration.dim, threshold=None)
+            fresh = Gallery(row, self.db, self.settings.index, self.settings.limits, self.gpu)
+            fresh.rebuild(items=lambda: self.db.iter_migrated(g.id, migration.dim),
+                          sample=lambda n: self.db.sample_migrated(g.id, migration.dim, n))
+            with g.lock.write():
+                # Before the commit: a crash after it must not find the old model's snapshot.
+                snapshots.remove(self._snapshots, g.id)
+                with self.db.transaction() as conn:
+                    self.db.finish_migration(conn, g.id, fingerprint, migration.dim)
+                g.retired = True
+                with self._registry:
+                    self._galleries[name] = fresh
+            self._maintain(fresh)
+        log.info("gallery %r: switched to model %s (%d items)", name, fingerprint, fresh.classes.n_items)
+        return True
 
     def rebuild_index(self, name: str) -> None:
         """Rebuild a gallery's index from SQLite (e.g. to retrain IVF at its current size)."""

@@ -141,8 +141,13 @@ def check_threshold(threshold: object, what: str = "threshold") -> float | None:
     return value
 
 
+class ModelChanged(FailedPrecondition):
+    """The gallery is bound to another model than the vectors of this call come from: a migration
+    switched it while the call was under way. The engine embeds again with the new model and retries."""
+
+
 def check_fingerprint(given: str | None, expected: str, gallery: str) -> None:
     if given is not None and given != expected:
-        raise FailedPrecondition(
+        raise ModelChanged(
             f"gallery {gallery!r} holds vectors of model {expected!r}, these come from model {given!r}"
         )

@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
                         help="metadata stored with every image (repeatable); search returns it")
     parser.add_argument("--create", action="store_true", help="create the gallery (default settings) if missing")
+    parser.add_argument("--model", metavar="NAME",
+                        help="with --create: the server's model to bind a new gallery to (default: its default model)")
     parser.add_argument("--skip-invalid", action="store_true",
                         help="store the images that can be enrolled and list the others (exit status 1 if any "
                              "failed)")
@@ -57,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         except NotFound:
             if not args.create:
                 raise
-            client.create_gallery(args.gallery, exist_ok=True)
+            client.create_gallery(args.gallery, exist_ok=True, model=args.model)
         result = client.enroll(args.gallery, args.label, list(args.images), ids=args.ids, metadata=metadata,
                                skip_invalid=args.skip_invalid)
     status = 1 if result.failed else 0

@@ -1,9 +1,10 @@
-"""`twinsearch galleries [list|show|create|delete|classes]`: manage galleries."""
+"""`twinsearch galleries [list|show|create|delete|classes|migrate]`: manage galleries."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from twinsearch.client.commands._common import (
     CommandLineError,
@@ -20,8 +21,8 @@ from twinsearch.client.types import IndexKind, Scoring
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
-        "List, show, create or delete galleries, or list a gallery's classes. A gallery is a named set of "
-        "enrolled classes bound to the server's model. Without an action: list."
+        "List, show, create or delete galleries, list a gallery's classes, or move a gallery to another model. "
+        "A gallery is a named set of enrolled classes bound to one of the server's models. Without an action: list."
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
     listing = actions.add_parser("list", help="all galleries with their counts (the default)")
@@ -41,6 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "[0, 2], or one of the model's calibrated operating points (eer, far_1, far_0_1; "
                              "see `twinsearch info`), which is resolved to its distance now and kept as that "
                              "distance")
+    create.add_argument("--model", metavar="NAME",
+                        help="the server's model to bind the gallery to (see `twinsearch info`); default: its "
+                             "default model")
+    create.add_argument("--keep-images", action=argparse.BooleanOptionalAction, default=None,
+                        help="keep each enrolled image beside the server's store, so that the gallery can be "
+                             "moved to another model later with `galleries migrate` (it costs about 1 ms of "
+                             "enrollment time and 4 KiB of disk per small image); default: the server's (on)")
     create.add_argument("--exist-ok", action="store_true", help="no error if it exists already")
     add_connection_arguments(create, sub=True)
     delete = actions.add_parser("delete", help="delete a gallery and everything enrolled in it (asks first)")
@@ -51,12 +59,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     classes = actions.add_parser("classes", help="a gallery's enrolled classes with their item counts")
     classes.add_argument("name")
     add_connection_arguments(classes, sub=True)
+    migrate = actions.add_parser(
+        "migrate", help="move a gallery to another model: its kept images are embedded again in the background "
+                        "while it keeps answering, then it switches",
+        description="Move a gallery that keeps its images to another of the server's models. The server embeds "
+                    "every item again from its kept image while the gallery keeps answering with its current "
+                    "model, applies enrollments and deletions made meanwhile to both, then switches at once. The "
+                    "gallery's own threshold, if any, is dropped (it was a distance of the old model). A restart "
+                    "of the server resumes the migration; interrupting this command does not stop it.")
+    migrate.add_argument("name", help="the gallery")
+    migrate.add_argument("--to", required=True, metavar="MODEL", dest="model",
+                         help="the model to move it to (a name from `twinsearch info`)")
+    migrate.add_argument("--no-wait", action="store_true",
+                         help="start it and return; follow it with `twinsearch galleries show NAME`")
+    migrate.add_argument("--no-progress", action="store_true", help="no progress bar while waiting")
+    add_connection_arguments(migrate, sub=True)
     add_connection_arguments(parser)
 
 
 def _gallery_row(g) -> tuple:
+    model = g.model or f"{g.model_fingerprint[:12]} (not held)"
+    migration = "-"
+    if g.migration is not None:
+        m = g.migration
+        migration = f"to {m.model or m.fingerprint[:12]}: {m.done}/{m.total} {m.state.value}"
     return (g.name, g.class_count, g.item_count, g.index.kind.value, g.scoring.value, g.threshold,
-            g.model_fingerprint[:12], g.dim)
+            model, g.dim, "yes" if g.keep_images else "no", migration)
 
 
 def _threshold(text: str) -> float | str:
@@ -69,7 +97,8 @@ def _threshold(text: str) -> float | str:
         return text
 
 
-_GALLERY_HEADERS = ["gallery", "classes", "items", "index", "scoring", "threshold", "model", "dim"]
+_GALLERY_HEADERS = ["gallery", "classes", "items", "index", "scoring", "threshold", "model", "dim", "images kept",
+                    "migration"]
 
 
 @handles_errors
@@ -91,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
             threshold, note = args.threshold, None
             if isinstance(threshold, str):
                 try:
-                    point = client.operating_point(threshold)
+                    point = client.operating_point(threshold, model=args.model)
                 except InvalidArgument as exc:
                     raise CommandLineError(f"--threshold {threshold}: {exc.details}") from None
                 threshold = point.distance
@@ -99,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
                         f"(FAR {point.far:.2%}, FRR {point.frr:.2%} on its calibration pairs); the gallery keeps "
                         "this distance")
             g = client.create_gallery(args.name, index=args.index, scoring=args.scoring, mean_k=args.mean_k,
-                                      threshold=threshold, exist_ok=args.exist_ok)
+                                      threshold=threshold, exist_ok=args.exist_ok, model=args.model,
+                                      keep_images=args.keep_images)
             print_json(g) if args.json else print(table([_gallery_row(g)], _GALLERY_HEADERS))
             if note:
                 print(note, file=sys.stderr if args.json else sys.stdout)
@@ -113,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
                 print_json({"gallery": args.name, "items_deleted": deleted})
             else:
                 print(f"deleted gallery {args.name!r} ({deleted} items)")
+        elif action == "migrate":
+            return _migrate(client, args)
         elif action == "classes":
             result = client.classes(args.name)
             if args.json:
@@ -120,4 +152,49 @@ def run(args: argparse.Namespace) -> int:
             else:
                 print(table([(c.label, c.count) for c in result], ["class", "items"]))
                 print(f"{len(result)} classes, {sum(c.count for c in result)} items")
+    return 0
+
+
+POLL_S = 0.5
+
+
+def _migrate(client, args: argparse.Namespace) -> int:
+    """Start the migration, then (unless --no-wait) follow it with a progress bar until the switch."""
+    start = client.migrate_gallery(args.name, args.model)
+    out = sys.stderr if args.json else sys.stdout
+    if start.dropped_threshold is not None:
+        print(f"gallery {args.name!r}: its threshold {start.dropped_threshold:.4f} is dropped at the switch (it was a "
+              f"distance of the old model); set one for the new model afterwards if needed", file=out)
+    if args.no_wait:
+        print_json(start) if args.json else print(table([_gallery_row(start.gallery)], _GALLERY_HEADERS))
+        return 0
+    bar = None
+    if not args.no_progress and not args.json:
+        from tqdm import tqdm
+
+        bar = tqdm(total=0, unit="img", desc=f"migrate {args.name} to {args.model}", dynamic_ncols=True,
+                   file=sys.stderr)
+    started = time.monotonic()
+    try:
+        while True:
+            g = client.get_gallery(args.name)
+            m = g.migration
+            if m is None:
+                break
+            if bar is not None:
+                bar.total = m.total
+                bar.update(m.done - bar.n)
+            if m.state.value != "running":
+                raise CommandLineError(f"the migration of gallery {args.name!r} is {m.state.value}"
+                                       f"{': ' + m.error if m.error else ''}")
+            time.sleep(POLL_S)
+    finally:
+        if bar is not None:
+            bar.close()
+    seconds = time.monotonic() - started
+    if args.json:
+        print_json(g)
+    else:
+        print(table([_gallery_row(g)], _GALLERY_HEADERS))
+        print(f"gallery {args.name!r} now answers with model {g.model} ({g.item_count} items, {seconds:.1f} s)")
     return 0

@@ -33,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--class-depth", type=int, default=1, metavar="N",
                         help="folder depth that names the class (default: %(default)s)")
     parser.add_argument("--create", action="store_true", help="create the gallery (default settings) if missing")
+    parser.add_argument("--model", metavar="NAME",
+                        help="with --create: the server's model to bind a new gallery to (default: its default model)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per request (default: %(default)s)")
     parser.add_argument("--in-flight", type=int, default=4,
                         help="requests awaiting acknowledgement at once (default: %(default)s)")
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         except NotFound:
             if not args.create:
                 raise
-            client.create_gallery(args.gallery, exist_ok=True)
+            client.create_gallery(args.gallery, exist_ok=True, model=args.model)
         bar = None
         if not args.no_progress and not args.json:
             from tqdm import tqdm

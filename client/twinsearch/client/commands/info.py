@@ -15,8 +15,9 @@ from twinsearch.client.commands._common import (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
-        "Show what the server runs: its version, the model (name, fingerprint, embedding dimension, input "
-        "size), the calibrated thresholds with the rates measured at them, the index backend and the galleries."
+        "Show what the server runs: its version, its models (name, fingerprint, embedding dimension, input "
+        "size; the default first), the default model's calibrated thresholds with the rates measured at them, "
+        "the index backend and the galleries."
     )
     add_connection_arguments(parser)
 
@@ -34,6 +35,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"model       {m.name}  fingerprint {m.fingerprint}")
     print(f"            {m.dim}-d embeddings, {m.metric} distance (smaller = more alike), "
           f"input {m.input.width}x{m.input.height}x{m.input.channels}")
+    if len(info.models) > 1:
+        rows = [(o.name + (" (default)" if o.name == m.name else ""), o.fingerprint, o.dim,
+                 f"{o.input.width}x{o.input.height}x{o.input.channels}") for o in info.models]
+        print("\n" + table(rows, ["model", "fingerprint", "dim", "input"]) + "\n")
     print(f"index       {info.index_backend}, {f'GPU x{info.gpu_count}' if info.gpu else 'CPU'}")
     print(f"galleries   {', '.join(info.galleries) or '(none)'}")
     if m.thresholds:

@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("a", metavar="A", help="first image file")
     parser.add_argument("b", metavar="B", help="second image file")
+    parser.add_argument("--model", metavar="NAME",
+                        help="the server's model to compare with (see `twinsearch info`); default: its default model")
     add_threshold_arguments(parser)
     add_connection_arguments(parser)
 
@@ -30,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 @handles_errors
 def run(args: argparse.Namespace) -> int:
     with connect(args) as client:
-        v = client.verify(args.a, args.b, threshold=args.threshold, target_far=args.target_far)
+        v = client.verify(args.a, args.b, threshold=args.threshold, target_far=args.target_far, model=args.model)
     if args.json:
         print_json({"a": args.a, "b": args.b, **jsonable(v)})
         return 0

@@ -6,7 +6,10 @@ that reads the environment. It prints two lines once the server is up:
     twinsearch serving on HOST:PORT
     twinsearch model NAME (fingerprint F), data folder /abs/path, 2 galleries: staff (120 items), ...
 
-(the first with the real port when --address asks for port 0; `ServerProcess` reads it), and exits 0
+(the first with the real port when --address asks for port 0; `ServerProcess` reads it); with several
+models (`--model NAME=PATH` repeated, or `--models DIR`) the second line names them all, and a line
+per model says what loading it cost. A gallery the server cannot serve (its model is not held) gets
+one line saying what to do. It exits 0
 after a graceful shutdown. A server that cannot start prints one line naming the reason and what to
 do: exit status 2 for a port in use and a data folder that is a file or not writable (what the
 command line asks for), 1 for other failures (a bad model file, a data folder another process holds).
@@ -29,9 +32,8 @@ log = logging.getLogger(__name__)
 
 # (flag, environment variable, type, default, help)
 _OPTIONS: tuple[tuple[str, str, type, object, str], ...] = (
-    ("--model", "TWINSEARCH_MODEL", Path, None, "model file, or the name of a model shipped with twinsearch (omniglot, signatures); default: omniglot"),
     ("--data-dir", "TWINSEARCH_DATA_DIR", Path, Path("twinsearch-data"),
-     "folder of the gallery store (SQLite and index snapshots); created if missing"),
+     "folder of the gallery store (SQLite, index snapshots, kept images); created if missing"),
     ("--address", "TWINSEARCH_ADDRESS", str, s.DEFAULT_ADDRESS, "HOST:PORT to listen on (port 0: a free port)"),
     ("--token", "TWINSEARCH_TOKEN", str, None,
      "require 'authorization: Bearer TOKEN' metadata on every call but health"),
@@ -49,12 +51,23 @@ _OPTIONS: tuple[tuple[str, str, type, object, str], ...] = (
      "how long a busy batcher waits to gather concurrent calls (an idle one runs a call at once)"),
     ("--torch-threads", "TWINSEARCH_TORCH_THREADS", int, 0, "encoder threads (0: one per CPU)"),
     ("--workers", "TWINSEARCH_WORKERS", int, s.DEFAULT_WORKERS, "gRPC handler threads"),
+    ("--migration-batch", "TWINSEARCH_MIGRATION_BATCH", int, s.DEFAULT_MIGRATION_BATCH,
+     "images a gallery migration embeds per encoder pass (calls waiting for the encoder go between passes)"),
     ("--grace", "TWINSEARCH_GRACE", float, s.DEFAULT_GRACE_S, "seconds calls in flight get at shutdown"),
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = "Each option can also be set with the environment variable named after it."
+    parser.add_argument(
+        "--model", action="append", default=None, metavar="[NAME=]PATH",
+        help="a model to serve: a model file, or the name of a model shipped with twinsearch (omniglot, "
+             "signatures), optionally under NAME (default: the name in its card); repeat it to serve several, "
+             "the first being the default model (default: omniglot) [TWINSEARCH_MODEL: one model]")
+    parser.add_argument(
+        "--models", type=Path, default=None, metavar="DIR",
+        help="serve every model file (*.tsm) in DIR, each named by its file name without .tsm, in name order, "
+             "after those of --model; the first is the default [TWINSEARCH_MODELS]")
     for flag, env, kind, default, text in _OPTIONS:
         shown = "" if default is None else f" (default: {default})"
         parser.add_argument(flag, type=kind, default=None, metavar=flag.lstrip("-").split("-")[-1].upper(),
@@ -76,14 +89,31 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> s.Ser
     engine = s.EngineSettings(
         max_batch=values["max_batch"], max_pixels=values["max_pixels"], max_k=values["max_k"],
         batch_wait_ms=values["batch_wait_ms"], torch_threads=values["torch_threads"],
+        migration_batch=values["migration_batch"],
     )
+    models = _model_specs(args, environ)
+    single = len(models) == 1 and models[0][0] is None
     return s.ServerSettings(
-        data_dir=values["data_dir"], model_path=values["model"], address=values["address"],
+        data_dir=values["data_dir"], model_path=models[0][1] if single else None,
+        models=() if single else tuple(models), address=values["address"],
         token=values["token"], tls_cert=values["tls_cert"], tls_key=values["tls_key"],
         metrics_port=values["metrics_port"], metrics_address=values["metrics_address"],
         max_message_mb=values["max_message_mb"], workers=values["workers"], grace_s=values["grace"],
         engine=engine,
     )
+
+
+def _model_specs(args: argparse.Namespace, environ: Mapping[str, str]) -> list[tuple[str | None, Path]]:
+    """(name or None, path) of each model to serve, in order: --model values, then the --models folder's."""
+    from twinsearch.server.models import model_files, parse_model_option
+
+    given = getattr(args, "model", None) or ([environ["TWINSEARCH_MODEL"]] if environ.get("TWINSEARCH_MODEL") else [])
+    specs = [(name, Path(path)) for name, path in (parse_model_option(v) for v in given)]
+    folder = getattr(args, "models", None) or (Path(environ["TWINSEARCH_MODELS"])
+                                               if environ.get("TWINSEARCH_MODELS") else None)
+    if folder is not None:
+        specs += [(f.stem, f) for f in model_files(folder)]
+    return specs
 
 
 def run(args: argparse.Namespace) -> int:
@@ -98,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     from twinsearch.client.errors import TwinsearchError
     from twinsearch.encoder.errors import ModelFileError
     from twinsearch.server.app import start_server
-    from twinsearch.server.startup import StartupError, startup_line
+    from twinsearch.server.startup import StartupError, model_line, startup_line
 
     stop = threading.Event()
 
@@ -118,9 +148,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"twinsearch serve: {exc}", file=sys.stderr)
             return 1
         print(f"twinsearch serving on {running.address}", flush=True)
-        model = running.engine.model_info()
-        print(f"twinsearch {startup_line(model.name, model.fingerprint, settings.data_dir, running.engine.list_galleries())}",
-              flush=True)
+        engine = running.engine
+        served = [(m.name, m.fingerprint) for m in engine.models]
+        print(f"twinsearch {startup_line(served, settings.data_dir, engine.list_galleries())}", flush=True)
+        if len(served) > 1:
+            for m in engine.models:
+                print(f"twinsearch {model_line(m)}", flush=True)
+        for note in engine.startup_notes:
+            print(f"twinsearch warning: {note}", flush=True)
         if running.metrics_port is not None:
             print(f"twinsearch metrics on http://{settings.metrics_address}:{running.metrics_port}/metrics",
                   flush=True)

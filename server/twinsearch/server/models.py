@@ -1,0 +1,144 @@
+"""The models a server holds, by name: which one embeds a call, and which one a gallery is bound to.
+
+    registry = load_models([("characters", Path("omniglot.tsm")), (None, Path("sig.tsm"))])
+    registry.default.name            # "characters": the first is the default
+    registry.get("signatures")       # by name (InvalidArgument for a name the server does not hold)
+    registry.by_fingerprint(fp)      # the model a gallery is bound to, or None
+
+A gallery stores the fingerprint of its model, never the name: names are chosen when the server
+starts (`twinsearch serve --model NAME=PATH`), fingerprints belong to the weights and preprocessing.
+A model given without a name is named by its card. Two models with one name, or one model twice
+(the same fingerprint under two names, which would leave a gallery's model ambiguous), are refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from twinsearch.client.errors import InvalidArgument
+
+from .thresholds import ThresholdPolicy
+
+log = logging.getLogger(__name__)
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+MODEL_SUFFIX = ".tsm"
+
+
+@dataclass
+class ServedModel:
+    """A loaded model under its name, with its threshold policy and what loading it cost."""
+
+    name: str
+    model: Any                  # an EncoderModel (or anything with its interface)
+    policy: ThresholdPolicy
+    load_seconds: float = 0.0   # reading and building it at start-up
+    weight_bytes: int = 0       # its parameters and buffers in memory
+
+    @property
+    def fingerprint(self) -> str:
+        return self.model.fingerprint
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.dim)
+
+
+def served(name: str, model, default_threshold: str = "eer", load_seconds: float = 0.0) -> ServedModel:
+    net = getattr(model, "net", None)
+    weights = 0
+    if net is not None:
+        weights = sum(t.numel() * t.element_size() for t in (*net.parameters(), *net.buffers()))
+    return ServedModel(name, model, ThresholdPolicy(model.calibration, default=default_threshold),
+                       load_seconds, int(weights))
+
+
+class ModelRegistry:
+    """The served models in order, the first the default. Thread-safe to read."""
+
+    def __init__(self, models: Sequence[ServedModel]):
+        if not models:
+            raise ValueError("a server needs at least one model")
+        self._models: dict[str, ServedModel] = {}
+        fingerprints: dict[str, str] = {}
+        for m in models:
+            if not NAME_PATTERN.match(m.name):
+                raise ValueError(f"model name {m.name!r}: use 1-64 letters, digits, '.', '_' or '-'")
+            if m.name in self._models:
+                raise ValueError(f"two models are named {m.name!r}: give each its own name (--model NAME=PATH)")
+            if m.fingerprint in fingerprints:
+                raise ValueError(f"models {fingerprints[m.fingerprint]!r} and {m.name!r} are the same model "
+                                 f"(fingerprint {m.fingerprint}): serve it once")
+            self._models[m.name] = m
+            fingerprints[m.fingerprint] = m.name
+
+    @property
+    def default(self) -> ServedModel:
+        return next(iter(self._models.values()))
+
+    def names(self) -> list[str]:
+        return list(self._models)
+
+    def __iter__(self) -> Iterator[ServedModel]:
+        return iter(list(self._models.values()))
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def get(self, name: str | None) -> ServedModel:
+        """The model named `name` (None or empty: the default); InvalidArgument for another name."""
+        if not name:
+            return self.default
+        found = self._models.get(name)
+        if found is None:
+            raise InvalidArgument(f"this server holds no model named {name!r}; it holds {', '.join(self._models)}")
+        return found
+
+    def by_fingerprint(self, fingerprint: str) -> ServedModel | None:
+        return next((m for m in self._models.values() if m.fingerprint == fingerprint), None)
+
+    def replace_model(self, name: str, model) -> None:
+        """Serve another object under `name` (same interface; tests wrap a model to watch its passes)."""
+        self._models[name].model = model
+
+
+def parse_model_option(text: str) -> tuple[str | None, str]:
+    """`--model` value: "NAME=PATH" -> (NAME, PATH); "PATH" -> (None, PATH), named by its card.
+
+    A value whose part before "=" is not a valid name is taken whole as a path."""
+    name, sep, path = text.partition("=")
+    if sep and NAME_PATTERN.match(name) and path:
+        return name, path
+    return None, text
+
+
+def model_files(folder: Path) -> list[Path]:
+    """The model files (*.tsm) directly in `folder`, by name; ValueError when it holds none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"--models {folder}: not a folder")
+    files = sorted(p for p in folder.iterdir() if p.suffix == MODEL_SUFFIX and p.is_file())
+    if not files:
+        raise ValueError(f"--models {folder}: no model files (*{MODEL_SUFFIX}) in it")
+    return files
+
+
+def load_models(specs: Sequence[tuple[str | None, Path | str | None]], default_threshold: str = "eer") -> ModelRegistry:
+    """Load each (name or None, path or shipped model name or None for the default model), in order."""
+    from twinsearch.encoder.model import load_model
+
+    loaded = []
+    for name, path in specs or [(None, None)]:
+        started = time.perf_counter()
+        model = load_model(None if path is None else Path(path))
+        m = served(name or model.name, model, default_threshold, time.perf_counter() - started)
+        log.info("model %s (%s, %d-d) loaded in %.2f s, %.1f MiB of weights", m.name, m.fingerprint, m.dim,
+                 m.load_seconds, m.weight_bytes / 2**20)
+        loaded.append(m)
+    return ModelRegistry(loaded)
