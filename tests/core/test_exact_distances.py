@@ -97,8 +97,10 @@ def test_a_query_alone_and_in_a_batch_gets_the_same_bits(tmp_path, rng, kind):
             assert batch[f"verify-{Scoring.NEAREST}"][i] == 0.0
 
 
-def test_faiss_alone_drifts_with_the_batch(rng):
+def test_faiss_alone_drifts_with_the_batch(rng, monkeypatch):
     """The premise: raw FAISS float32 distances of the same pair differ between batch sizes."""
+    # FAISS's own kernel choice (its default threshold, 20): the store sets a lower process-wide one.
+    monkeypatch.setattr(faiss.cvar, "distance_compute_blas_threshold", 20)
     x, _ = clustered(rng, 60, 20)
     index = faiss.IndexFlatL2(DIM)
     index.add(x)
