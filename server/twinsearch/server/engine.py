@@ -86,8 +86,11 @@ class Engine:
     """The data plane. Build it with `Engine.open`; close it with `close()` (writes index snapshots)."""
 
     def __init__(self, model, store, settings: EngineSettings = DEFAULT_SETTINGS, *,
-                 observer: BatchObserver | None = None):
+                 observer: BatchObserver | None = None, encoder=None):
+        """`encoder`: what embeds the gathered batches, an object with `embed_arrays(images) -> vectors`
+        (and optionally `replicas`, the batches it takes at once, and `close()`); default: the model."""
         self.model = model
+        self._remote_encoder = encoder  # None: the model embeds in this process
         self.store = store
         self.settings = settings
         self.policy = ThresholdPolicy(model.calibration, default=settings.default_threshold)
@@ -101,8 +104,10 @@ class Engine:
         wait_s = settings.batch_wait_ms / 1000.0
         # Two search threads let two galleries be searched at once on CPU; one GPU is driven from one thread.
         on_gpu = getattr(store, "gpu", None) is not None
+        # One encoder thread runs the local model (its torch threads use the cores); remote replicas take
+        # one gathered batch each at a time.
         self._encoder = Batcher("encoder", self._run_encoder, max_size=settings.encoder_batch, wait_s=wait_s,
-                                threads=1, on_start=self._encoder_thread_start,
+                                threads=getattr(encoder, "replicas", 1), on_start=self._encoder_thread_start,
                                 observe=lambda key, calls, rows: self._observe("encoder", calls, rows))
         self._searcher = Batcher("search", self._run_search, max_size=settings.search_batch, wait_s=wait_s,
                                  threads=1 if on_gpu else 2,
@@ -124,9 +129,15 @@ class Engine:
         torch.set_num_threads(settings.threads)
         model = load_model(None if model_path is None else Path(model_path))
         log.info("model %s (%s), dim %d, loaded", model.name, model.fingerprint, model.dim)
-        store = _open_store(data_dir, settings)
+        encoder = _remote_encoder(settings, model_path, model) if settings.encoders == "ray" else None
+        try:
+            store = _open_store(data_dir, settings)
+        except BaseException:
+            if encoder is not None:
+                encoder.close()
+            raise
         log.info("gallery store at %s open: %d galleries", data_dir, len(store.list_galleries()))
-        return cls(model, store, settings, observer=observer)
+        return cls(model, store, settings, observer=observer, encoder=encoder)
 
     # ------------------------------------------------------------------ life cycle
     @contextmanager
@@ -153,6 +164,8 @@ class Engine:
                 log.warning("closing with %d calls still running", self._calls)
         self._encoder.close()
         self._searcher.close()
+        if self._remote_encoder is not None and hasattr(self._remote_encoder, "close"):
+            self._remote_encoder.close()
         self.store.close()
         log.info("engine closed")
 
@@ -437,7 +450,8 @@ class Engine:
     def _run_encoder(self, key: Hashable, parts: Sequence[np.ndarray]) -> list[np.ndarray]:
         images = parts[0] if len(parts) == 1 else np.concatenate(parts)
         step = self.settings.encoder_batch
-        chunks = [self.model.embed_arrays(images[i:i + step]) for i in range(0, len(images), step)]
+        embedder = self.model if self._remote_encoder is None else self._remote_encoder
+        chunks = [embedder.embed_arrays(images[i:i + step]) for i in range(0, len(images), step)]
         out = np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
         return _split(out, [len(p) for p in parts])
 
@@ -516,6 +530,18 @@ def _check_item(item: EnrollItem, i: int, seen_ids: dict[str, int]) -> None:
             size += len(key.encode()) + len(value.encode())
         if size > MAX_METADATA_BYTES:
             raise InvalidArgument(f"{where}metadata is {size} bytes, at most {MAX_METADATA_BYTES}")
+
+
+def _remote_encoder(settings: EngineSettings, model_path: Path | None, model):
+    """The pool of encoder replicas on Ray that `settings.encoders == "ray"` asks for (imported only then:
+    the default server never imports Ray). RayMissing or RayUnavailable (RuntimeErrors) when it cannot be."""
+    from twinsearch.encoder.model import resolve_model_path
+
+    from .cluster.encoders import RayEncoderPool
+    from .cluster.runtime import RaySettings
+
+    return RayEncoderPool(RaySettings(settings.ray_address, None, settings.ray_object_store_mb),
+                          resolve_model_path(model_path), model.fingerprint, settings.encoder_replicas)
 
 
 def _open_store(data_dir: Path, settings: EngineSettings):

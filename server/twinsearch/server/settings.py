@@ -23,6 +23,8 @@ DEFAULT_ENCODER_BATCH = 256          # images in one encoder forward pass
 DEFAULT_SEARCH_BATCH = 1024          # probes in one gathered gallery search
 DEFAULT_WORKERS = 64                 # gRPC handler threads (they mostly wait on the batchers)
 DEFAULT_GRACE_S = 10.0
+ENCODERS = ("local", "ray")          # where the server's images are embedded
+DEFAULT_ENCODER_REPLICAS = 2         # replicas of `--encoders ray`
 
 
 def _cpu_count() -> int:
@@ -41,6 +43,8 @@ class EngineSettings:
     torch_threads: intra-op threads of the encoder (0: the number of CPUs).
     default_threshold: the model card's operating point used when nothing else gives a threshold.
     store: keyword arguments for the gallery store's own settings object, if it has one.
+    encoders: "local" (the model in this process) or "ray" (a pool of `encoder_replicas` replicas on the
+    Ray cluster at `ray_address`; None: a local Ray instance, its object store `ray_object_store_mb`).
     """
 
     max_batch: int = DEFAULT_MAX_BATCH
@@ -52,8 +56,16 @@ class EngineSettings:
     torch_threads: int = 0
     default_threshold: str = "eer"
     store: dict = field(default_factory=dict)
+    encoders: str = "local"
+    encoder_replicas: int = DEFAULT_ENCODER_REPLICAS
+    ray_address: str | None = None
+    ray_object_store_mb: int | None = None
 
     def __post_init__(self) -> None:
+        if self.encoders not in ENCODERS:
+            raise ValueError(f"encoders must be one of {', '.join(ENCODERS)}, got {self.encoders!r}")
+        if self.encoder_replicas < 1:
+            raise ValueError(f"encoder_replicas must be at least 1, got {self.encoder_replicas}")
         for name in ("max_batch", "max_pixels", "max_k", "encoder_batch", "search_batch"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
