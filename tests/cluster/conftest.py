@@ -36,7 +36,9 @@ def build_model(seed: int = 0):
     net = build_net(architecture).eval()
     rng = np.random.default_rng(seed)
     calibration = Calibration.fit(rng.normal(0.4, 0.1, 400).clip(0, 2), rng.normal(1.1, 0.15, 4000).clip(0, 2))
-    return EncoderModel.create(net, architecture, Preprocess(width=28, height=28, channels=1, invert=True),
+    # A normalisation that is not the identity, so that a pipeline skipping a preprocessing step shows.
+    preprocess = Preprocess(width=28, height=28, channels=1, invert=True, mean=(0.2,), std=(0.3,))
+    return EncoderModel.create(net, architecture, preprocess,
                                f"tiny-ray-{seed}", calibration=calibration.to_dict())
 
 
