@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_PIN)
-	$(PY) -m pip install --quiet -e ".[server,dev]"
+	$(PY) -m pip install --quiet -e ".[server,dev,ray]"
 	touch $(STAMP)
 
 lint: $(STAMP)
@@ -34,7 +34,7 @@ proto: $(STAMP)
 		proto/twinsearch/v1/twinsearch.proto
 
 bench: $(STAMP)
-	$(PY) -m pip install --quiet -e ".[server,dev,bench]"
+	$(PY) -m pip install --quiet -e ".[server,dev,ray,bench]"
 	$(PY) -m bench.run
 
 wheel: $(STAMP)

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.run                 # full size (1M x 128 gallery, 70,000 images): < 20 min on 2 cores
     .venv/bin/python -m bench.run --quick         # small sizes, a few minutes
-    .venv/bin/python -m bench.run --only gallery  # some sections: encoder, latency, bulk, accuracy, gallery
+    .venv/bin/python -m bench.run --only gallery  # some sections: encoder, latency, bulk, accuracy, gallery, ray
     .venv/bin/python -m bench.run --model FILE    # another model than the one shipped in the package
 
 Every figure that can be a ratio is one, both sides measured in the same run (absolute times drift on a
@@ -17,6 +17,9 @@ shared machine). Sections:
   encoder on the same files (`bulk_index_images_per_s`, `bulk_index_ratio`).
 - accuracy (`bench.accuracy`): the Omniglot one-shot episodes and Fashion-MNIST pairs through a server,
   against `twinsearch evaluate` in-process (`oneshot_accuracy_e2e`, `verify_accuracy_e2e`).
+- ray (`bench.ray_bench`): `twinsearch embed` on a local Ray instance over the same 70,000 images
+  against the in-process encoder (`bulk_ray_ratio`), and Embed from 16 clients against `serve
+  --encoders ray` with two replicas over local encoding (`serve_ray_ratio`).
 - gallery (`bench.gallery`): 1M x 128 vectors, 100,000 classes: identify QPS and latency from 32
   clients over in-process FAISS (`identify_*`), IVF against exact (`ann_*`), start-up time and memory
   (`startup_s_1m`, `rss_mb_1m`), and LanceDB as the peer (`peer_*`).
@@ -44,7 +47,7 @@ from twinsearch.client.server_process import ServerProcess
 log = logging.getLogger("bench")
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SECTIONS = ("encoder", "latency", "bulk", "accuracy", "gallery")
+SECTIONS = ("encoder", "latency", "bulk", "accuracy", "gallery", "ray")
 
 SIZES = {
     "full": {"n": 1_000_000, "classes": 100_000, "probes": 1024, "ann_probes": 4096, "recall_probes": 1000,
@@ -72,6 +75,12 @@ ROWS = [
     ("bulk_index_images_per_s", "img/s", None, ""),
     ("bulk_index_inprocess_images_per_s", "img/s", None, ""),
     ("bulk_index_ratio", "", lambda v: v >= 0.9, ">= 0.9"),
+    ("bulk_ray_images_per_s", "img/s", None, ""),
+    ("bulk_ray_inprocess_images_per_s", "img/s", None, ""),
+    ("bulk_ray_ratio", "", lambda v: v >= 0.8, ">= 0.8"),
+    ("serve_ray_images_per_s", "img/s", None, ""),
+    ("serve_local_images_per_s", "img/s", None, ""),
+    ("serve_ray_ratio", "", None, ""),
     ("verify_p50_ms", "ms", None, ""),
     ("verify_p99_ms", "ms", None, ""),
     ("verify_one_client_p50_ms", "ms", lambda v: v <= 3, "<= 3"),
@@ -179,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
 
             failed |= _section(result, "latency", lambda: latency.run(model_file, model.fingerprint, model.dim,
                                                                      work, size["verify_calls"]))
+        if "ray" in args.only:
+            from bench import ray_bench
+
+            batch = result["sections"].get("encoder", {}).get("encoder_inprocess", {}).get("best_batch", 256)
+            failed |= _section(result, "ray", lambda: ray_bench.run(model, model_file, work / "ray", size, batch))
         if "gallery" in args.only:
             from bench import gallery
 

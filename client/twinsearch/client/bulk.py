@@ -29,7 +29,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -244,10 +244,9 @@ def enroll_folder(
     total = len(entries)
     found = total + len(failures)
     log.info("enroll_folder %s -> %s: %d files, %d outside class folders", folder, gallery, total, len(failures))
-    counts = {"sent": 0, "stored": 0, "skipped": 0, "local_failed": 0, "server_failed": 0}
     relative_of: dict[str, str] = {}  # client id -> relative path, to name the files the server refused
 
-    def batches() -> Iterator[list[Item]]:
+    def batches(counts: dict[str, int]) -> Iterator[list[Item]]:
         for start in range(0, total, batch_size):
             items: list[Item] = []
             for entry in entries[start:start + batch_size]:
@@ -265,8 +264,41 @@ def enroll_folder(
                 relative_of[client_id] = entry.relative
                 items.append(Item(label=entry.label, payload=data, client_id=client_id))
             if items:
-                counts["sent"] += len(items)
                 yield items
+
+    return send_batches(client, gallery, batches, total=total, found=found, failures=failures,
+                        names=relative_of, max_in_flight=max_in_flight, progress=progress, started=started)
+
+
+def send_batches(
+    client,
+    gallery: str,
+    batches: Callable[[dict[str, int]], Iterator[list[Item]]],
+    *,
+    total: int,
+    found: int,
+    failures: list[FileFailure],
+    names: Mapping[str, str],
+    max_in_flight: int = 4,
+    progress: Callable[[BulkProgress], None] | None = None,
+    started: float | None = None,
+) -> BulkReport:
+    """Stream the batches of items `batches(counts)` yields into `gallery` and count what happens to
+    each item: stored, skipped (its client id was stored already) or failed. Shared by folder indexing
+    and vector loading (`twinsearch.client.vector_bulk`).
+
+    `batches` receives the counts and adds to `counts["local_failed"]` each item it drops itself (after
+    appending a FileFailure to `failures`). `total`: items expected (for the progress bar); `found`:
+    what the report counts as found (`found == stored + skipped + failed` when `failures` already holds
+    the items found but never offered). `names[client_id]` names an item in failures.
+    """
+    started = time.perf_counter() if started is None else started
+    counts = {"sent": 0, "stored": 0, "skipped": 0, "local_failed": 0, "server_failed": 0}
+
+    def counted() -> Iterator[list[Item]]:
+        for items in batches(counts):
+            counts["sent"] += len(items)
+            yield items
 
     def report_progress() -> None:
         if progress is not None:
@@ -275,7 +307,7 @@ def enroll_folder(
                                   failed=len(failures)))
 
     report_progress()
-    for items, result in client._enroll_batches(gallery, batches(), max_in_flight=max_in_flight):
+    for items, result in client._enroll_batches(gallery, counted(), max_in_flight=max_in_flight):
         # Each item of the batch is answered once: stored, skipped or failed (an item the answer does
         # not mention fails too, so that the counts always add up to the files found).
         waiting = {item.client_id for item in items}
@@ -287,16 +319,17 @@ def enroll_folder(
             client_id = items[failure.index].client_id if failure.index < len(items) else failure.client_id
             if client_id in waiting:
                 waiting.discard(client_id)
-                failures.append(FileFailure(relative_of[client_id], _without_position(failure.reason)))
+                failures.append(FileFailure(names.get(client_id, client_id), _without_position(failure.reason)))
                 counts["server_failed"] += 1
         for item in items:
             if item.client_id in waiting:
-                failures.append(FileFailure(relative_of[item.client_id], "the server's answer did not mention it"))
+                failures.append(FileFailure(names.get(item.client_id, item.client_id),
+                                            "the server's answer did not mention it"))
                 counts["server_failed"] += 1
         report_progress()
     seconds = time.perf_counter() - started
     report = BulkReport(gallery=gallery, found=found, sent=counts["sent"], stored=counts["stored"],
                         skipped=counts["skipped"], failures=tuple(failures), seconds=seconds)
-    log.info("enroll_folder %s: sent %d, stored %d, skipped %d, failed %d in %.1f s (%.0f images/s)",
+    log.info("bulk enrollment into %s: sent %d, stored %d, skipped %d, failed %d in %.1f s (%.0f items/s)",
              gallery, report.sent, report.stored, report.skipped, report.failed, seconds, report.images_per_s)
     return report

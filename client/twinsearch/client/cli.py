@@ -32,7 +32,7 @@ class Command:
     name: str
     summary: str
     module: str
-    # Top-level packages of the server extra the command needs. Checked before the module is imported:
+    # Top-level packages of the server (or Ray) extra the command needs. Checked before the module is imported:
     # the modules import them only inside `run`, so that `--help` stays fast.
     needs: tuple[str, ...] = ()
 
@@ -44,8 +44,10 @@ COMMANDS: tuple[Command, ...] = (
             "twinsearch.encoder.commands.evaluate", needs=("torch",)),
     Command("serve", "run the gRPC server over a data folder", "twinsearch.server.commands.serve",
             needs=SERVER_EXTRA),
-    Command("index", "bulk-enroll a folder tree (one folder per class) into a gallery",
+    Command("index", "bulk-enroll a folder tree (one folder per class), or embedded vectors, into a gallery",
             "twinsearch.client.commands.index"),
+    Command("embed", "embed a folder tree, zip or manifest on Ray into Parquet files of vectors",
+            "twinsearch.server.commands.embed", needs=("torch", "ray", "pyarrow")),
     Command("enroll", "enroll a few image files under one class", "twinsearch.client.commands.enroll"),
     Command("verify", "are two images the same class? (1:1)", "twinsearch.client.commands.verify"),
     Command("verify-class", "is this image the enrolled class LABEL? (1:1 against a class)",
@@ -84,21 +86,26 @@ def _installed(package: str) -> bool:
         return False
 
 
-def _missing_extra(command: Command, missing: str) -> SystemExit:
+RAY_EXTRA = ("ray", "pyarrow")
+
+
+def _missing_extra(command: Command, missing: Sequence[str]) -> SystemExit:
+    extras = sorted({"ray" if name.split(".")[0] in RAY_EXTRA else "server" for name in missing}, reverse=True)
     return SystemExit(
-        f"twinsearch {command.name}: this command needs {missing}, which is not installed.\n"
-        "Install the server extra: pip install 'twinsearch[server]'"
+        f"twinsearch {command.name}: this command needs {' and '.join(missing)}, which is not installed.\n"
+        f"Install the {' and '.join(extras)} extra{'s' if len(extras) > 1 else ''}: "
+        f"pip install 'twinsearch[{','.join(extras)}]'"
     )
 
 
 def _load(command: Command):
     missing = [p for p in command.needs if not _installed(p)]
     if missing:
-        raise _missing_extra(command, " and ".join(missing))
+        raise _missing_extra(command, missing)
     try:
         return importlib.import_module(command.module)
     except ImportError as exc:
-        raise _missing_extra(command, exc.name or str(exc)) from exc
+        raise _missing_extra(command, [exc.name or str(exc)]) from exc
 
 
 def _run(argv: Sequence[str] | None) -> int:

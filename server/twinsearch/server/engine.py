@@ -97,10 +97,17 @@ class Engine:
     """The data plane. Build it with `Engine.open`; close it with `close()` (writes index snapshots)."""
 
     def __init__(self, model, store, settings: EngineSettings = DEFAULT_SETTINGS, *,
-                 observer: BatchObserver | None = None, timer: StageTimer | None = None):
-        """`model`: a ModelRegistry, or one model (served under its card's name)."""
+                 observer: BatchObserver | None = None, timer: StageTimer | None = None, encoder=None):
+        """`model`: a ModelRegistry, or one model (served under its card's name). `encoder`: what embeds
+        the gathered batches instead of the model in this process, an object with
+        `embed_arrays(images) -> vectors` (and optionally `replicas`, the batches it takes at once, and
+        `close()`), for the default model, or a mapping of such objects by model name; default: none, the
+        models embed in this process."""
         self.models = model if isinstance(model, ModelRegistry) else ModelRegistry(
             [served(model.name, model, settings.default_threshold)])
+        if encoder is not None and not isinstance(encoder, Mapping):
+            encoder = {self.models.default.name: encoder}
+        self._remote_encoders: dict[str, Any] = dict(encoder or {})
         self.store = store
         self.settings = settings
         self.observer = observer
@@ -115,8 +122,11 @@ class Engine:
         # One search thread: FAISS already spreads one search over every core (OpenMP, BLAS), and two
         # searches at once oversubscribe them (1M x 128 exact, 32 clients on 2 cores: 98 against 59
         # queries/s, one run each, interleaved). One GPU is driven from one thread too.
+        # One encoder thread runs the local models (their threads use the cores); remote replicas take
+        # one gathered batch each at a time.
+        replicas = max([getattr(e, "replicas", 1) for e in self._remote_encoders.values()] + [1])
         self._encoder = Batcher("encoder", self._run_encoder, max_size=settings.encoder_batch, wait_s=wait_s,
-                                threads=1, on_start=self._encoder_thread_start,
+                                threads=replicas, on_start=self._encoder_thread_start,
                                 observe=lambda key, calls, rows: self._observe("encoder", calls, rows),
                                 timer=self._time)
         self._searcher = Batcher("search", self._run_search, max_size=settings.search_batch, wait_s=wait_s,
@@ -140,6 +150,11 @@ class Engine:
     @model.setter
     def model(self, value) -> None:
         self.models.replace_model(self.models.default.name, value)
+
+    @property
+    def _remote_encoder(self):
+        """The default model's remote encoder, None when it embeds in this process."""
+        return self._remote_encoders.get(self.models.default.name)
 
     @property
     def policy(self) -> ThresholdPolicy:
@@ -174,10 +189,17 @@ class Engine:
 
         data_dir = data_folder(data_dir)  # before the model loads: a wrong folder fails at once
         torch.set_num_threads(settings.threads)
-        registry = load_models(list(models) if models else [(None, model_path)], settings.default_threshold)
-        store = _open_store(data_dir, settings)
+        specs = list(models) if models else [(None, model_path)]
+        registry = load_models(specs, settings.default_threshold)
+        encoders = _remote_encoders(settings, specs, registry) if settings.encoders == "ray" else None
+        try:
+            store = _open_store(data_dir, settings)
+        except BaseException:
+            for pool in reversed(list((encoders or {}).values())):
+                pool.close()
+            raise
         log.info("gallery store at %s open: %d galleries", data_dir, len(store.list_galleries()))
-        return cls(registry, store, settings, observer=observer, timer=timer)
+        return cls(registry, store, settings, observer=observer, timer=timer, encoder=encoders)
 
     # ------------------------------------------------------------------ life cycle
     @contextmanager
@@ -205,6 +227,9 @@ class Engine:
         self.migrator.close()  # what they stored is kept; a restart resumes them
         self._encoder.close()
         self._searcher.close()
+        for pool in reversed(list(self._remote_encoders.values())):  # the first one started Ray, if any
+            if hasattr(pool, "close"):
+                pool.close()
         self.store.close()
         log.info("engine closed")
 
@@ -572,7 +597,8 @@ class Engine:
         model = self.models.get(str(key)).model  # the key is the model's name
         images = parts[0] if len(parts) == 1 else np.concatenate(parts)
         step = self.settings.encoder_batch
-        chunks = [model.embed_arrays(images[i:i + step]) for i in range(0, len(images), step)]
+        embedder = self._remote_encoders.get(str(key), model)
+        chunks = [embedder.embed_arrays(images[i:i + step]) for i in range(0, len(images), step)]
         out = np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
         return _split(out, [len(p) for p in parts])
 
@@ -681,6 +707,28 @@ def _check_item(item: EnrollItem, i: int, seen_ids: dict[str, int]) -> None:
             size += len(key.encode()) + len(value.encode())
         if size > MAX_METADATA_BYTES:
             raise InvalidArgument(f"{where}metadata is {size} bytes, at most {MAX_METADATA_BYTES}")
+
+
+def _remote_encoders(settings: EngineSettings, specs, registry: ModelRegistry) -> dict:
+    """The pools of encoder replicas on Ray that `settings.encoders == "ray"` asks for, one per served
+    model, by name (imported only then: the default server never imports Ray). RayMissing or
+    RayUnavailable (RuntimeErrors) when they cannot be; pools already started are closed then."""
+    from twinsearch.encoder.model import resolve_model_path
+
+    from .cluster.encoders import RayEncoderPool
+    from .cluster.runtime import RaySettings
+
+    pools: dict = {}
+    try:
+        for (_, path), entry in zip(specs, registry, strict=True):
+            pools[entry.name] = RayEncoderPool(RaySettings(settings.ray_address, None, settings.ray_object_store_mb),
+                                               resolve_model_path(path), entry.fingerprint,
+                                               settings.encoder_replicas)
+    except BaseException:
+        for pool in reversed(list(pools.values())):  # the first one started Ray, if any
+            pool.close()
+        raise
+    return pools
 
 
 def _open_store(data_dir: Path, settings: EngineSettings):

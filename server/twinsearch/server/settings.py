@@ -25,6 +25,8 @@ DEFAULT_WORKERS = 64                 # gRPC handler threads (they mostly wait on
 DEFAULT_GRACE_S = 10.0
 DEFAULT_KEEP_IMAGES = True           # new galleries keep their images: about 1 ms and 4 KiB per image (README)
 DEFAULT_MIGRATION_BATCH = 8          # images a migration embeds per encoder pass (see bench/migration.py)
+ENCODERS = ("local", "ray")          # where the server's images are embedded
+DEFAULT_ENCODER_REPLICAS = 2         # replicas of `--encoders ray`
 
 
 def _cpu_count() -> int:
@@ -46,6 +48,8 @@ class EngineSettings:
     keep_images: whether a new gallery keeps its enrolled images (for migrations) unless told.
     migration_batch: images a migration embeds per encoder pass (between them, calls go first).
     store: keyword arguments for the gallery store's own settings object, if it has one.
+    encoders: "local" (the model in this process) or "ray" (a pool of `encoder_replicas` replicas on the
+    Ray cluster at `ray_address`; None: a local Ray instance, its object store `ray_object_store_mb`).
     """
 
     max_batch: int = DEFAULT_MAX_BATCH
@@ -59,8 +63,16 @@ class EngineSettings:
     keep_images: bool = DEFAULT_KEEP_IMAGES
     migration_batch: int = DEFAULT_MIGRATION_BATCH
     store: dict = field(default_factory=dict)
+    encoders: str = "local"
+    encoder_replicas: int = DEFAULT_ENCODER_REPLICAS
+    ray_address: str | None = None
+    ray_object_store_mb: int | None = None
 
     def __post_init__(self) -> None:
+        if self.encoders not in ENCODERS:
+            raise ValueError(f"encoders must be one of {', '.join(ENCODERS)}, got {self.encoders!r}")
+        if self.encoder_replicas < 1:
+            raise ValueError(f"encoder_replicas must be at least 1, got {self.encoder_replicas}")
         for name in ("max_batch", "max_pixels", "max_k", "encoder_batch", "search_batch", "migration_batch"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")

@@ -1,4 +1,5 @@
-"""`twinsearch index DIR... --gallery G`: bulk-enroll folder trees, one folder per class."""
+"""`twinsearch index DIR... --gallery G`: bulk-enroll folder trees, one folder per class; or the vectors
+`twinsearch embed` wrote (`--vectors VDIR`); or a source embedded on a Ray cluster (`--ray ADDRESS`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import sys
 
 from twinsearch.client.commands._common import (
+    CommandLineError,
     add_connection_arguments,
     connect,
     handles_errors,
@@ -14,6 +16,8 @@ from twinsearch.client.commands._common import (
 )
 from twinsearch.client.errors import NotFound
 from twinsearch.client.layout import survey
+from twinsearch.client.vector_bulk import check_fingerprint, enroll_vector_batches, enroll_vectors
+from twinsearch.client.vector_files import require_pyarrow
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +32,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "wrong or when several folders hold the same class names (their images would fill one class). With "
         "several folders, each file's id starts with its folder's name (photos/alice/1.png)."
     )
-    parser.add_argument("folders", nargs="+", metavar="DIR", help="root of a folder tree (several: one run)")
+    parser.description += (
+        " With --vectors DIR instead, the Parquet files `twinsearch embed` wrote are loaded as vectors (refused "
+        "before anything is sent when their model is not the gallery's). With --ray ADDRESS, one DIR (or zip, or "
+        "manifest) is embedded on that Ray cluster and its vectors streamed to the server as batches finish."
+    )
+    parser.add_argument("folders", nargs="*", metavar="DIR", help="root of a folder tree (several: one run)")
+    parser.add_argument("--vectors", metavar="VDIR", default=None,
+                        help="load the vectors in VDIR (Parquet files of `twinsearch embed`) instead of images")
+    cluster = parser.add_argument_group("embedding on Ray (needs the twinsearch[ray] extra)")
+    cluster.add_argument("--ray", metavar="ADDRESS", default=None,
+                         help="embed on the Ray cluster at ADDRESS (HOST:PORT of its head, or 'auto'; 'local' "
+                              "starts a local instance for this run) and send vectors, not images")
+    cluster.add_argument("--model-file", metavar="M", default=None,
+                         help="with --ray: the model file (or shipped model name) to embed with, the one the "
+                              "gallery is bound to (default: omniglot)")
+    cluster.add_argument("--encoders", type=int, default=1, metavar="N",
+                         help="with --ray: encoder replicas (default: %(default)s)")
     parser.add_argument("--gallery", "-g", required=True, help="the gallery to enroll into")
     parser.add_argument("--class-depth", type=int, default=1, metavar="N",
                         help="folder depth that names the class (default: %(default)s)")
@@ -47,11 +67,73 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 @handles_errors
 def run(args: argparse.Namespace) -> int:
+    if args.vectors is not None:
+        if args.folders or args.ray:
+            raise CommandLineError("give either DIR (images) or --vectors VDIR, not both")
+        require_pyarrow()  # before connecting: a missing extra is the first thing to say
+        return _send(args, lambda client, progress: enroll_vectors(
+            client, args.gallery, args.vectors, batch_size=max(args.batch_size, 256), max_in_flight=args.in_flight,
+            progress=progress))
+    if not args.folders:
+        raise CommandLineError("give a folder to index (DIR), or --vectors VDIR")
+    if args.ray is not None:
+        if len(args.folders) != 1:
+            raise CommandLineError("--ray embeds one source at a time: give one DIR, zip or manifest")
+        return _send(args, _embed_on_ray(args))
     found = survey(args.folders, args.class_depth)
     notes = sys.stderr if args.json else sys.stdout  # keep --json output one JSON document
     print(found.summary(), file=notes, flush=True)
     for warning in found.warnings():
         print(f"warning: {warning}", file=sys.stderr, flush=True)
+
+    def images(client, progress):
+        folders = args.folders[0] if len(args.folders) == 1 else args.folders
+        return client.enroll_folder(args.gallery, folders, class_depth=args.class_depth,
+                                    batch_size=args.batch_size, max_in_flight=args.in_flight,
+                                    id_prefix=args.id_prefix, progress=progress)
+
+    return _send(args, images)
+
+
+def _embed_on_ray(args: argparse.Namespace):
+    """The sender of `index SOURCE --ray ADDRESS`: the embedding pipeline's batches as vectors."""
+    from twinsearch.client.cli import RAY_EXTRA, _installed
+
+    missing = [p for p in ("torch", *RAY_EXTRA) if not _installed(p)]
+    if missing:
+        raise CommandLineError(f"--ray needs {' and '.join(missing)}, which is not installed; install the "
+                               "server and ray extras: pip install 'twinsearch[server,ray]'")
+    # The pipeline lives beside the server (it runs the encoder); imported only when asked for.
+    from twinsearch.server.cluster.pipeline import EmbedSettings, ModelFile, embed_rows, local_size
+    from twinsearch.server.cluster.runtime import RaySettings, RayUnavailable, ray_session
+    from twinsearch.server.cluster.sources import list_source
+    from twinsearch.server.commands.embed import quiet_ray, ray_notes_to_stderr
+
+    quiet_ray()
+    try:
+        model = ModelFile.load(args.model_file)
+    except ValueError as exc:  # a missing or corrupt model file
+        raise CommandLineError(str(exc)) from None
+    listing = list_source(args.folders[0], args.class_depth)
+    settings = EmbedSettings(encoders=args.encoders)
+    address = None if args.ray == "local" else args.ray
+
+    def send(client, progress):
+        check_fingerprint(client, args.gallery, model.fingerprint, model.name, f"model {model.name}")
+        try:
+            with ray_notes_to_stderr(), ray_session(local_size(RaySettings(address), settings)):
+                return enroll_vector_batches(
+                    client, args.gallery, embed_rows(listing.rows, model, settings), total=len(listing.rows),
+                    found=listing.found, failures=listing.failures, batch_size=max(args.batch_size, 256),
+                    max_in_flight=args.in_flight, progress=progress)
+        except RayUnavailable as exc:
+            raise CommandLineError(str(exc)) from None
+
+    return send
+
+
+def _send(args: argparse.Namespace, send) -> int:
+    """Connect, create the gallery if asked, run `send(client, progress)` under a progress bar, report."""
     with connect(args) as client:
         try:
             client.get_gallery(args.gallery)
@@ -73,10 +155,7 @@ def run(args: argparse.Namespace) -> int:
             bar.set_postfix(stored=p.stored, skipped=p.skipped, failed=p.failed, refresh=False)
 
         try:
-            folders = args.folders[0] if len(args.folders) == 1 else args.folders
-            report = client.enroll_folder(args.gallery, folders, class_depth=args.class_depth,
-                                          batch_size=args.batch_size, max_in_flight=args.in_flight,
-                                          id_prefix=args.id_prefix, progress=progress)
+            report = send(client, progress)
         finally:
             if bar is not None:
                 bar.close()

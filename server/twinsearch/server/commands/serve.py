@@ -54,6 +54,15 @@ _OPTIONS: tuple[tuple[str, str, type, object, str], ...] = (
     ("--migration-batch", "TWINSEARCH_MIGRATION_BATCH", int, s.DEFAULT_MIGRATION_BATCH,
      "images a gallery migration embeds per encoder pass (calls waiting for the encoder go between passes)"),
     ("--grace", "TWINSEARCH_GRACE", float, s.DEFAULT_GRACE_S, "seconds calls in flight get at shutdown"),
+    ("--encoders", "TWINSEARCH_ENCODERS", str, "local",
+     "where images are embedded: 'local' (this process) or 'ray' (encoder replicas on a Ray cluster; needs "
+     "the twinsearch[ray] extra)"),
+    ("--ray", "TWINSEARCH_RAY", str, None,
+     "with --encoders ray: HOST:PORT of the Ray cluster's head (default: a local Ray instance)"),
+    ("--encoder-replicas", "TWINSEARCH_ENCODER_REPLICAS", int, s.DEFAULT_ENCODER_REPLICAS,
+     "with --encoders ray: encoder replicas (Ray actors, one model each; a GPU each when the cluster has them)"),
+    ("--ray-object-store-mb", "TWINSEARCH_RAY_OBJECT_STORE_MB", int, None,
+     "with --encoders ray and no --ray: the local Ray instance's object store in MiB"),
 )
 
 
@@ -90,6 +99,8 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> s.Ser
         max_batch=values["max_batch"], max_pixels=values["max_pixels"], max_k=values["max_k"],
         batch_wait_ms=values["batch_wait_ms"], torch_threads=values["torch_threads"],
         migration_batch=values["migration_batch"],
+        encoders=values["encoders"], encoder_replicas=values["encoder_replicas"], ray_address=values["ray"],
+        ray_object_store_mb=values["ray_object_store_mb"],
     )
     models = _model_specs(args, environ)
     single = len(models) == 1 and models[0][0] is None
@@ -144,7 +155,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"twinsearch serve: {exc}", file=sys.stderr)
             return 2
         except (ModelFileError, OSError, ValueError, RuntimeError, TwinsearchError) as exc:
-            # A bad model file, an address in use, unreadable TLS files, a store held by another process.
+            # A bad model file, an address in use, unreadable TLS files, a store held by another process,
+            # with --encoders ray: Ray not installed, its cluster unreachable.
             print(f"twinsearch serve: {exc}", file=sys.stderr)
             return 1
         print(f"twinsearch serving on {running.address}", flush=True)

@@ -1,0 +1,105 @@
+"""The server's encoder on a Ray cluster: `twinsearch serve --encoders ray --encoder-replicas N`.
+
+`RayEncoderPool` holds N `EncoderReplica` actors (the class the bulk pipeline uses; one GPU each when
+the cluster has GPUs, else one CPU) loaded from the server's own model file, and has the one method the
+engine's encoder batcher calls: `embed_arrays(images) -> vectors`. The engine runs one batcher thread
+per replica, so up to N gathered batches are embedded at once while search and the store stay in the
+server process.
+
+Batches go to the replicas in turn. When a replica dies (its node lost, its process killed), the call
+fails over to the next one; Ray restarts the dead actor meanwhile. Only when every replica has failed
+the batch does the call fail, with UNAVAILABLE: a batch is answered by a replica or not at all, so
+an answer is never made up.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from twinsearch.client.errors import Unavailable
+
+from .runtime import RaySettings, RayUnavailable, cluster_gpus, connect, require_ray
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = 120.0   # replicas loading their model at start-up
+CALL_TIMEOUT_S = 120.0    # one batch on one replica
+
+
+class RayEncoderPool:
+    """N encoder replicas on the connected (or started) Ray cluster; see the module docstring.
+
+    model_path: the model file the server loaded (its bytes go to each replica); fingerprint: the
+    server model's, checked by each replica. threads: torch threads per replica (0: Ray's default)."""
+
+    def __init__(self, ray_settings: RaySettings, model_path: str | Path, fingerprint: str, replicas: int,
+                 threads: int = 0):
+        if replicas < 1:
+            raise ValueError(f"encoder replicas must be at least 1, got {replicas}")
+        ray = require_ray()
+        self._ray = ray
+        self._started = False
+        if ray_settings.address is None:  # a local instance: a CPU for each replica at least
+            cores = ray_settings.num_cpus or os.cpu_count() or 1
+            ray_settings = RaySettings(None, max(cores, replicas), ray_settings.object_store_mb)
+        self._started = connect(ray_settings)
+        try:
+            from twinsearch.encoder.replica import EncoderReplica
+
+            gpus = cluster_gpus(ray)
+            remote = ray.remote(EncoderReplica).options(
+                num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1,
+                max_restarts=-1,      # a dead replica comes back ...
+                max_task_retries=0)   # ... but its failed batch is retried here, on another replica
+            # Kept for the pool's life: a replica that Ray restarts loads its model from it again.
+            self._model_ref = ray.put(Path(model_path).read_bytes())
+            self._actors = [remote.remote(self._model_ref, fingerprint, threads) for _ in range(replicas)]
+            try:
+                pids = ray.get([a.pid.remote() for a in self._actors], timeout=READY_TIMEOUT_S)
+            except Exception as exc:  # noqa: BLE001 - Ray raises many kinds here; all mean "not ready"
+                raise RayUnavailable(f"encoder replicas did not start: {exc}") from None
+        except BaseException:
+            self.close()
+            raise
+        self._turn = itertools.count()
+        self._lock = threading.Lock()
+        self.replicas = replicas
+        log.info("%d encoder replicas ready on Ray (%s; processes %s)", replicas, f"{gpus} GPUs" if gpus else "CPU",
+                 pids)
+
+    def embed_arrays(self, images: np.ndarray) -> np.ndarray:
+        """(n, C, H, W) float32 -> (n, dim) float32 on one replica; the next one when it fails;
+        Unavailable when all have failed."""
+        from ray.exceptions import GetTimeoutError, RayActorError
+
+        with self._lock:
+            first = next(self._turn)
+        ref = self._ray.put(np.ascontiguousarray(images, dtype=np.float32))
+        errors = []
+        for attempt in range(self.replicas):
+            actor = self._actors[(first + attempt) % self.replicas]
+            try:
+                return self._ray.get(actor.embed_arrays.remote(ref), timeout=CALL_TIMEOUT_S)
+            except (RayActorError, GetTimeoutError) as exc:  # died, restarting, or lost with its node
+                log.warning("encoder replica %d failed a batch of %d (%s); trying the next", (first + attempt)
+                            % self.replicas, len(images), type(exc).__name__)
+                errors.append(type(exc).__name__)
+        raise Unavailable(f"no encoder replica could embed the batch ({', '.join(errors)})")
+
+    def close(self) -> None:
+        """Stop the replicas; shut Ray down when this pool started it. Safe to call twice."""
+        for actor in getattr(self, "_actors", []):
+            try:
+                self._ray.kill(actor)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        self._actors = []
+        if self._started:
+            self._ray.shutdown()
+            self._started = False

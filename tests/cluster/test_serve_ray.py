@@ -1,0 +1,87 @@
+"""`twinsearch serve --encoders ray`: the same answers as local encoding, replicas that die are
+replaced by the others, a cluster that cannot be reached is one line at start."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from twinsearch.client import Client
+
+from .conftest import PYTHON, ROOT, glyph, png, server_settings
+
+
+@pytest.fixture(scope="module")
+def ray_server(ray_cluster, tmp_path_factory, model_path):
+    from twinsearch.server.app import start_server
+
+    running = start_server(server_settings(tmp_path_factory.mktemp("rdata"), model_path, encoders="ray",
+                                           encoder_replicas=2))
+    yield running
+    running.stop(grace=1.0)
+
+
+def test_ray_encoding_answers_as_local_encoding(server, ray_server):
+    images = [png(glyph(k, i)) for k in range(5) for i in range(4)]
+    labels = [f"c{k}" for k in range(5) for _ in range(4)]
+    probes = [png(glyph(k, 7)) for k in range(5)]
+    answers = []
+    for running in (server, ray_server):
+        with Client(running.address, timeout=60) as client:
+            client.create_gallery("g", exist_ok=True)
+            client.enroll("g", labels, images, ids=[f"{i}" for i in range(len(images))])
+            answers.append((
+                client.embed(images),
+                [(v.same, v.distance, v.probability) for v in client.verify([images[0], images[2]],
+                                                                           [images[1], probes[3]])],
+                [(a.label, [(c.label, c.distance) for c in a.candidates]) for a in client.identify("g", probes, k=3)],
+            ))
+    (local_vectors, local_verify, local_identify), (ray_vectors, ray_verify, ray_identify) = answers
+    # The same model on the same kind of CPU with the same thread count: the very same bits.
+    np.testing.assert_array_equal(ray_vectors, local_vectors)
+    assert ray_verify == local_verify
+    assert ray_identify == local_identify
+
+
+def test_a_dead_replica_is_replaced_by_another(ray_server):
+    import ray
+
+    pool = ray_server.engine._remote_encoder
+    images = [png(glyph(3, i)) for i in range(6)]
+    with Client(ray_server.address, timeout=60) as client:
+        before = client.embed(images)
+        # Gone for good (a restart would only make its calls wait): every batch whose turn falls on it
+        # must be answered by the other replica.
+        ray.kill(pool._actors[0], no_restart=True)
+    # Through the engine, not the client: the client would retry an UNAVAILABLE answer by itself.
+    for _ in range(4):  # the turn comes round to the dead replica twice
+        np.testing.assert_array_equal(ray_server.engine.embed(images), before)
+
+
+def test_unreachable_cluster_is_one_line_at_start(tmp_path, model_path):
+    started = time.monotonic()
+    done = subprocess.run(
+        [PYTHON, "-m", "twinsearch.client.cli", "serve", "--data-dir", str(tmp_path / "d"), "--model", str(model_path),
+         "--address", "127.0.0.1:0", "--encoders", "ray", "--ray", "127.0.0.1:9"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        env={"PYTHONPATH": ":".join(str(ROOT / p) for p in ("proto", "encoder", "server", "client")),
+             "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 1
+    assert "cannot reach the Ray cluster at 127.0.0.1:9" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert time.monotonic() - started < 60
+
+
+def test_no_replica_left_is_unavailable_never_a_wrong_answer(ray_server):
+    import ray
+
+    from twinsearch.client import Unavailable
+
+    pool = ray_server.engine._remote_encoder
+    for actor in pool._actors:
+        ray.kill(actor, no_restart=True)
+    with Client(ray_server.address, timeout=5) as client, pytest.raises(Unavailable):
+        client.embed([png(glyph(1, 1))])
