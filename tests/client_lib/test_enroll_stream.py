@@ -8,7 +8,7 @@ import pytest
 
 from twinsearch.client.enroll_stream import EnrollStream
 from twinsearch.client.errors import DeadlineExceeded, Unavailable
-from twinsearch.client.inputs import Item
+from twinsearch.client.types import EnrollItem
 from twinsearch.v1 import twinsearch_pb2 as pb
 
 _END = object()
@@ -55,7 +55,7 @@ class ScriptedCall:
 
 def _batches(n: int, size: int = 2):
     for b in range(n):
-        yield [Item(label=f"c{b}", payload=b"x", client_id=f"{b}/{i}") for i in range(size)]
+        yield [EnrollItem(label=f"c{b}", payload=b"x", client_id=f"{b}/{i}") for i in range(size)]
 
 
 def _stream(batches, calls, *, delay, max_in_flight=3, ack_timeout=5.0):

@@ -126,9 +126,9 @@ def test_token_and_tls_end_to_end(serve, certificate):
 
 
 def _item(i: int):
-    from twinsearch.client.inputs import Item
+    from twinsearch.client.types import EnrollItem
 
-    return Item(label="c", payload=unit_vectors(1, i)[0].astype(np.float32), client_id=f"s{i}")
+    return EnrollItem(label="c", payload=unit_vectors(1, i)[0].astype(np.float32), client_id=f"s{i}")
 
 
 def _other_certificate(folder) -> bytes:

@@ -27,8 +27,6 @@ import numpy as np
 from twinsearch.client import types as t
 from twinsearch.client.errors import AlreadyExists, InvalidArgument
 from twinsearch.client.inputs import (
-    Item,
-    Payload,
     as_batch,
     broadcast,
     enroll_items,
@@ -40,6 +38,7 @@ from twinsearch.client.inputs import (
     payload,
     payloads,
 )
+from twinsearch.client.types import EnrollItem, Payload
 
 
 def parse_index(index: t.IndexSpec | t.IndexKind | str | None, params: Mapping[str, int] | None = None) -> t.IndexSpec:
@@ -462,11 +461,11 @@ class BaseClient(abc.ABC):
     def _delete_gallery(self, name: str) -> int: ...
 
     @abc.abstractmethod
-    def _enroll(self, gallery: str, items: list[Item], *, skip_invalid: bool) -> t.EnrollResult: ...
+    def _enroll(self, gallery: str, items: list[EnrollItem], *, skip_invalid: bool) -> t.EnrollResult: ...
 
     @abc.abstractmethod
-    def _enroll_batches(self, gallery: str, batches: Iterator[list[Item]], *,
-                        max_in_flight: int) -> Iterator[tuple[list[Item], t.EnrollResult]]:
+    def _enroll_batches(self, gallery: str, batches: Iterator[list[EnrollItem]], *,
+                        max_in_flight: int) -> Iterator[tuple[list[EnrollItem], t.EnrollResult]]:
         """Enroll each batch with skip_invalid, at most `max_in_flight` awaiting acknowledgement;
         yield (the batch's items, its result) per batch, in the order the batches were taken."""
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from twinsearch.client.errors import InvalidArgument
-from twinsearch.client.inputs import Item
+from twinsearch.client.types import EnrollItem
 
 log = logging.getLogger(__name__)
 
@@ -246,9 +246,9 @@ def enroll_folder(
     log.info("enroll_folder %s -> %s: %d files, %d outside class folders", folder, gallery, total, len(failures))
     relative_of: dict[str, str] = {}  # client id -> relative path, to name the files the server refused
 
-    def batches(counts: dict[str, int]) -> Iterator[list[Item]]:
+    def batches(counts: dict[str, int]) -> Iterator[list[EnrollItem]]:
         for start in range(0, total, batch_size):
-            items: list[Item] = []
+            items: list[EnrollItem] = []
             for entry in entries[start:start + batch_size]:
                 try:
                     data = entry.path.read_bytes()
@@ -262,7 +262,7 @@ def enroll_folder(
                     continue
                 client_id = client_id_for(entry.relative, id_prefix)
                 relative_of[client_id] = entry.relative
-                items.append(Item(label=entry.label, payload=data, client_id=client_id))
+                items.append(EnrollItem(label=entry.label, payload=data, client_id=client_id))
             if items:
                 yield items
 
@@ -273,7 +273,7 @@ def enroll_folder(
 def send_batches(
     client,
     gallery: str,
-    batches: Callable[[dict[str, int]], Iterator[list[Item]]],
+    batches: Callable[[dict[str, int]], Iterator[list[EnrollItem]]],
     *,
     total: int,
     found: int,
@@ -295,7 +295,7 @@ def send_batches(
     started = time.perf_counter() if started is None else started
     counts = {"sent": 0, "stored": 0, "skipped": 0, "local_failed": 0, "server_failed": 0}
 
-    def counted() -> Iterator[list[Item]]:
+    def counted() -> Iterator[list[EnrollItem]]:
         for items in batches(counts):
             counts["sent"] += len(items)
             yield items

@@ -91,7 +91,7 @@ def threshold_source_from_pb(value: int) -> t.ThresholdSource | None:
 
 ImageLike = Any  # str | os.PathLike | bytes | PIL.Image.Image | np.ndarray (H x W or H x W x C)
 
-_RAW_DTYPES = {"uint8": np.dtype("<u1"), "uint16": np.dtype("<u2"), "float32": np.dtype("<f4")}
+RAW_DTYPES = {"uint8": np.dtype("<u1"), "uint16": np.dtype("<u2"), "float32": np.dtype("<f4")}
 
 
 def _is_pil(obj: object) -> bool:
@@ -137,8 +137,8 @@ def image_to_pb(image: ImageLike) -> pb.Image:
 def raw_image_to_pb(array: np.ndarray) -> pb.RawImage:
     if array.ndim not in (2, 3):
         raise InvalidArgument(f"an image array must be H x W or H x W x C, got shape {array.shape}")
-    name = array.dtype.name if array.dtype.name in _RAW_DTYPES else "float32"
-    data = np.ascontiguousarray(array, dtype=_RAW_DTYPES[name])
+    name = array.dtype.name if array.dtype.name in RAW_DTYPES else "float32"
+    data = np.ascontiguousarray(array, dtype=RAW_DTYPES[name])
     return pb.RawImage(dtype=name, shape=list(array.shape), data=data.tobytes())
 
 
@@ -155,9 +155,9 @@ def image_from_pb(message: pb.Image, where: str = "image") -> bytes | np.ndarray
 
 
 def raw_image_from_pb(raw: pb.RawImage, where: str = "image") -> np.ndarray:
-    dtype = _RAW_DTYPES.get(raw.dtype)
+    dtype = RAW_DTYPES.get(raw.dtype)
     if dtype is None:
-        raise InvalidArgument(f"{where}: raw dtype must be one of {sorted(_RAW_DTYPES)}, got {raw.dtype!r}")
+        raise InvalidArgument(f"{where}: raw dtype must be one of {sorted(RAW_DTYPES)}, got {raw.dtype!r}")
     shape = tuple(int(s) for s in raw.shape)
     if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (1, 3, 4)):
         raise InvalidArgument(f"{where}: raw shape must be [H, W] or [H, W, C] with C in 1, 3, 4; got {list(shape)}")

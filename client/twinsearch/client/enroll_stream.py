@@ -23,13 +23,13 @@ import grpc
 from twinsearch.client import convert as c
 from twinsearch.client import types as t
 from twinsearch.client.errors import DeadlineExceeded, InternalError
-from twinsearch.client.inputs import Item
+from twinsearch.client.types import EnrollItem
 from twinsearch.v1 import twinsearch_pb2 as pb
 
 log = logging.getLogger(__name__)
 
 
-def enroll_request(gallery: str, items: list[Item], *, skip_invalid: bool, sequence: int = 0) -> pb.EnrollRequest:
+def enroll_request(gallery: str, items: list[EnrollItem], *, skip_invalid: bool, sequence: int = 0) -> pb.EnrollRequest:
     return pb.EnrollRequest(
         gallery=gallery,
         items=[pb.EnrollItem(label=i.label, input=c.input_to_pb(i.payload), client_id=i.client_id or "",
@@ -51,7 +51,7 @@ class EnrollStream:
 
     _DONE = object()
 
-    def __init__(self, gallery: str, batches: Iterator[list[Item]], *, max_in_flight: int, ack_timeout: float,
+    def __init__(self, gallery: str, batches: Iterator[list[EnrollItem]], *, max_in_flight: int, ack_timeout: float,
                  open_call: Callable[[Iterator[pb.EnrollRequest]], Any],
                  retry_wait: Callable[[int, float], bool], to_error: Callable[[grpc.RpcError], Exception]):
         """`open_call(requests)` starts an EnrollStream call; `retry_wait(attempt, deadline)` waits
@@ -66,8 +66,8 @@ class EnrollStream:
         self.max_in_flight = max(1, int(max_in_flight))
         self.lock = threading.Lock()          # guards the fields below
         self.source_lock = threading.Lock()   # one puller at a time; pull order = sequence order
-        self.unacked: deque[tuple[int, list[Item], pb.EnrollRequest]] = deque()
-        self.resend: deque[tuple[int, list[Item], pb.EnrollRequest]] = deque()
+        self.unacked: deque[tuple[int, list[EnrollItem], pb.EnrollRequest]] = deque()
+        self.resend: deque[tuple[int, list[EnrollItem], pb.EnrollRequest]] = deque()
         self.next_sequence = 1
         self.exhausted = False
         self.source_error: BaseException | None = None
@@ -134,7 +134,7 @@ class EnrollStream:
         threading.Thread(target=read, name="twinsearch-enroll-acks", daemon=True).start()
         return call, acks
 
-    def run(self) -> Iterator[tuple[list[Item], t.EnrollResult]]:
+    def run(self) -> Iterator[tuple[list[EnrollItem], t.EnrollResult]]:
         call, acks = self._open()
         attempt = 0
         try:

@@ -25,28 +25,12 @@ import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
-from twinsearch.client.convert import ImageLike, image_payload, is_vector
+from twinsearch.client.convert import RAW_DTYPES, ImageLike, image_payload, is_vector
 from twinsearch.client.errors import InvalidArgument, TwinsearchError
-from twinsearch.client.types import ProbeFailure
-
-Payload = Any  # bytes | np.ndarray (2-D/3-D pixels, or a 1-D float32 vector)
-
-_WIRE_DTYPES = ("uint8", "uint16", "float32")
-
-
-@dataclass(frozen=True)
-class Item:
-    """One item to enroll, in canonical form."""
-
-    label: str
-    payload: Payload
-    client_id: str | None = None
-    metadata: Mapping[str, str] = field(default_factory=dict)
+from twinsearch.client.types import EnrollItem, Payload, ProbeFailure
 
 
 def is_single(obj: object) -> bool:
@@ -91,7 +75,7 @@ def payload(item: ImageLike, where: str = "image") -> Payload:
         raise InvalidArgument(f"{where}: {exc.details}") from None
     if isinstance(out, np.ndarray):
         # The same dtype the wire form carries (convert.raw_image_to_pb): uint8, uint16, else float32.
-        dtype = out.dtype.name if out.dtype.name in _WIRE_DTYPES else "float32"
+        dtype = out.dtype.name if out.dtype.name in RAW_DTYPES else "float32"
         out = np.ascontiguousarray(out, dtype=dtype)
     return out
 
@@ -128,7 +112,7 @@ def enroll_items(
     ids: str | Sequence[str | None] | None = None,
     metadata: Mapping[str, str] | Sequence[Mapping[str, str] | None] | None = None,
     dim: int | None = None,
-) -> list[Item]:
+) -> list[EnrollItem]:
     """Items for `enroll`: one label for all images or one per image; client ids and metadata the same.
 
     `images` as `as_batch` takes them, with `dim` the model's dimension (for a matrix of vectors).
@@ -146,7 +130,7 @@ def enroll_items(
     client_ids = broadcast(ids, n, "client ids", hint)
     metas = broadcast(metadata, n, "metadata entries", hint)
     return [
-        Item(label=labels[i], payload=payload(batch[i], f"items[{i}]"), client_id=client_ids[i] or None,
+        EnrollItem(label=labels[i], payload=payload(batch[i], f"items[{i}]"), client_id=client_ids[i] or None,
              metadata=dict(metas[i] or {}))
         for i in range(n)
     ]

@@ -31,7 +31,7 @@ from twinsearch.client import types as t
 from twinsearch.client.base import BaseClient
 from twinsearch.client.enroll_stream import EnrollStream, enroll_request
 from twinsearch.client.errors import TwinsearchError, Unavailable, error_for_code
-from twinsearch.client.inputs import Item, Payload
+from twinsearch.client.types import EnrollItem, Payload
 from twinsearch.v1 import twinsearch_pb2 as pb
 from twinsearch.v1 import twinsearch_pb2_grpc
 
@@ -200,7 +200,7 @@ class Client(BaseClient):
         idempotent = all(item.client_id for item in items)
         return c.enroll_result_from_pb(self._call("Enroll", request, retry=idempotent))
 
-    def _enroll_batches(self, gallery, batches, *, max_in_flight) -> Iterator[tuple[list[Item], t.EnrollResult]]:
+    def _enroll_batches(self, gallery, batches, *, max_in_flight) -> Iterator[tuple[list[EnrollItem], t.EnrollResult]]:
         stream = EnrollStream(
             gallery, batches, max_in_flight=max_in_flight, ack_timeout=self.timeout,
             open_call=lambda requests: self._stub.EnrollStream(requests, metadata=self._metadata),

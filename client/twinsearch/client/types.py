@@ -12,8 +12,26 @@ the model carries a calibration.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
+
+# What goes where an image or vector goes, in canonical form: encoded image bytes, a pixel array
+# (H x W or H x W x C; uint8, uint16 or float32) or a 1-D float32 vector.
+Payload = Any
+
+
+@dataclass(frozen=True)
+class EnrollItem:
+    """One item to enroll: its class label, an image or vector payload, an optional client id (makes
+    re-sending idempotent) and free-form string metadata (returned by search). The clients build these
+    from what callers pass (`inputs.enroll_items`); the engine takes them as they are."""
+
+    label: str
+    payload: Payload
+    client_id: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
 
 class IndexKind(str, Enum):

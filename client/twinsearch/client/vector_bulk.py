@@ -15,7 +15,7 @@ from pathlib import Path
 
 from twinsearch.client.bulk import BulkProgress, BulkReport, FileFailure, send_batches
 from twinsearch.client.errors import FailedPrecondition, InvalidArgument
-from twinsearch.client.inputs import Item
+from twinsearch.client.types import EnrollItem
 from twinsearch.client.vector_files import VectorBatch, iter_batches, read_info
 
 
@@ -47,13 +47,13 @@ def enroll_vector_batches(
     started = time.perf_counter()
     failures = list(failures)
 
-    def requests(counts: dict[str, int]) -> Iterator[list[Item]]:
-        items: list[Item] = []
+    def requests(counts: dict[str, int]) -> Iterator[list[EnrollItem]]:
+        items: list[EnrollItem] = []
         for batch in batches:
             failures.extend(batch.failures)
             counts["local_failed"] += len(batch.failures)
             for i, client_id in enumerate(batch.client_ids):
-                items.append(Item(label=batch.labels[i], payload=batch.vectors[i], client_id=client_id,
+                items.append(EnrollItem(label=batch.labels[i], payload=batch.vectors[i], client_id=client_id,
                                   metadata=batch.metadata[i]))
                 if len(items) == batch_size:
                     yield items

@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from twinsearch.client.types import (
     ClassPage,
     Enrolled,
     EnrollFailure,
+    EnrollItem,  # one item to enroll; defined beside the other API types, shared with the clients
     EnrollResult,
     GalleryInfo,
     Identification,
@@ -47,6 +48,7 @@ from twinsearch.client.types import (
     ModelInfo,
     Neighbor,
     OperatingPoint,
+    Payload,
     ProbeFailure,
     Scoring,
     ServerInfo,
@@ -68,7 +70,6 @@ from .validation import ModelChanged, check_k, check_label
 
 log = logging.getLogger(__name__)
 
-Payload = Any  # bytes | np.ndarray: 2-D/3-D pixels, or a 1-D float32 vector
 API_VERSION = "v1"
 DEFAULT_MEAN_K = 3
 MAX_THRESHOLD = 2.0  # the largest Euclidean distance between unit vectors
@@ -76,17 +77,6 @@ MAX_PAGE_SIZE = 10_000
 MAX_METADATA_BYTES = 64 * 1024  # per item: keys and values together
 DEFAULT_SETTINGS = EngineSettings()
 SWITCH_RETRIES = 3  # a call that meets a gallery switching models is embedded again this many times
-
-
-@dataclass(frozen=True)
-class EnrollItem:
-    """One item to enroll: its class label, an image or vector payload, an optional client id (makes
-    re-sending idempotent) and free-form string metadata (returned by search)."""
-
-    label: str
-    payload: Payload
-    client_id: str | None = None
-    metadata: Mapping[str, str] | None = field(default=None)
 
 
 BatchObserver = Callable[[str, int, int], None]  # (stage, calls gathered, rows)

@@ -23,15 +23,9 @@ import numpy as np
 
 from twinsearch.client import types as t
 from twinsearch.client.base import BaseClient
-from twinsearch.client.inputs import Item
 
-from .engine import Engine, EnrollItem
+from .engine import Engine
 from .settings import EngineSettings
-
-
-def _engine_items(items: list[Item]) -> list[EnrollItem]:
-    return [EnrollItem(label=i.label, payload=i.payload, client_id=i.client_id, metadata=dict(i.metadata))
-            for i in items]
 
 
 class LocalClient(BaseClient):
@@ -93,12 +87,12 @@ class LocalClient(BaseClient):
         return self.engine.delete_gallery(name)
 
     def _enroll(self, gallery, items, *, skip_invalid) -> t.EnrollResult:
-        return self.engine.enroll(gallery, _engine_items(items), skip_invalid=skip_invalid)
+        return self.engine.enroll(gallery, items, skip_invalid=skip_invalid)
 
-    def _enroll_batches(self, gallery, batches, *, max_in_flight) -> Iterator[tuple[list[Item], t.EnrollResult]]:
+    def _enroll_batches(self, gallery, batches, *, max_in_flight) -> Iterator[tuple[list[t.EnrollItem], t.EnrollResult]]:
         # In-process there is nothing to overlap with: one batch at a time, in order.
         for items in batches:
-            yield items, self.engine.enroll(gallery, _engine_items(items), skip_invalid=True)
+            yield items, self.engine.enroll(gallery, items, skip_invalid=True)
 
     def _delete(self, gallery, *, ids, client_ids, label) -> int:
         return self.engine.delete(gallery, ids=ids, client_ids=client_ids, label=label)
