@@ -17,7 +17,6 @@ runs that graph when it can:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import warnings
@@ -26,7 +25,7 @@ import zipfile
 import numpy as np
 import torch
 
-from .card import CARD_NAME, GRAPH_NAME, WEIGHTS_NAME, ModelCard, write_model_file
+from .card import GRAPH_NAME, WEIGHTS_NAME, ModelCard, read_card, write_model_file
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +72,7 @@ def add_graph(path: str | os.PathLike) -> bytes:
     graph = export_graph(model.net, model.preprocess.shape)
     with zipfile.ZipFile(path) as zf:
         weights = zf.read(WEIGHTS_NAME)
-        card = ModelCard.from_dict(json.loads(zf.read(CARD_NAME)))
-    write_model_file(path, card, weights, graph=graph)
+    write_model_file(path, ModelCard.from_dict(read_card(path)), weights, graph=graph)
     return graph
 
 

@@ -424,21 +424,9 @@ class Database:
     def iter_migrated(self, gallery_id: int, dim: int, *, chunk: int = 50_000
                       ) -> Iterator[tuple[np.ndarray, list[str], np.ndarray]]:
         """As `iter_items`, with each item's vector from the new model (every item must have one)."""
-        conn = self._reader()
-        conn.execute("BEGIN")
-        try:
-            cur = conn.execute(
-                "SELECT i.id, i.label, m.vector FROM items i JOIN migrated_vectors m ON m.item_id = i.id "
-                "WHERE i.gallery_id = ? ORDER BY i.id", (gallery_id,))
-            while True:
-                rows = cur.fetchmany(chunk)
-                if not rows:
-                    break
-                ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-                vectors = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), dim)
-                yield ids, [r[1] for r in rows], vectors
-        finally:
-            conn.execute("COMMIT")
+        yield from self._iter_vector_rows(
+            "SELECT i.id, i.label, m.vector FROM items i JOIN migrated_vectors m ON m.item_id = i.id "
+            "WHERE i.gallery_id = ? ORDER BY i.id", (gallery_id,), dim, chunk)
 
     def sample_migrated(self, gallery_id: int, dim: int, n: int) -> np.ndarray:
         """About n of the new model's vectors of a gallery (evenly spread by id), for IVF training."""
@@ -529,13 +517,18 @@ class Database:
 
         Runs in one read transaction, so the chunks are one consistent view of the file.
         """
+        yield from self._iter_vector_rows(
+            "SELECT id, label, vector FROM items WHERE gallery_id = ? AND id > ? ORDER BY id",
+            (gallery_id, after_id), dim, chunk)
+
+    def _iter_vector_rows(self, sql: str, params: tuple, dim: int, chunk: int
+                          ) -> Iterator[tuple[np.ndarray, list[str], np.ndarray]]:
+        """(ids, labels, vectors) chunks of the (id, label, vector blob) rows of `sql`, read in one
+        read transaction."""
         conn = self._reader()
         conn.execute("BEGIN")
         try:
-            cur = conn.execute(
-                "SELECT id, label, vector FROM items WHERE gallery_id = ? AND id > ? ORDER BY id",
-                (gallery_id, after_id),
-            )
+            cur = conn.execute(sql, params)
             while True:
                 rows = cur.fetchmany(chunk)
                 if not rows:

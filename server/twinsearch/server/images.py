@@ -129,9 +129,9 @@ class ImageStore:
         for key in set(keys):
             try:
                 self.path(key).unlink()
-                n += 1
-            except FileNotFoundError:
-                pass
+            except FileNotFoundError:  # already gone: nothing to count
+                continue
+            n += 1
         return n
 
     def clean(self, referenced: set[str]) -> int:

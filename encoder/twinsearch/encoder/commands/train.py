@@ -203,11 +203,6 @@ def run(args: argparse.Namespace) -> int:
         binarize = args.binarize if args.binarize in ("none", "otsu") else float(args.binarize)
     except ValueError:
         return _usage(f"--binarize takes none, otsu or a grey level in (0, 1), got {args.binarize!r}")
-    if not args.minutes and not args.steps:
-        return _usage("give --minutes, --steps or both")
-    if args.posterior_weight and (args.loss != "normsoftmax" or args.val_by != "images" or args.val_fraction <= 0):
-        return _usage("--posterior-weight needs --loss normsoftmax and validation images of the training classes "
-                      "(--val-by images, --val-fraction > 0)")
     height, width = args.size[0], args.size[-1]
     try:
         preprocess = Preprocess(width=width, height=height, channels=args.channels, resize=args.resize,

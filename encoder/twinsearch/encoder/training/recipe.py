@@ -199,11 +199,11 @@ def train_model(recipe: Recipe, events: Events | None = None) -> Outcome:
     run = _Run(recipe, events)
     config = recipe.config
     if not config.minutes and not config.steps:
-        raise ValueError("give a time budget (minutes), a step limit (steps) or both")
+        raise ValueError("give a time budget (--minutes), a step limit (--steps) or both")
     if config.posterior_weight and (config.loss != "normsoftmax" or recipe.val_by != "images"
                                     or recipe.val_fraction <= 0):
-        raise ValueError("a class posterior (posterior weight) needs the normsoftmax loss and validation images "
-                         "of the training classes (val_by images, val_fraction > 0)")
+        raise ValueError("--posterior-weight needs --loss normsoftmax and validation images of the training "
+                         "classes (--val-by images, --val-fraction > 0)")
     if config.threads:
         torch.set_num_threads(config.threads)
     preprocess = recipe.preprocess

@@ -14,6 +14,7 @@ an answer is never made up.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -95,10 +96,8 @@ class RayEncoderPool:
     def close(self) -> None:
         """Stop the replicas; shut Ray down when this pool started it. Safe to call twice."""
         for actor in getattr(self, "_actors", []):
-            try:
+            with contextlib.suppress(Exception):  # an actor already gone
                 self._ray.kill(actor)
-            except Exception:  # noqa: BLE001 - already gone
-                pass
         self._actors = []
         if self._started:
             self._ray.shutdown()
