@@ -11,6 +11,7 @@ from twinsearch.encoder.heads import build_net
     ("conv4", {"input_size": 28}, (1, 28, 28)),
     ("conv4", {"input_size": 56, "widths": [16, 32, 64], "pool": "avg"}, (1, 56, 56)),
     ("conv4", {"input_size": 28, "widths": [8, 16, 32], "convs_per_block": [1, 2, 2]}, (1, 28, 28)),
+    ("conv4", {"input_size": 24, "input_width": 48, "widths": [8, 16]}, (1, 24, 48)),
     ("koch", {"input_size": 105}, (1, 105, 105)),
     ("signet", {"input_size": 155, "input_width": 220}, (1, 155, 220)),
     ("resnet", {"input_size": 64}, (3, 64, 64)),
@@ -24,6 +25,14 @@ def test_backbones_build_and_embed(name, args, shape):
     with torch.no_grad():
         emb = net(torch.rand(2, *shape))
     assert emb.shape == (2, 32) and torch.allclose(emb.norm(dim=1), torch.ones(2), atol=1e-5)
+
+
+def test_conv4_flattens_wide_inputs_by_their_own_shape():
+    wide = build_backbone("conv4", input_size=24, input_width=48, widths=[8, 16])
+    assert wide.out_features == 16 * 6 * 12
+    assert build_backbone("conv4", input_size=24, widths=[8, 16]).out_features == 16 * 6 * 6
+    with pytest.raises(ValueError, match="too small"):
+        build_backbone("conv4", input_size=24, input_width=2, widths=[8, 16])
 
 
 def test_unknown_backbone():

@@ -3,7 +3,9 @@
 Good for 28-105 px grayscale characters and clothing. `convs_per_block` > 1 stacks more 3x3 convs before
 each pool (the VGG pattern): more depth at the same resolution, which is where small clothing images
 gain most for their compute. Input (N, C, H, W) float32; output (N, F)
-features, flattened (keeps the spatial layout, which matters for characters) or average-pooled.
+features, flattened (keeps the spatial layout, which matters for characters and signatures) or
+average-pooled. Inputs need not be square: `input_width` (default `input_size`) sets the width that the
+flattened size is computed from.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from torch import nn
 
 class Conv4(nn.Module):
     def __init__(self, in_channels: int = 1, widths: Sequence[int] = (64, 64, 64, 64), pool: str = "flatten",
-                 input_size: int = 28, dropout: float = 0.0, convs_per_block: int | Sequence[int] = 1):
+                 input_size: int = 28, dropout: float = 0.0, convs_per_block: int | Sequence[int] = 1,
+                 input_width: int | None = None):
         super().__init__()
         if pool not in ("flatten", "avg"):
             raise ValueError(f"pool must be 'flatten' or 'avg', got {pool!r}")
@@ -34,12 +37,13 @@ class Conv4(nn.Module):
         self.features = nn.Sequential(*layers)
         self.pool = pool
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        side = input_size
+        height, width = input_size, input_width or input_size
         for _ in widths:
-            side //= 2
-        if side < 1:
-            raise ValueError(f"input size {input_size} is too small for {len(widths)} pooling blocks")
-        self.out_features = c * side * side if pool == "flatten" else c
+            height, width = height // 2, width // 2
+        if min(height, width) < 1:
+            raise ValueError(f"input size {input_size}x{input_width or input_size} is too small for "
+                             f"{len(widths)} pooling blocks")
+        self.out_features = c * height * width if pool == "flatten" else c
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)
