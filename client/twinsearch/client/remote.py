@@ -213,12 +213,12 @@ class Client(BaseClient):
         return int(self._call("Delete", request).deleted)
 
     def _list_classes(self, gallery, *, page_size, page_token) -> t.ClassPage:
-        request = pb.ListClassesRequest(gallery=gallery, page_size=page_size, page_token=page_token)
+        request = pb.ListClassesRequest(gallery=gallery, page_size=page_size or 0, page_token=page_token)
         return c.class_page_from_pb(self._call("ListClasses", request))
 
     def _identify(self, gallery, probes, *, k, scoring, mean_k, threshold, target_far, labels, skip_invalid):
         request = pb.IdentifyRequest(
-            gallery=gallery, probes=[c.input_to_pb(p) for p in probes], k=k, scoring=c.scoring_to_pb(scoring),
+            gallery=gallery, probes=[c.input_to_pb(p) for p in probes], k=k or 0, scoring=c.scoring_to_pb(scoring),
             mean_k=mean_k or 0, threshold=c.threshold_options_to_pb(threshold, target_far), labels=labels or [],
             skip_invalid=skip_invalid,
         )
@@ -233,6 +233,6 @@ class Client(BaseClient):
         return [c.verification_from_pb(v) for v in self._call("VerifyClass", request).results]
 
     def _search(self, gallery, probes, *, k, labels):
-        request = pb.SearchRequest(gallery=gallery, probes=[c.input_to_pb(p) for p in probes], k=k,
+        request = pb.SearchRequest(gallery=gallery, probes=[c.input_to_pb(p) for p in probes], k=k or 0,
                                    labels=labels or [])
         return c.neighbors_from_pb(self._call("Search", request))

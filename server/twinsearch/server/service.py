@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import grpc
 
 from twinsearch.client import convert as c
-from twinsearch.client.errors import InvalidArgument, ResourceExhausted, Unavailable
+from twinsearch.client.errors import InvalidArgument, Unavailable
 from twinsearch.client.inputs import in_caller_order
 from twinsearch.client.types import EnrollFailure, EnrollResult, ProbeFailure
 from twinsearch.v1 import twinsearch_pb2 as pb
@@ -122,10 +122,8 @@ class TwinSearchServicer(twinsearch_pb2_grpc.TwinSearchServicer):
         self.closing = False
 
     def _count(self, n: int, what: str) -> None:
-        """Refuse an oversized batch before converting it (the engine checks again)."""
-        limit = self.engine.settings.max_batch
-        if n > limit:
-            raise ResourceExhausted(f"{n} {what} in one call, at most {limit}")
+        """Refuse an oversized batch before converting it, by the engine's own rule."""
+        self.engine.limits.check_count(n, what)
 
     # ------------------------------------------------------------------ facts, embed, verify
     @_rpc()
@@ -251,7 +249,7 @@ class TwinSearchServicer(twinsearch_pb2_grpc.TwinSearchServicer):
 
     @_rpc()
     def ListClasses(self, request: pb.ListClassesRequest, context) -> pb.ListClassesResponse:
-        page = self.engine.list_classes(request.gallery, page_size=request.page_size or 100,
+        page = self.engine.list_classes(request.gallery, page_size=request.page_size or None,
                                         page_token=request.page_token)
         return c.class_page_to_pb(page)
 
@@ -271,7 +269,7 @@ class TwinSearchServicer(twinsearch_pb2_grpc.TwinSearchServicer):
                 failures[i] = ProbeFailure(index=i, reason=exc.details)
         threshold, target_far = c.threshold_options_from_pb(request.threshold)
         results = self.engine.identify(
-            request.gallery, probes, k=request.k or 5, scoring=c.scoring_from_pb(request.scoring),
+            request.gallery, probes, k=request.k or None, scoring=c.scoring_from_pb(request.scoring),
             mean_k=request.mean_k or None, threshold=threshold, target_far=target_far,
             labels=list(request.labels) or None, skip_invalid=request.skip_invalid,
             names=[f"probes[{i}]" for i in positions],
@@ -295,6 +293,6 @@ class TwinSearchServicer(twinsearch_pb2_grpc.TwinSearchServicer):
     def Search(self, request: pb.SearchRequest, context) -> pb.SearchResponse:
         self._count(len(request.probes), "probes")
         probes = [c.input_from_pb(p, f"probes[{i}]") for i, p in enumerate(request.probes)]
-        results = self.engine.search(request.gallery, probes, k=request.k or 10,
+        results = self.engine.search(request.gallery, probes, k=request.k or None,
                                      labels=list(request.labels) or None)
         return c.neighbors_to_pb(results)

@@ -65,6 +65,7 @@ from . import images as kept
 from .database import Database
 from .gallery import Gallery, SearchLimits
 from .index import GpuContext, IndexParams, configure_faiss
+from .limits import DEFAULTS, LIMITS
 from .thresholds import ThresholdPolicy
 from .validation import (
     ModelChanged,
@@ -235,14 +236,14 @@ class GalleryStore:
 
     # ------------------------------------------------------------------ galleries
     def create_gallery(self, name: str, *, fingerprint: str, dim: int, index: IndexSpec | None = None,
-                       scoring: Scoring = Scoring.NEAREST, mean_k: int = 3,
+                       scoring: Scoring = Scoring.NEAREST, mean_k: int = DEFAULTS.mean_k,
                        threshold: float | None = None, keep_images: bool = False) -> GalleryInfo:
         check_gallery_name(name)
         index = index or IndexSpec()
         if not isinstance(fingerprint, str) or not fingerprint:
             raise InvalidArgument("a gallery needs the model fingerprint of its vectors")
-        if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= 65536:
-            raise InvalidArgument(f"dim must be an integer in [1, 65536], got {dim!r}")
+        if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= LIMITS.max_dim:
+            raise InvalidArgument(f"dim must be an integer in [1, {LIMITS.max_dim}], got {dim!r}")
         try:
             scoring = Scoring(scoring)
             kind = IndexKind(index.kind)
@@ -513,10 +514,10 @@ class GalleryStore:
                 log.exception("gallery %r: writing a snapshot failed", g.name)
 
     # ------------------------------------------------------------------ reads
-    def list_classes(self, name: str, *, page_size: int = 100, page_token: str = "") -> ClassPage:
+    def list_classes(self, name: str, *, page_size: int = DEFAULTS.page_size, page_token: str = "") -> ClassPage:
         """Classes with their item counts, by label, a page at a time; an empty next token ends."""
         g = self._gallery(name)
-        check_k(page_size, 10_000, "page_size")
+        check_k(page_size, LIMITS.page_size, "page_size")
         after = ""
         if page_token:
             try:
@@ -585,7 +586,7 @@ class GalleryStore:
         mean_k = check_k(mean_k, self.settings.max_k, "mean_k") if mean_k is not None else g.row.mean_k
         return scoring, mean_k
 
-    def identify(self, name: str, vectors: np.ndarray, *, policy: ThresholdPolicy, k: int = 5,
+    def identify(self, name: str, vectors: np.ndarray, *, policy: ThresholdPolicy, k: int = DEFAULTS.identify_k,
                  scoring: Scoring | None = None, mean_k: int | None = None,
                  labels: Sequence[str] | None = None, threshold: float | None = None,
                  target_far: float | None = None, fingerprint: str | None = None) -> list[Identification]:
@@ -644,8 +645,8 @@ class GalleryStore:
         failed: it starts over) is not an error.
         """
         g = self._gallery(name)
-        if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= 65536:
-            raise InvalidArgument(f"dim must be an integer in [1, 65536], got {dim!r}")
+        if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= LIMITS.max_dim:
+            raise InvalidArgument(f"dim must be an integer in [1, {LIMITS.max_dim}], got {dim!r}")
         with self._writer:
             self._still_there(g)
             if not g.row.keep_images:
