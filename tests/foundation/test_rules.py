@@ -75,7 +75,10 @@ def test_label_client_id_and_metadata_limits_are_the_proto_s():
 def test_page_size_default_and_limit_are_the_proto_s():
     m = re.search(r"0 = ([\d,]+); at most ([\d,]+)", comment("ListClassesRequest", "page_size"))
     assert m and (number(m[1]), number(m[2])) == (DEFAULTS.page_size, LIMITS.page_size)
+    m = re.search(r"0 = every gallery; at most ([\d,]+)", comment("ListGalleriesRequest", "page_size"))
+    assert m and number(m[1]) == LIMITS.page_size
     assert parse_page(0, "", LIMITS).size == DEFAULTS.page_size
+    assert parse_page(0, "", LIMITS, default=None).size is None
     assert parse_page(LIMITS.page_size, "", LIMITS).size == LIMITS.page_size
     for bad in (LIMITS.page_size + 1, -1):
         with pytest.raises(InvalidArgument) as err:

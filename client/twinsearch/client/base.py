@@ -79,7 +79,7 @@ def positive_int(value: object, what: str, *, optional: bool = False) -> int | N
     if value is None and optional:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InvalidArgument(f"{what} must be an integer >= 1, got {value!r}")
+        raise InvalidArgument(f"{what} must be an integer >= 1, got {value!r}", field=what)
     return int(value)
 
 
@@ -224,6 +224,12 @@ class BaseClient(abc.ABC):
     def galleries(self) -> list[t.GalleryInfo]:
         """All galleries with their settings and counts."""
         return self._list_galleries()
+
+    def gallery_page(self, *, page_size: int | None = None, page_token: str = "") -> t.GalleryPage:
+        """One page of `galleries`, by name (`page_size` None: every gallery in one page); pass
+        `next_page_token` back for the next one (empty on the last)."""
+        page_size = positive_int(page_size, "page_size", optional=True)
+        return self._gallery_page(page_size=page_size, page_token=page_token)
 
     def delete_gallery(self, name: str) -> int:
         """Delete a gallery and everything in it; returns the number of items deleted."""
@@ -457,6 +463,9 @@ class BaseClient(abc.ABC):
 
     @abc.abstractmethod
     def _list_galleries(self) -> list[t.GalleryInfo]: ...
+
+    @abc.abstractmethod
+    def _gallery_page(self, *, page_size: int | None, page_token: str) -> t.GalleryPage: ...
 
     @abc.abstractmethod
     def _delete_gallery(self, name: str) -> int: ...

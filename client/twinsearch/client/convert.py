@@ -242,7 +242,7 @@ def threshold_from_pb(message: pb.Threshold) -> t.Threshold:
 
 def threshold_options_to_pb(threshold: float | None = None, target_far: float | None = None) -> pb.ThresholdOptions:
     if threshold is not None and target_far is not None:
-        raise InvalidArgument("give a threshold or a target false-accept rate, not both")
+        raise InvalidArgument("give a threshold or a target false-accept rate, not both", field="threshold")
     if threshold is not None:
         return pb.ThresholdOptions(threshold=threshold)
     if target_far is not None:
@@ -431,6 +431,16 @@ def enroll_result_from_pb(message: pb.EnrollResponse) -> t.EnrollResult:
         stored=tuple(enrolled_from_pb(i) for i in message.items),
         failed=tuple(enroll_failure_from_pb(f) for f in message.failed),
     )
+
+
+def gallery_page_to_pb(page: t.GalleryPage) -> pb.ListGalleriesResponse:
+    return pb.ListGalleriesResponse(galleries=[gallery_to_pb(g) for g in page.galleries],
+                                    next_page_token=page.next_page_token)
+
+
+def gallery_page_from_pb(message: pb.ListGalleriesResponse) -> t.GalleryPage:
+    return t.GalleryPage(galleries=tuple(gallery_from_pb(g) for g in message.galleries),
+                         next_page_token=message.next_page_token)
 
 
 def class_page_to_pb(page: t.ClassPage) -> pb.ListClassesResponse:

@@ -25,6 +25,8 @@ from collections.abc import Iterator
 
 import grpc
 import numpy as np
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from twinsearch.client import convert as c
 from twinsearch.client import types as t
@@ -42,11 +44,29 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 def error_from_rpc(exc: grpc.RpcError) -> TwinsearchError:
-    """The library's exception for a failed gRPC call (status name and details preserved)."""
+    """The library's exception for a failed gRPC call (status name and details preserved; `field`: the
+    request field of the status's google.rpc.BadRequest field violation, when it carries one)."""
     code = exc.code() if hasattr(exc, "code") else None
     details = (exc.details() if hasattr(exc, "details") else None) or str(exc)
     name = code.name if code is not None else "UNKNOWN"
-    return error_for_code(name, details)
+    return error_for_code(name, details, field=_violated_field(exc))
+
+
+def _violated_field(exc: grpc.RpcError) -> str | None:
+    """The field named by the first BadRequest field violation among the status's details, if any."""
+    if not hasattr(exc, "trailing_metadata"):
+        return None
+    try:
+        status = rpc_status.from_call(exc)
+    except ValueError:  # a status whose details disagree with its code or message: ignore them
+        return None
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            if bad.field_violations:
+                return bad.field_violations[0].field
+    return None
 
 
 class Client(BaseClient):
@@ -191,6 +211,10 @@ class Client(BaseClient):
 
     def _list_galleries(self) -> list[t.GalleryInfo]:
         return [c.gallery_from_pb(g) for g in self._call("ListGalleries", pb.ListGalleriesRequest()).galleries]
+
+    def _gallery_page(self, *, page_size, page_token) -> t.GalleryPage:
+        request = pb.ListGalleriesRequest(page_size=page_size or 0, page_token=page_token)
+        return c.gallery_page_from_pb(self._call("ListGalleries", request))
 
     def _delete_gallery(self, name) -> int:
         return int(self._call("DeleteGallery", pb.DeleteGalleryRequest(name=name)).items_deleted)

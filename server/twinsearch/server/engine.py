@@ -40,6 +40,7 @@ from twinsearch.client.types import (
     EnrollItem,  # one item to enroll; defined beside the other API types, shared with the clients
     EnrollResult,
     GalleryInfo,
+    GalleryPage,
     Identification,
     IndexSpec,
     InputSpec,
@@ -342,6 +343,14 @@ class Engine:
     def list_galleries(self) -> list[GalleryInfo]:
         with self._call():
             return [self._named(g) for g in self.store.list_galleries()]
+
+    def gallery_page(self, *, page_size: int | None = None, page_token: str = "") -> GalleryPage:
+        """Galleries by name, `page_size` (1 to `limits.page_size`; None or 0: all) after the one
+        `page_token` names; its `next_page_token` is empty on the last page."""
+        with self._call():
+            page = parse_page(page_size, page_token, self.limits, default=None)
+            infos, token = self.store.gallery_page(page_size=page.size, page_token=page.token)
+            return GalleryPage(tuple(self._named(g) for g in infos), token)
 
     def migrate_gallery(self, name: str, model: str | None) -> MigrationStart:
         """Start moving gallery `name` to the model named `model` in the background (see

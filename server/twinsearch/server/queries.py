@@ -56,9 +56,10 @@ class SearchQuery:
 
 @dataclass(frozen=True)
 class PageQuery:
-    """One page of a listing: `size` entries after the one the token names (empty: the first page)."""
+    """One page of a listing: `size` entries (None: all) after the one the token names (empty: the
+    first page)."""
 
-    size: int
+    size: int | None
     token: str
 
 
@@ -135,8 +136,13 @@ def parse_search(k: int | None, labels: Sequence[str] | None, limits: Limits,
                        labels=parse_labels(labels))
 
 
-def parse_page(size: int | None, token: str | None, limits: Limits, defaults: Defaults = DEFAULTS) -> PageQuery:
-    size = check_k(defaults.page_size if size is None or size == 0 else size, limits.page_size, "page_size")
+def parse_page(size: int | None, token: str | None, limits: Limits, default: int | None = DEFAULTS.page_size
+               ) -> PageQuery:
+    """A page of at most `limits.page_size` entries; `size` None or 0: `default` (None: every entry)."""
+    if size is None or size == 0:
+        size = default
+    if size is not None:
+        size = check_k(size, limits.page_size, "page_size")
     if token is not None and not isinstance(token, str):
         raise InvalidArgument(f"page_token must be a string, got {type(token).__name__}", field="page_token")
     return PageQuery(size, token or "")

@@ -30,7 +30,7 @@ from twinsearch.v1 import twinsearch_pb2_grpc
 from .deadlines import Deadline, call_scope
 from .engine import Engine, EnrollItem
 from .metrics import Metrics
-from .status import status_for
+from .status import abort, status_for
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def _rpc(items: Callable[[object], int] | None = None):
         @functools.wraps(fn)
         def handler(self: TwinSearchServicer, request, context: grpc.ServicerContext):
             started = time.perf_counter()
-            code, details, answer = grpc.StatusCode.OK, "", None
+            code, details, answer, error = grpc.StatusCode.OK, "", None, None
             self.metrics.in_flight.labels(name).inc()
             try:
                 if isinstance(request, Undecodable):
@@ -104,10 +104,11 @@ def _rpc(items: Callable[[object], int] | None = None):
                     answer = fn(self, request, context)
             except Exception as exc:  # noqa: BLE001 - every error becomes a status, never a traceback
                 code, details = status_for(exc, name)
+                error = exc
             finally:
                 self._finished(name, started, code, details, context)
             if code is not grpc.StatusCode.OK:
-                context.abort(code, details)
+                abort(context, code, details, error)
             return answer
 
         return handler
@@ -167,7 +168,8 @@ class TwinSearchServicer(twinsearch_pb2_grpc.TwinSearchServicer):
 
     @_rpc()
     def ListGalleries(self, request: pb.ListGalleriesRequest, context) -> pb.ListGalleriesResponse:
-        return pb.ListGalleriesResponse(galleries=[c.gallery_to_pb(g) for g in self.engine.list_galleries()])
+        page = self.engine.gallery_page(page_size=request.page_size or None, page_token=request.page_token)
+        return c.gallery_page_to_pb(page)
 
     @_rpc()
     def DeleteGallery(self, request: pb.DeleteGalleryRequest, context) -> pb.DeleteGalleryResponse:
@@ -197,7 +199,7 @@ class TwinSearchServicer(twinsearch_pb2_grpc.TwinSearchServicer):
         with its status (the batches acknowledged before it stay committed)."""
         name = "EnrollStream"
         started = time.perf_counter()
-        code, details = grpc.StatusCode.OK, ""
+        code, details, error = grpc.StatusCode.OK, "", None
         self.metrics.in_flight.labels(name).inc()
         try:
             if self.closing:
@@ -210,10 +212,11 @@ class TwinSearchServicer(twinsearch_pb2_grpc.TwinSearchServicer):
                     yield self._enroll(request)
         except Exception as exc:  # noqa: BLE001 - every error becomes a status
             code, details = status_for(exc, name)
+            error = exc
         finally:
             self._finished(name, started, code, details, context)
         if code is not grpc.StatusCode.OK:
-            context.abort(code, details)
+            abort(context, code, details, error)
 
     def _enroll(self, request: pb.EnrollRequest) -> pb.EnrollResponse:
         self._count(len(request.items), "items")

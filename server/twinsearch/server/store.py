@@ -297,6 +297,19 @@ class GalleryStore:
     def list_galleries(self) -> list[GalleryInfo]:
         with self._registry:
             names = sorted(self._galleries)
+        return self._infos(names)
+
+    def gallery_page(self, *, page_size: int | None, page_token: str = "") -> tuple[list[GalleryInfo], str]:
+        """(galleries by name, `page_size` of them (None: all) after the one `page_token` names, the token
+        of the next page or "" on the last)."""
+        after = pages.after_key(page_token)
+        with self._registry:
+            names = sorted(self._galleries)
+        page, token = pages.page_of(names, page_size or max(1, len(names)), after)
+        return self._infos(page), token
+
+    def _infos(self, names: Sequence[str]) -> list[GalleryInfo]:
+        """The GalleryInfo of each of `names` still there (one deleted meanwhile is left out)."""
         out = []
         for name in names:
             for _ in range(3):
