@@ -117,3 +117,15 @@ def test_an_old_client_s_unsigned_k_reads_as_out_of_range(channel, gallery):
     assert violation(identify, body)[0] == "k"
     small = pb.IdentifyRequest(gallery=gallery, probes=[probe()]).SerializeToString() + bytes.fromhex("1803")
     assert len(identify(small, timeout=TIMEOUT).results[0].candidates) == 1  # k = 3 reads the same as before
+
+
+def test_a_bad_input_is_named_as_the_field(stub, server, gallery):
+    junk = pb.Input(image=pb.Image(encoded=b"\x89PNG garbage"))
+    field, text = violation(stub.Identify, pb.IdentifyRequest(gallery=gallery, probes=[probe(), junk]))
+    assert field == "probes[1]" and text.startswith("probes[1]: ")
+    bad_vector = pb.Input(vector=pb.Vector(data=b"\0" * 7, dim=2))
+    assert violation(stub.Search, pb.SearchRequest(gallery=gallery, probes=[bad_vector]))[0] == "probes[0]"
+    with Client(server.address, timeout=TIMEOUT) as client:
+        with pytest.raises(InvalidArgument) as err:
+            client.verify_class(gallery, [png(glyph(0)), b"\x89PNG garbage"], "a")
+        assert err.value.field == "queries[1].probe"
