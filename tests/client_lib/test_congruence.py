@@ -21,7 +21,7 @@ def scenario(c, png, unit_vectors, tree) -> list:
         try:
             value = fn(*args, **kwargs)
         except TwinsearchError as exc:
-            value = ("error", type(exc).__name__, exc.details)
+            value = ("error", type(exc).__name__, exc.details, exc.field)
         if isinstance(value, np.ndarray):
             value = ("array", value.dtype.str, value.shape, value.tobytes())
         out.append((name, value))
@@ -65,6 +65,11 @@ def scenario(c, png, unit_vectors, tree) -> list:
     record("classes", c.classes, "g")
     record("class page", c.class_page, "g", page_size=2)
     record("galleries", c.galleries)
+    record("gallery page", c.gallery_page, page_size=1)
+    record("gallery page 2", lambda: c.gallery_page(page_size=1, page_token=c.gallery_page(page_size=1).next_page_token))
+    record("gallery page bad token", c.gallery_page, page_token="!!")
+    record("identify both thresholds", c.identify, "g", images[1], threshold=0.5, target_far=0.01)
+    record("identify huge mean_k", c.identify, "g", images[1], scoring="mean_of_k", mean_k=10**6)
     record("delete ids", c.delete, "g", ids=[1])
     record("delete client ids", c.delete, "g", client_ids=["c1"])
     record("delete label", c.delete, "g", label="b")

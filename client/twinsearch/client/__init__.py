@@ -34,6 +34,7 @@ from twinsearch.client.types import (
     EnrollFailure,
     EnrollResult,
     GalleryInfo,
+    GalleryPage,
     Identification,
     IndexKind,
     IndexSpec,
@@ -52,7 +53,7 @@ from twinsearch.client.types import (
 __all__ = [
     "AlreadyExists", "BulkProgress", "BulkReport", "Cancelled", "Candidate", "ClassCount", "ClassPage", "Client",
     "DeadlineExceeded", "EnrollFailure", "EnrollResult", "Enrolled", "FailedPrecondition", "FileFailure",
-    "GalleryInfo", "Identification", "IndexKind", "IndexSpec", "InputSpec", "InternalError", "InvalidArgument",
+    "GalleryInfo", "GalleryPage", "Identification", "IndexKind", "IndexSpec", "InputSpec", "InternalError", "InvalidArgument",
     "ModelInfo", "Neighbor", "NotFound", "OperatingPoint", "ProbeFailure", "ResourceExhausted", "Scoring",
     "ServerInfo", "Threshold", "ThresholdSource", "TwinsearchError", "Unauthenticated", "Unavailable",
     "Verification",

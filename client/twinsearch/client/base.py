@@ -79,7 +79,7 @@ def positive_int(value: object, what: str, *, optional: bool = False) -> int | N
     if value is None and optional:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InvalidArgument(f"{what} must be an integer >= 1, got {value!r}")
+        raise InvalidArgument(f"{what} must be an integer >= 1, got {value!r}", field=what)
     return int(value)
 
 
@@ -164,7 +164,7 @@ class BaseClient(abc.ABC):
         *,
         index: t.IndexSpec | t.IndexKind | str = "exact",
         scoring: t.Scoring | str = "nearest",
-        mean_k: int = 3,
+        mean_k: int | None = None,
         threshold: float | str | None = None,
         params: Mapping[str, int] | None = None,
         exist_ok: bool = False,
@@ -184,7 +184,7 @@ class BaseClient(abc.ABC):
         migrated to another model (`migrate_gallery`); None: the server's default (on).
         """
         spec = parse_index(index, params)
-        mean_k = positive_int(mean_k, "mean_k")
+        mean_k = positive_int(mean_k, "mean_k", optional=True)
         if isinstance(threshold, str):
             threshold = self.operating_point(threshold, model=model).distance
         try:
@@ -224,6 +224,12 @@ class BaseClient(abc.ABC):
     def galleries(self) -> list[t.GalleryInfo]:
         """All galleries with their settings and counts."""
         return self._list_galleries()
+
+    def gallery_page(self, *, page_size: int | None = None, page_token: str = "") -> t.GalleryPage:
+        """One page of `galleries`, by name (`page_size` None: every gallery in one page); pass
+        `next_page_token` back for the next one (empty on the last)."""
+        page_size = positive_int(page_size, "page_size", optional=True)
+        return self._gallery_page(page_size=page_size, page_token=page_token)
 
     def delete_gallery(self, name: str) -> int:
         """Delete a gallery and everything in it; returns the number of items deleted."""
@@ -329,9 +335,10 @@ class BaseClient(abc.ABC):
             if not token:
                 return out
 
-    def class_page(self, gallery: str, *, page_size: int = 100, page_token: str = "") -> t.ClassPage:
-        """One page of `classes`; pass `next_page_token` back for the next one (empty on the last)."""
-        page_size = positive_int(page_size, "page_size")
+    def class_page(self, gallery: str, *, page_size: int | None = None, page_token: str = "") -> t.ClassPage:
+        """One page of `classes` (`page_size` None: the server's default); pass `next_page_token` back for
+        the next one (empty on the last)."""
+        page_size = positive_int(page_size, "page_size", optional=True)
         return self._list_classes(gallery, page_size=page_size, page_token=page_token)
 
     # ----------------------------------------------------------------------------------- queries
@@ -341,7 +348,7 @@ class BaseClient(abc.ABC):
         gallery: str,
         probes,
         *,
-        k: int = 5,
+        k: int | None = None,
         scoring: t.Scoring | str | None = None,
         mean_k: int | None = None,
         threshold: float | None = None,
@@ -362,7 +369,7 @@ class BaseClient(abc.ABC):
         `ProbeFailure` (its index and the reason) in its place in the list.
         """
         batch, single = self._batch(probes, gallery)
-        k = positive_int(k, "k")
+        k = positive_int(k, "k", optional=True)
         mean_k = positive_int(mean_k, "mean_k", optional=True)
         if not batch:
             raise InvalidArgument("no probes given")
@@ -411,11 +418,11 @@ class BaseClient(abc.ABC):
                                          threshold=threshold, target_far=target_far)
         return results[0] if single else results
 
-    def search(self, gallery: str, probes, *, k: int = 10, labels: str | Sequence[str] | None = None):
+    def search(self, gallery: str, probes, *, k: int | None = None, labels: str | Sequence[str] | None = None):
         """The k nearest stored items of each probe, nearest first: a list of Neighbor per probe
         (one list for a single probe). `labels` restricts the search to those classes."""
         batch, single = self._batch(probes, gallery)
-        k = positive_int(k, "k")
+        k = positive_int(k, "k", optional=True)
         with naming_inputs({"probes": batch}):
             results = self._search(gallery, payloads(batch, "probes"), k=k, labels=label_list(labels))
         return results[0] if single else results
@@ -456,6 +463,9 @@ class BaseClient(abc.ABC):
 
     @abc.abstractmethod
     def _list_galleries(self) -> list[t.GalleryInfo]: ...
+
+    @abc.abstractmethod
+    def _gallery_page(self, *, page_size: int | None, page_token: str) -> t.GalleryPage: ...
 
     @abc.abstractmethod
     def _delete_gallery(self, name: str) -> int: ...

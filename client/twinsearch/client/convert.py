@@ -147,27 +147,27 @@ def image_from_pb(message: pb.Image, where: str = "image") -> bytes | np.ndarray
     kind = message.WhichOneof("kind")
     if kind == "encoded":
         if not message.encoded:
-            raise InvalidArgument(f"{where}: empty image bytes")
+            raise InvalidArgument(f"{where}: empty image bytes", field=where)
         return message.encoded
     if kind == "raw":
         return raw_image_from_pb(message.raw, where)
-    raise InvalidArgument(f"{where}: no image given")
+    raise InvalidArgument(f"{where}: no image given", field=where)
 
 
 def raw_image_from_pb(raw: pb.RawImage, where: str = "image") -> np.ndarray:
     dtype = RAW_DTYPES.get(raw.dtype)
     if dtype is None:
-        raise InvalidArgument(f"{where}: raw dtype must be one of {sorted(RAW_DTYPES)}, got {raw.dtype!r}")
+        raise InvalidArgument(f"{where}: raw dtype must be one of {sorted(RAW_DTYPES)}, got {raw.dtype!r}", field=where)
     shape = tuple(int(s) for s in raw.shape)
     if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (1, 3, 4)):
-        raise InvalidArgument(f"{where}: raw shape must be [H, W] or [H, W, C] with C in 1, 3, 4; got {list(shape)}")
+        raise InvalidArgument(f"{where}: raw shape must be [H, W] or [H, W, C] with C in 1, 3, 4; got {list(shape)}", field=where)
     if 0 in shape:
-        raise InvalidArgument(f"{where}: raw image has a zero-size dimension: {list(shape)}")
+        raise InvalidArgument(f"{where}: raw image has a zero-size dimension: {list(shape)}", field=where)
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(raw.data) != expected:
         raise InvalidArgument(
-            f"{where}: raw {raw.dtype} image of shape {list(shape)} needs {expected} bytes, got {len(raw.data)}"
-        )
+            f"{where}: raw {raw.dtype} image of shape {list(shape)} needs {expected} bytes, got {len(raw.data)}",
+            field=where)
     return np.frombuffer(raw.data, dtype=dtype).reshape(shape)
 
 
@@ -179,14 +179,14 @@ def vector_to_pb(vector: np.ndarray) -> pb.Vector:
 def vector_from_pb(message: pb.Vector, where: str = "vector") -> np.ndarray:
     """A 1-D float32 array; InvalidArgument for a byte count that is not 4 * dim, or NaN / inf values."""
     if message.dim == 0:
-        raise InvalidArgument(f"{where}: vector dimension is 0")
+        raise InvalidArgument(f"{where}: vector dimension is 0", field=where)
     if len(message.data) != 4 * message.dim:
         raise InvalidArgument(
-            f"{where}: vector of dim {message.dim} needs {4 * message.dim} bytes, got {len(message.data)}"
-        )
+            f"{where}: vector of dim {message.dim} needs {4 * message.dim} bytes, got {len(message.data)}",
+            field=where)
     v = np.frombuffer(message.data, dtype="<f4").astype(np.float32)
     if not np.isfinite(v).all():
-        raise InvalidArgument(f"{where}: vector holds NaN or infinite values")
+        raise InvalidArgument(f"{where}: vector holds NaN or infinite values", field=where)
     return v
 
 
@@ -194,7 +194,7 @@ def vectors_to_matrix(vectors: list[np.ndarray], where: str = "vectors") -> np.n
     """Stack 1-D vectors into a C-contiguous (n, dim) float32 matrix; all must share one dimension."""
     dims = {v.shape[0] for v in vectors}
     if len(dims) > 1:
-        raise InvalidArgument(f"{where}: vectors of different dimensions {sorted(dims)} in one request")
+        raise InvalidArgument(f"{where}: vectors of different dimensions {sorted(dims)} in one request", field=where)
     if not vectors:
         return np.zeros((0, 0), dtype=np.float32)
     return np.ascontiguousarray(np.stack(vectors), dtype=np.float32)
@@ -219,7 +219,7 @@ def input_from_pb(message: pb.Input, where: str = "input") -> bytes | np.ndarray
         return image_from_pb(message.image, where)
     if kind == "vector":
         return vector_from_pb(message.vector, where)
-    raise InvalidArgument(f"{where}: neither an image nor a vector given")
+    raise InvalidArgument(f"{where}: neither an image nor a vector given", field=where)
 
 
 # -------------------------------------------------------------------------------------- thresholds
@@ -242,7 +242,7 @@ def threshold_from_pb(message: pb.Threshold) -> t.Threshold:
 
 def threshold_options_to_pb(threshold: float | None = None, target_far: float | None = None) -> pb.ThresholdOptions:
     if threshold is not None and target_far is not None:
-        raise InvalidArgument("give a threshold or a target false-accept rate, not both")
+        raise InvalidArgument("give a threshold or a target false-accept rate, not both", field="threshold")
     if threshold is not None:
         return pb.ThresholdOptions(threshold=threshold)
     if target_far is not None:
@@ -431,6 +431,16 @@ def enroll_result_from_pb(message: pb.EnrollResponse) -> t.EnrollResult:
         stored=tuple(enrolled_from_pb(i) for i in message.items),
         failed=tuple(enroll_failure_from_pb(f) for f in message.failed),
     )
+
+
+def gallery_page_to_pb(page: t.GalleryPage) -> pb.ListGalleriesResponse:
+    return pb.ListGalleriesResponse(galleries=[gallery_to_pb(g) for g in page.galleries],
+                                    next_page_token=page.next_page_token)
+
+
+def gallery_page_from_pb(message: pb.ListGalleriesResponse) -> t.GalleryPage:
+    return t.GalleryPage(galleries=tuple(gallery_from_pb(g) for g in message.galleries),
+                         next_page_token=message.next_page_token)
 
 
 def class_page_to_pb(page: t.ClassPage) -> pb.ListClassesResponse:

@@ -21,13 +21,16 @@ from __future__ import annotations
 
 
 class TwinsearchError(Exception):
-    """Base class. `code` names the gRPC status; `details` is the human-readable reason."""
+    """Base class. `code` names the gRPC status; `details` is the human-readable reason; `field`, when
+    known, the request field that was wrong ("k", "items[3].label"), so that a caller need not parse
+    `details` (over gRPC it travels as a google.rpc.BadRequest field violation)."""
 
     code = "UNKNOWN"
 
-    def __init__(self, details: str):
+    def __init__(self, details: str, *, field: str | None = None):
         super().__init__(details)
         self.details = details
+        self.field = field
 
     def __str__(self) -> str:
         return f"{self.code}: {self.details}"
@@ -82,11 +85,11 @@ ERRORS_BY_CODE: dict[str, type[TwinsearchError]] = {
 }
 
 
-def error_for_code(code: str, details: str) -> TwinsearchError:
+def error_for_code(code: str, details: str, field: str | None = None) -> TwinsearchError:
     """The exception for a gRPC status name (e.g. "NOT_FOUND"); TwinsearchError for others."""
     cls = ERRORS_BY_CODE.get(code)
     if cls is None:
-        err = TwinsearchError(details)
+        err = TwinsearchError(details, field=field)
         err.code = code
         return err
-    return cls(details)
+    return cls(details, field=field)

@@ -67,12 +67,12 @@ def payload(item: ImageLike, where: str = "image") -> Payload:
     if is_vector(item):
         vector = np.ascontiguousarray(item, dtype=np.float32)
         if vector.size == 0:
-            raise InvalidArgument(f"{where}: empty vector")
+            raise InvalidArgument(f"{where}: empty vector", field=where)
         return vector
     try:
         out = image_payload(item)
     except InvalidArgument as exc:
-        raise InvalidArgument(f"{where}: {exc.details}") from None
+        raise InvalidArgument(f"{where}: {exc.details}", field=where) from None
     if isinstance(out, np.ndarray):
         # The same dtype the wire form carries (convert.raw_image_to_pb): uint8, uint16, else float32.
         dtype = out.dtype.name if out.dtype.name in RAW_DTYPES else "float32"
@@ -184,6 +184,11 @@ def naming_inputs(sources: Mapping[str, Sequence[object]], positions: Sequence[i
         if named != exc.details:
             exc.details = named
             exc.args = (named,)
+        if exc.field and positions is not None:
+            # The field names the item by its position among those sent: the caller's position instead.
+            m = _POSITION.match(exc.field)
+            if m is not None and m.end() == len(exc.field) and int(m["i"]) < len(positions):
+                exc.field = f"{m['field']}[{positions[int(m['i'])]}]{m['part'] or ''}"
         raise
 
 

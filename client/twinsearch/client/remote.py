@@ -4,9 +4,11 @@ Every call carries a deadline (the client's `timeout`, in seconds) and waits, wi
 channel to be ready (gRPC's `wait_for_ready`): a call made while the server is still starting is
 sent once it listens. A call still waiting for a connection at its deadline raises Unavailable (no
 server reachable), not DeadlineExceeded, which is kept for a server too slow to answer. A call that
-fails with UNAVAILABLE after it was sent (server restarting or shutting down) is retried with
-exponential backoff and jitter while the deadline allows; no other status is retried. An Enroll whose items do not all carry
-client ids is not retried, because re-sending it could store the items twice. Statuses become the
+fails with UNAVAILABLE after it was sent (server restarting or shutting down) is retried by gRPC
+itself, by the retry policy of the channel's service config (exponential backoff with jitter, at
+most 4 retries, within the deadline); no other status is retried. An Enroll whose items do not all
+carry client ids is not retried, because re-sending it could store the items twice: it goes over a
+second channel without retries, opened when first needed. Statuses become the
 exceptions of `twinsearch.client.errors` (NotFound, InvalidArgument, ...), carrying `code` and
 `details`; results are the dataclasses of `twinsearch.client.types` and numpy arrays.
 
@@ -17,6 +19,7 @@ acknowledged.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
@@ -25,6 +28,8 @@ from collections.abc import Iterator
 
 import grpc
 import numpy as np
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from twinsearch.client import convert as c
 from twinsearch.client import types as t
@@ -39,14 +44,55 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ADDRESS = "localhost:50051"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+SERVICE = "twinsearch.v1.TwinSearch"
+MAX_ATTEMPTS = 5  # gRPC's own ceiling on a retry policy's maxAttempts (larger values are lowered to it)
+
+
+def service_config(retries: int, backoff: float, max_backoff: float) -> str | None:
+    """The channel's service config: every unary call retried on UNAVAILABLE (`retries` times at most,
+    up to gRPC's ceiling of MAX_ATTEMPTS attempts in all; the first wait about `backoff` seconds,
+    doubling up to `max_backoff`, with gRPC's jitter), within the call's deadline. None for no retries.
+
+    EnrollStream is left out (a stream whose acknowledgements have begun cannot be re-sent by gRPC;
+    `EnrollStream` reconnects and re-sends itself), and so is nothing else: an Enroll that must not be
+    retried goes over a channel without this config."""
+    attempts = min(int(retries) + 1, MAX_ATTEMPTS)
+    if attempts < 2:
+        return None
+    policy = {
+        "maxAttempts": attempts,
+        "initialBackoff": f"{max(backoff, 0.001):.3f}s",
+        "maxBackoff": f"{max(max_backoff, backoff, 0.001):.3f}s",
+        "backoffMultiplier": 2,
+        "retryableStatusCodes": ["UNAVAILABLE"],
+    }
+    return json.dumps({"methodConfig": [{"name": [{"service": SERVICE}], "retryPolicy": policy}]})
 
 
 def error_from_rpc(exc: grpc.RpcError) -> TwinsearchError:
-    """The library's exception for a failed gRPC call (status name and details preserved)."""
+    """The library's exception for a failed gRPC call (status name and details preserved; `field`: the
+    request field of the status's google.rpc.BadRequest field violation, when it carries one)."""
     code = exc.code() if hasattr(exc, "code") else None
     details = (exc.details() if hasattr(exc, "details") else None) or str(exc)
     name = code.name if code is not None else "UNKNOWN"
-    return error_for_code(name, details)
+    return error_for_code(name, details, field=_violated_field(exc))
+
+
+def _violated_field(exc: grpc.RpcError) -> str | None:
+    """The field named by the first BadRequest field violation among the status's details, if any."""
+    if not hasattr(exc, "trailing_metadata"):
+        return None
+    try:
+        status = rpc_status.from_call(exc)
+    except ValueError:  # a status whose details disagree with its code or message: ignore them
+        return None
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            if bad.field_violations:
+                return bad.field_violations[0].field
+    return None
 
 
 class Client(BaseClient):
@@ -55,7 +101,9 @@ class Client(BaseClient):
     `address`: "host:port". `token`: sent as "authorization: Bearer <token>" metadata when the
     server requires one. `timeout`: the deadline of each call in seconds (retries included).
     `tls`: use a TLS channel, verified against `root_certificates` (PEM bytes; None = the system's).
-    `retries`: attempts after the first on UNAVAILABLE, `backoff`: the first wait in seconds (doubling).
+    `retries`: attempts after the first on UNAVAILABLE (at most 4: gRPC's ceiling), `backoff`: the
+    first wait in seconds (doubling up to `max_backoff`); `EnrollStream` reconnects as often as
+    `retries` says.
     Use as a context manager, or call `close()`. Thread-safe: one Client (one channel) may serve many
     threads at once, and the server gathers their concurrent calls into shared batches.
     """
@@ -90,23 +138,46 @@ class Client(BaseClient):
             ("grpc.min_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", int(max(max_backoff, 0.1) * 1000)),
         ]
+        self._credentials = None
         if tls or root_certificates is not None:
-            credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
-            self._channel = grpc.secure_channel(address, credentials, options=options)
-        else:
-            self._channel = grpc.insecure_channel(address, options=options)
+            self._credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+        self._options = options
+        config = service_config(retries, backoff, max_backoff)
+        retrying = options + ([("grpc.service_config", config)] if config else []) + [
+            ("grpc.enable_retries", 1 if config else 0)]
+        self._channel = self._open_channel(retrying)
         self._stub = twinsearch_pb2_grpc.TwinSearchStub(self._channel)
+        self._once_lock = threading.Lock()
+        self._once_channel: grpc.Channel | None = None  # without retries: see `_once_stub`
+        self._once: twinsearch_pb2_grpc.TwinSearchStub | None = None
 
     def __repr__(self) -> str:
         return f"Client({self.address!r}, timeout={self.timeout})"
 
+    def _open_channel(self, options) -> grpc.Channel:
+        if self._credentials is not None:
+            return grpc.secure_channel(self.address, self._credentials, options=options)
+        return grpc.insecure_channel(self.address, options=options)
+
+    def _once_stub(self) -> twinsearch_pb2_grpc.TwinSearchStub:
+        """A stub on a channel that never retries, for calls that must be sent at most once."""
+        with self._once_lock:
+            if self._once is None:
+                self._once_channel = self._open_channel(self._options + [("grpc.enable_retries", 0)])
+                self._once = twinsearch_pb2_grpc.TwinSearchStub(self._once_channel)
+            return self._once
+
     def close(self) -> None:
         self._channel.close()
+        with self._once_lock:
+            if self._once_channel is not None:
+                self._once_channel.close()
 
     # ------------------------------------------------------------------------------- plumbing
 
     def _sleep_before_retry(self, attempt: int, deadline: float) -> bool:
-        """Wait before retry number `attempt` (0-based); False when no retry is left or time is up."""
+        """Wait before reconnect number `attempt` (0-based) of an EnrollStream; False when no retry is
+        left or time is up."""
         if attempt >= self.retries:
             return False
         delay = min(self.backoff * (2 ** attempt), self.max_backoff) * (0.5 + random.random() / 2)
@@ -116,26 +187,22 @@ class Client(BaseClient):
         return True
 
     def _call(self, method: str, request, *, retry: bool = True):
-        deadline = time.monotonic() + self.timeout
-        rpc = getattr(self._stub, method)
-        attempt = 0
-        while True:
-            remaining = max(deadline - time.monotonic(), 0.001)
-            try:
-                # wait_for_ready: the call waits for a connection (within its deadline) instead of
-                # failing at once while the server is starting; it is still sent at most once.
-                return rpc(request, timeout=remaining, metadata=self._metadata, wait_for_ready=True)
-            except grpc.RpcError as exc:
-                if exc.code() == grpc.StatusCode.UNAVAILABLE and retry and self._sleep_before_retry(attempt, deadline):
-                    log.debug("%s: UNAVAILABLE (%s), retry %d", method, exc.details(), attempt + 1)
-                    attempt += 1
-                    continue
-                if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and self._unreachable():
-                    raise Unavailable(f"no server reachable at {self.address} within the deadline "
-                                      f"({self.timeout:g} s)") from None
-                raise error_from_rpc(exc) from None
+        """Call `method` within the client's deadline; UNAVAILABLE answers are retried by the channel's
+        retry policy (`service_config`), unless `retry` is False: then it is sent at most once."""
+        stub = self._stub if retry else self._once_stub()
+        rpc = getattr(stub, method)
+        try:
+            # wait_for_ready: the call waits for a connection (within its deadline) instead of
+            # failing at once while the server is starting.
+            return rpc(request, timeout=self.timeout, metadata=self._metadata, wait_for_ready=True)
+        except grpc.RpcError as exc:
+            channel = self._channel if retry else self._once_channel
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and self._unreachable(channel):
+                raise Unavailable(f"no server reachable at {self.address} within the deadline "
+                                  f"({self.timeout:g} s)") from None
+            raise error_from_rpc(exc) from None
 
-    def _unreachable(self) -> bool:
+    def _unreachable(self, channel: grpc.Channel) -> bool:
         """Whether the channel's last connection attempt failed (nothing listens at the address, or
         the handshake failed), waiting up to 0.2 s for an attempt in progress to end."""
         states: list[grpc.ChannelConnectivity] = []
@@ -147,11 +214,11 @@ class Client(BaseClient):
             if state not in pending:
                 settled.set()
 
-        self._channel.subscribe(watch, try_to_connect=False)
+        channel.subscribe(watch, try_to_connect=False)
         try:
             settled.wait(0.2)
         finally:
-            self._channel.unsubscribe(watch)
+            channel.unsubscribe(watch)
         return bool(states) and states[-1] in (grpc.ChannelConnectivity.TRANSIENT_FAILURE,
                                                grpc.ChannelConnectivity.SHUTDOWN)
 
@@ -192,6 +259,10 @@ class Client(BaseClient):
     def _list_galleries(self) -> list[t.GalleryInfo]:
         return [c.gallery_from_pb(g) for g in self._call("ListGalleries", pb.ListGalleriesRequest()).galleries]
 
+    def _gallery_page(self, *, page_size, page_token) -> t.GalleryPage:
+        request = pb.ListGalleriesRequest(page_size=page_size or 0, page_token=page_token)
+        return c.gallery_page_from_pb(self._call("ListGalleries", request))
+
     def _delete_gallery(self, name) -> int:
         return int(self._call("DeleteGallery", pb.DeleteGalleryRequest(name=name)).items_deleted)
 
@@ -213,12 +284,12 @@ class Client(BaseClient):
         return int(self._call("Delete", request).deleted)
 
     def _list_classes(self, gallery, *, page_size, page_token) -> t.ClassPage:
-        request = pb.ListClassesRequest(gallery=gallery, page_size=page_size, page_token=page_token)
+        request = pb.ListClassesRequest(gallery=gallery, page_size=page_size or 0, page_token=page_token)
         return c.class_page_from_pb(self._call("ListClasses", request))
 
     def _identify(self, gallery, probes, *, k, scoring, mean_k, threshold, target_far, labels, skip_invalid):
         request = pb.IdentifyRequest(
-            gallery=gallery, probes=[c.input_to_pb(p) for p in probes], k=k, scoring=c.scoring_to_pb(scoring),
+            gallery=gallery, probes=[c.input_to_pb(p) for p in probes], k=k or 0, scoring=c.scoring_to_pb(scoring),
             mean_k=mean_k or 0, threshold=c.threshold_options_to_pb(threshold, target_far), labels=labels or [],
             skip_invalid=skip_invalid,
         )
@@ -233,6 +304,6 @@ class Client(BaseClient):
         return [c.verification_from_pb(v) for v in self._call("VerifyClass", request).results]
 
     def _search(self, gallery, probes, *, k, labels):
-        request = pb.SearchRequest(gallery=gallery, probes=[c.input_to_pb(p) for p in probes], k=k,
+        request = pb.SearchRequest(gallery=gallery, probes=[c.input_to_pb(p) for p in probes], k=k or 0,
                                    labels=labels or [])
         return c.neighbors_from_pb(self._call("Search", request))

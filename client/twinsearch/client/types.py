@@ -212,6 +212,12 @@ class ClassPage:
 
 
 @dataclass(frozen=True)
+class GalleryPage:
+    galleries: tuple[GalleryInfo, ...]
+    next_page_token: str = ""   # empty on the last page
+
+
+@dataclass(frozen=True)
 class Neighbor:
     """A stored item near a probe (Search)."""
 

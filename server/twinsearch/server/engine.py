@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from twinsearch.client.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable
+from twinsearch.client.errors import FailedPrecondition, InvalidArgument, Unavailable
 from twinsearch.client.types import (
     ClassPage,
     Enrolled,
@@ -40,6 +40,7 @@ from twinsearch.client.types import (
     EnrollItem,  # one item to enroll; defined beside the other API types, shared with the clients
     EnrollResult,
     GalleryInfo,
+    GalleryPage,
     Identification,
     IndexSpec,
     InputSpec,
@@ -59,22 +60,30 @@ from twinsearch.client.version import package_version
 from . import deadlines
 from . import images as kept
 from .batching import Batcher, wait_for
+from .limits import DEFAULTS, Limits
 from .migration import Migrator
 from .models import ModelRegistry, ServedModel, load_models, served
 from .payloads import Prepared, prepare
+from .queries import (
+    IdentifyQuery,
+    SearchKey,
+    VerifyClassQuery,
+    check_enroll_item,
+    parse_identify,
+    parse_page,
+    parse_search,
+    parse_threshold,
+    parse_verify_class,
+)
 from .scoring import exact_distances
 from .settings import EngineSettings
 from .startup import data_folder
 from .thresholds import MODEL_SOURCES, ThresholdPolicy
-from .validation import ModelChanged, check_k, check_label
+from .validation import ModelChanged, check_threshold
 
 log = logging.getLogger(__name__)
 
 API_VERSION = "v1"
-DEFAULT_MEAN_K = 3
-MAX_THRESHOLD = 2.0  # the largest Euclidean distance between unit vectors
-MAX_PAGE_SIZE = 10_000
-MAX_METADATA_BYTES = 64 * 1024  # per item: keys and values together
 DEFAULT_SETTINGS = EngineSettings()
 SWITCH_RETRIES = 3  # a call that meets a gallery switching models is embedded again this many times
 
@@ -100,6 +109,7 @@ class Engine:
         self._remote_encoders: dict[str, Any] = dict(encoder or {})
         self.store = store
         self.settings = settings
+        self.limits = Limits.from_settings(settings)  # every request is parsed against these (`queries.py`)
         self.observer = observer
         self.timer = timer
         # Decoding is CPU-bound: more images at once than twice the cores gains nothing and only holds
@@ -121,7 +131,7 @@ class Engine:
                                 timer=self._time)
         self._searcher = Batcher("search", self._run_search, max_size=settings.search_batch, wait_s=wait_s,
                                  threads=1,
-                                 observe=lambda key, calls, rows: self._observe(key[0], calls, rows),
+                                 observe=lambda key, calls, rows: self._observe(key.op, calls, rows),
                                  timer=self._time)
         self.migrator = Migrator(self)
         self.startup_notes = self._startup_notes()
@@ -273,7 +283,7 @@ class Engine:
         the model named `model` (None: the default; InvalidArgument for a name not held)."""
         with self._call() as deadline:
             entry = self.models.get(model)
-            self._check_count(len(images), "images")
+            self.limits.check_count(len(images), "images")
             for i, image in enumerate(images):
                 if isinstance(image, np.ndarray) and image.ndim == 1:
                     raise InvalidArgument(f"images[{i}]: a 1-D array is a vector, not an image")
@@ -286,8 +296,9 @@ class Engine:
         the model that embeds and whose calibration decides (None: the default)."""
         with self._call() as deadline:
             entry = self.models.get(model)
-            self._check_count(len(pairs), "pairs")
-            decision = self._resolve(threshold, target_far, entry)
+            self.limits.check_count(len(pairs), "pairs")
+            choice = parse_threshold(threshold, target_far)
+            decision = entry.policy.resolve(threshold=choice.threshold, target_far=choice.target_far)
             flat: list[Payload] = []
             names: list[str] = []
             for i, pair in enumerate(pairs):
@@ -317,11 +328,11 @@ class Engine:
         dimension). `keep_images` (None: `settings.keep_images`): keep enrolled images for migrations."""
         with self._call():
             entry = self.models.get(model)
-            _check_threshold_range(threshold)
+            threshold = check_threshold(threshold)
             return self._named(self.store.create_gallery(
                 name, fingerprint=entry.fingerprint, dim=entry.dim,
                 index=index or IndexSpec(), scoring=scoring or Scoring.NEAREST,
-                mean_k=int(mean_k) if mean_k else DEFAULT_MEAN_K, threshold=threshold,
+                mean_k=int(mean_k) if mean_k else DEFAULTS.mean_k, threshold=threshold,
                 keep_images=self.settings.keep_images if keep_images is None else bool(keep_images),
             ))
 
@@ -332,6 +343,14 @@ class Engine:
     def list_galleries(self) -> list[GalleryInfo]:
         with self._call():
             return [self._named(g) for g in self.store.list_galleries()]
+
+    def gallery_page(self, *, page_size: int | None = None, page_token: str = "") -> GalleryPage:
+        """Galleries by name, `page_size` (1 to `limits.page_size`; None or 0: all) after the one
+        `page_token` names; its `next_page_token` is empty on the last page."""
+        with self._call():
+            page = parse_page(page_size, page_token, self.limits, default=None)
+            infos, token = self.store.gallery_page(page_size=page.size, page_token=page.token)
+            return GalleryPage(tuple(self._named(g) for g in infos), token)
 
     def migrate_gallery(self, name: str, model: str | None) -> MigrationStart:
         """Start moving gallery `name` to the model named `model` in the background (see
@@ -364,7 +383,7 @@ class Engine:
         """Store labelled items, committed before this returns. With `skip_invalid`, invalid items are
         reported in `failed` and the others stored; without it one bad item fails the whole batch."""
         with self._call() as deadline:
-            self._check_count(len(items), "items")
+            self.limits.check_count(len(items), "items")
             return _retrying(lambda: self._enroll(gallery, items, skip_invalid, deadline))
 
     def _enroll(self, gallery: str, items: Sequence[EnrollItem], skip_invalid: bool, deadline) -> EnrollResult:
@@ -375,7 +394,7 @@ class Engine:
         seen_ids: dict[str, int] = {}
         for i, item in enumerate(items):
             try:
-                _check_item(item, i, seen_ids)
+                check_enroll_item(item, i, seen_ids, self.limits)
             except InvalidArgument as exc:
                 if not skip_invalid:
                     raise
@@ -433,17 +452,18 @@ class Engine:
                 return int(_retrying(lambda: self.store.delete_class(gallery, label)))
             if not ids and not client_ids:
                 raise InvalidArgument("nothing to delete: give ids, client_ids or a label")
-            self._check_count(len(ids) + len(client_ids), "ids and client_ids")
+            self.limits.check_count(len(ids) + len(client_ids), "ids and client_ids")
             return int(_retrying(lambda: self.store.delete_items(gallery, ids=ids, client_ids=client_ids)))
 
-    def list_classes(self, gallery: str, *, page_size: int = 100, page_token: str = "") -> ClassPage:
-        """Enrolled classes with their item counts, ordered by label, `page_size` (1 to 10,000) per page."""
+    def list_classes(self, gallery: str, *, page_size: int | None = None, page_token: str = "") -> ClassPage:
+        """Enrolled classes with their item counts, ordered by label, `page_size` (1 to
+        `limits.page_size`; None or 0: `DEFAULTS.page_size`) per page."""
         with self._call():
-            page_size = check_k(page_size or 100, MAX_PAGE_SIZE, "page_size")
-            return _retrying(lambda: self.store.list_classes(gallery, page_size=page_size, page_token=page_token or ""))
+            page = parse_page(page_size, page_token, self.limits)
+            return _retrying(lambda: self.store.list_classes(gallery, page_size=page.size, page_token=page.token))
 
     # ------------------------------------------------------------------ queries
-    def identify(self, gallery: str, probes: Sequence[Payload], *, k: int = 5, scoring: Scoring | None = None,
+    def identify(self, gallery: str, probes: Sequence[Payload], *, k: int | None = None, scoring: Scoring | None = None,
                  mean_k: int | None = None, threshold: float | None = None, target_far: float | None = None,
                  labels: Sequence[str] | None = None, skip_invalid: bool = False,
                  names: Sequence[str] | None = None) -> list[Identification | ProbeFailure]:
@@ -452,13 +472,11 @@ class Engine:
 
         One bad probe fails the call (InvalidArgument or ResourceExhausted naming it), unless
         `skip_invalid`: then each bad probe's answer is a ProbeFailure, in its place. `names[i]` names
-        probe i in errors (default "probes[i]").
+        probe i in errors (default "probes[i]"). `k` None or 0: `DEFAULTS.identify_k`.
         """
         with self._call() as deadline:
-            self._check_count(len(probes), "probes")
-            k = check_k(k or 5, self.settings.max_k)
-            _check_threshold_range(threshold)
-            labels = _label_tuple(labels)
+            self.limits.check_count(len(probes), "probes")
+            query = parse_identify(k, scoring, mean_k, threshold, target_far, labels, self.limits)
             names = list(names) if names is not None else [f"probes[{i}]" for i in range(len(probes))]
 
             def attempt():
@@ -467,7 +485,7 @@ class Engine:
                     return []
                 prepared = self._prepare(probes, names, entry, collect_failures=skip_invalid)
                 vectors = self._embed_prepared(prepared, deadline, entry)
-                key = ("identify", gallery, entry.name, k, scoring, mean_k or None, labels, threshold, target_far)
+                key = SearchKey(gallery, entry.name, query)
                 answers = self._search(key, vectors, None, deadline) if len(vectors) else []
                 failures = {i: ProbeFailure(index=i, reason=reason) for i, reason in prepared.failed}
                 ok = iter(answers)
@@ -480,51 +498,34 @@ class Engine:
                      target_far: float | None = None) -> list[Verification]:
         """Is each probe the enrolled class it names? Uses the same class distance as identify."""
         with self._call() as deadline:
-            self._check_count(len(queries), "queries")
-            _check_threshold_range(threshold)
-            for i, query in enumerate(queries):
-                if not isinstance(query, (tuple, list)) or len(query) != 2:
-                    raise InvalidArgument(f"queries[{i}]: a query is (probe, label)")
-                check_label(query[1], where=f"queries[{i}]: ")
+            query = parse_verify_class(queries, scoring, mean_k, threshold, target_far, self.limits)
 
             def attempt():
                 _, entry = self._usable_gallery(gallery, searchable=True)
                 if not queries:
                     return []
                 vectors = self._vectors([q[0] for q in queries], "queries", deadline, entry, suffix=".probe")
-                key = ("verify_class", gallery, entry.name, scoring, mean_k or None, threshold, target_far)
-                return self._search(key, vectors, [q[1] for q in queries], deadline)
+                return self._search(SearchKey(gallery, entry.name, query), vectors, [q[1] for q in queries], deadline)
 
             return _retrying(attempt)
 
-    def search(self, gallery: str, probes: Sequence[Payload], *, k: int = 10,
+    def search(self, gallery: str, probes: Sequence[Payload], *, k: int | None = None,
                labels: Sequence[str] | None = None) -> list[list[Neighbor]]:
-        """For each probe, its k nearest stored items, nearest first."""
+        """For each probe, its k nearest stored items, nearest first (`k` None or 0: `DEFAULTS.search_k`)."""
         with self._call() as deadline:
-            self._check_count(len(probes), "probes")
-            k = check_k(k or 10, self.settings.max_k)
-            labels = _label_tuple(labels)
+            self.limits.check_count(len(probes), "probes")
+            query = parse_search(k, labels, self.limits)
 
             def attempt():
                 _, entry = self._usable_gallery(gallery, searchable=True)
                 if not probes:
                     return []
                 vectors = self._vectors(probes, "probes", deadline, entry)
-                return self._search(("search", gallery, entry.name, k, labels), vectors, None, deadline)
+                return self._search(SearchKey(gallery, entry.name, query), vectors, None, deadline)
 
             return _retrying(attempt)
 
     # ------------------------------------------------------------------ internals
-    def _check_count(self, n: int, what: str) -> None:
-        if n > self.settings.max_batch:
-            raise ResourceExhausted(f"{n} {what} in one call, at most {self.settings.max_batch}")
-
-    def _resolve(self, threshold: float | None, target_far: float | None, entry: ServedModel):
-        _check_threshold_range(threshold)
-        if threshold is not None and target_far is not None:
-            raise InvalidArgument("give a threshold or a target false-accept rate, not both")
-        return entry.policy.resolve(threshold=threshold, target_far=target_far)
-
     def _usable_gallery(self, name: str, searchable: bool = False) -> tuple[GalleryInfo, ServedModel]:
         """The gallery and its model, if it exists, its model is held and (for queries) it holds items:
         checked before any embedding work, so a call that must fail fails at once. The store checks again."""
@@ -573,7 +574,7 @@ class Engine:
             embedded = wait_for(future, deadline)
         return prepared.assemble(embedded)
 
-    def _search(self, key: tuple, vectors: np.ndarray, extra: list | None, deadline) -> list:
+    def _search(self, key: SearchKey, vectors: np.ndarray, extra: list | None, deadline) -> list:
         deadline.check("searching")
         future = self._searcher.submit(key, (vectors, extra), len(vectors), deadline)
         return wait_for(future, deadline)
@@ -592,26 +593,23 @@ class Engine:
         out = np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
         return _split(out, [len(p) for p in parts])
 
-    def _run_search(self, key: tuple, parts: Sequence[tuple[np.ndarray, list | None]]) -> list[list]:
+    def _run_search(self, key: SearchKey, parts: Sequence[tuple[np.ndarray, list | None]]) -> list[list]:
         vectors = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts])
-        op, gallery, entry = key[0], key[1], self.models.get(key[2])
+        gallery, entry, q = key.gallery, self.models.get(key.model), key.query
         fp = entry.fingerprint
-        if op == "identify":
-            _, _, _, k, scoring, mean_k, labels, threshold, target_far = key
+        if isinstance(q, IdentifyQuery):
             results = self.store.identify(
-                gallery, vectors, policy=entry.policy, k=k, scoring=scoring, mean_k=mean_k,
-                labels=list(labels) if labels is not None else None, threshold=threshold,
-                target_far=target_far, fingerprint=fp)
-        elif op == "verify_class":
-            _, _, _, scoring, mean_k, threshold, target_far = key
+                gallery, vectors, policy=entry.policy, k=q.k, scoring=q.scoring, mean_k=q.mean_k,
+                labels=list(q.labels) if q.labels is not None else None, threshold=q.decision.threshold,
+                target_far=q.decision.target_far, fingerprint=fp)
+        elif isinstance(q, VerifyClassQuery):
             labels = [label for p in parts for label in p[1]]
             results = self.store.verify_class(
-                gallery, vectors, labels, policy=entry.policy, scoring=scoring, mean_k=mean_k,
-                threshold=threshold, target_far=target_far, fingerprint=fp)
+                gallery, vectors, labels, policy=entry.policy, scoring=q.scoring, mean_k=q.mean_k,
+                threshold=q.decision.threshold, target_far=q.decision.target_far, fingerprint=fp)
         else:
-            _, _, _, k, labels = key
-            results = self.store.search(gallery, vectors, k=k,
-                                        labels=list(labels) if labels is not None else None, fingerprint=fp)
+            results = self.store.search(gallery, vectors, k=q.k,
+                                        labels=list(q.labels) if q.labels is not None else None, fingerprint=fp)
         return _split(list(results), [len(p[0]) for p in parts])
 
     def _observe(self, stage: str, calls: int, rows: int) -> None:
@@ -656,47 +654,6 @@ def _split(rows, sizes: Sequence[int]) -> list:
         out.append(rows[start:start + n])
         start += n
     return out
-
-
-def _check_threshold_range(threshold: float | None) -> None:
-    if threshold is None:
-        return
-    value = float(threshold)
-    if not (0.0 <= value <= MAX_THRESHOLD):  # also refuses NaN
-        raise InvalidArgument(f"threshold must be a distance in [0, 2], got {threshold!r}")
-
-
-def _label_tuple(labels: Sequence[str] | None) -> tuple[str, ...] | None:
-    if labels is None:
-        return None
-    if isinstance(labels, str):
-        raise InvalidArgument("labels must be a list of labels, not one string")
-    labels = tuple(labels)
-    for i, label in enumerate(labels):
-        check_label(label, where=f"labels[{i}]: ")
-    return labels or None
-
-
-def _check_item(item: EnrollItem, i: int, seen_ids: dict[str, int]) -> None:
-    where = f"items[{i}]: "
-    if not isinstance(item, EnrollItem):
-        raise InvalidArgument(f"{where}expected an EnrollItem, not {type(item).__name__}")
-    check_label(item.label, where=where)
-    cid = item.client_id or None
-    if cid is not None:
-        if not isinstance(cid, str):
-            raise InvalidArgument(f"{where}client id must be a string")
-        if cid in seen_ids:
-            raise InvalidArgument(f"{where}client id {cid!r} repeats items[{seen_ids[cid]}] of the same batch")
-        seen_ids[cid] = i
-    if item.metadata:
-        size = 0
-        for key, value in item.metadata.items():
-            if not isinstance(key, str) or not isinstance(value, str):
-                raise InvalidArgument(f"{where}metadata must map strings to strings")
-            size += len(key.encode()) + len(value.encode())
-        if size > MAX_METADATA_BYTES:
-            raise InvalidArgument(f"{where}metadata is {size} bytes, at most {MAX_METADATA_BYTES}")
 
 
 def _remote_encoders(settings: EngineSettings, specs, registry: ModelRegistry) -> dict:

@@ -115,18 +115,63 @@ class Gallery:
         self.scoring = Scoring(row.scoring)
         self.db = db
         self.limits = limits
-        self.index = VectorIndex(row.dim, self.spec, params, gpu)
-        self.classes = ClassTable(row.dim)
+        self._index = VectorIndex(row.dim, self.spec, params, gpu)
+        self._classes = ClassTable(row.dim)
         self.lock = ReadWriteLock()
         self.deletions = row.deletions  # SQLite's deletion counter as reflected in memory
         self.applied_max_id = 0         # largest item id applied here; SQLite rows above it are not yet
-        self.dirty = False              # changed since the last snapshot
-        self.changes = 0                # items enrolled or deleted since the last snapshot
-        self.needs_new_index = False    # IVF (re)training or HNSW compaction is due: see `fresh_index`
-        self.deleted = False            # set when the gallery is deleted while a caller still holds it
-        self.retired = False            # set when a migration replaced it while a caller still holds it
-        self.migration = None           # database.MigrationRow while moving to another model
-        self.migrated = 0               # items with a vector from the new model so far
+        self._dirty = False              # changed since the last snapshot
+        self._changes = 0                # items enrolled or deleted since the last snapshot
+        self._needs_new_index = False    # IVF (re)training or HNSW compaction is due: see `fresh_index`
+        self._deleted = False            # set when the gallery is deleted while a caller still holds it
+        self._retired = False            # set when a migration replaced it while a caller still holds it
+        self._migration = None           # database.MigrationRow while moving to another model
+        self._migrated = 0               # items with a vector from the new model so far
+
+    # ------------------------------------------------------------------ state, read-only outside
+    # Other modules read these; only this class's methods below change them.
+    @property
+    def index(self) -> VectorIndex:
+        return self._index
+
+    @property
+    def classes(self) -> ClassTable:
+        return self._classes
+
+    @property
+    def dirty(self) -> bool:
+        """Changed since the last snapshot."""
+        return self._dirty
+
+    @property
+    def changes(self) -> int:
+        """Items enrolled or deleted since the last snapshot."""
+        return self._changes
+
+    @property
+    def needs_new_index(self) -> bool:
+        """IVF (re)training or HNSW compaction is due: see `fresh_index` and `replace_index`."""
+        return self._needs_new_index
+
+    @property
+    def deleted(self) -> bool:
+        """The gallery was deleted (`mark_deleted`) while a caller still held it."""
+        return self._deleted
+
+    @property
+    def retired(self) -> bool:
+        """A migration replaced it (`retire`) while a caller still held it."""
+        return self._retired
+
+    @property
+    def migration(self):
+        """The database.MigrationRow of its move to another model, None when not moving."""
+        return self._migration
+
+    @property
+    def migrated(self) -> int:
+        """Items with a vector from the model it moves to, so far."""
+        return self._migrated
 
     @property
     def id(self) -> int:
@@ -139,6 +184,87 @@ class Gallery:
     @property
     def dim(self) -> int:
         return self.row.dim
+
+    @property
+    def fingerprint(self) -> str:
+        return self.row.fingerprint
+
+    @property
+    def keep_images(self) -> bool:
+        return bool(self.row.keep_images)
+
+    @property
+    def mean_k(self) -> int:
+        return self.row.mean_k
+
+    @property
+    def threshold(self) -> float | None:
+        return self.row.threshold
+
+    @property
+    def item_count(self) -> int:
+        return self._classes.n_items
+
+    @property
+    def class_count(self) -> int:
+        return self._classes.n_classes
+
+    @property
+    def on_gpu(self) -> bool:
+        return self._index.on_gpu
+
+    # ------------------------------------------------------------------ reads (caller holds the read lock)
+    def class_counts(self) -> dict[str, int]:
+        """label -> item count of every class that holds items."""
+        t = self._classes
+        return {t.labels[s]: int(t.counts[s]) for s in t.live_slots()}
+
+    def has_class(self, label: str) -> bool:
+        slot = self._classes.slot_of.get(label)
+        return slot is not None and self._classes.counts[slot] > 0
+
+    def class_labels(self) -> list[str]:
+        """The label of each class slot (the slots `rank` and `search` answer with): the table's own list,
+        to read, not to change (slots only grow, so it stays right for slots read under the lock)."""
+        return self._classes.labels
+
+    def item_details(self, ids) -> dict:
+        """id -> (client id, metadata) of stored items, from SQLite."""
+        return self.db.item_details(self.id, ids)
+
+    # ------------------------------------------------------------------ state changes
+    def mark_deleted(self) -> None:
+        """The gallery is gone: a caller still holding it gets NotFound. Caller holds the write lock."""
+        self._deleted = True
+
+    def retire(self) -> None:
+        """A migrated gallery replaced this one: a caller still holding it retries. Caller holds the write lock."""
+        self._retired = True
+
+    def replace_index(self, fresh: VectorIndex) -> None:
+        """Swap in an index built by `fresh_index`. Caller holds the write lock."""
+        self._index = fresh
+        self._needs_new_index = False
+        self._dirty = True
+
+    def postpone_new_index(self) -> None:
+        """Building a new index failed: keep the current one; the next change that calls for one retries."""
+        self._needs_new_index = False
+
+    def set_migration(self, migration, migrated: int = 0) -> None:
+        """Record the move to another model (a database.MigrationRow, or None) and the items already
+        migrated. Caller holds the store's writer mutex."""
+        self._migration = migration
+        self._migrated = int(migrated)
+
+    def count_migrated(self, n: int) -> None:
+        """`n` more items (negative: fewer, deleted) have a vector from the model it moves to."""
+        self._migrated += int(n)
+
+    def fail_migration(self, error: str) -> None:
+        """The migration stopped on `error`: kept, shown, and retried when asked again."""
+        m = self._migration
+        self._migration = type(m)(m.gallery_id, m.fingerprint, m.dim, error)
 
     # ------------------------------------------------------------------ loading (no lock needed: not shared yet)
     def load(self, folder: Path) -> str:
@@ -178,7 +304,7 @@ class Gallery:
         held = self.index.ids()
         if len(held) != self.index.ntotal or not np.isin(table.item_ids, held).all():
             raise snapshot.SnapshotError("snapshot index does not hold the snapshot's items")
-        self.classes = table
+        self._classes = table
         self.applied_max_id = int(header["max_id"])
         caught_up = False
         if header["deletions"] != stats.deletions:
@@ -189,16 +315,16 @@ class Gallery:
             gone = np.setdiff1d(table.item_ids, alive, assume_unique=True)
             if len(gone):
                 self._forget(gone, self._vectors_from_index(gone))
-            self.changes += len(gone)
+            self._changes += len(gone)
             caught_up = True
         for ids, labels, vectors in self.db.iter_items(self.id, self.dim, after_id=int(header["max_id"])):
             self.index.add(vectors, ids)
             self.classes.add(ids, labels, vectors)
             self.applied_max_id = int(ids[-1])
-            self.changes += len(ids)
+            self._changes += len(ids)
             caught_up = True
         self.deletions = stats.deletions
-        self.dirty = caught_up
+        self._dirty = caught_up
         self._after_change()
         return "caught up" if caught_up else "snapshot"
 
@@ -217,16 +343,16 @@ class Gallery:
         for IVF training) read other vectors than the items' own: a migration builds the new model's
         gallery from its migrated vectors before the switch commits."""
         stats = self.db.stats(self.id)
-        self.index = self._new_index(stats.count, sample)
-        self.classes = ClassTable(self.dim)
+        self._index = self._new_index(stats.count, sample)
+        self._classes = ClassTable(self.dim)
         chunks = items() if items is not None else self.db.iter_items(self.id, self.dim)
         for ids, labels, vectors in chunks:
             self.index.add(vectors, ids)
             self.classes.add(ids, labels, vectors)
         self.deletions = stats.deletions
         self.applied_max_id = stats.max_id
-        self.dirty = True
-        self.needs_new_index = False
+        self._dirty = True
+        self._needs_new_index = False
         log.info("gallery %r: index rebuilt from SQLite with %d items", self.name, self.classes.n_items)
 
     def _new_index(self, count: int, sample=None) -> VectorIndex:
@@ -266,8 +392,8 @@ class Gallery:
             "trained_at": self.index.trained_at,
         }
         snapshot.write(folder, self.id, self.index.serialize_to, self.classes.to_arrays(), header)
-        self.dirty = False
-        self.changes = 0
+        self._dirty = False
+        self._changes = 0
 
     # ------------------------------------------------------------------ changes (caller holds the write lock)
     def apply_enroll(self, ids: np.ndarray, labels: Sequence[str], vectors: np.ndarray) -> None:
@@ -275,15 +401,15 @@ class Gallery:
         self.classes.add(ids, labels, vectors)
         if len(ids):
             self.applied_max_id = max(self.applied_max_id, int(ids.max()))
-        self.dirty = True
-        self.changes += len(ids)
+        self._dirty = True
+        self._changes += len(ids)
         self._after_change()
 
     def apply_delete(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         self._forget(ids, vectors)
         self.deletions += len(ids)
-        self.dirty = True
-        self.changes += len(ids)
+        self._dirty = True
+        self._changes += len(ids)
         self._after_change()
 
     def _forget(self, ids: np.ndarray, vectors: np.ndarray) -> None:
@@ -293,7 +419,7 @@ class Gallery:
     def _after_change(self) -> None:
         n = self.classes.n_items
         if self.index.wants_training(n):
-            self.needs_new_index = True
+            self._needs_new_index = True
             return
         dead = self.index.ntotal - n
         if dead >= self.limits.compact_min_dead and dead >= self.limits.compact_dead_fraction * self.index.ntotal:
@@ -302,7 +428,7 @@ class Gallery:
                 self.index.compact(gone)
                 log.info("gallery %r: removed %d deleted vectors from its index", self.name, len(gone))
             else:
-                self.needs_new_index = True
+                self._needs_new_index = True
 
     # ------------------------------------------------------------------ queries (caller holds the read lock)
     def _view(self, labels: Sequence[str] | None):

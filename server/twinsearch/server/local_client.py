@@ -83,6 +83,9 @@ class LocalClient(BaseClient):
     def _list_galleries(self) -> list[t.GalleryInfo]:
         return self.engine.list_galleries()
 
+    def _gallery_page(self, *, page_size, page_token) -> t.GalleryPage:
+        return self.engine.gallery_page(page_size=page_size, page_token=page_token)
+
     def _delete_gallery(self, name) -> int:
         return self.engine.delete_gallery(name)
 

@@ -24,8 +24,8 @@ from twinsearch.encoder.errors import ImageError, ImageTooLargeError
 def image_error(exc: ImageError, where: str) -> TwinsearchError:
     """The domain error for an encoder image error about the item at `where`."""
     if isinstance(exc, ImageTooLargeError):
-        return ResourceExhausted(f"{where}: {exc}")
-    return InvalidArgument(f"{where}: {exc}")
+        return ResourceExhausted(f"{where}: {exc}", field=where)
+    return InvalidArgument(f"{where}: {exc}", field=where)
 
 
 # How far from unit length a given vector may be: embeddings are L2-normalised float32 rows, so their
@@ -38,17 +38,18 @@ def check_vector(vector: np.ndarray, dim: int, where: str) -> np.ndarray:
     """A finite, unit-length 1-D vector of the model's dimension, as float32, values unchanged."""
     v = np.asarray(vector)
     if v.dtype.kind not in "fiu":
-        raise InvalidArgument(f"{where}: a vector must be numeric, got dtype {v.dtype}")
+        raise InvalidArgument(f"{where}: a vector must be numeric, got dtype {v.dtype}", field=where)
     v = v.astype(np.float32, copy=False).ravel()
     if v.shape[0] != dim:
-        raise InvalidArgument(f"{where}: vector has dimension {v.shape[0]}, the server's model gives {dim}")
+        raise InvalidArgument(f"{where}: vector has dimension {v.shape[0]}, the server's model gives {dim}",
+                              field=where)
     if not np.isfinite(v).all():
-        raise InvalidArgument(f"{where}: vector holds NaN or infinite values")
+        raise InvalidArgument(f"{where}: vector holds NaN or infinite values", field=where)
     norm = float(np.linalg.norm(v.astype(np.float64)))
     if abs(norm - 1.0) > NORM_TOLERANCE:
         raise InvalidArgument(
             f"{where}: vector has norm {norm:.6g}; vectors must be L2-normalised embeddings from the "
-            "server's model (see Embed)"
+            "server's model (see Embed)", field=where
         )
     return v
 
@@ -121,7 +122,7 @@ def prepare(
             else:
                 raise InvalidArgument(
                     f"{where[i]}: expected encoded image bytes, a pixel array or a vector, "
-                    f"not {type(payload).__name__}"
+                    f"not {type(payload).__name__}", field=where[i]
                 )
         except (InvalidArgument, ResourceExhausted) as exc:
             if not collect_failures:
@@ -141,4 +142,4 @@ def _load(preprocess, image, max_pixels: int, where: str) -> np.ndarray:
         raise image_error(exc, where) from None
     except (ValueError, TypeError, OSError, MemoryError) as exc:
         # Pillow can raise outside the encoder's own classes on hostile input; it is still the input.
-        raise InvalidArgument(f"{where}: cannot read the image: {exc}") from None
+        raise InvalidArgument(f"{where}: cannot read the image: {exc}", field=where) from None

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import grpc
 
 from twinsearch.client import convert as c
-from twinsearch.client.errors import InvalidArgument, ResourceExhausted, Unavailable
+from twinsearch.client.errors import InvalidArgument, Unavailable
 from twinsearch.client.inputs import in_caller_order
 from twinsearch.client.types import EnrollFailure, EnrollResult, ProbeFailure
 from twinsearch.v1 import twinsearch_pb2 as pb
@@ -30,7 +30,7 @@ from twinsearch.v1 import twinsearch_pb2_grpc
 from .deadlines import Deadline, call_scope
 from .engine import Engine, EnrollItem
 from .metrics import Metrics
-from .status import status_for
+from .status import abort, status_for
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def _rpc(items: Callable[[object], int] | None = None):
         @functools.wraps(fn)
         def handler(self: TwinSearchServicer, request, context: grpc.ServicerContext):
             started = time.perf_counter()
-            code, details, answer = grpc.StatusCode.OK, "", None
+            code, details, answer, error = grpc.StatusCode.OK, "", None, None
             self.metrics.in_flight.labels(name).inc()
             try:
                 if isinstance(request, Undecodable):
@@ -104,10 +104,11 @@ def _rpc(items: Callable[[object], int] | None = None):
                     answer = fn(self, request, context)
             except Exception as exc:  # noqa: BLE001 - every error becomes a status, never a traceback
                 code, details = status_for(exc, name)
+                error = exc
             finally:
                 self._finished(name, started, code, details, context)
             if code is not grpc.StatusCode.OK:
-                context.abort(code, details)
+                abort(context, code, details, error)
             return answer
 
         return handler
@@ -122,10 +123,8 @@ class TwinSearchServicer(twinsearch_pb2_grpc.TwinSearchServicer):
         self.closing = False
 
     def _count(self, n: int, what: str) -> None:
-        """Refuse an oversized batch before converting it (the engine checks again)."""
-        limit = self.engine.settings.max_batch
-        if n > limit:
-            raise ResourceExhausted(f"{n} {what} in one call, at most {limit}")
+        """Refuse an oversized batch before converting it, by the engine's own rule."""
+        self.engine.limits.check_count(n, what)
 
     # ------------------------------------------------------------------ facts, embed, verify
     @_rpc()
@@ -169,7 +168,8 @@ class TwinSearchServicer(twinsearch_pb2_grpc.TwinSearchServicer):
 
     @_rpc()
     def ListGalleries(self, request: pb.ListGalleriesRequest, context) -> pb.ListGalleriesResponse:
-        return pb.ListGalleriesResponse(galleries=[c.gallery_to_pb(g) for g in self.engine.list_galleries()])
+        page = self.engine.gallery_page(page_size=request.page_size or None, page_token=request.page_token)
+        return c.gallery_page_to_pb(page)
 
     @_rpc()
     def DeleteGallery(self, request: pb.DeleteGalleryRequest, context) -> pb.DeleteGalleryResponse:
@@ -199,7 +199,7 @@ class TwinSearchServicer(twinsearch_pb2_grpc.TwinSearchServicer):
         with its status (the batches acknowledged before it stay committed)."""
         name = "EnrollStream"
         started = time.perf_counter()
-        code, details = grpc.StatusCode.OK, ""
+        code, details, error = grpc.StatusCode.OK, "", None
         self.metrics.in_flight.labels(name).inc()
         try:
             if self.closing:
@@ -212,10 +212,11 @@ class TwinSearchServicer(twinsearch_pb2_grpc.TwinSearchServicer):
                     yield self._enroll(request)
         except Exception as exc:  # noqa: BLE001 - every error becomes a status
             code, details = status_for(exc, name)
+            error = exc
         finally:
             self._finished(name, started, code, details, context)
         if code is not grpc.StatusCode.OK:
-            context.abort(code, details)
+            abort(context, code, details, error)
 
     def _enroll(self, request: pb.EnrollRequest) -> pb.EnrollResponse:
         self._count(len(request.items), "items")
@@ -251,7 +252,7 @@ class TwinSearchServicer(twinsearch_pb2_grpc.TwinSearchServicer):
 
     @_rpc()
     def ListClasses(self, request: pb.ListClassesRequest, context) -> pb.ListClassesResponse:
-        page = self.engine.list_classes(request.gallery, page_size=request.page_size or 100,
+        page = self.engine.list_classes(request.gallery, page_size=request.page_size or None,
                                         page_token=request.page_token)
         return c.class_page_to_pb(page)
 
@@ -271,7 +272,7 @@ class TwinSearchServicer(twinsearch_pb2_grpc.TwinSearchServicer):
                 failures[i] = ProbeFailure(index=i, reason=exc.details)
         threshold, target_far = c.threshold_options_from_pb(request.threshold)
         results = self.engine.identify(
-            request.gallery, probes, k=request.k or 5, scoring=c.scoring_from_pb(request.scoring),
+            request.gallery, probes, k=request.k or None, scoring=c.scoring_from_pb(request.scoring),
             mean_k=request.mean_k or None, threshold=threshold, target_far=target_far,
             labels=list(request.labels) or None, skip_invalid=request.skip_invalid,
             names=[f"probes[{i}]" for i in positions],
@@ -295,6 +296,6 @@ class TwinSearchServicer(twinsearch_pb2_grpc.TwinSearchServicer):
     def Search(self, request: pb.SearchRequest, context) -> pb.SearchResponse:
         self._count(len(request.probes), "probes")
         probes = [c.input_from_pb(p, f"probes[{i}]") for i, p in enumerate(request.probes)]
-        results = self.engine.search(request.gallery, probes, k=request.k or 10,
+        results = self.engine.search(request.gallery, probes, k=request.k or None,
                                      labels=list(request.labels) or None)
         return c.neighbors_to_pb(results)

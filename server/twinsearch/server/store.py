@@ -24,9 +24,6 @@ old one answers, then commits the switch and swaps it in under the old one's wri
 
 from __future__ import annotations
 
-import base64
-import binascii
-import bisect
 import fcntl
 import logging
 import os
@@ -62,9 +59,11 @@ from twinsearch.client.types import (
 )
 
 from . import images as kept
+from . import pages
 from .database import Database
 from .gallery import Gallery, SearchLimits
 from .index import GpuContext, IndexParams, configure_faiss
+from .limits import DEFAULTS, LIMITS
 from .thresholds import ThresholdPolicy
 from .validation import (
     ModelChanged,
@@ -171,8 +170,8 @@ class GalleryStore:
             for row in db.galleries():
                 g = Gallery(row, db, settings.index, settings.limits, gpu)
                 store.load_report[row.name] = g.load(store._snapshots)
-                g.migration = migrations.get(row.id)
-                g.migrated = db.migrated_count(row.id) if g.migration is not None else 0
+                migration = migrations.get(row.id)
+                g.set_migration(migration, db.migrated_count(row.id) if migration is not None else 0)
                 store._maintain(g)
                 store._galleries[row.name] = g
         except BaseException:
@@ -235,14 +234,14 @@ class GalleryStore:
 
     # ------------------------------------------------------------------ galleries
     def create_gallery(self, name: str, *, fingerprint: str, dim: int, index: IndexSpec | None = None,
-                       scoring: Scoring = Scoring.NEAREST, mean_k: int = 3,
+                       scoring: Scoring = Scoring.NEAREST, mean_k: int = DEFAULTS.mean_k,
                        threshold: float | None = None, keep_images: bool = False) -> GalleryInfo:
         check_gallery_name(name)
         index = index or IndexSpec()
         if not isinstance(fingerprint, str) or not fingerprint:
             raise InvalidArgument("a gallery needs the model fingerprint of its vectors")
-        if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= 65536:
-            raise InvalidArgument(f"dim must be an integer in [1, 65536], got {dim!r}")
+        if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= LIMITS.max_dim:
+            raise InvalidArgument(f"dim must be an integer in [1, {LIMITS.max_dim}], got {dim!r}")
         try:
             scoring = Scoring(scoring)
             kind = IndexKind(index.kind)
@@ -273,18 +272,18 @@ class GalleryStore:
     def _info(self, g: Gallery) -> GalleryInfo:
         return GalleryInfo(
             name=g.name,
-            model_fingerprint=g.row.fingerprint,
+            model_fingerprint=g.fingerprint,
             dim=g.dim,
             index=g.spec,
             scoring=g.scoring,
-            mean_k=g.row.mean_k,
-            threshold=g.row.threshold,
-            class_count=g.classes.n_classes,
-            item_count=g.classes.n_items,
-            on_gpu=g.index.on_gpu,
-            keep_images=g.row.keep_images,
+            mean_k=g.mean_k,
+            threshold=g.threshold,
+            class_count=g.class_count,
+            item_count=g.item_count,
+            on_gpu=g.on_gpu,
+            keep_images=g.keep_images,
             migration=None if g.migration is None else Migration(
-                model=None, fingerprint=g.migration.fingerprint, done=g.migrated, total=g.classes.n_items,
+                model=None, fingerprint=g.migration.fingerprint, done=g.migrated, total=g.item_count,
                 state=MigrationState.FAILED if g.migration.error else MigrationState.RUNNING,
                 error=g.migration.error),
         )
@@ -298,6 +297,19 @@ class GalleryStore:
     def list_galleries(self) -> list[GalleryInfo]:
         with self._registry:
             names = sorted(self._galleries)
+        return self._infos(names)
+
+    def gallery_page(self, *, page_size: int | None, page_token: str = "") -> tuple[list[GalleryInfo], str]:
+        """(galleries by name, `page_size` of them (None: all) after the one `page_token` names, the token
+        of the next page or "" on the last)."""
+        after = pages.after_key(page_token)
+        with self._registry:
+            names = sorted(self._galleries)
+        page, token = pages.page_of(names, page_size or max(1, len(names)), after)
+        return self._infos(page), token
+
+    def _infos(self, names: Sequence[str]) -> list[GalleryInfo]:
+        """The GalleryInfo of each of `names` still there (one deleted meanwhile is left out)."""
         out = []
         for name in names:
             for _ in range(3):
@@ -318,7 +330,7 @@ class GalleryStore:
             with self.db.transaction() as conn:
                 images = self.db.images_of(conn, gallery_id=g.id)
                 n = self.db.delete_gallery(conn, g.id)
-            g.deleted = True
+            g.mark_deleted()
             with self._registry:
                 del self._galleries[name]
             self._forget_images(images)
@@ -344,7 +356,7 @@ class GalleryStore:
         and the caller embeds again.
         """
         g = self._gallery(name)
-        check_fingerprint(fingerprint, g.row.fingerprint, name)
+        check_fingerprint(fingerprint, g.fingerprint, name)
         vectors = check_vectors(vectors, g.dim, name)
         n = len(vectors)
         if n > self.settings.max_batch:
@@ -370,15 +382,15 @@ class GalleryStore:
                     existing = self.db.existing_client_ids(conn, g.id, wanted) if wanted else {}
                     new_rows = np.array([i for i in range(n) if cids[i] is None or cids[i] not in existing],
                                         dtype=np.int64)
-                    if g.classes.n_items + len(new_rows) > self.settings.max_items:
+                    if g.item_count + len(new_rows) > self.settings.max_items:
                         raise ResourceExhausted(
-                            f"gallery {name!r} holds {g.classes.n_items} items; {len(new_rows)} more would pass "
+                            f"gallery {name!r} holds {g.item_count} items; {len(new_rows)} more would pass "
                             f"the limit of {self.settings.max_items}"
                         )
                     new_labels = [labels[i] for i in new_rows]
                     new_vectors = vectors[new_rows]
                     keys = None
-                    if g.row.keep_images and images is not None:
+                    if g.keep_images and images is not None:
                         # Written before the commit that names them; a crash leaves files `clean` removes.
                         blobs = [(int(i), images[i]) for i in new_rows if images[i] is not None]
                         stored_keys = dict(zip([i for i, _ in blobs], self.images.put([b for _, b in blobs]),
@@ -392,7 +404,7 @@ class GalleryStore:
             except BaseException:
                 self._forget_images(written)  # those no committed item names; a restart would remove them too
                 raise
-            g.migrated += migrated
+            g.count_migrated(migrated)
             # Committed: from here the batch is durable, and it becomes visible to queries at once.
             with g.lock.write():
                 try:
@@ -474,7 +486,7 @@ class GalleryStore:
                 vectors = self.db.vectors_of_ids(conn, item_ids, g.dim)
                 images = self.db.images_of(conn, ids=item_ids)
                 unmigrated = self.db.delete_ids(conn, g.id, item_ids)
-            g.migrated -= unmigrated
+            g.count_migrated(-unmigrated)
             self._forget_images(images)
             try:
                 g.apply_delete(item_ids, vectors)
@@ -498,12 +510,10 @@ class GalleryStore:
                 fresh = g.fresh_index()  # queries continue on the old index meanwhile
             except Exception:
                 log.exception("gallery %r: building a new index failed; keeping the current one", g.name)
-                g.needs_new_index = False  # the next change that calls for it tries again
+                g.postpone_new_index()  # the next change that calls for it tries again
             else:
                 with g.lock.write():
-                    g.index = fresh
-                    g.needs_new_index = False
-                    g.dirty = True
+                    g.replace_index(fresh)
         every = self.settings.snapshot_after_changes
         if every and g.changes >= every:
             try:
@@ -513,35 +523,21 @@ class GalleryStore:
                 log.exception("gallery %r: writing a snapshot failed", g.name)
 
     # ------------------------------------------------------------------ reads
-    def list_classes(self, name: str, *, page_size: int = 100, page_token: str = "") -> ClassPage:
+    def list_classes(self, name: str, *, page_size: int = DEFAULTS.page_size, page_token: str = "") -> ClassPage:
         """Classes with their item counts, by label, a page at a time; an empty next token ends."""
         g = self._gallery(name)
-        check_k(page_size, 10_000, "page_size")
-        after = ""
-        if page_token:
-            try:
-                # validate=True: the lenient default drops characters outside the alphabet, so a
-                # garbled token would silently restart at the first page.
-                after = base64.b64decode(page_token.encode("ascii"), altchars=b"-_", validate=True).decode("utf-8")
-            except (binascii.Error, UnicodeError, ValueError) as exc:
-                raise InvalidArgument(f"page token {page_token!r} is not one this server gave") from exc
-            if not after:  # tokens name the last label of a page, and labels are never empty
-                raise InvalidArgument(f"page token {page_token!r} is not one this server gave")
+        check_k(page_size, LIMITS.page_size, "page_size")
+        after = pages.after_key(page_token)
         with g.lock.read():
             self._still_there(g)
-            counts = g.classes.counts
-            labels = sorted(g.classes.labels[s] for s in g.classes.live_slots())
-        start = bisect.bisect_right(labels, after) if after else 0
-        page = labels[start:start + page_size]
-        token = ""
-        if start + page_size < len(labels):
-            token = base64.urlsafe_b64encode(page[-1].encode("utf-8")).decode("ascii")
-        return ClassPage(tuple(ClassCount(lb, int(counts[g.classes.slot_of[lb]])) for lb in page), token)
+            counts = g.class_counts()
+        page, token = pages.page_of(sorted(counts), page_size, after)
+        return ClassPage(tuple(ClassCount(lb, counts[lb]) for lb in page), token)
 
     def _query_setup(self, name: str, vectors: np.ndarray, fingerprint: str | None,
                      labels: Sequence[str] | None) -> tuple[Gallery, np.ndarray, list[str] | None]:
         g = self._gallery(name)
-        check_fingerprint(fingerprint, g.row.fingerprint, name)
+        check_fingerprint(fingerprint, g.fingerprint, name)
         queries = check_vectors(vectors, g.dim, name, what="query vectors")
         check_query_count(len(queries), self.settings.max_queries)
         if labels is not None:
@@ -555,12 +551,11 @@ class GalleryStore:
     def _check_restriction(self, g: Gallery, labels: list[str] | None) -> None:
         """Caller holds the read lock."""
         self._still_there(g)
-        if g.classes.n_items == 0:
+        if g.item_count == 0:
             raise FailedPrecondition(f"gallery {g.name!r} is empty")
         if labels is not None:
             for lb in labels:
-                slot = g.classes.slot_of.get(lb)
-                if slot is None or g.classes.counts[slot] == 0:
+                if not g.has_class(lb):
                     raise NotFound(f"gallery {g.name!r} has no class {lb!r}")
 
     def search(self, name: str, vectors: np.ndarray, *, k: int, labels: Sequence[str] | None = None,
@@ -571,8 +566,8 @@ class GalleryStore:
         with g.lock.read():
             self._check_restriction(g, labels)
             hits = g.search(queries, k, labels)
-            details = g.db.item_details(g.id, [h[0] for row in hits for h in row])
-            names = g.classes.labels
+            details = g.item_details([h[0] for row in hits for h in row])
+            names = g.class_labels()
         return [
             [Neighbor(i, names[s], d, *details.get(i, (None, {}))) for i, s, d in row] for row in hits
         ]
@@ -582,10 +577,10 @@ class GalleryStore:
             scoring = Scoring(scoring) if scoring is not None else g.scoring
         except ValueError as exc:
             raise InvalidArgument(str(exc)) from exc
-        mean_k = check_k(mean_k, self.settings.max_k, "mean_k") if mean_k is not None else g.row.mean_k
+        mean_k = check_k(mean_k, self.settings.max_k, "mean_k") if mean_k is not None else g.mean_k
         return scoring, mean_k
 
-    def identify(self, name: str, vectors: np.ndarray, *, policy: ThresholdPolicy, k: int = 5,
+    def identify(self, name: str, vectors: np.ndarray, *, policy: ThresholdPolicy, k: int = DEFAULTS.identify_k,
                  scoring: Scoring | None = None, mean_k: int | None = None,
                  labels: Sequence[str] | None = None, threshold: float | None = None,
                  target_far: float | None = None, fingerprint: str | None = None) -> list[Identification]:
@@ -597,11 +592,11 @@ class GalleryStore:
         g, queries, labels = self._query_setup(name, vectors, fingerprint, labels)
         k = check_k(k, self.settings.max_k)
         scoring, mean_k = self._scoring(g, scoring, mean_k)
-        thr = policy.resolve(gallery_threshold=g.row.threshold, threshold=threshold, target_far=target_far)
+        thr = policy.resolve(gallery_threshold=g.threshold, threshold=threshold, target_far=target_far)
         with g.lock.read():
             self._check_restriction(g, labels)
             ranked = g.rank(queries, k, scoring, mean_k, labels)
-            names = list(g.classes.labels)
+            names = list(g.class_labels())
         out = []
         for r in ranked:
             probs = policy.probability(r.distances)
@@ -625,7 +620,7 @@ class GalleryStore:
         g, queries, _ = self._query_setup(name, vectors, fingerprint, None)
         labels = check_labels(labels, len(queries))
         scoring, mean_k = self._scoring(g, scoring, mean_k)
-        thr = policy.resolve(gallery_threshold=g.row.threshold, threshold=threshold, target_far=target_far)
+        thr = policy.resolve(gallery_threshold=g.threshold, threshold=threshold, target_far=target_far)
         with g.lock.read():
             self._check_restriction(g, sorted(set(labels)))
             distances = g.class_distances(queries, labels, scoring, mean_k)
@@ -644,15 +639,15 @@ class GalleryStore:
         failed: it starts over) is not an error.
         """
         g = self._gallery(name)
-        if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= 65536:
-            raise InvalidArgument(f"dim must be an integer in [1, 65536], got {dim!r}")
+        if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= LIMITS.max_dim:
+            raise InvalidArgument(f"dim must be an integer in [1, {LIMITS.max_dim}], got {dim!r}")
         with self._writer:
             self._still_there(g)
-            if not g.row.keep_images:
+            if not g.keep_images:
                 raise FailedPrecondition(
                     f"gallery {name!r} does not keep its images, so it cannot be embedded again with another "
                     "model: create a gallery with keep_images and enroll its images again")
-            if g.row.fingerprint == fingerprint:
+            if g.fingerprint == fingerprint:
                 raise FailedPrecondition(f"gallery {name!r} is already bound to model {fingerprint!r}")
             if g.migration is not None and not g.migration.error:
                 if g.migration.fingerprint == fingerprint:
@@ -665,9 +660,9 @@ class GalleryStore:
                     f"gallery {name!r} holds {missing} items without a kept image (enrolled as vectors): they "
                     "cannot be embedded again; delete them or enroll their images")
             with self.db.transaction() as conn:
-                g.migration = self.db.start_migration(conn, g.id, fingerprint, dim)
-            g.migrated = 0
-        log.info("gallery %r: moving to model %s (%d items)", name, fingerprint, g.classes.n_items)
+                migration = self.db.start_migration(conn, g.id, fingerprint, dim)
+            g.set_migration(migration, 0)
+        log.info("gallery %r: moving to model %s (%d items)", name, fingerprint, g.item_count)
         return self._info(g)
 
     def migration_todo(self, name: str, limit: int) -> list[tuple[int, str | None]]:
@@ -697,7 +692,7 @@ class GalleryStore:
             vectors = check_vectors(vectors, migration.dim, name)
             with self.db.transaction() as conn:
                 stored = self.db.insert_migrated(conn, g.id, np.asarray(ids, dtype=np.int64), vectors)
-            g.migrated += stored
+            g.count_migrated(stored)
         return stored
 
     def fail_migration(self, name: str, fingerprint: str, error: str) -> None:
@@ -709,7 +704,7 @@ class GalleryStore:
                 return
             with self.db.transaction() as conn:
                 self.db.fail_migration(conn, g.id, error)
-            g.migration = type(g.migration)(g.id, fingerprint, g.migration.dim, error)
+            g.fail_migration(error)
         log.error("gallery %r: moving to model %s failed: %s", name, fingerprint, error)
 
     def finish_migration(self, name: str, fingerprint: str) -> bool:
@@ -743,11 +738,11 @@ class GalleryStore:
                 snapshots.remove(self._snapshots, g.id)
                 with self.db.transaction() as conn:
                     self.db.finish_migration(conn, g.id, fingerprint, migration.dim)
-                g.retired = True
+                g.retire()
                 with self._registry:
                     self._galleries[name] = fresh
             self._maintain(fresh)
-        log.info("gallery %r: switched to model %s (%d items)", name, fingerprint, fresh.classes.n_items)
+        log.info("gallery %r: switched to model %s (%d items)", name, fingerprint, fresh.item_count)
         return True
 
     def rebuild_index(self, name: str) -> None:

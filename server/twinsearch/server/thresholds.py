@@ -8,15 +8,13 @@ L2-normalised embeddings; "same" when distance <= threshold.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from twinsearch.client.errors import FailedPrecondition, InvalidArgument
+from twinsearch.client.errors import FailedPrecondition
 from twinsearch.client.types import Threshold, ThresholdSource
 from twinsearch.encoder.calibration import EER, FAR_0_1, FAR_1, Calibration
 
-from .validation import check_threshold
+from .validation import check_target_far, check_threshold
 
 MODEL_SOURCES = {
     EER: ThresholdSource.MODEL_EER,
@@ -49,9 +47,7 @@ class ThresholdPolicy:
         if threshold is not None:
             return Threshold(threshold, ThresholdSource.REQUEST, self._far_at(threshold))
         if target_far is not None:
-            far = float(target_far)
-            if not (0.0 < far <= 1.0) or not math.isfinite(far):
-                raise InvalidArgument(f"target false-accept rate must be in (0, 1], got {target_far!r}")
+            far = check_target_far(target_far)
             if self.calibration is None:
                 raise FailedPrecondition(
                     "a target false-accept rate needs a calibrated model; this model card has no calibration"

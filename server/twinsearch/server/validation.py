@@ -14,17 +14,18 @@ import numpy as np
 
 from twinsearch.client.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
-MAX_LABEL_LENGTH = 256
-MAX_CLIENT_ID_LENGTH = 256
+from .limits import LIMITS
+
+_NAME = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_.\-]{{0,{LIMITS.gallery_name_length - 1}}}$")
+MAX_LABEL_LENGTH = LIMITS.label_length
+MAX_CLIENT_ID_LENGTH = LIMITS.client_id_length
 
 
 def check_gallery_name(name: object) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
         raise InvalidArgument(
-            f"gallery name {name!r} is not valid: 1 to 64 letters, digits, '_', '.', '-', "
-            "starting with a letter or digit"
-        )
+            f"gallery name {name!r} is not valid: 1 to {LIMITS.gallery_name_length} letters, digits, '_', '.', "
+            "'-', starting with a letter or digit", field="name")
     return name
 
 
@@ -67,13 +68,16 @@ def check_labels(labels: object, n: int, what: str = "labels") -> list[str]:
     return labels
 
 
-def check_label(label: object, where: str = "") -> str:
+def check_label(label: object, where: str = "", field: str | None = None) -> str:
+    """`label` when it is 1 to `LIMITS.label_length` characters, not all blank; InvalidArgument (its
+    message prefixed by `where`, its field violation naming `field`) otherwise."""
     if not isinstance(label, str):
-        raise InvalidArgument(f"{where}label must be a string, got {type(label).__name__}")
+        raise InvalidArgument(f"{where}label must be a string, got {type(label).__name__}", field=field)
     if not label or not label.strip():
-        raise InvalidArgument(f"{where}empty label")
+        raise InvalidArgument(f"{where}empty label", field=field)
     if len(label) > MAX_LABEL_LENGTH:
-        raise InvalidArgument(f"{where}label is {len(label)} characters long, at most {MAX_LABEL_LENGTH}")
+        raise InvalidArgument(f"{where}label is {len(label)} characters long, at most {MAX_LABEL_LENGTH}",
+                              field=field)
     return label
 
 
@@ -116,10 +120,11 @@ def check_metadata(metadata: Sequence[dict[str, str]] | None, n: int) -> list[di
 
 
 def check_k(k: object, limit: int, what: str = "k") -> int:
+    """`k` as an int when it is an integer in [1, limit]; InvalidArgument for the field `what` otherwise."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise InvalidArgument(f"{what} must be an integer, got {k!r}")
+        raise InvalidArgument(f"{what} must be an integer, got {k!r}", field=what)
     if k < 1 or k > limit:
-        raise InvalidArgument(f"{what} must be between 1 and {limit}, got {k}")
+        raise InvalidArgument(f"{what} must be between 1 and {limit}, got {k}", field=what)
     return int(k)
 
 
@@ -128,17 +133,33 @@ def check_query_count(n: int, limit: int) -> None:
         raise ResourceExhausted(f"{n} query vectors in one call, at most {limit}")
 
 
-def check_threshold(threshold: object, what: str = "threshold") -> float | None:
+def check_threshold(threshold: object, what: str = "threshold", field: str = "threshold") -> float | None:
+    """None, or `threshold` as a float when it is a distance in [0, LIMITS.max_distance]."""
     if threshold is None:
         return None
     try:
         value = float(threshold)  # type: ignore[arg-type]
     except (TypeError, ValueError) as exc:
-        raise InvalidArgument(f"{what} must be a number, got {threshold!r}") from exc
+        raise InvalidArgument(f"{what} must be a number, got {threshold!r}", field=field) from exc
     # Distances between unit vectors lie in [0, 2]: a threshold outside cannot be meant.
-    if not math.isfinite(value) or not 0.0 <= value <= 2.0:
-        raise InvalidArgument(f"{what} must be a distance in [0, 2], got {threshold!r}")
+    if not math.isfinite(value) or not 0.0 <= value <= LIMITS.max_distance:
+        raise InvalidArgument(f"{what} must be a distance in [0, {LIMITS.max_distance:g}], got {threshold!r}",
+                              field=field)
     return value
+
+
+def check_target_far(target_far: object) -> float | None:
+    """None, or `target_far` as a float when it is a false-accept rate in (0, 1]."""
+    if target_far is None:
+        return None
+    try:
+        far = float(target_far)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(f"target false-accept rate must be a number, got {target_far!r}",
+                              field="target_far") from exc
+    if not (0.0 < far <= 1.0) or not math.isfinite(far):
+        raise InvalidArgument(f"target false-accept rate must be in (0, 1], got {target_far!r}", field="target_far")
+    return far
 
 
 class ModelChanged(FailedPrecondition):

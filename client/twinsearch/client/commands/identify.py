@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files to identify")
     parser.add_argument("--gallery", "-g", required=True, help="the gallery to search")
-    parser.add_argument("-k", "--k", type=int, default=5, help="classes to rank per image (default: %(default)s)")
+    parser.add_argument("-k", "--k", type=int, default=None,
+                        help="classes to rank per image (default: the server's)")
     parser.add_argument("--scoring", choices=[s.value for s in Scoring],
                         help="class distance: nearest exemplar, class prototype (mean) or mean of the k nearest "
                              "(default: the gallery's)")
