@@ -3,6 +3,7 @@ replaced by the others, a cluster that cannot be reached is one line at start.""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 
@@ -73,6 +74,30 @@ def test_unreachable_cluster_is_one_line_at_start(tmp_path, model_path):
     assert "cannot reach the Ray cluster at 127.0.0.1:9" in done.stderr
     assert "Traceback" not in done.stderr
     assert time.monotonic() - started < 60
+
+
+def test_sigterm_stops_a_server_with_a_local_ray_gracefully(tmp_path, model_path):
+    from .test_local_ray import ray_sessions
+
+    before = ray_sessions()
+    env = {"PYTHONPATH": ":".join(str(ROOT / p) for p in ("proto", "encoder", "server", "client")),
+           "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    serve = subprocess.Popen(
+        [PYTHON, "-m", "twinsearch.client.cli", "serve", "--data-dir", str(tmp_path / "d"), "--model", str(model_path),
+         "--address", "127.0.0.1:0", "--encoders", "ray", "--encoder-replicas", "1", "--ray-object-store-mb", "100"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    try:
+        assert serve.stdout.readline().startswith("twinsearch serving on"), serve.stderr.read()
+        serve.send_signal(signal.SIGTERM)
+        out, err = serve.communicate(timeout=120)
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait()
+    assert serve.returncode == 0, err
+    assert out.rstrip().endswith("twinsearch stopped")
+    assert "SIGTERM received" not in err and "Traceback" not in err and "Token authentication" not in err
+    assert ray_sessions() <= before, "the server left Ray processes behind"
 
 
 def test_no_replica_left_is_unavailable_never_a_wrong_answer(ray_server):
