@@ -110,3 +110,33 @@ def test_no_replica_left_is_unavailable_never_a_wrong_answer(ray_server):
         ray.kill(actor, no_restart=True)
     with Client(ray_server.address, timeout=5) as client, pytest.raises(Unavailable):
         client.embed([png(glyph(1, 1))])
+
+
+def test_a_replica_that_does_not_answer_in_time_is_passed_over(ray_cluster, model_path):
+    import os
+
+    import ray
+
+    from twinsearch.server.cluster.encoders import RayEncoderPool
+    from twinsearch.server.cluster.pipeline import ModelFile
+    from twinsearch.server.cluster.runtime import RaySettings
+
+    images = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
+    pool = RayEncoderPool(RaySettings(), model_path, ModelFile.load(model_path).fingerprint, replicas=2, threads=1,
+                          call_timeout_s=2.0)
+    try:
+        expected = pool.embed_arrays(images)
+        stuck = ray.get(pool._actors[0].pid.remote())
+        # A replica that takes no work (as one that Ray is restarting: its calls wait in Ray's queue).
+        os.kill(stuck, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            for _ in range(2):  # one of the two turns falls on the stopped replica
+                np.testing.assert_array_equal(pool.embed_arrays(images), expected)
+            assert time.monotonic() - started < 30
+        finally:
+            os.kill(stuck, signal.SIGCONT)
+        for _ in range(2):  # back in turn once it answers again
+            np.testing.assert_array_equal(pool.embed_arrays(images), expected)
+    finally:
+        pool.close()
