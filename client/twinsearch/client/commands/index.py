@@ -50,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cluster = parser.add_argument_group("embedding on Ray (needs the twinsearch[ray] extra)")
     cluster.add_argument("--ray", metavar="ADDRESS", default=None,
                          help="embed on the Ray cluster at ADDRESS (HOST:PORT of its head, or 'auto'; 'local' "
-                              "starts a local instance for this run) and send vectors, not images")
+                              "starts a local instance for this run) and send vectors, not images; the workers "
+                              "read the images by path, so DIR must be on a file system every node mounts")
     cluster.add_argument("--model-file", metavar="M", default=None,
                          help="with --ray: the model file (or shipped model name) to embed with, the one the "
                               "gallery is bound to (default: omniglot)")
