@@ -147,3 +147,20 @@ def test_client_ids_are_paths_or_their_digest_when_too_long():
     long = "x" * 300 + ".png"
     digest = client_id_for(long)
     assert digest.startswith("sha256:") and len(digest) <= 256 and digest == client_id_for(long)
+
+
+def test_stored_client_ids_from_a_server_without_find_items_is_none():
+    from twinsearch.client.errors import error_for_code
+    from twinsearch.client.vector_bulk import stored_client_ids
+
+    class OldServer:
+        def __init__(self, error):
+            self.error = error
+
+        def find_items(self, gallery, client_ids):
+            raise self.error
+
+    # A server older than FindItems: every image is embedded, and Enroll skips the stored ones.
+    assert stored_client_ids(OldServer(error_for_code("UNIMPLEMENTED", "Method not found!")), "g", ["a"]) == set()
+    with pytest.raises(NotFound):
+        stored_client_ids(OldServer(NotFound("gallery 'g' not found")), "g", ["a"])

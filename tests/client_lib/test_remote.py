@@ -154,6 +154,19 @@ def test_delete_and_classes(client, unit_vectors):
     assert [c.label for c in client.classes("g")] == ["c", "d", "e"]
 
 
+def test_find_items_names_the_stored_client_ids(client, unit_vectors):
+    client.create_gallery("g")
+    result = client.enroll("g", ["a", "b", "c"], list(unit_vectors(3, seed=4)), ids=["x", "y", "z"])
+    # More ids than one call may hold (the server's max_batch): the client splits them.
+    asked = ["z", *(f"absent-{i}" for i in range(2500)), "x", "x"]
+    found = client.find_items("g", asked)
+    assert [(f.client_id, f.label, f.id, f.created) for f in found] == [
+        ("z", "c", result.ids[2], False), ("x", "a", result.ids[0], False)]
+    assert client.find_items("g", []) == []
+    with pytest.raises(NotFound):
+        client.find_items("nope", ["x"])
+
+
 def test_unknown_item_ids_are_not_an_error(client, unit_vectors):
     client.create_gallery("g")
     client.enroll("g", "a", list(unit_vectors(1, seed=6)), ids=["x"])

@@ -141,13 +141,35 @@ def test_index_with_ray_streams_vectors(tree, model_path, server, capsys):
                str(model_path), "--encoders", "2", "--json", *address) == 1  # two bad images
     report = json.loads(capsys.readouterr().out)
     assert (report["found"], report["stored"], report["skipped"], report["failed"]) == (50, 48, 0, 2)
+    assert report["sent"] == 48
+    # A second run asks the server which client ids the gallery holds and embeds only the others: here
+    # the two bad images, which fail again. Nothing is embedded or sent that the gallery has.
     assert cli("index", str(tree), "--gallery", "streamed", "--ray", "auto", "--model-file", str(model_path),
                "--json", "--allow-partial", *address) == 0
     again = json.loads(capsys.readouterr().out)
-    assert (again["stored"], again["skipped"], again["failed"]) == (0, 48, 2)
+    assert (again["found"], again["sent"], again["stored"], again["skipped"], again["failed"]) == (50, 0, 0, 48, 2)
     with Client(server.address, timeout=30) as client:
         a = client.identify("streamed", (tree / "c3" / "2.png").read_bytes(), k=1)
         assert a.label == "c3" and a.candidates[0].distance == pytest.approx(0.0, abs=1e-6)
+
+
+def test_index_with_ray_embeds_nothing_the_gallery_holds(tmp_path, model_path, server, capsys, monkeypatch):
+    from twinsearch.server.cluster import pipeline
+
+    source = make_tree(tmp_path / "clean", classes=2, per_class=3, bad=False)
+    args = ["index", str(source), "--gallery", "clean", "--ray", "auto", "--model-file", str(model_path), "--json",
+            "--address", server.address]
+    assert cli(*args, "--create") == 0
+    first = json.loads(capsys.readouterr().out)
+    assert (first["found"], first["sent"], first["stored"], first["skipped"]) == (6, 6, 6, 0)
+
+    def no_pipeline(*_args, **_kwargs):
+        raise AssertionError("the pipeline ran although the gallery holds every image")
+
+    monkeypatch.setattr(pipeline, "embed_rows", no_pipeline)
+    assert cli(*args) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert (again["found"], again["sent"], again["stored"], again["skipped"], again["failed"]) == (6, 0, 0, 6, 0)
 
 
 def replica_processes() -> set[int]:

@@ -46,11 +46,13 @@ def test_embed_starts_and_stops_a_local_ray_for_a_manifest(tmp_path, model_path)
     before = ray_sessions()
     out = tmp_path / "vectors"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(str(ROOT / p) for p in ("proto", "encoder", "server", "client")))
+    env.pop("RAY_AUTH_MODE", None)  # set by an earlier ray.init in this process; unset, Ray would announce its default
     done = subprocess.run([PYTHON, "-m", "twinsearch.client.cli", "embed", str(manifest), "--out", str(out),
                            "--model", str(model_path), "--object-store-mb", "200", "--path-column", "file",
                            "--label-column", "writer", "--json"],
                           capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert done.returncode == 1, done.stderr  # the missing file
+    assert "Token authentication" not in done.stderr  # Ray's start-up notice is muted
     summary = json.loads(done.stdout)
     assert (summary["found"], summary["embedded"], summary["skipped"], summary["failed"]) == (13, 12, 0, 1)
     assert summary["failures"][0]["path"] == "scans/missing.png"

@@ -3,6 +3,7 @@ replaced by the others, a cluster that cannot be reached is one line at start.""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 
@@ -75,6 +76,30 @@ def test_unreachable_cluster_is_one_line_at_start(tmp_path, model_path):
     assert time.monotonic() - started < 60
 
 
+def test_sigterm_stops_a_server_with_a_local_ray_gracefully(tmp_path, model_path):
+    from .test_local_ray import ray_sessions
+
+    before = ray_sessions()
+    env = {"PYTHONPATH": ":".join(str(ROOT / p) for p in ("proto", "encoder", "server", "client")),
+           "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    serve = subprocess.Popen(
+        [PYTHON, "-m", "twinsearch.client.cli", "serve", "--data-dir", str(tmp_path / "d"), "--model", str(model_path),
+         "--address", "127.0.0.1:0", "--encoders", "ray", "--encoder-replicas", "1", "--ray-object-store-mb", "100"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    try:
+        assert serve.stdout.readline().startswith("twinsearch serving on"), serve.stderr.read()
+        serve.send_signal(signal.SIGTERM)
+        out, err = serve.communicate(timeout=120)
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait()
+    assert serve.returncode == 0, err
+    assert out.rstrip().endswith("twinsearch stopped")
+    assert "SIGTERM received" not in err and "Traceback" not in err and "Token authentication" not in err
+    assert ray_sessions() <= before, "the server left Ray processes behind"
+
+
 def test_no_replica_left_is_unavailable_never_a_wrong_answer(ray_server):
     import ray
 
@@ -85,3 +110,33 @@ def test_no_replica_left_is_unavailable_never_a_wrong_answer(ray_server):
         ray.kill(actor, no_restart=True)
     with Client(ray_server.address, timeout=5) as client, pytest.raises(Unavailable):
         client.embed([png(glyph(1, 1))])
+
+
+def test_a_replica_that_does_not_answer_in_time_is_passed_over(ray_cluster, model_path):
+    import os
+
+    import ray
+
+    from twinsearch.server.cluster.encoders import RayEncoderPool
+    from twinsearch.server.cluster.pipeline import ModelFile
+    from twinsearch.server.cluster.runtime import RaySettings
+
+    images = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
+    pool = RayEncoderPool(RaySettings(), model_path, ModelFile.load(model_path).fingerprint, replicas=2, threads=1,
+                          call_timeout_s=2.0)
+    try:
+        expected = pool.embed_arrays(images)
+        stuck = ray.get(pool._actors[0].pid.remote())
+        # A replica that takes no work (as one that Ray is restarting: its calls wait in Ray's queue).
+        os.kill(stuck, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            for _ in range(2):  # one of the two turns falls on the stopped replica
+                np.testing.assert_array_equal(pool.embed_arrays(images), expected)
+            assert time.monotonic() - started < 30
+        finally:
+            os.kill(stuck, signal.SIGCONT)
+        for _ in range(2):  # back in turn once it answers again
+            np.testing.assert_array_equal(pool.embed_arrays(images), expected)
+    finally:
+        pool.close()

@@ -23,6 +23,22 @@ def test_folder_rows_are_index_rows(tmp_path):
     assert listing.found == 9
 
 
+def test_rows_name_files_by_absolute_path(tmp_path, monkeypatch):
+    import csv
+    import zipfile
+    from pathlib import Path
+
+    make_tree(tmp_path / "t", classes=2, per_class=1, bad=False)
+    with zipfile.ZipFile(tmp_path / "t.zip", "w") as zf:
+        zf.write(tmp_path / "t" / "c0" / "0.png", "t/c0/0.png")
+    with open(tmp_path / "m.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["path", "label"], ["t/c1/0.png", "c1"]])
+    monkeypatch.chdir(tmp_path)  # a worker on the cluster does not share this working folder
+    for source in ("t", "t.zip", "m.csv"):
+        rows = list_source(source).rows
+        assert rows and all(Path(r.path).is_absolute() and Path(r.path).exists() for r in rows), source
+
+
 def test_parquet_manifest_and_bad_manifests(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq

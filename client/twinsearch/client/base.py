@@ -40,6 +40,8 @@ from twinsearch.client.inputs import (
 )
 from twinsearch.client.types import EnrollItem, Payload
 
+FIND_BATCH = 1000  # client ids per FindItems call (a server takes up to its max_batch, 1,024 by default)
+
 
 def parse_index(index: t.IndexSpec | t.IndexKind | str | None, params: Mapping[str, int] | None = None) -> t.IndexSpec:
     """An IndexSpec from a kind name ("exact", "ivf", "hnsw"), an IndexKind or an IndexSpec, plus params."""
@@ -305,6 +307,18 @@ class BaseClient(abc.ABC):
                              max_in_flight=max_in_flight, id_prefix=id_prefix, extensions=extensions,
                              progress=progress)
 
+    def find_items(self, gallery: str, client_ids: str | Sequence[str]) -> list[t.Enrolled]:
+        """The items of `client_ids` that `gallery` stores already (`created` False), in the order
+        given (each once); client ids not stored are left out. Any number of ids: FIND_BATCH per call.
+
+        A plain read, for skipping the work of items already stored before enrolling them; it may be
+        out of date by the time the caller acts on it (enrolling stays the authority)."""
+        cid_list = list(dict.fromkeys([client_ids] if isinstance(client_ids, str) else client_ids))
+        out: list[t.Enrolled] = []
+        for start in range(0, len(cid_list), FIND_BATCH):
+            out.extend(self._find_items(gallery, cid_list[start:start + FIND_BATCH]))
+        return out
+
     def delete(
         self,
         gallery: str,
@@ -478,6 +492,9 @@ class BaseClient(abc.ABC):
                         max_in_flight: int) -> Iterator[tuple[list[EnrollItem], t.EnrollResult]]:
         """Enroll each batch with skip_invalid, at most `max_in_flight` awaiting acknowledgement;
         yield (the batch's items, its result) per batch, in the order the batches were taken."""
+
+    @abc.abstractmethod
+    def _find_items(self, gallery: str, client_ids: list[str]) -> list[t.Enrolled]: ...
 
     @abc.abstractmethod
     def _delete(self, gallery: str, *, ids: list[int], client_ids: list[str], label: str | None) -> int: ...

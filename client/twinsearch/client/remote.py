@@ -279,6 +279,10 @@ class Client(BaseClient):
         )
         return stream.run()
 
+    def _find_items(self, gallery, client_ids) -> list[t.Enrolled]:
+        response = self._call("FindItems", pb.FindItemsRequest(gallery=gallery, client_ids=client_ids))
+        return [c.enrolled_from_pb(item) for item in response.items]
+
     def _delete(self, gallery, *, ids, client_ids, label) -> int:
         request = pb.DeleteRequest(gallery=gallery, ids=ids, client_ids=client_ids, label=label or "")
         return int(self._call("Delete", request).deleted)

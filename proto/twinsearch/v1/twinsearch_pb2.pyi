@@ -424,6 +424,20 @@ class EnrollResponse(_message.Message):
     sequence: int
     def __init__(self, items: _Optional[_Iterable[_Union[EnrolledItem, _Mapping]]] = ..., failed: _Optional[_Iterable[_Union[EnrollFailure, _Mapping]]] = ..., sequence: _Optional[int] = ...) -> None: ...
 
+class FindItemsRequest(_message.Message):
+    __slots__ = ("gallery", "client_ids")
+    GALLERY_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    gallery: str
+    client_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, gallery: _Optional[str] = ..., client_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class FindItemsResponse(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[EnrolledItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[EnrolledItem, _Mapping]]] = ...) -> None: ...
+
 class DeleteRequest(_message.Message):
     __slots__ = ("gallery", "ids", "client_ids", "label")
     GALLERY_FIELD_NUMBER: _ClassVar[int]

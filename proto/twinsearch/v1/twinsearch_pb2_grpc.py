@@ -84,6 +84,11 @@ class TwinSearchStub:
                 request_serializer=twinsearch_dot_v1_dot_twinsearch__pb2.EnrollRequest.SerializeToString,
                 response_deserializer=twinsearch_dot_v1_dot_twinsearch__pb2.EnrollResponse.FromString,
                 _registered_method=True)
+        self.FindItems = channel.unary_unary(
+                '/twinsearch.v1.TwinSearch/FindItems',
+                request_serializer=twinsearch_dot_v1_dot_twinsearch__pb2.FindItemsRequest.SerializeToString,
+                response_deserializer=twinsearch_dot_v1_dot_twinsearch__pb2.FindItemsResponse.FromString,
+                _registered_method=True)
         self.Delete = channel.unary_unary(
                 '/twinsearch.v1.TwinSearch/Delete',
                 request_serializer=twinsearch_dot_v1_dot_twinsearch__pb2.DeleteRequest.SerializeToString,
@@ -201,6 +206,16 @@ class TwinSearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FindItems(self, request, context):
+        """Which of these client ids the gallery stores already: a plain read, so that a bulk tool skips
+        the work (decoding, embedding) of items already stored before sending them; Enroll stays the
+        authority and never stores a client id twice. NOT_FOUND for an unknown gallery;
+        RESOURCE_EXHAUSTED for more client ids than a call may hold.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Delete(self, request, context):
         """Delete items by stored id or client id, or a whole class by label. NOT_FOUND for an unknown
         gallery or label; unknown item ids are not an error (deleted counts what was removed).
@@ -292,6 +307,11 @@ def add_TwinSearchServicer_to_server(servicer, server):
                     servicer.EnrollStream,
                     request_deserializer=twinsearch_dot_v1_dot_twinsearch__pb2.EnrollRequest.FromString,
                     response_serializer=twinsearch_dot_v1_dot_twinsearch__pb2.EnrollResponse.SerializeToString,
+            ),
+            'FindItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindItems,
+                    request_deserializer=twinsearch_dot_v1_dot_twinsearch__pb2.FindItemsRequest.FromString,
+                    response_serializer=twinsearch_dot_v1_dot_twinsearch__pb2.FindItemsResponse.SerializeToString,
             ),
             'Delete': grpc.unary_unary_rpc_method_handler(
                     servicer.Delete,
@@ -589,6 +609,33 @@ class TwinSearch:
             '/twinsearch.v1.TwinSearch/EnrollStream',
             twinsearch_dot_v1_dot_twinsearch__pb2.EnrollRequest.SerializeToString,
             twinsearch_dot_v1_dot_twinsearch__pb2.EnrollResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/twinsearch.v1.TwinSearch/FindItems',
+            twinsearch_dot_v1_dot_twinsearch__pb2.FindItemsRequest.SerializeToString,
+            twinsearch_dot_v1_dot_twinsearch__pb2.FindItemsResponse.FromString,
             options,
             channel_credentials,
             insecure,

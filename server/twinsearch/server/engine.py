@@ -441,6 +441,17 @@ class Engine:
                        for i, reason in sorted(failures.items()))
         return EnrollResult(stored=tuple(by_position[i] for i in sorted(by_position)), failed=failed)
 
+    def find_items(self, gallery: str, client_ids: Sequence[str]) -> list[Enrolled]:
+        """The items of `client_ids` that `gallery` stores already (created False), in the order of
+        `client_ids`; ids not stored are left out. A plain read, for skipping work before `enroll`."""
+        with self._call():
+            client_ids = list(client_ids)
+            self._check_count(len(client_ids), "client ids")
+            if not all(isinstance(c, str) for c in client_ids):
+                raise InvalidArgument("client ids must be strings")
+            known = self.store.stored_client_ids(gallery, client_ids)
+            return [Enrolled(known[c][0], c, known[c][1], False) for c in dict.fromkeys(client_ids) if c in known]
+
     def delete(self, gallery: str, *, ids: Sequence[int] = (), client_ids: Sequence[str] = (),
                label: str | None = None) -> int:
         """Delete items by stored id or client id, or a whole class by label; returns items removed."""

@@ -97,6 +97,9 @@ class LocalClient(BaseClient):
         for items in batches:
             yield items, self.engine.enroll(gallery, items, skip_invalid=True)
 
+    def _find_items(self, gallery, client_ids) -> list[t.Enrolled]:
+        return self.engine.find_items(gallery, client_ids)
+
     def _delete(self, gallery, *, ids, client_ids, label) -> int:
         return self.engine.delete(gallery, ids=ids, client_ids=client_ids, label=label)
 

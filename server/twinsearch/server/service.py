@@ -244,6 +244,11 @@ class TwinSearchServicer(twinsearch_pb2_grpc.TwinSearchServicer):
                                   failed=tuple(sorted(failed + engine_failed, key=lambda f: f.index)))
         return c.enroll_result_to_pb(result, sequence=request.sequence)
 
+    @_rpc(items=lambda r: len(r.client_ids))
+    def FindItems(self, request: pb.FindItemsRequest, context) -> pb.FindItemsResponse:
+        found = self.engine.find_items(request.gallery, list(request.client_ids))
+        return pb.FindItemsResponse(items=[c.enrolled_to_pb(item) for item in found])
+
     @_rpc(items=lambda r: len(r.ids) + len(r.client_ids))
     def Delete(self, request: pb.DeleteRequest, context) -> pb.DeleteResponse:
         deleted = self.engine.delete(request.gallery, ids=list(request.ids), client_ids=list(request.client_ids),

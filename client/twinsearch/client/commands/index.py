@@ -16,7 +16,12 @@ from twinsearch.client.commands._common import (
 )
 from twinsearch.client.errors import NotFound
 from twinsearch.client.layout import survey
-from twinsearch.client.vector_bulk import check_fingerprint, enroll_vector_batches, enroll_vectors
+from twinsearch.client.vector_bulk import (
+    check_fingerprint,
+    enroll_vector_batches,
+    enroll_vectors,
+    stored_client_ids,
+)
 from twinsearch.client.vector_files import require_pyarrow
 
 
@@ -35,7 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description += (
         " With --vectors DIR instead, the Parquet files `twinsearch embed` wrote are loaded as vectors (refused "
         "before anything is sent when their model is not the gallery's). With --ray ADDRESS, one DIR (or zip, or "
-        "manifest) is embedded on that Ray cluster and its vectors streamed to the server as batches finish."
+        "manifest) is embedded on that Ray cluster and its vectors streamed to the server as batches finish; images "
+        "whose client id the gallery stores already are skipped before embedding, so `sent` counts the images "
+        "embedded."
     )
     parser.add_argument("folders", nargs="*", metavar="DIR", help="root of a folder tree (several: one run)")
     parser.add_argument("--vectors", metavar="VDIR", default=None,
@@ -43,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cluster = parser.add_argument_group("embedding on Ray (needs the twinsearch[ray] extra)")
     cluster.add_argument("--ray", metavar="ADDRESS", default=None,
                          help="embed on the Ray cluster at ADDRESS (HOST:PORT of its head, or 'auto'; 'local' "
-                              "starts a local instance for this run) and send vectors, not images")
+                              "starts a local instance for this run) and send vectors, not images; the workers "
+                              "read the images by path, so DIR must be on a file system every node mounts")
     cluster.add_argument("--model-file", metavar="M", default=None,
                          help="with --ray: the model file (or shipped model name) to embed with, the one the "
                               "gallery is bound to (default: omniglot)")
@@ -120,12 +128,22 @@ def _embed_on_ray(args: argparse.Namespace):
 
     def send(client, progress):
         check_fingerprint(client, args.gallery, model.fingerprint, model.name, f"model {model.name}")
+        # Images whose client id the gallery holds already are not embedded again (a re-run embeds
+        # only what is new); they count as skipped.
+        stored = stored_client_ids(client, args.gallery, [r.client_id for r in listing.rows])
+        todo = [r for r in listing.rows if r.client_id not in stored]
+
+        def enroll(batches):
+            return enroll_vector_batches(
+                client, args.gallery, batches, total=len(todo), found=listing.found, failures=listing.failures,
+                skipped=len(listing.rows) - len(todo), batch_size=max(args.batch_size, 256),
+                max_in_flight=args.in_flight, progress=progress)
+
+        if not todo:  # nothing to embed: no Ray at all
+            return enroll(())
         try:
             with ray_notes_to_stderr(), ray_session(local_size(RaySettings(address), settings)):
-                return enroll_vector_batches(
-                    client, args.gallery, embed_rows(listing.rows, model, settings), total=len(listing.rows),
-                    found=listing.found, failures=listing.failures, batch_size=max(args.batch_size, 256),
-                    max_in_flight=args.in_flight, progress=progress)
+                return enroll(embed_rows(todo, model, settings))
         except RayUnavailable as exc:
             raise CommandLineError(str(exc)) from None
 

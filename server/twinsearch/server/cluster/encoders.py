@@ -7,9 +7,12 @@ per replica, so up to N gathered batches are embedded at once while search and t
 server process.
 
 Batches go to the replicas in turn. When a replica dies (its node lost, its process killed), the call
-fails over to the next one; Ray restarts the dead actor meanwhile. Only when every replica has failed
-the batch does the call fail, with UNAVAILABLE: a batch is answered by a replica or not at all, so
-an answer is never made up.
+fails over to the next one; Ray restarts the dead actor meanwhile. A batch sent to a replica that Ray
+is restarting waits in Ray's queue for it (Ray fails only the calls in flight when an actor dies), and
+one sent to a replica that hangs waits too: a replica that has not answered within `call_timeout_s`
+has the call cancelled (so that it does not run later for nothing) and the batch goes to the next one.
+Only when every replica has failed the batch does the call fail, with UNAVAILABLE: a batch is answered
+by a replica or not at all, so an answer is never made up.
 """
 
 from __future__ import annotations
@@ -30,19 +33,23 @@ from .runtime import RaySettings, RayUnavailable, cluster_gpus, connect, require
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 120.0   # replicas loading their model at start-up
-CALL_TIMEOUT_S = 120.0    # one batch on one replica
+CALL_TIMEOUT_S = 120.0    # one batch on one replica, before it goes to the next
 
 
 class RayEncoderPool:
     """N encoder replicas on the connected (or started) Ray cluster; see the module docstring.
 
     model_path: the model file the server loaded (its bytes go to each replica); fingerprint: the
-    server model's, checked by each replica. threads: torch threads per replica (0: Ray's default)."""
+    server model's, checked by each replica. threads: torch threads per replica (0: Ray's default).
+    call_timeout_s: how long one replica may take to answer a batch before it goes to the next."""
 
     def __init__(self, ray_settings: RaySettings, model_path: str | Path, fingerprint: str, replicas: int,
-                 threads: int = 0):
+                 threads: int = 0, call_timeout_s: float = CALL_TIMEOUT_S):
         if replicas < 1:
             raise ValueError(f"encoder replicas must be at least 1, got {replicas}")
+        if call_timeout_s <= 0:
+            raise ValueError(f"the call time-out must be positive, got {call_timeout_s}")
+        self._call_timeout_s = float(call_timeout_s)
         ray = require_ray()
         self._ray = ray
         self._started = False
@@ -75,22 +82,30 @@ class RayEncoderPool:
                  pids)
 
     def embed_arrays(self, images: np.ndarray) -> np.ndarray:
-        """(n, C, H, W) float32 -> (n, dim) float32 on one replica; the next one when it fails;
-        Unavailable when all have failed."""
-        from ray.exceptions import GetTimeoutError, RayActorError
+        """(n, C, H, W) float32 -> (n, dim) float32 on one replica; the next one when it fails or does
+        not answer within the call time-out; Unavailable when all have failed."""
+        from ray.exceptions import RayActorError
 
         with self._lock:
             first = next(self._turn)
         ref = self._ray.put(np.ascontiguousarray(images, dtype=np.float32))
         errors = []
         for attempt in range(self.replicas):
-            actor = self._actors[(first + attempt) % self.replicas]
+            index = (first + attempt) % self.replicas
+            call = self._actors[index].embed_arrays.remote(ref)
             try:
-                return self._ray.get(actor.embed_arrays.remote(ref), timeout=CALL_TIMEOUT_S)
-            except (RayActorError, GetTimeoutError) as exc:  # died, restarting, or lost with its node
-                log.warning("encoder replica %d failed a batch of %d (%s); trying the next", (first + attempt)
-                            % self.replicas, len(images), type(exc).__name__)
-                errors.append(type(exc).__name__)
+                ready, _ = self._ray.wait([call], timeout=self._call_timeout_s)
+                if ready:
+                    return self._ray.get(call)
+                reason = f"no answer in {self._call_timeout_s:g} s"
+                # Queued behind a restart, or running on a replica that hangs: cancelled, so that it does
+                # not run later for nothing (a running call is only flagged; the batch is small).
+                with contextlib.suppress(Exception):
+                    self._ray.cancel(call)
+            except RayActorError as exc:  # died, or lost with its node
+                reason = type(exc).__name__
+            log.warning("encoder replica %d failed a batch of %d (%s); trying the next", index, len(images), reason)
+            errors.append(reason)
         raise Unavailable(f"no encoder replica could embed the batch ({', '.join(errors)})")
 
     def close(self) -> None:

@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 
 RAY_EXTRA = "twinsearch[ray]"
 CONNECT_TIMEOUT_S = 3.0
+# Ray logs here, at WARNING, that a new local instance has token authentication on (its default, which
+# stays on). RAY_AUTH_MODE=token would name that default and end the notice, but Ray reads it once per
+# process, before a library could set it; so the notice is muted while a local instance starts.
+AUTH_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
 
 
 class RayMissing(RuntimeError):
@@ -103,9 +107,22 @@ def connect(settings: RaySettings) -> bool:
         num_cpus = settings.num_cpus or os.cpu_count() or 1
         store = None if settings.object_store_mb is None else settings.object_store_mb * 1024 * 1024
         # "local": a new instance even where RAY_ADDRESS names a cluster (Ray would join that one).
-        ray.init(address="local", num_cpus=num_cpus, object_store_memory=store, **quiet)
+        with _muted(AUTH_NOTICE_LOGGER):
+            ray.init(address="local", num_cpus=num_cpus, object_store_memory=store, **quiet)
         log.info("started a local Ray instance: %d CPUs", num_cpus)
     return True
+
+
+@contextlib.contextmanager
+def _muted(logger_name: str) -> Iterator[None]:
+    """Only errors from `logger_name` for the `with` block."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 @contextlib.contextmanager

@@ -13,6 +13,10 @@ here and images indexed there land under the same ids:
   (strings). Relative paths are relative to the manifest's folder; the id is the path as written.
 
 Files outside a class folder are failures of the listing, as `twinsearch index` reports them.
+
+The listing is made where the command runs; the files are read by path on the cluster's workers, so
+the rows hold absolute paths, and on a cluster of several machines the source must be on a file system
+that every node mounts at the same path (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -58,7 +62,8 @@ def list_source(source: str | Path, class_depth: int = 1, *, path_column: str = 
                 label_column: str = "label") -> Listing:
     """The rows of `source` (see the module docstring); InvalidArgument for a source that is none of
     a folder, a zip or a manifest, or a manifest without its columns."""
-    source = Path(source)
+    # Absolute: the rows are opened by tasks on the cluster's workers, whose working folder is not ours.
+    source = Path(source).absolute()
     if not source.exists():
         raise InvalidArgument(f"no such file or folder: {str(source)!r}")
     if class_depth < 1:

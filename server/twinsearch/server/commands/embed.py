@@ -21,7 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "DIR: client_id, label, metadata, vector; the files record the model's name, fingerprint and "
         "dimension. SOURCE is a folder tree (one folder per class, as for `twinsearch index`), a zip of one, "
         "or a manifest (.csv or .parquet) with a path column, a label column and optional metadata columns. "
-        "Client ids are those `twinsearch index` gives the same files. Running it again over the same SOURCE "
+        "Client ids are those `twinsearch index` gives the same files. The workers read the images by path: on a "
+        "cluster of several machines SOURCE must be on a file system every node mounts at the same path (DIR is "
+        "written here, by this command). Running it again over the same SOURCE "
         "and DIR embeds only the rows DIR lacks. Images that cannot be embedded are listed in "
         "DIR/failures.jsonl and do not stop the run (exit status 1 then, unless --allow-partial)."
     )

@@ -159,6 +159,10 @@ def run(args: argparse.Namespace) -> int:
             # with --encoders ray: Ray not installed, its cluster unreachable.
             print(f"twinsearch serve: {exc}", file=sys.stderr)
             return 1
+        # ray.init (--encoders ray) puts Ray's own SIGTERM handler in place of ours: it would exit at once,
+        # without stopping the server, after a stack dump on stderr. Ours again, so SIGTERM stops gracefully.
+        for sig in previous:
+            signal.signal(sig, on_signal)
         print(f"twinsearch serving on {running.address}", flush=True)
         engine = running.engine
         served = [(m.name, m.fingerprint) for m in engine.models]
