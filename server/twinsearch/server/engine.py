@@ -446,7 +446,7 @@ class Engine:
         `client_ids`; ids not stored are left out. A plain read, for skipping work before `enroll`."""
         with self._call():
             client_ids = list(client_ids)
-            self._check_count(len(client_ids), "client ids")
+            self.limits.check_count(len(client_ids), "client ids")
             if not all(isinstance(c, str) for c in client_ids):
                 raise InvalidArgument("client ids must be strings")
             known = self.store.stored_client_ids(gallery, client_ids)
