@@ -52,6 +52,13 @@ def test_collapse_and_small_validation_are_reported(glyph_tree, tmp_path, capsys
     assert any("collapsed" in w for w in warnings) and len(warnings) == 3
 
 
+def test_collapse_advice_names_other_losses_than_the_one_used(glyph_tree, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(recipe_module, "COLLAPSED_SPREAD", 10.0)
+    assert train_cmd.run(_tiny(glyph_tree, tmp_path / "m.tsm", "--steps", "2", "--loss", "triplet")) == 0
+    advice = next(line for line in capsys.readouterr().err.splitlines() if "collapsed" in line)
+    assert "--loss prototypical," in advice and "triplet" not in advice
+
+
 def test_a_healthy_run_has_no_collapse_warning(glyph_tree, tmp_path, capsys):
     out = tmp_path / "m.tsm"
     assert train_cmd.run(_tiny(glyph_tree, out, "--steps", "3")) == 0

@@ -42,6 +42,9 @@ SPEED_STEPS = 20
 FEW_STEPS = 300
 # Below this standard deviation of held-out distances the embedding counts as collapsed.
 COLLAPSED_SPREAD = 0.01
+# Losses the collapse warning suggests, less the one that collapsed (batch-hard triplet loss can shrink
+# the whole embedding and still rank: the shrinking is the failure).
+COLLAPSE_REMEDY_LOSSES = ("prototypical", "triplet")
 # References per class for the card's reference-based figures (at most; fewer where classes are small).
 CARD_REFERENCES = 5
 # Impostor pairs below which the FAR 0.1% threshold rests on fewer than 10 false accepts.
@@ -291,9 +294,10 @@ def _calibrate_and_evaluate(run: _Run, model: EncoderModel, calib, calibrate, on
     evaluation["distance_spread"] = spread
     chance = 1.0 / max(way, 1.0)
     if spread < COLLAPSED_SPREAD:
+        others = " or ".join(loss for loss in COLLAPSE_REMEDY_LOSSES if loss != recipe.config.loss)
         run.warn(f"the embedding has collapsed: distances between held-out images vary by only {spread:.4f} "
-                 f"(standard deviation), so thresholds cannot separate anything. Try --loss triplet or "
-                 f"prototypical, a lower --lr, the default --margin, or a --preset")
+                 f"(standard deviation), so its thresholds are tiny distances that separate little. Try "
+                 f"--loss {others}, a lower --lr, the default --margin, or a --preset")
     elif evaluation["oneshot"]["accuracy"] <= 1.5 * chance:
         run.warn(f"held-out one-shot accuracy {evaluation['oneshot']['accuracy']:.3f} is near chance "
                  f"({chance:.3f}): the model has learned little that transfers; try a --preset, more --minutes "
