@@ -57,6 +57,8 @@ def run_one(preset: str, dataset: str, seed: int, minutes: float, folder: Path, 
                             "--seed", str(seed), "--threads", str(threads), "--no-progress", "--out", str(model)],
                            cwd=REPO, capture_output=True, text=True)
     row: dict = {"preset": preset, "dataset": dataset, "seed": seed, "minutes": minutes, "threads": threads}
+    if train.returncode < 0:  # a signal: on Linux most often the kernel's out-of-memory killer (SIGKILL)
+        return {**row, "error": f"training killed by signal {-train.returncode}"}
     if train.returncode:
         return {**row, "error": (train.stderr.strip().splitlines() or ["?"])[-1]}
     summary = json.loads(train.stdout)
@@ -76,6 +78,8 @@ def run_one(preset: str, dataset: str, seed: int, minutes: float, folder: Path, 
                pairs_eer=rep["pairs"]["eer"], recall_at_1=rep["recall_at_1"])
     if "references" in rep:
         row.update(skilled_eer=rep["references"]["skilled_eer"], random_eer=rep["references"]["random_eer"])
+    if rep.get("shortcuts"):  # statistics of the model's input that alone tell forgeries apart
+        row["input_shortcuts"] = rep["shortcuts"].get("model_input", {}).get("flagged", [])
     row["collapsed"] = bool(row["distance_spread"] is not None and row["distance_spread"] < 0.01)
     row["at_chance"] = row["oneshot"] <= 1.5 * row["chance"]
     return row
@@ -108,6 +112,8 @@ def main() -> int:
                 print(f"{preset:<11} {dataset:<14} {seed:>4}  error: {row['error']}", flush=True)
                 continue
             note = "COLLAPSED" if row["collapsed"] else ("AT CHANCE" if row["at_chance"] else "")
+            if row.get("input_shortcuts"):
+                note += " input shortcut: " + ", ".join(row["input_shortcuts"])
             skilled = "" if row.get("skilled_eer") is None else f"{row['skilled_eer']:.3f}"
             print(f"{preset:<11} {dataset:<14} {seed:>4} {row['steps']:>6} {row['distance_spread']:>7.3f} "
                   f"{row['oneshot']:>9.3f} {row['pairs_eer']:>8.3f} {skilled:>11}  {note}", flush=True)
