@@ -686,14 +686,20 @@ class GalleryStore:
         g = self._gallery(name)
         with self._writer:
             self._still_there(g)
-            migration = g.migration
-            if migration is None or migration.fingerprint != fingerprint or migration.error:
-                raise ModelChanged(f"gallery {name!r} is not moving to model {fingerprint!r}")
+            migration = self._moving_to(g, fingerprint)
             vectors = check_vectors(vectors, migration.dim, name)
             with self.db.transaction() as conn:
                 stored = self.db.insert_migrated(conn, g.id, np.asarray(ids, dtype=np.int64), vectors)
             g.count_migrated(stored)
         return stored
+
+    @staticmethod
+    def _moving_to(g: Gallery, fingerprint: str):
+        """g's running migration to model `fingerprint`; ModelChanged when it is not moving there."""
+        migration = g.migration
+        if migration is None or migration.fingerprint != fingerprint or migration.error:
+            raise ModelChanged(f"gallery {g.name!r} is not moving to model {fingerprint!r}")
+        return migration
 
     def fail_migration(self, name: str, fingerprint: str, error: str) -> None:
         """Stop a migration on an error: kept (GetGallery shows it), the gallery answers as before."""
@@ -724,9 +730,7 @@ class GalleryStore:
         g = self._gallery(name)
         with self._writer:
             self._still_there(g)
-            migration = g.migration
-            if migration is None or migration.fingerprint != fingerprint or migration.error:
-                raise ModelChanged(f"gallery {name!r} is not moving to model {fingerprint!r}")
+            migration = self._moving_to(g, fingerprint)
             if self.db.items_to_migrate(g.id, 1):
                 return False
             row = replace(g.row, fingerprint=fingerprint, dim=migration.dim, threshold=None)
