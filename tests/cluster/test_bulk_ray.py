@@ -73,6 +73,22 @@ def test_embed_equals_server_embed_and_resumes(tree, tmp_path, model_path, serve
         (tree / "c5" / "new.png").unlink()
 
 
+def test_decoding_in_tasks_or_in_the_replicas_gives_the_same_vectors(tree, tmp_path, model_path, capsys):
+    outs = {}
+    for place in ("tasks", "replicas"):
+        outs[place] = tmp_path / place
+        assert cli("embed", str(tree), "--out", str(outs[place]), "--model", str(model_path), "--decode", place,
+                   "--batch", "8", "--json", "--allow-partial") == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert (summary["found"], summary["embedded"], summary["failed"]) == (50, 48, 2)
+    in_tasks, in_replicas = read_vectors(outs["tasks"]), read_vectors(outs["replicas"])
+    assert sorted(in_tasks) == sorted(in_replicas)
+    for client_id, (label, vector) in in_tasks.items():
+        assert in_replicas[client_id][0] == label
+        np.testing.assert_array_equal(in_replicas[client_id][1], vector)
+    assert (outs["tasks"] / "failures.jsonl").read_text() != ""
+
+
 def test_embed_refuses_another_models_folder(tree, tmp_path, model_path, other_model_path, capsys):
     out = tmp_path / "v"
     make_tree(tmp_path / "one", classes=1, per_class=2, bad=False)
@@ -173,13 +189,15 @@ def test_index_with_ray_embeds_nothing_the_gallery_holds(tmp_path, model_path, s
 
 
 def replica_processes() -> set[int]:
-    """Process ids of the pipeline's encoder replicas (Ray names them after the class they run)."""
+    """Process ids of the pipeline's encoder replicas (Ray names them after the class they run: on this
+    cluster without GPUs the replicas decode their own images)."""
     pids = set()
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if b"MapBatches(EncoderReplica)" in f.read():
+                    command = f.read()
+                    if b"MapBatches(EncoderReplica)" in command or b"MapBatches(DecodingReplica)" in command:
                         pids.add(int(entry))
             except OSError:
                 continue

@@ -55,8 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cluster.add_argument("--model-file", metavar="M", default=None,
                          help="with --ray: the model file (or shipped model name) to embed with, the one the "
                               "gallery is bound to (default: omniglot)")
-    cluster.add_argument("--encoders", type=int, default=1, metavar="N",
-                         help="with --ray: encoder replicas (default: %(default)s)")
+    cluster.add_argument("--encoders", type=int, default=0, metavar="N",
+                         help="with --ray: encoder replicas (default 0: one per GPU of the cluster, or without "
+                              "GPUs one per CPU, as far as its memory holds 1 GiB for each)")
     parser.add_argument("--gallery", "-g", required=True, help="the gallery to enroll into")
     parser.add_argument("--class-depth", type=int, default=1, metavar="N",
                         help="folder depth that names the class (default: %(default)s)")

@@ -7,11 +7,15 @@
 The stages:
 
 1. the rows of the source (`sources.list_source`) become a Ray dataset of file locations;
-2. CPU tasks read each file (or zip member) and run the model's own `Preprocess` on it, with the
-   server's pixel limit; an image that cannot be read or decoded becomes a row with its reason;
+2. each file (or zip member) is read and the model's own `Preprocess` runs on it, with the server's
+   pixel limit (`decode_batch`); an image that cannot be read or decoded becomes a row with its reason;
 3. an actor pool of `EncoderReplica`s (one model each; one GPU each when the cluster has GPUs, else one
-   CPU) embeds the preprocessed images;
+   CPU; `replica_count` of them unless told) embeds the preprocessed images;
 4. the driver takes the batches as they finish and splits vectors from failures.
+
+Where the cluster has GPUs, stage 2 runs in CPU tasks of its own, beside the forward passes on the GPUs;
+on CPUs only it runs in the replicas (`DecodingReplica`), which share the cores with it anyway
+(`decode_in_tasks`; `twinsearch embed --decode` chooses).
 
 Ray Data restarts a replica that dies and runs its unfinished batches again elsewhere; a batch's
 output reaches the driver once, so every row comes out exactly once. `embed_to_parquet` writes the
@@ -70,21 +74,32 @@ class ModelFile:
         return cls(path.read_bytes(), card["name"], card["fingerprint"], int(card["dim"]), card["preprocess"])
 
 
+DECODE_PLACES = ("auto", "tasks", "replicas")
+
+
 @dataclass(frozen=True)
 class EmbedSettings:
-    """encoders: encoder replicas (actors). batch: images per decode task and per forward pass.
+    """encoders: encoder replicas (actors; 0: `replica_count` chooses). batch: images per decode task
+    and per forward pass.
     threads: torch threads per replica (0: the local machine's cores shared among the replicas when
-    Ray runs locally, else what Ray assigns the actor). max_pixels: the largest image, as the server's."""
+    Ray runs locally, else what Ray assigns the actor). max_pixels: the largest image, as the server's.
+    decode: where images are read and preprocessed: "tasks" (CPU tasks of their own), "replicas" (by
+    the replicas themselves) or "auto" (tasks when the cluster has GPUs; see `decode_in_tasks`)."""
 
-    encoders: int = 1
+    encoders: int = 0
     batch: int = DEFAULT_BATCH
     threads: int = 0
     max_pixels: int = DEFAULT_MAX_PIXELS
+    decode: str = "auto"
 
     def __post_init__(self) -> None:
-        for name in ("encoders", "batch", "max_pixels"):
+        if self.decode not in DECODE_PLACES:
+            raise InvalidArgument(f"decode must be one of {', '.join(DECODE_PLACES)}, got {self.decode!r}")
+        for name in ("batch", "max_pixels"):
             if int(getattr(self, name)) < 1:
                 raise InvalidArgument(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.encoders < 0:
+            raise InvalidArgument(f"encoders must be >= 0 (0: as many as the cluster allows), got {self.encoders}")
         if self.threads < 0:
             raise InvalidArgument(f"threads must be >= 0, got {self.threads}")
 
@@ -140,6 +155,23 @@ def decode_batch(batch: dict, preprocess: dict, max_pixels: int) -> dict:
     return out
 
 
+class DecodingReplica:
+    """An `EncoderReplica` that reads and preprocesses its own batches (`decode_batch`), then embeds them.
+
+    The pipeline's replicas on a cluster without GPUs: there decoding and the forward pass share the same
+    cores anyway, and decode tasks of their own only add the trip of every preprocessed batch through
+    the object store and processes that compete with the replicas for the cores."""
+
+    def __init__(self, model_file: bytes, fingerprint: str, threads: int, preprocess: dict, max_pixels: int):
+        from twinsearch.encoder.replica import EncoderReplica
+
+        self.replica = EncoderReplica(model_file, fingerprint, threads=threads)
+        self.preprocess, self.max_pixels = preprocess, max_pixels
+
+    def __call__(self, batch: dict) -> dict:
+        return self.replica(decode_batch(batch, self.preprocess, self.max_pixels))
+
+
 # ---------------------------------------------------------------------- the pipeline
 def embed_rows(rows: Sequence[SourceRow], model: ModelFile, settings: EmbedSettings | None = None
                ) -> Iterator[VectorBatch]:
@@ -158,29 +190,37 @@ def embed_rows(rows: Sequence[SourceRow], model: ModelFile, settings: EmbedSetti
     context.enable_progress_bars = False  # the command draws one bar of its own
     gpus = cluster_gpus(ray)
     cpus = int(ray.cluster_resources().get("CPU", 0))
-    if not gpus and cpus < settings.encoders + 1:
-        raise InvalidArgument(f"{settings.encoders} CPU encoder replicas need {settings.encoders + 1} CPUs of the "
-                              f"Ray cluster (one each, one more for decoding); it has {cpus}")
+    in_tasks = decode_in_tasks(settings, gpus)
+    encoders = replica_count(settings.encoders, gpus, cpus - in_tasks, ray.cluster_resources().get("memory", 0))
+    needed = encoders + 1 if in_tasks else encoders
+    if not gpus and cpus < needed:
+        raise InvalidArgument(f"{encoders} CPU encoder replicas need {needed} CPUs of the Ray cluster "
+                              f"(one each{', one more for decoding' if in_tasks else ''}); it has {cpus}")
     threads = settings.threads
     if not threads and not gpus and _local(ray):
-        threads = max(1, _cores() // settings.encoders)
+        threads = max(1, _cores() // encoders)
     records = [r.as_record() for r in rows]
     blocks = max(1, min(1000, -(-len(records) // settings.batch)))
     ds = ray.data.from_items(records, override_num_blocks=blocks)
-    ds = ds.map_batches(decode_batch, batch_size=settings.batch, batch_format="numpy", num_cpus=1,
-                        fn_kwargs={"preprocess": model.preprocess, "max_pixels": settings.max_pixels})
+    replica_args = {"model_file": model.data, "fingerprint": model.fingerprint, "threads": threads}
+    decode_args = {"preprocess": model.preprocess, "max_pixels": settings.max_pixels}
+    if in_tasks:
+        ds = ds.map_batches(decode_batch, batch_size=settings.batch, batch_format="numpy", num_cpus=1,
+                            fn_kwargs=decode_args)
+        replica, replica_args = EncoderReplica, replica_args
+    else:
+        replica, replica_args = DecodingReplica, {**replica_args, **decode_args}
     # One GPU per replica when the cluster has them; else one CPU each. A replica that dies is restarted
     # and its unfinished batches run again (Ray Data's defaults for actor pools). The memory a replica
-    # reserves also keeps Ray Data from fusing the decode stage into the actors (it fuses stages whose
-    # resources agree): decoding stays in tasks of its own, beside the forward passes.
+    # reserves also keeps Ray Data from fusing a decode stage into the actors (it fuses stages whose
+    # resources agree): decoding in tasks stays in tasks of its own, beside the forward passes.
     resources = {"num_gpus": 1} if gpus else {"num_cpus": 1}
-    ds = ds.map_batches(EncoderReplica, batch_size=settings.batch, batch_format="numpy",
-                        compute=ActorPoolStrategy(size=settings.encoders),
-                        fn_constructor_kwargs={"model_file": model.data, "fingerprint": model.fingerprint,
-                                               "threads": threads},
+    ds = ds.map_batches(replica, batch_size=settings.batch, batch_format="numpy",
+                        compute=ActorPoolStrategy(size=encoders), fn_constructor_kwargs=replica_args,
                         memory=REPLICA_MEMORY, **resources)
-    log.info("embedding %d images with %d replicas (%s), batches of %d", len(records), settings.encoders,
-             f"{gpus} GPUs" if gpus else "CPU", settings.batch)
+    log.info("embedding %d images with %d replicas (%s), batches of %d, decoding in %s", len(records),
+             encoders, f"{gpus} GPUs" if gpus else "CPU", settings.batch,
+             "tasks" if in_tasks else "the replicas")
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         errors = batch["error"]
         ok = np.flatnonzero(errors == "")
@@ -195,13 +235,35 @@ def embed_rows(rows: Sequence[SourceRow], model: ModelFile, settings: EmbedSetti
         )
 
 
+def replica_count(requested: int, gpus: int, cpus: int, memory: float) -> int:
+    """The encoder replicas to start: `requested` when given (> 0); else one per GPU of the cluster, or,
+    without GPUs, one per CPU (`cpus`: those the replicas may take) as far as the cluster's memory
+    holds `REPLICA_MEMORY` for each. One single-threaded replica per core beat one replica on every
+    core by a third on 2 cores (1,047 and 1,084 against 791 images/s, `twinsearch embed` over 70,000
+    Fashion-MNIST PNGs): each replica decodes while the other runs its forward pass."""
+    if requested > 0:
+        return requested
+    if gpus > 0:
+        return gpus
+    by_memory = int(memory // REPLICA_MEMORY) if memory > 0 else cpus
+    return max(1, min(cpus, by_memory))
+
+
+def decode_in_tasks(settings: EmbedSettings, gpus: int) -> bool:
+    """Whether images are decoded in CPU tasks of their own (True) or by the replicas (False).
+
+    "auto" decodes in tasks when the replicas run on GPUs (the CPUs decode while the GPUs run forward
+    passes) and in the replicas on CPUs only, where both share the same cores (`bench.ray_profile`)."""
+    return settings.decode == "tasks" or (settings.decode == "auto" and gpus > 0)
+
+
 def local_size(ray_settings: RaySettings, settings: EmbedSettings) -> RaySettings:
     """The Ray settings with a local instance's CPUs made enough for the pipeline: each CPU replica
-    holds one logical CPU for as long as it lives, and decoding needs at least one more, else the
-    pipeline waits for ever. Logical CPUs beyond the cores only let the processes share them."""
+    holds one logical CPU for as long as it lives, and decoding in tasks needs at least one more, else
+    the pipeline waits for ever. Logical CPUs beyond the cores only let the processes share them."""
     if ray_settings.address is not None:
         return ray_settings
-    wanted = max(ray_settings.num_cpus or _cores(), settings.encoders + 1)
+    wanted = max(ray_settings.num_cpus or _cores(), settings.encoders + (settings.decode == "tasks"))
     return RaySettings(None, wanted, ray_settings.object_store_mb)
 
 

@@ -35,8 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ray", metavar="ADDRESS", default=None,
                         help="join the Ray cluster at ADDRESS (HOST:PORT of its head, or 'auto'); default: start "
                              "a local Ray instance for this run and stop it afterwards")
-    parser.add_argument("--encoders", type=int, default=1, metavar="N",
-                        help="encoder replicas (Ray actors, one model each; default: %(default)s)")
+    parser.add_argument("--encoders", type=int, default=0, metavar="N",
+                        help="encoder replicas (Ray actors, one model each; default 0: one per GPU of the "
+                             "cluster, or without GPUs one per CPU, as far as its memory holds 1 GiB for each)")
     parser.add_argument("--batch", type=int, default=256, metavar="B",
                         help="images per decode task and per forward pass (default: %(default)s)")
     parser.add_argument("--class-depth", type=int, default=1, metavar="N",
@@ -50,6 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0, metavar="T",
                         help="torch threads per replica (default 0: on a local instance the cores shared "
                              "among the replicas; on a cluster what Ray gives the actor)")
+    parser.add_argument("--decode", choices=("auto", "tasks", "replicas"), default="auto",
+                        help="where images are read and preprocessed: in CPU tasks of their own, or by the "
+                             "encoder replicas themselves (default auto: tasks when the cluster has GPUs, the "
+                             "replicas on CPUs only, where both share the same cores)")
     parser.add_argument("--object-store-mb", type=int, default=None, metavar="MB",
                         help="object store of the local Ray instance in MiB (default: Ray's own choice)")
     parser.add_argument("--allow-partial", action="store_true",
@@ -88,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
             report = embed_to_parquet(
                 args.source, args.out, model=args.model, class_depth=args.class_depth,
                 columns=(args.path_column, args.label_column),
-                settings=EmbedSettings(encoders=args.encoders, batch=args.batch, threads=args.threads),
+                settings=EmbedSettings(encoders=args.encoders, batch=args.batch, threads=args.threads,
+                                       decode=args.decode),
                 ray_settings=RaySettings(args.ray, None, args.object_store_mb), progress=progress)
     except (RayUnavailable, ModelFileError, ValueError) as exc:
         print(f"twinsearch embed: {exc}", file=sys.stderr)
