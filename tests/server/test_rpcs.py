@@ -126,6 +126,31 @@ def test_enroll_stream_acknowledges_each_batch(stub):
     assert stub.GetGallery(pb.GetGalleryRequest(name="streamed"), timeout=TIMEOUT).item_count == 12
 
 
+def test_enroll_stream_stores_nothing_after_a_failing_batch(stub):
+    # The stream prepares the next batch while one is being stored: a batch after a failing one may be
+    # decoded and embedded, but it is never stored.
+    import grpc
+
+    stub.CreateGallery(pb.CreateGalleryRequest(name="halted"), timeout=TIMEOUT)
+
+    def batch(s: int, bad: bool = False) -> pb.EnrollRequest:
+        items = [pb.EnrollItem(label=f"s{s}", input=probe(s, v), client_id=f"{s}-{v}") for v in range(3)]
+        if bad:
+            items[1] = pb.EnrollItem(label=f"s{s}", input=pb.Input(image=pb.Image(encoded=b"not an image")))
+        return pb.EnrollRequest(gallery="halted", sequence=s, items=items)
+
+    acks = []
+    with pytest.raises(grpc.RpcError) as failed:
+        for ack in stub.EnrollStream(iter([batch(0), batch(1), batch(2, bad=True), batch(3), batch(4)]),
+                                     timeout=TIMEOUT):
+            acks.append(ack.sequence)
+    assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "items[1]" in failed.value.details()
+    assert acks == [0, 1]
+    assert stub.GetGallery(pb.GetGalleryRequest(name="halted"), timeout=TIMEOUT).item_count == 6
+    classes = stub.ListClasses(pb.ListClassesRequest(gallery="halted"), timeout=TIMEOUT).classes
+    assert sorted(x.label for x in classes) == ["s0", "s1"]
+
+
 def test_identify_ranks_the_enrolled_class_first(stub, gallery):
     answer = stub.Identify(pb.IdentifyRequest(gallery=gallery, probes=[probe(2), probe(5)], k=3), timeout=TIMEOUT)
     results = [c.identification_from_pb(r) for r in answer.results]

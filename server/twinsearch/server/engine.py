@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,27 @@ log = logging.getLogger(__name__)
 API_VERSION = "v1"
 DEFAULT_SETTINGS = EngineSettings()
 SWITCH_RETRIES = 3  # a call that meets a gallery switching models is embedded again this many times
+
+
+@dataclass(frozen=True)
+class PendingEnroll:
+    """An enroll batch checked, decoded and embedded, not yet stored (`Engine.prepare_enroll`).
+
+    ok: positions of the items to store, with their vectors (and the migration target's) and kept
+    images in that order; already: positions whose client id was stored before; failures: position ->
+    reason for items refused under skip_invalid."""
+
+    gallery: str
+    items: tuple[EnrollItem, ...]
+    skip_invalid: bool
+    fingerprint: str
+    next_fingerprint: str | None
+    ok: tuple[int, ...]
+    vectors: np.ndarray | None
+    next_vectors: np.ndarray | None
+    kept_images: list | None
+    already: dict[int, Enrolled]
+    failures: dict[int, str]
 
 
 BatchObserver = Callable[[str, int, int], None]  # (stage, calls gathered, rows)
@@ -384,10 +405,29 @@ class Engine:
         reported in `failed` and the others stored; without it one bad item fails the whole batch."""
         with self._call() as deadline:
             self.limits.check_count(len(items), "items")
-            return _retrying(lambda: self._enroll(gallery, items, skip_invalid, deadline))
+            return _retrying(lambda: self._store_enroll(self._prepare_enroll(gallery, items, skip_invalid, deadline),
+                                                        deadline))
 
-    def _enroll(self, gallery: str, items: Sequence[EnrollItem], skip_invalid: bool, deadline) -> EnrollResult:
-        """One attempt of `enroll`; `_retrying` repeats it when the gallery switched models meanwhile."""
+    def prepare_enroll(self, gallery: str, items: Sequence[EnrollItem], *, skip_invalid: bool = False
+                       ) -> PendingEnroll:
+        """The first half of `enroll`: checks, decoding and embedding, nothing stored. `commit_enroll`
+        stores it. A stream of batches prepares the next batch while the one before is being stored."""
+        with self._call() as deadline:
+            self.limits.check_count(len(items), "items")
+            return self._prepare_enroll(gallery, items, skip_invalid, deadline)
+
+    def commit_enroll(self, pending: PendingEnroll) -> EnrollResult:
+        """The second half of `enroll`: stores what `prepare_enroll` made, committed before this returns.
+        When a migration switched the gallery's model in between, the batch is embedded again and stored."""
+        with self._call() as deadline:
+            try:
+                return self._store_enroll(pending, deadline)
+            except ModelChanged:
+                return _retrying(lambda: self._store_enroll(
+                    self._prepare_enroll(pending.gallery, pending.items, pending.skip_invalid, deadline), deadline))
+
+    def _prepare_enroll(self, gallery: str, items: Sequence[EnrollItem], skip_invalid: bool, deadline
+                        ) -> PendingEnroll:
         info, entry = self._usable_gallery(gallery)
         target = self._migration_target(info)
         failures: dict[int, str] = {}
@@ -400,7 +440,8 @@ class Engine:
                     raise
                 failures[i] = exc.details
         # Items whose client id is already stored are answered from the store without decoding or
-        # embedding them: a resumed bulk run costs a lookup per item, not a forward pass.
+        # embedding them: a resumed bulk run costs a lookup per item, not a forward pass. (An item
+        # stored after this lookup is found again by the store, which does not store it twice.)
         known = self.store.stored_client_ids(
             gallery, [it.client_id for i, it in enumerate(items) if i not in failures])
         already = {i: Enrolled(known[it.client_id][0], it.client_id, known[it.client_id][1], False)
@@ -418,27 +459,35 @@ class Engine:
         prepared = self._prepare(payloads, names, entry, collect_failures=skip_invalid, skip=skip)
         failures.update(dict(prepared.failed))
         ok = prepared.ok_positions
-        by_position: dict[int, Enrolled] = dict(already)
+        vectors = next_vectors = kept_images = None
         if ok:
             vectors = self._embed_prepared(prepared, deadline, entry)
-            next_vectors = None
             if target is not None:
                 again = self._prepare([payloads[i] for i in ok], [names[i] for i in ok], target)
                 next_vectors = self._embed_prepared(again, deadline, target)
-            kept_images = None
             if info.keep_images:
                 kept_images = [None if _is_vector(payloads[i]) else kept.encode(payloads[i]) for i in ok]
+        return PendingEnroll(gallery, tuple(items), skip_invalid, entry.fingerprint,
+                             None if target is None else target.fingerprint, tuple(ok), vectors, next_vectors,
+                             kept_images, already, failures)
+
+    def _store_enroll(self, pending: PendingEnroll, deadline) -> EnrollResult:
+        """Store a prepared batch; ModelChanged when the gallery's model is no longer the one it was
+        embedded with (`_retrying` then prepares it again)."""
+        items, ok = pending.items, pending.ok
+        by_position: dict[int, Enrolled] = dict(pending.already)
+        if ok:
             deadline.check("storing")
             stored = self.store.enroll(
-                gallery, [items[i].label for i in ok], vectors,
+                pending.gallery, [items[i].label for i in ok], pending.vectors,
                 client_ids=[items[i].client_id or None for i in ok],
                 metadata=[dict(items[i].metadata or {}) for i in ok],
-                fingerprint=entry.fingerprint, images=kept_images, next_vectors=next_vectors,
-                next_fingerprint=None if target is None else target.fingerprint,
+                fingerprint=pending.fingerprint, images=pending.kept_images, next_vectors=pending.next_vectors,
+                next_fingerprint=pending.next_fingerprint,
             )
             by_position.update(zip(ok, stored, strict=True))
         failed = tuple(EnrollFailure(index=i, client_id=items[i].client_id or None, reason=reason)
-                       for i, reason in sorted(failures.items()))
+                       for i, reason in sorted(pending.failures.items()))
         return EnrollResult(stored=tuple(by_position[i] for i in sorted(by_position)), failed=failed)
 
     def find_items(self, gallery: str, client_ids: Sequence[str]) -> list[Enrolled]:

@@ -12,8 +12,11 @@ INVALID_ARGUMENT.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,7 +31,7 @@ from twinsearch.v1 import twinsearch_pb2 as pb
 from twinsearch.v1 import twinsearch_pb2_grpc
 
 from .deadlines import Deadline, call_scope
-from .engine import Engine, EnrollItem
+from .engine import Engine, EnrollItem, PendingEnroll
 from .metrics import Metrics
 from .status import abort, status_for
 
@@ -116,6 +119,71 @@ def _rpc(items: Callable[[object], int] | None = None):
     return wrap
 
 
+@dataclass(frozen=True)
+class _PreparedEnroll:
+    """A request's items decoded and embedded (`Engine.prepare_enroll`), with the conversion's own
+    failures by request position (skip_invalid) and where each item handed to the engine came from."""
+
+    pending: PendingEnroll
+    positions: tuple[int, ...]
+    failed: tuple[EnrollFailure, ...]
+    sequence: int
+
+
+class _Ahead:
+    """Prepares the requests of a stream on a thread of its own, one ahead of the caller, in order.
+
+    Iterating yields `prepare(request)` for each request, or raises what preparing (or reading) it
+    raised, after which the stream ends: nothing after a failing batch is prepared, so nothing after
+    it is stored. The thread runs in the stream's context (its deadline) and stops at `close`."""
+
+    _END = object()
+
+    def __init__(self, requests: Iterator, prepare: Callable):
+        self._queue: queue.Queue = queue.Queue(maxsize=1)
+        self._stop = threading.Event()
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(target=context.run, args=(self._run, requests, prepare), daemon=True,
+                                        name="twinsearch-enroll-ahead")
+        self._thread.start()
+
+    def _run(self, requests: Iterator, prepare: Callable) -> None:
+        try:
+            for request in requests:
+                if self._stop.is_set():
+                    return
+                try:
+                    self._put((prepare(request), None))
+                except Exception as exc:  # noqa: BLE001 - handed to the stream, in order
+                    self._put((None, exc))
+                    return
+        except Exception as exc:  # noqa: BLE001 - reading the stream failed (a cancelled call)
+            self._put((None, exc))
+            return
+        self._put(self._END)
+
+    def _put(self, item) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def __iter__(self):
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            value, exc = item
+            if exc is not None:
+                raise exc
+            yield value
+
+    def close(self) -> None:
+        self._stop.set()
+
+
 class TwinSearchServicer(twinsearch_pb2_grpc.TwinSearchServicer):
     def __init__(self, engine: Engine, metrics: Metrics | None = None):
         self.engine = engine
@@ -196,29 +264,44 @@ class TwinSearchServicer(twinsearch_pb2_grpc.TwinSearchServicer):
 
     def EnrollStream(self, request_iterator: Iterator[pb.EnrollRequest], context) -> Iterator[pb.EnrollResponse]:
         """One acknowledgement per committed batch, in order; the first failing batch ends the stream
-        with its status (the batches acknowledged before it stay committed)."""
+        with its status (the batches acknowledged before it stay committed, none after it is stored).
+
+        The batches are pipelined: while one is being stored (SQLite, kept images, the index), the next
+        is decoded and embedded on a thread of the stream's own (`_Ahead`), so that the encoder does not
+        wait for the store, nor the store for the encoder. Storing stays in order, one batch at a time."""
         name = "EnrollStream"
         started = time.perf_counter()
         code, details, error = grpc.StatusCode.OK, "", None
         self.metrics.in_flight.labels(name).inc()
+        ahead = None
         try:
             if self.closing:
                 raise Unavailable("the server is shutting down; retry on another replica or later")
             with call_scope(_deadline(context)):
-                for request in request_iterator:
-                    if isinstance(request, Undecodable):
-                        request.fail()
-                    self.metrics.items.labels(name).inc(len(request.items))
-                    yield self._enroll(request)
+                ahead = _Ahead(request_iterator, self._stream_prepare)
+                for prepared in ahead:
+                    yield self._enroll_commit(prepared)
         except Exception as exc:  # noqa: BLE001 - every error becomes a status
             code, details = status_for(exc, name)
             error = exc
         finally:
+            if ahead is not None:
+                ahead.close()
             self._finished(name, started, code, details, context)
         if code is not grpc.StatusCode.OK:
             abort(context, code, details, error)
 
+    def _stream_prepare(self, request) -> _PreparedEnroll:
+        if isinstance(request, Undecodable):
+            request.fail()
+        self.metrics.items.labels("EnrollStream").inc(len(request.items))
+        return self._enroll_prepare(request)
+
     def _enroll(self, request: pb.EnrollRequest) -> pb.EnrollResponse:
+        return self._enroll_commit(self._enroll_prepare(request))
+
+    def _enroll_prepare(self, request: pb.EnrollRequest) -> _PreparedEnroll:
+        """Converts, checks, decodes and embeds a request's items: everything but storing them."""
         self._count(len(request.items), "items")
         items: list[EnrollItem] = []
         positions: list[int] = []  # request position of each item handed to the engine
@@ -234,15 +317,20 @@ class TwinSearchServicer(twinsearch_pb2_grpc.TwinSearchServicer):
             items.append(EnrollItem(label=item.label, payload=payload, client_id=item.client_id or None,
                                     metadata=c.metadata_from_pb(item.metadata)))
             positions.append(i)
-        result = self.engine.enroll(request.gallery, items, skip_invalid=request.skip_invalid)
+        pending = self.engine.prepare_enroll(request.gallery, items, skip_invalid=request.skip_invalid)
+        return _PreparedEnroll(pending, tuple(positions), tuple(failed), request.sequence)
+
+    def _enroll_commit(self, prepared: _PreparedEnroll) -> pb.EnrollResponse:
+        result = self.engine.commit_enroll(prepared.pending)
+        failed, positions = prepared.failed, prepared.positions
         if failed:
             # The engine numbered its failures within the items it was given: back to request positions.
             engine_failed = [EnrollFailure(index=positions[f.index], client_id=f.client_id,
                                            reason=f.reason.replace(f"items[{f.index}]", f"items[{positions[f.index]}]", 1))
                              for f in result.failed]
             result = EnrollResult(stored=result.stored,
-                                  failed=tuple(sorted(failed + engine_failed, key=lambda f: f.index)))
-        return c.enroll_result_to_pb(result, sequence=request.sequence)
+                                  failed=tuple(sorted(failed + tuple(engine_failed), key=lambda f: f.index)))
+        return c.enroll_result_to_pb(result, sequence=prepared.sequence)
 
     @_rpc(items=lambda r: len(r.client_ids))
     def FindItems(self, request: pb.FindItemsRequest, context) -> pb.FindItemsResponse:
