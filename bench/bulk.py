@@ -3,8 +3,9 @@
 The images are written once as PNG files in a folder tree (one folder per class, as `twinsearch index`
 expects). `bulk_index_images_per_s` is what the command reports (images sent over its own wall
 clock, folder walk included) with its default batch size and requests in flight; the in-process side
-reads the same files and embeds them with `EncoderModel.embed` at the best batch size found by the
-encoder section. `bulk_index_ratio` = server / in-process.
+reads a sample of the same files and embeds them with `EncoderModel.embed` at the best batch size found
+by the encoder section, before and after the command runs (`inprocess_around`: the mean of the two).
+`bulk_index_ratio` = server / in-process.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import logging
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -23,6 +26,7 @@ from PIL import Image
 from bench.common import BenchError, fashion_mnist
 
 log = logging.getLogger("bench")
+T = TypeVar("T")
 
 
 def write_tree(root: Path, count: int) -> list[Path]:
@@ -51,20 +55,33 @@ def inprocess(model, paths: list[Path], batch: int) -> dict:
             "images_per_s": round(len(paths) / seconds, 1)}
 
 
+def inprocess_around(model, paths: list[Path], batch: int, measured: Callable[[], T]) -> tuple[T, dict]:
+    """Run `measured` between two timings of `inprocess` on `paths`; (its result, the reference), whose
+    images_per_s is the mean of the two. A few seconds of in-process work alone swing by a third
+    between runs on a shared machine (and even within one run); the two timings bracket the run."""
+    before = inprocess(model, paths, batch)
+    result = measured()
+    after = inprocess(model, paths, batch)
+    return result, {"images": len(paths), "batch": batch, "before": before, "after": after,
+                    "images_per_s": round((before["images_per_s"] + after["images_per_s"]) / 2, 1)}
+
+
 def run(address: str, model, work: Path, count: int, inprocess_count: int, batch: int) -> dict:
     root = work / "fashion-mnist"
     log.info("bulk: writing %d Fashion-MNIST PNG files", count)
     paths = write_tree(root, count)
     rng = np.random.default_rng(0)
     sample = [paths[i] for i in sorted(rng.choice(len(paths), size=min(inprocess_count, len(paths)), replace=False))]
-    log.info("bulk: in-process encoder over %d of them", len(sample))
-    local = inprocess(model, sample, batch)
     cmd = [sys.executable, "-m", "twinsearch.client.cli", "index", str(root), "--gallery", "fashion-mnist",
            "--create", "--no-progress", "--json", "--address", address, "--timeout", "600"]
-    log.info("bulk: twinsearch index over %d files", len(paths))
-    t0 = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
+
+    def index() -> tuple[subprocess.CompletedProcess, float]:
+        log.info("bulk: twinsearch index over %d files", len(paths))
+        t0 = time.perf_counter()
+        return subprocess.run(cmd, capture_output=True, text=True), time.perf_counter() - t0
+
+    log.info("bulk: in-process encoder over %d of them, before and after", len(sample))
+    (done, wall), local = inprocess_around(model, sample, batch, index)
     if done.returncode:
         raise BenchError(f"twinsearch index failed ({done.returncode}):\n{done.stderr[-3000:]}")
     report = json.loads(done.stdout)

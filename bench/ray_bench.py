@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.bulk import inprocess, write_tree
+from bench.bulk import inprocess_around, write_tree
 from bench.common import BenchError, omniglot_pngs, start_server
 from bench.encoder import server_embed
 from twinsearch.client.server_process import ServerProcess, ServerStartError
@@ -41,29 +41,25 @@ def bulk(model, model_file: Path, work: Path, count: int, inprocess_count: int, 
     paths = write_tree(root, count)
     rng = np.random.default_rng(0)
     sample = [paths[i] for i in sorted(rng.choice(len(paths), size=min(inprocess_count, len(paths)), replace=False))]
-    log.info("ray: in-process encoder over %d of them", len(sample))
-    before = inprocess(model, sample, batch)
     out = work / "ray-vectors"
     shutil.rmtree(out, ignore_errors=True)  # a re-run would resume, embedding nothing
     cmd = [sys.executable, "-m", "twinsearch.client.cli", "embed", str(root), "--out", str(out), "--model",
            str(model_file), "--no-progress", "--json"]
-    log.info("ray: twinsearch embed over %d files", len(paths))
-    load0 = os.getloadavg()[0]
-    t0 = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
+
+    def embed() -> tuple[subprocess.CompletedProcess, float, float]:
+        log.info("ray: twinsearch embed over %d files", len(paths))
+        load0 = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        return subprocess.run(cmd, capture_output=True, text=True), time.perf_counter() - t0, load0
+
+    log.info("ray: in-process encoder over %d of them, before and after", len(sample))
+    (done, wall, load0), local = inprocess_around(model, sample, batch, embed)
     if done.returncode:
         raise BenchError(f"twinsearch embed failed ({done.returncode}):\n{done.stderr[-3000:]}")
     report = json.loads(done.stdout)
     report.pop("failures", None)
     if report["embedded"] != len(paths):
         raise BenchError(f"twinsearch embed embedded {report['embedded']} of {len(paths)}")
-    # The reference is timed before and after the Ray run, and their mean taken: a few seconds of
-    # in-process work alone swing by a third on a shared machine, and the two bracket the Ray run.
-    log.info("ray: in-process encoder over the %d again", len(sample))
-    after = inprocess(model, sample, batch)
-    local = {"images": len(sample), "batch": batch, "before": before, "after": after,
-             "images_per_s": round((before["images_per_s"] + after["images_per_s"]) / 2, 1)}
     return {
         "bulk_ray": {**report, "command": "twinsearch embed DIR --out OUT --model M", "wall_s_with_cli_startup":
                      round(wall, 1), "load_average": [round(load0, 2), round(os.getloadavg()[0], 2)]},
