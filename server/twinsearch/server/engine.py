@@ -404,27 +404,36 @@ class Engine:
         """Store labelled items, committed before this returns. With `skip_invalid`, invalid items are
         reported in `failed` and the others stored; without it one bad item fails the whole batch."""
         with self._call() as deadline:
-            self.limits.check_count(len(items), "items")
-            return _retrying(lambda: self._store_enroll(self._prepare_enroll(gallery, items, skip_invalid, deadline),
-                                                        deadline))
+            return self._commit_enroll(self._checked_prepare(gallery, items, skip_invalid, deadline), deadline)
 
     def prepare_enroll(self, gallery: str, items: Sequence[EnrollItem], *, skip_invalid: bool = False
                        ) -> PendingEnroll:
         """The first half of `enroll`: checks, decoding and embedding, nothing stored. `commit_enroll`
         stores it. A stream of batches prepares the next batch while the one before is being stored."""
         with self._call() as deadline:
-            self.limits.check_count(len(items), "items")
-            return self._prepare_enroll(gallery, items, skip_invalid, deadline)
+            return self._checked_prepare(gallery, items, skip_invalid, deadline)
 
     def commit_enroll(self, pending: PendingEnroll) -> EnrollResult:
-        """The second half of `enroll`: stores what `prepare_enroll` made, committed before this returns.
-        When a migration switched the gallery's model in between, the batch is embedded again and stored."""
+        """The second half of `enroll`: stores what `prepare_enroll` made, committed before this returns."""
         with self._call() as deadline:
-            try:
-                return self._store_enroll(pending, deadline)
-            except ModelChanged:
-                return _retrying(lambda: self._store_enroll(
-                    self._prepare_enroll(pending.gallery, pending.items, pending.skip_invalid, deadline), deadline))
+            return self._commit_enroll(pending, deadline)
+
+    def _checked_prepare(self, gallery: str, items: Sequence[EnrollItem], skip_invalid: bool, deadline
+                         ) -> PendingEnroll:
+        self.limits.check_count(len(items), "items")
+        return _retrying(lambda: self._prepare_enroll(gallery, items, skip_invalid, deadline))
+
+    def _commit_enroll(self, pending: PendingEnroll, deadline) -> EnrollResult:
+        """Store `pending`; when a migration switched the gallery's model since it was embedded, the
+        batch is prepared again with the new model and stored (`_retrying`)."""
+        first = [pending]
+
+        def attempt() -> EnrollResult:
+            batch = first.pop() if first else self._prepare_enroll(pending.gallery, pending.items,
+                                                                    pending.skip_invalid, deadline)
+            return self._store_enroll(batch, deadline)
+
+        return _retrying(attempt)
 
     def _prepare_enroll(self, gallery: str, items: Sequence[EnrollItem], skip_invalid: bool, deadline
                         ) -> PendingEnroll:

@@ -207,7 +207,7 @@ def embed_rows(rows: Sequence[SourceRow], model: ModelFile, settings: EmbedSetti
     if in_tasks:
         ds = ds.map_batches(decode_batch, batch_size=settings.batch, batch_format="numpy", num_cpus=1,
                             fn_kwargs=decode_args)
-        replica, replica_args = EncoderReplica, replica_args
+        replica = EncoderReplica
     else:
         replica, replica_args = DecodingReplica, {**replica_args, **decode_args}
     # One GPU per replica when the cluster has them; else one CPU each. A replica that dies is restarted
