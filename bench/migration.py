@@ -11,8 +11,9 @@ model). Per repeat, through `Client` from this process:
 1. kept-image cost: the same Omniglot background images (105 x 105 PNG, distinct) enrolled in batches
    of 32 into a gallery that keeps its images and one that does not, batch by batch in alternating
    order (so that the machine's drift falls on both alike); the difference in wall time per image, and
-   the kept files' bytes on disk (allocated blocks) per image. Beside it, in this process, the write
-   itself: `ImageStore.put` of the same images in batches of 32, fsynced as the server does;
+   the kept images' bytes and the database pages they take per image. Beside it, in this process, the
+   write itself: `Database.put_images` of the same images in batches of 32 into a database of its own,
+   one transaction each, committed with synchronous=FULL as the server does;
 2. identify latency without a migration: one client, one probe image per call, back to back, for
    `--seconds`, against the gallery that keeps its images (p50, p99);
 3. migration: `migrate_gallery` to characters-v2; throughput is the images divided by the time from
@@ -27,6 +28,7 @@ import argparse
 import json
 import os
 import shutil
+import sqlite3
 import tempfile
 import threading
 import time
@@ -85,15 +87,26 @@ def enroll_paired(client: Client, galleries: tuple[str, str], items: list[tuple[
 
 
 def image_write_ms(items: list[tuple[str, bytes]], folder: Path) -> float:
-    """Milliseconds per image of `ImageStore.put` (fsynced, as under synchronous=FULL), batches of BATCH."""
-    from twinsearch.server.images import ImageStore
+    """Milliseconds per image of `Database.put_images` (one transaction per batch of BATCH, committed
+    with synchronous=FULL as the server does), less the same transactions without the images."""
+    from twinsearch.server.database import Database
 
-    store = ImageStore(folder, durable=True)
-    started = time.perf_counter()
-    for s in range(0, len(items), BATCH):
-        store.put([png for _, png in items[s:s + BATCH]])
-    elapsed = time.perf_counter() - started
-    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    db = Database(folder / "images.sqlite3", synchronous="FULL")
+    try:
+        def timed(put: bool) -> float:
+            started = time.perf_counter()
+            for s in range(0, len(items), BATCH):
+                with db.transaction() as conn:
+                    conn.execute("UPDATE meta SET value = value WHERE key = 'schema_version'")
+                    if put:
+                        db.put_images(conn, [png for _, png in items[s:s + BATCH]])
+            return time.perf_counter() - started
+
+        elapsed = timed(True) - timed(False)
+    finally:
+        db.close()
+        shutil.rmtree(folder, ignore_errors=True)
     return elapsed / len(items) * 1000
 
 
@@ -107,15 +120,16 @@ def identify_loop(client: Client, gallery: str, probes: list[bytes], until) -> l
     return latencies
 
 
-def disk_bytes(folder: Path) -> tuple[int, int]:
-    """(file bytes, allocated bytes) of every file under `folder`."""
-    size = blocks = 0
-    for f in folder.rglob("*"):
-        if f.is_file():
-            st = f.stat()
-            size += st.st_size
-            blocks += st.st_blocks * 512
-    return size, blocks
+def kept_bytes(database: Path) -> tuple[int, int]:
+    """(bytes of the kept images, bytes of the database pages that hold them and their key index)."""
+    conn = sqlite3.connect(database)
+    try:
+        (size,) = conn.execute("SELECT coalesce(sum(length(data)), 0) FROM images").fetchone()
+        (pages,) = conn.execute("SELECT coalesce(sum(pgsize), 0) FROM dbstat "
+                                "WHERE name IN ('images', 'sqlite_autoindex_images_1')").fetchone()
+    finally:
+        conn.close()
+    return int(size), int(pages)
 
 
 def one_repeat(r: int, items, probes, v2: Path, seconds: float, work: Path, batch: int | None) -> dict:
@@ -129,7 +143,7 @@ def one_repeat(r: int, items, probes, v2: Path, seconds: float, work: Path, batc
             client.create_gallery("kept", keep_images=True)
             client.create_gallery("plain", keep_images=False)
             enroll_s = enroll_paired(client, ("kept", "plain") if r % 2 == 0 else ("plain", "kept"), items)
-            file_bytes, allocated = disk_bytes(data / "images")
+            file_bytes, allocated = kept_bytes(data / "gallery.sqlite3")
 
             end = time.monotonic() + seconds
             idle = identify_loop(client, "kept", probes, lambda: time.monotonic() >= end)

@@ -6,12 +6,13 @@ fingerprint tells their vectors apart) holds a gallery of glyph images on `a`. I
 with small migration batches, and the server is killed with SIGKILL while the migration is part done,
 twice (each restart resumes from what SQLite holds). After the last restart the migration completes;
 the gallery then answers as a store built from scratch with `b` from the same images, keeps exactly
-one file per distinct kept image, and answers the same again after a clean restart.
+one kept image per distinct image, and answers the same again after a clean restart.
 """
 
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from pathlib import Path
 
@@ -19,7 +20,6 @@ import pytest
 
 from twinsearch.client import Client, LocalClient
 from twinsearch.client.server_process import ServerProcess
-from twinsearch.server import images as kept
 
 from .conftest import assert_same_candidates, build_model, glyph_png
 
@@ -89,8 +89,10 @@ def test_sigkill_during_a_migration_resumes_and_completes(tmp_path, model_file):
         expected = fresh.identify("g", PROBES, k=5)
         assert got_classes == fresh.classes("g")
     assert_same_candidates(got, expected)
-    kept_files = [f for f in (data / kept.FOLDER).rglob("*") if f.is_file()]
-    assert len(kept_files) == len({image for _, image in IMAGES.values()})
+    conn = sqlite3.connect(data / "gallery.sqlite3")
+    (kept_count,) = conn.execute("SELECT count(*) FROM images").fetchone()
+    conn.close()
+    assert kept_count == len({image for _, image in IMAGES.values()})
     server = serve(data, model_file, model_b)  # and a clean restart keeps it
     try:
         with Client(server.address, timeout=TIMEOUT) as client:

@@ -1,5 +1,6 @@
-"""Kept images: content-addressed files beside SQLite, deleted with their items, no orphan after a
-restart; and a store written before schema version 2 opens unchanged."""
+"""Kept images: content-addressed rows of the SQLite file, deleted with the last item naming them,
+none left by a failed write; a store that kept them as files (before schema version 3) has them moved
+in when it opens; and a store written before schema version 2 opens unchanged."""
 
 from __future__ import annotations
 
@@ -23,8 +24,12 @@ SETTINGS = EngineSettings(torch_threads=1, batch_wait_ms=0)
 
 
 def kept_files(data) -> dict[str, bytes]:
-    folder = data / kept.FOLDER
-    return {f.name: f.read_bytes() for f in folder.rglob("*") if f.is_file()} if folder.exists() else {}
+    """What the store in `data` keeps: hash -> bytes, read by a connection of its own."""
+    conn = sqlite3.connect(data / "gallery.sqlite3")
+    try:
+        return {key: bytes(blob) for key, blob in conn.execute("SELECT key, data FROM images")}
+    finally:
+        conn.close()
 
 
 def test_images_are_kept_by_content_and_deleted_with_their_items(tmp_path, model_path):
@@ -68,20 +73,39 @@ def test_a_gallery_without_kept_images_keeps_nothing_and_cannot_migrate(tmp_path
             c.migrate_gallery("v", "b")
 
 
-def test_a_restart_removes_what_an_interrupted_write_or_delete_left(tmp_path, model_path):
-    image = png(glyph(4))
+def test_a_store_that_kept_files_has_them_moved_into_the_database(tmp_path, model_path):
+    """The layout before schema version 3: one file per image under images/ab/<sha256>."""
+    a, b = png(glyph(4)), png(glyph(5))
     with LocalClient(tmp_path, model_path, settings=SETTINGS) as c:
         c.create_gallery("g")
-        c.enroll("g", "x", image)
-    # What a crash can leave: a complete file no item names (written, its transaction never committed;
-    # or its item's deletion committed, the file not yet removed) and a partial write.
-    folder = tmp_path / kept.FOLDER / "ab"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / ("ab" + "0" * 62)).write_bytes(b"orphan")
-    (folder / ("ab" + "1" * 62 + ".partial")).write_bytes(b"half")
+        c.enroll("g", ["x", "y"], [a, b], ids=["a", "b"])
+    key_a, key_b = hashlib.sha256(a).hexdigest(), hashlib.sha256(b).hexdigest()
+    conn = sqlite3.connect(tmp_path / "gallery.sqlite3")
+    conn.execute("DELETE FROM images")  # as an older version wrote it: the images are files
+    conn.commit()
+    conn.close()
+    folder = tmp_path / kept.FOLDER
+    for key, data in ((key_a, a), (key_b, b)):
+        (folder / key[:2]).mkdir(parents=True, exist_ok=True)
+        (folder / key[:2] / key).write_bytes(data)
+    # What a crash could leave: a complete file no item names, a partial write; and a damaged file.
+    (folder / "ab").mkdir(exist_ok=True)
+    (folder / "ab" / ("ab" + "0" * 62)).write_bytes(b"orphan")
+    (folder / "ab" / ("ab" + "1" * 62 + ".partial")).write_bytes(b"half")
     with LocalClient(tmp_path, model_path, settings=SETTINGS) as c:
-        assert set(kept_files(tmp_path)) == {hashlib.sha256(image).hexdigest()}
-        assert c.get_gallery("g").item_count == 1
+        assert kept_files(tmp_path) == {key_a: a, key_b: b}
+        assert not folder.exists()
+        assert c.engine.store.kept_image(key_a) == a
+    # A damaged file (its bytes no longer hash to its name) is not taken for the image.
+    conn = sqlite3.connect(tmp_path / "gallery.sqlite3")
+    conn.execute("DELETE FROM images WHERE key = ?", (key_b,))
+    conn.commit()
+    conn.close()
+    (folder / key_b[:2]).mkdir(parents=True)
+    (folder / key_b[:2] / key_b).write_bytes(b[:-3])
+    with LocalClient(tmp_path, model_path, settings=SETTINGS) as c:
+        assert kept_files(tmp_path) == {key_a: a}
+        assert c.get_gallery("g").item_count == 2
 
 
 def test_a_failed_enrollment_leaves_no_image(tmp_path, model_path, monkeypatch):
@@ -134,10 +158,10 @@ def test_a_version_1_store_opens_unchanged_and_gains_the_new_columns(tmp_path, m
         assert (g.item_count, g.class_count, g.threshold, g.keep_images, g.model) == (5, 2, 0.7, False, "tiny-0")
         hits = c.search("old", vectors[3], k=1)
         assert (hits[0].client_id, hits[0].distance) == ("c3", 0.0)
-        assert c.engine.store.db.schema_version() == SCHEMA_VERSION == 2
+        assert c.engine.store.db.schema_version() == SCHEMA_VERSION == 3
         c.enroll("old", "class-9", png(glyph(9)))  # new items of an old gallery keep no image
         assert c.get_gallery("old").item_count == 6 and kept_files(data) == {}
         c.create_gallery("new")
         assert c.get_gallery("new").keep_images
-    with LocalClient(data, model_path, settings=SETTINGS) as c:  # and opens again at version 2
+    with LocalClient(data, model_path, settings=SETTINGS) as c:  # and opens again at version 3
         assert c.get_gallery("old").item_count == 6

@@ -243,9 +243,11 @@ def test_an_unreadable_kept_image_stops_the_migration_and_migrating_again_retrie
         c.create_gallery("g", model="a")
         items = {f"k{n}": (f"class-{n}", png(glyph(40 + n))) for n in range(6)}
         enroll(c, "g", items)
-        lost = c.engine.store.images.path(hashlib.sha256(items["k3"][1]).hexdigest())
-        saved = lost.read_bytes()
-        lost.unlink()  # the disk lost it
+        lost = hashlib.sha256(items["k3"][1]).hexdigest()
+        db = c.engine.store.db
+        with db.transaction() as conn:  # the disk lost it
+            (saved,) = conn.execute("SELECT data FROM images WHERE key = ?", (lost,)).fetchone()
+            conn.execute("DELETE FROM images WHERE key = ?", (lost,))
         c.migrate_gallery("g", "b")
         assert c.engine.migrator.wait("g", TIMEOUT)
         m = c.get_gallery("g").migration
@@ -253,8 +255,9 @@ def test_an_unreadable_kept_image_stops_the_migration_and_migrating_again_retrie
         # The gallery goes on with its old model, enrollments included.
         assert c.get_gallery("g").model == "a" and len(c.identify("g", PROBES[:2])) == 2
         enroll(c, "g", {"k9": ("class-9", png(glyph(49)))})
-        lost.write_bytes(saved)
-        assert kept.decode(c.engine.store.kept_image(lost.name)) == saved
+        with db.transaction() as conn:
+            conn.execute("INSERT INTO images (key, data) VALUES (?, ?)", (lost, saved))
+        assert kept.decode(c.engine.store.kept_image(lost)) == saved
         c.migrate_gallery("g", "b")  # starts over
         wait_for_switch(c, "g")
         assert (c.get_gallery("g").model, c.get_gallery("g").item_count) == ("b", 7)

@@ -2,7 +2,10 @@
 
 One row per gallery and one row per enrolled item: stored id (never reused: AUTOINCREMENT), optional
 client id (unique per gallery), label, metadata (JSON), the float32 vector as a little-endian
-BLOB of dim * 4 bytes, and the hash of its kept image (`images.py`) when the gallery keeps images.
+BLOB of dim * 4 bytes, and the hash of its kept image when the gallery keeps images. Kept images
+are rows of `images` (SHA-256 of the bytes -> the bytes, each image once however many items name it),
+written in the transaction that inserts the items naming them and deleted in the one that deletes
+the last item naming them: one commit, one sync, and no file that a crash could leave behind.
 A gallery moving to another model has a `migrations` row, and the vectors its items have from the
 new model so far are in `migrated_vectors` until the switch.
 
@@ -22,7 +25,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +34,11 @@ import numpy as np
 
 from twinsearch.client.errors import ResourceExhausted
 
+from . import images
+
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Stay well under SQLite's limit on bound parameters per statement.
 _CHUNK = 900
 
@@ -84,6 +89,11 @@ _UPGRADES: dict[int, tuple[str, ...]] = {
             vector BLOB NOT NULL
         )""",
         "CREATE INDEX IF NOT EXISTS migrated_gallery ON migrated_vectors (gallery_id)",
+    ),
+    3: (
+        # Kept images move from one file each (`images/ab/<sha256>`, imported at open by
+        # `images.import_folder`) into the database, so that storing them costs no sync of its own.
+        "CREATE TABLE IF NOT EXISTS images (key TEXT PRIMARY KEY, data BLOB NOT NULL)",
     ),
 }
 
@@ -361,19 +371,35 @@ class Database:
                 f"SELECT image FROM items WHERE id IN ({marks}) AND image IS NOT NULL", part))
         return found
 
-    def referenced_images(self, conn: sqlite3.Connection | None, keys: Sequence[str] | None = None) -> set[str]:
-        """Those of `keys` (None: all) that some item names as its kept image."""
-        conn = conn if conn is not None else self._reader()
-        if keys is None:
-            return {r[0] for r in conn.execute("SELECT DISTINCT image FROM items WHERE image IS NOT NULL")}
-        found: set[str] = set()
+    def put_images(self, conn: sqlite3.Connection, blobs: Sequence[bytes]) -> list[str]:
+        """Store each blob (once: an image already kept is not written again); their hashes, in order."""
+        keys = [images.digest(b) for b in blobs]
+        conn.executemany("INSERT OR IGNORE INTO images (key, data) VALUES (?, ?)", zip(keys, blobs, strict=True))
+        return keys
+
+    def drop_unnamed_images(self, conn: sqlite3.Connection, keys: Iterable[str]) -> int:
+        """Delete those of the kept images `keys` that no item names any more; returns how many."""
         key_list = sorted(set(keys))
+        dropped = 0
         for start in range(0, len(key_list), _CHUNK):
             part = key_list[start:start + _CHUNK]
             marks = ",".join("?" * len(part))
-            found.update(r[0] for r in conn.execute(f"SELECT DISTINCT image FROM items WHERE image IN ({marks})",
-                                                    part))
-        return found
+            dropped += conn.execute(
+                f"DELETE FROM images WHERE key IN ({marks}) "
+                "AND NOT EXISTS (SELECT 1 FROM items WHERE items.image = images.key)", part).rowcount
+        return dropped
+
+    def image(self, key: str) -> bytes:
+        """The bytes of a kept image; FileNotFoundError when none is kept under `key`."""
+        row = self._reader().execute("SELECT data FROM images WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            raise FileNotFoundError(f"no kept image {key}")
+        return bytes(row[0])
+
+    def referenced_images(self, conn: sqlite3.Connection | None) -> set[str]:
+        """Every hash that some item names as its kept image."""
+        conn = conn if conn is not None else self._reader()
+        return {r[0] for r in conn.execute("SELECT DISTINCT image FROM items WHERE image IS NOT NULL")}
 
     def count_without_image(self, gallery_id: int) -> int:
         (n,) = self._reader().execute(

@@ -15,8 +15,8 @@ acknowledged. Queries hold the gallery's read lock, so many run at once and each
 or not at all. Deletes hold the write lock across their SQLite transaction, so that a query's reads
 from SQLite (metadata, label-restricted vectors) agree with its index.
 
-Kept images (`images.py`) are written before the transaction that names them commits and removed
-after the one that stops naming them, under the writer mutex. A migration to another model stores
+Kept images (`images.py`) are rows of the same database, written in the transaction that inserts the
+items naming them and deleted in the one that deletes the last item naming them. A migration to another model stores
 the new model's vectors beside the items (`add_migrated`, and `enroll(next_vectors=...)` for items
 enrolled meanwhile) and ends with `finish_migration`, which builds the new model's gallery while the
 old one answers, then commits the switch and swaps it in under the old one's write lock.
@@ -122,9 +122,6 @@ class GalleryStore:
         self.data_dir = data_dir
         self.settings = settings
         self.db = db
-        # Kept images are as durable as the commits that name them.
-        self.images = kept.ImageStore(data_dir / kept.FOLDER,
-                                      durable=settings.synchronous.upper() in ("FULL", "EXTRA"))
         self._lock_fd = lock_fd
         self.gpu = gpu
         self._snapshots = data_dir / SNAPSHOT_DIR
@@ -165,7 +162,7 @@ class GalleryStore:
             raise
         store = cls(data_dir, settings, db, lock_fd, gpu)
         try:
-            store.images.clean(db.referenced_images(None))
+            kept.import_folder(data_dir / kept.FOLDER, db)  # a store from before schema version 3
             migrations = db.migrations()
             for row in db.galleries():
                 g = Gallery(row, db, settings.index, settings.limits, gpu)
@@ -330,10 +327,10 @@ class GalleryStore:
             with self.db.transaction() as conn:
                 images = self.db.images_of(conn, gallery_id=g.id)
                 n = self.db.delete_gallery(conn, g.id)
+                self.db.drop_unnamed_images(conn, images)
             g.mark_deleted()
             with self._registry:
                 del self._galleries[name]
-            self._forget_images(images)
         from . import snapshot as snapshots
 
         snapshots.remove(self._snapshots, g.id)
@@ -374,36 +371,29 @@ class GalleryStore:
                                    "this call: retry it")
             if migration is not None:
                 next_vectors = check_vectors(next_vectors, migration.dim, name)
-            written: list[str] = []
             migrated = 0
-            try:
-                with self.db.transaction() as conn:
-                    wanted = [c for c in cids if c is not None]
-                    existing = self.db.existing_client_ids(conn, g.id, wanted) if wanted else {}
-                    new_rows = np.array([i for i in range(n) if cids[i] is None or cids[i] not in existing],
-                                        dtype=np.int64)
-                    if g.item_count + len(new_rows) > self.settings.max_items:
-                        raise ResourceExhausted(
-                            f"gallery {name!r} holds {g.item_count} items; {len(new_rows)} more would pass "
-                            f"the limit of {self.settings.max_items}"
-                        )
-                    new_labels = [labels[i] for i in new_rows]
-                    new_vectors = vectors[new_rows]
-                    keys = None
-                    if g.keep_images and images is not None:
-                        # Written before the commit that names them; a crash leaves files `clean` removes.
-                        blobs = [(int(i), images[i]) for i in new_rows if images[i] is not None]
-                        stored_keys = dict(zip([i for i, _ in blobs], self.images.put([b for _, b in blobs]),
-                                               strict=True))
-                        keys = [stored_keys.get(int(i)) for i in new_rows]
-                        written = list(stored_keys.values())
-                    ids = self.db.insert_items(conn, g.id, new_labels, new_vectors, [cids[i] for i in new_rows],
-                                               [metas[i] for i in new_rows], keys)
-                    if migration is not None and len(ids):
-                        migrated = self.db.insert_migrated(conn, g.id, ids, next_vectors[new_rows])
-            except BaseException:
-                self._forget_images(written)  # those no committed item names; a restart would remove them too
-                raise
+            with self.db.transaction() as conn:
+                wanted = [c for c in cids if c is not None]
+                existing = self.db.existing_client_ids(conn, g.id, wanted) if wanted else {}
+                new_rows = np.array([i for i in range(n) if cids[i] is None or cids[i] not in existing],
+                                    dtype=np.int64)
+                if g.item_count + len(new_rows) > self.settings.max_items:
+                    raise ResourceExhausted(
+                        f"gallery {name!r} holds {g.item_count} items; {len(new_rows)} more would pass "
+                        f"the limit of {self.settings.max_items}"
+                    )
+                new_labels = [labels[i] for i in new_rows]
+                new_vectors = vectors[new_rows]
+                keys = None
+                if g.keep_images and images is not None:
+                    kept_rows = [int(i) for i in new_rows if images[i] is not None]
+                    stored_keys = dict(zip(kept_rows, self.db.put_images(conn, [images[i] for i in kept_rows]),
+                                           strict=True))
+                    keys = [stored_keys.get(int(i)) for i in new_rows]
+                ids = self.db.insert_items(conn, g.id, new_labels, new_vectors, [cids[i] for i in new_rows],
+                                           [metas[i] for i in new_rows], keys)
+                if migration is not None and len(ids):
+                    migrated = self.db.insert_migrated(conn, g.id, ids, next_vectors[new_rows])
             g.count_migrated(migrated)
             # Committed: from here the batch is durable, and it becomes visible to queries at once.
             with g.lock.write():
@@ -464,16 +454,6 @@ class GalleryStore:
 
         return self._delete(g, resolve)
 
-    def _forget_images(self, keys) -> None:
-        """Remove the kept images of `keys` that no item names any more. Caller holds the writer mutex."""
-        keys = set(keys)
-        if not keys:
-            return
-        try:
-            self.images.remove(keys - self.db.referenced_images(None, sorted(keys)))
-        except OSError:  # left for the clean-up at the next start
-            log.exception("removing kept images failed")
-
     def _delete(self, g: Gallery, resolve) -> int:
         # The write lock is held across the SQLite transaction so that no query reads SQLite rows
         # that disagree with its index (see the module docstring).
@@ -486,8 +466,8 @@ class GalleryStore:
                 vectors = self.db.vectors_of_ids(conn, item_ids, g.dim)
                 images = self.db.images_of(conn, ids=item_ids)
                 unmigrated = self.db.delete_ids(conn, g.id, item_ids)
+                self.db.drop_unnamed_images(conn, images)
             g.count_migrated(-unmigrated)
-            self._forget_images(images)
             try:
                 g.apply_delete(item_ids, vectors)
             except Exception:
@@ -677,7 +657,7 @@ class GalleryStore:
 
     def kept_image(self, key: str) -> bytes:
         """The bytes of a kept image (`images.decode` gives the payload back)."""
-        return self.images.get(key)
+        return self.db.image(key)
 
     def add_migrated(self, name: str, fingerprint: str, ids: np.ndarray, vectors: np.ndarray) -> int:
         """Store the new model's vectors (float32 (n, dim)) of items (those deleted meanwhile are
