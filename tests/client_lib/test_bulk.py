@@ -80,6 +80,38 @@ def test_local_client_bulk_gives_the_same_report(local_client, tree):
     _check_first_run(local_client.enroll_folder("photos", tree, batch_size=4))
 
 
+def test_a_request_closes_before_its_files_pass_the_byte_cap(local_client, tree, monkeypatch):
+    sent: list[list[int]] = []  # the payload sizes of each request
+    real = local_client._enroll_batches
+
+    def spy(gallery, batches, **kwargs):
+        def recorded():
+            for items in batches:
+                sent.append([len(item.payload) for item in items])
+                yield items
+        return real(gallery, recorded(), **kwargs)
+
+    monkeypatch.setattr(local_client, "_enroll_batches", spy)
+    local_client.create_gallery("photos")
+    sizes = sorted(len(f.read_bytes()) for f in tree.rglob("*.png") if f.is_file())
+    cap = sizes[-1] + sizes[-2] + 1  # room for two files, never for three of the largest
+    _check_first_run(local_client.enroll_folder("photos", tree, batch_size=100, max_batch_bytes=cap))
+    assert len(sent) > 1 and sum(map(len, sent)) == 16
+    for request, following in zip(sent, sent[1:] + [None], strict=True):
+        assert len(request) == 1 or sum(request) <= cap
+        if following is not None:  # closed only because the next file did not fit
+            assert sum(request) + following[0] > cap
+    # A cap below every file: one file a request; the count still bounds a request.
+    sent.clear()
+    local_client.enroll_folder("photos", tree, batch_size=100, max_batch_bytes=1)
+    assert [len(r) for r in sent] == [1] * 16
+    sent.clear()
+    local_client.enroll_folder("photos", tree, batch_size=5)
+    assert [len(r) for r in sent] == [5, 5, 5, 1]
+    with pytest.raises(InvalidArgument, match="max_batch_bytes"):
+        local_client.enroll_folder("photos", tree, max_batch_bytes=0)
+
+
 def test_an_interrupted_run_resumes(client, tree):
     client.create_gallery("photos")
 

@@ -288,7 +288,8 @@ class BaseClient(abc.ABC):
         folder: str | Path | Sequence[str | Path],
         *,
         class_depth: int = 1,
-        batch_size: int = 32,
+        batch_size: int | None = None,
+        max_batch_bytes: int | None = None,
         max_in_flight: int = 4,
         id_prefix: str = "",
         extensions: Sequence[str] | None = None,
@@ -299,12 +300,14 @@ class BaseClient(abc.ABC):
 
         Returns a `BulkReport`: files found, sent, stored, skipped (already stored), failed (with
         reasons), seconds and images/s. Resumable: client ids are the files' relative paths, so a
-        re-run stores only what is missing.
+        re-run stores only what is missing. `batch_size` images per request (default 256), fewer
+        when their files would pass `max_batch_bytes` together (default 16 MiB).
         """
-        from twinsearch.client.bulk import enroll_folder
+        from twinsearch.client.bulk import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_SIZE, enroll_folder
 
-        return enroll_folder(self, gallery, folder, class_depth=class_depth, batch_size=batch_size,
-                             max_in_flight=max_in_flight, id_prefix=id_prefix, extensions=extensions,
+        return enroll_folder(self, gallery, folder, class_depth=class_depth,
+                             batch_size=DEFAULT_BATCH_SIZE if batch_size is None else batch_size,
+                             max_batch_bytes=DEFAULT_BATCH_BYTES if max_batch_bytes is None else max_batch_bytes, max_in_flight=max_in_flight, id_prefix=id_prefix, extensions=extensions,
                              progress=progress)
 
     def find_items(self, gallery: str, client_ids: str | Sequence[str]) -> list[t.Enrolled]:

@@ -39,6 +39,13 @@ from twinsearch.client.types import EnrollItem
 log = logging.getLogger(__name__)
 
 MAX_CLIENT_ID_LENGTH = 256  # the server's limit on a client id, in characters
+# Images per request. Fewer, larger requests cost the server less per image (fewer messages and
+# commits): 20,000 Fashion-MNIST PNGs indexed at 944 to 1,042 images/s with 32 a request and 1,161 to
+# 1,328 with 256, interleaved runs against one server on 2 cores.
+DEFAULT_BATCH_SIZE = 256
+# Bytes of image files per request: a request closes early when the next file would pass it, so that
+# large images stay far below the server's message limit (64 MiB by default) with several in flight.
+DEFAULT_BATCH_BYTES = 16 << 20
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm")
 
 
@@ -222,7 +229,8 @@ def enroll_folder(
     folder: str | Path | Sequence[str | Path],
     *,
     class_depth: int = 1,
-    batch_size: int = 32,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_batch_bytes: int = DEFAULT_BATCH_BYTES,
     max_in_flight: int = 4,
     id_prefix: str = "",
     extensions: Sequence[str] | None = None,
@@ -231,13 +239,16 @@ def enroll_folder(
     """Enroll every image under `folder` (or under each of several folders) into `gallery` through
     `client` (a Client or LocalClient).
 
-    Files are read lazily, `batch_size` per request, with at most `max_in_flight` requests awaiting
+    Files are read lazily, `batch_size` per request (fewer when the files would pass `max_batch_bytes`
+    together; a larger file goes alone), with at most `max_in_flight` requests awaiting
     acknowledgement. `progress` is called with a BulkProgress before the first batch and after each
     acknowledged one. Raises only for what stops the whole run (unknown gallery, lost server after
     retries, ...); with client ids from relative paths, running it again resumes.
     """
     if batch_size < 1:
         raise InvalidArgument(f"batch_size must be >= 1, got {batch_size}")
+    if max_batch_bytes < 1:
+        raise InvalidArgument(f"max_batch_bytes must be >= 1, got {max_batch_bytes}")
     started = time.perf_counter()
     roots = [folder] if isinstance(folder, (str, os.PathLike)) else list(folder)
     entries, failures = walk_folders(roots, class_depth, extensions)
@@ -247,24 +258,28 @@ def enroll_folder(
     relative_of: dict[str, str] = {}  # client id -> relative path, to name the files the server refused
 
     def batches(counts: dict[str, int]) -> Iterator[list[EnrollItem]]:
-        for start in range(0, total, batch_size):
-            items: list[EnrollItem] = []
-            for entry in entries[start:start + batch_size]:
-                try:
-                    data = entry.path.read_bytes()
-                except OSError as exc:
-                    failures.append(FileFailure(entry.relative, f"cannot read: {exc.strerror or exc}"))
-                    counts["local_failed"] += 1
-                    continue
-                if not data:
-                    failures.append(FileFailure(entry.relative, "empty file"))
-                    counts["local_failed"] += 1
-                    continue
-                client_id = client_id_for(entry.relative, id_prefix)
-                relative_of[client_id] = entry.relative
-                items.append(EnrollItem(label=entry.label, payload=data, client_id=client_id))
-            if items:
+        items: list[EnrollItem] = []
+        size = 0
+        for entry in entries:
+            try:
+                data = entry.path.read_bytes()
+            except OSError as exc:
+                failures.append(FileFailure(entry.relative, f"cannot read: {exc.strerror or exc}"))
+                counts["local_failed"] += 1
+                continue
+            if not data:
+                failures.append(FileFailure(entry.relative, "empty file"))
+                counts["local_failed"] += 1
+                continue
+            if items and (len(items) >= batch_size or size + len(data) > max_batch_bytes):
                 yield items
+                items, size = [], 0
+            client_id = client_id_for(entry.relative, id_prefix)
+            relative_of[client_id] = entry.relative
+            items.append(EnrollItem(label=entry.label, payload=data, client_id=client_id))
+            size += len(data)
+        if items:
+            yield items
 
     return send_batches(client, gallery, batches, total=total, found=found, failures=failures,
                         names=relative_of, max_in_flight=max_in_flight, progress=progress, started=started)

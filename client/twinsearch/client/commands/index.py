@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from twinsearch.client.bulk import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_SIZE
 from twinsearch.client.commands._common import (
     CommandLineError,
     add_connection_arguments,
@@ -64,7 +65,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--create", action="store_true", help="create the gallery (default settings) if missing")
     parser.add_argument("--model", metavar="NAME",
                         help="with --create: the server's model to bind a new gallery to (default: its default model)")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per request (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                        help="images per request (default: %(default)s; vectors: at least 256)")
+    parser.add_argument("--batch-mb", type=float, default=DEFAULT_BATCH_BYTES / (1 << 20), metavar="MB",
+                        help="a request of images closes early when its files would pass this many MiB "
+                             "together, so that large images stay under the server's message limit "
+                             "(default: %(default)g)")
     parser.add_argument("--in-flight", type=int, default=4,
                         help="requests awaiting acknowledgement at once (default: %(default)s)")
     parser.add_argument("--id-prefix", default="", help="prefix of the client ids (default: none)")
@@ -95,10 +101,15 @@ def run(args: argparse.Namespace) -> int:
     for warning in found.warnings():
         print(f"warning: {warning}", file=sys.stderr, flush=True)
 
+    if args.batch_size < 1 or args.batch_mb <= 0:
+        raise CommandLineError("--batch-size must be at least 1 and --batch-mb above 0")
+    batch_bytes = max(1, int(args.batch_mb * (1 << 20)))
+
     def images(client, progress):
         folders = args.folders[0] if len(args.folders) == 1 else args.folders
         return client.enroll_folder(args.gallery, folders, class_depth=args.class_depth,
-                                    batch_size=args.batch_size, max_in_flight=args.in_flight,
+                                    batch_size=args.batch_size, max_batch_bytes=batch_bytes,
+                                    max_in_flight=args.in_flight,
                                     id_prefix=args.id_prefix, progress=progress)
 
     return _send(args, images)
