@@ -1,5 +1,6 @@
-"""A lone query against a flat CPU index takes a matrix-vector product instead of FAISS's one-thread kernel:
-it must find what FAISS finds, pad the same way, and follow the index through compaction and snapshots."""
+"""A lone query against a flat CPU index takes a matrix-vector product instead of FAISS's one-thread kernel,
+and a batch of queries FAISS's kernel given the rows' kept norms: both must find what FAISS finds, pad
+the same way, and follow the index through compaction and snapshots."""
 
 from __future__ import annotations
 
@@ -82,14 +83,45 @@ def test_snapshots_reload_with_fresh_norms(tmp_path, rng, monkeypatch):
     assert (index.search(q[:1], 10)[1] >= 5000).all()
 
 
-def test_batches_and_other_kinds_keep_faiss(rng, monkeypatch):
+def _same_batch(index: VectorIndex, queries: np.ndarray, depth: int, monkeypatch) -> None:
+    """A batch answers exactly what FAISS's IndexFlatL2.search answers (the same kernel, the same norms)."""
+    calls = []
+    kernel = VectorIndex._search_flat
+    monkeypatch.setattr(VectorIndex, "_search_flat", lambda self, *a: calls.append(1) or kernel(self, *a))
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    dist, ids = index.search(queries, depth)
+    want_dist, want_ids = index.index.search(queries, min(depth, index.ntotal))
+    assert dist.dtype == np.float32 and ids.dtype == np.int64
+    np.testing.assert_array_equal(ids, want_ids)
+    np.testing.assert_array_equal(dist, want_dist)
+    assert calls == [1], "a batch on a flat CPU index must take the kernel with kept norms"
+    monkeypatch.undo()
+
+
+def test_batches_find_what_faiss_finds_through_compaction_additions_and_snapshots(tmp_path, rng, monkeypatch):
+    x = _scaled(rng, 600)
+    index = _index(x)
+    for n in (2, 30):  # below and above FAISS's BLAS threshold
+        _same_batch(index, unit(rng.normal(size=(n, DIM))), 25, monkeypatch)
+    index.compact(np.arange(1, 151, dtype=np.int64))  # rows move up: kept norms would be stale
+    index.add(_scaled(rng, 200), np.arange(2000, 2200, dtype=np.int64))
+    _same_batch(index, np.concatenate([unit(rng.normal(size=(20, DIM))), x[300:310]]), 25, monkeypatch)
+    other = _index(_scaled(rng, 50), first_id=9000)
+    other.serialize_to(str(tmp_path / "snap.faiss"))
+    index.load_from(str(tmp_path / "snap.faiss"), nlist=0, trained_at=0)
+    _same_batch(index, unit(rng.normal(size=(12, DIM))), 80, monkeypatch)  # deeper than the index: clipped
+    assert (index.search(unit(rng.normal(size=(3, DIM))), 10)[1] >= 9000).all()
+
+
+def test_other_kinds_keep_faiss(rng, monkeypatch):
     from twinsearch.client.types import IndexKind
 
     called = []
     monkeypatch.setattr(VectorIndex, "_search_one", lambda *a: called.append(1))
+    monkeypatch.setattr(VectorIndex, "_search_flat", lambda *a: called.append(2))
     x = unit(rng.normal(size=(200, DIM)))
-    _index(x).search(x[:2], 5)  # two queries: FAISS
     hnsw = VectorIndex(DIM, IndexSpec(kind=IndexKind.HNSW), IndexParams(), gpu=None)
     hnsw.add(x, np.arange(1, 201, dtype=np.int64))
     hnsw.search(x[:1], 5)
+    hnsw.search(x[:4], 5)
     assert not called
