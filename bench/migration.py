@@ -121,12 +121,16 @@ def identify_loop(client: Client, gallery: str, probes: list[bytes], until) -> l
 
 
 def kept_bytes(database: Path) -> tuple[int, int]:
-    """(bytes of the kept images, bytes of the database pages that hold them and their key index)."""
+    """(bytes of the kept images, bytes of the database pages that hold them and their key index; 0 where
+    SQLite was built without its `dbstat` table)."""
     conn = sqlite3.connect(database)
     try:
         (size,) = conn.execute("SELECT coalesce(sum(length(data)), 0) FROM images").fetchone()
-        (pages,) = conn.execute("SELECT coalesce(sum(pgsize), 0) FROM dbstat "
-                                "WHERE name IN ('images', 'sqlite_autoindex_images_1')").fetchone()
+        try:
+            (pages,) = conn.execute("SELECT coalesce(sum(pgsize), 0) FROM dbstat "
+                                    "WHERE name IN ('images', 'sqlite_autoindex_images_1')").fetchone()
+        except sqlite3.OperationalError:  # no dbstat in this SQLite
+            pages = 0
     finally:
         conn.close()
     return int(size), int(pages)

@@ -10,7 +10,7 @@ Where each was measured (2 CPU cores, 20 minutes unless said; `bench/results/enc
 - signatures: the ICDAR 2011 Dutch signatures, writers 001-048 trained, 049-069 evaluated with 5
   references (the shipped `signatures.tsm`; its card holds the figures). Wide input (height 96, width
   192), background removed and binarised by Otsu's threshold (so neither paper nor pen darkness can tell
-  a forgery), cropped to the ink; triplet loss with a writer's own forgeries as negatives.
+  a forgery), cropped to the ink; prototypical loss with a writer's own forgeries beside it as negatives.
 - clothing: Fashion-MNIST (pairs 0.949, Recall@1 0.932 with the plain embedding; add
   `--posterior-weight 0.75 --val-by images --val-fraction 0.05` for the closed-set figures 0.961 / 0.929).
   Small grey images, two convs per block, mirror views.
