@@ -307,7 +307,8 @@ class BaseClient(abc.ABC):
 
         return enroll_folder(self, gallery, folder, class_depth=class_depth,
                              batch_size=DEFAULT_BATCH_SIZE if batch_size is None else batch_size,
-                             max_batch_bytes=DEFAULT_BATCH_BYTES if max_batch_bytes is None else max_batch_bytes, max_in_flight=max_in_flight, id_prefix=id_prefix, extensions=extensions,
+                             max_batch_bytes=DEFAULT_BATCH_BYTES if max_batch_bytes is None else max_batch_bytes,
+                             max_in_flight=max_in_flight, id_prefix=id_prefix, extensions=extensions,
                              progress=progress)
 
     def find_items(self, gallery: str, client_ids: str | Sequence[str]) -> list[t.Enrolled]:

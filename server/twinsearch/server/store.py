@@ -16,10 +16,11 @@ or not at all. Deletes hold the write lock across their SQLite transaction, so t
 from SQLite (metadata, label-restricted vectors) agree with its index.
 
 Kept images (`images.py`) are rows of the same database, written in the transaction that inserts the
-items naming them and deleted in the one that deletes the last item naming them. A migration to another model stores
-the new model's vectors beside the items (`add_migrated`, and `enroll(next_vectors=...)` for items
-enrolled meanwhile) and ends with `finish_migration`, which builds the new model's gallery while the
-old one answers, then commits the switch and swaps it in under the old one's write lock.
+items naming them and deleted in the one that deletes the last item naming them. A migration to
+another model stores the new model's vectors beside the items (`add_migrated`, and
+`enroll(next_vectors=...)` for items enrolled meanwhile) and ends with `finish_migration`, which builds
+the new model's gallery while the old one answers, then commits the switch and swaps it in under the
+old one's write lock.
 """
 
 from __future__ import annotations
