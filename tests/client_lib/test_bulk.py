@@ -112,6 +112,20 @@ def test_a_request_closes_before_its_files_pass_the_byte_cap(local_client, tree,
         local_client.enroll_folder("photos", tree, max_batch_bytes=0)
 
 
+def test_a_file_larger_than_a_request_may_carry_fails_alone(server, tree):
+    from twinsearch.client import Client
+
+    big = tree / "alice" / "huge.png"
+    big.write_bytes(os.urandom(300_000))
+    # The client's message limit fits every other file of the tree, a few at a time, but not this one.
+    with Client(f"127.0.0.1:{server.port}", timeout=20.0, max_message_bytes=200_000) as small:
+        small.create_gallery("photos")
+        report = small.enroll_folder("photos", tree)
+    reasons = {f.path: f.reason for f in report.failures}
+    assert "300,000 bytes: more than one request may carry" in reasons["alice/huge.png"]
+    assert report.stored == 15 and report.failed == 5
+
+
 def test_an_interrupted_run_resumes(client, tree):
     client.create_gallery("photos")
 

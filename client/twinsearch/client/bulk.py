@@ -46,6 +46,13 @@ DEFAULT_BATCH_SIZE = 256
 # Bytes of image files per request: a request closes early when the next file would pass it, so that
 # large images stay far below the server's message limit (64 MiB by default) with several in flight.
 DEFAULT_BATCH_BYTES = 16 << 20
+# Room a request needs beside one file's bytes: its label, client id and the message's framing.
+_REQUEST_OVERHEAD = 64 << 10
+
+
+def file_limit(max_request_bytes: int | None) -> int | None:
+    """The largest file one request of `max_request_bytes` can carry (None: no limit)."""
+    return None if max_request_bytes is None else max(1, max_request_bytes - _REQUEST_OVERHEAD)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm")
 
 
@@ -231,6 +238,7 @@ def enroll_folder(
     class_depth: int = 1,
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_batch_bytes: int = DEFAULT_BATCH_BYTES,
+    max_file_bytes: int | None = None,
     max_in_flight: int = 4,
     id_prefix: str = "",
     extensions: Sequence[str] | None = None,
@@ -241,7 +249,8 @@ def enroll_folder(
 
     Files are read lazily, `batch_size` per request (fewer when the files would pass `max_batch_bytes`
     together; a larger file goes alone), with at most `max_in_flight` requests awaiting
-    acknowledgement. `progress` is called with a BulkProgress before the first batch and after each
+    acknowledgement. A file over `max_file_bytes` (what one request may carry; None: no limit, else
+    it bounds `max_batch_bytes` too) is reported as failed and the run goes on. `progress` is called with a BulkProgress before the first batch and after each
     acknowledged one. Raises only for what stops the whole run (unknown gallery, lost server after
     retries, ...); with client ids from relative paths, running it again resumes.
     """
@@ -249,6 +258,8 @@ def enroll_folder(
         raise InvalidArgument(f"batch_size must be >= 1, got {batch_size}")
     if max_batch_bytes < 1:
         raise InvalidArgument(f"max_batch_bytes must be >= 1, got {max_batch_bytes}")
+    if max_file_bytes is not None:
+        max_batch_bytes = min(max_batch_bytes, max_file_bytes)
     started = time.perf_counter()
     roots = [folder] if isinstance(folder, (str, os.PathLike)) else list(folder)
     entries, failures = walk_folders(roots, class_depth, extensions)
@@ -269,6 +280,11 @@ def enroll_folder(
                 continue
             if not data:
                 failures.append(FileFailure(entry.relative, "empty file"))
+                counts["local_failed"] += 1
+                continue
+            if max_file_bytes is not None and len(data) > max_file_bytes:
+                failures.append(FileFailure(
+                    entry.relative, f"{len(data):,} bytes: more than one request may carry ({max_file_bytes:,})"))
                 counts["local_failed"] += 1
                 continue
             if items and (len(items) >= batch_size or size + len(data) > max_batch_bytes):

@@ -128,6 +128,7 @@ class Client(BaseClient):
         self.retries = int(retries)
         self.backoff = float(backoff)
         self.max_backoff = float(max_backoff)
+        self.max_request_bytes = int(max_message_bytes)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         options = [
             ("grpc.max_send_message_length", max_message_bytes),
