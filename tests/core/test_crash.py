@@ -32,6 +32,14 @@ for b in range(start, start + 100000):
 """.replace("BATCH", str(BATCH))
 
 
+def _ack(line: str) -> tuple[int, int, int] | None:
+    """(batch, first id, last id) of a whole "ack" line the child printed, else None."""
+    fields = line.split()
+    if not line.endswith("\n") or len(fields) != 4 or fields[0] != "ack":
+        return None
+    return int(fields[1]), int(fields[2]), int(fields[3])
+
+
 def run_and_kill(data: Path, start: int, acks_wanted: int) -> list[tuple[int, int, int]]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(str(ROOT / p) for p in ("proto", "encoder", "server",
                                                                               "client")))
@@ -41,11 +49,10 @@ def run_and_kill(data: Path, start: int, acks_wanted: int) -> list[tuple[int, in
     try:
         deadline = time.monotonic() + 60
         while len(acks) < acks_wanted and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
+            ack = _ack(proc.stdout.readline())
+            if ack is None:  # the child ended
                 break
-            _, b, first, last = line.split()
-            acks.append((int(b), int(first), int(last)))
+            acks.append(ack)
         time.sleep(0.013 * (start % 5))  # land the kill at different points of a batch
     finally:
         proc.send_signal(signal.SIGKILL)
@@ -53,10 +60,7 @@ def run_and_kill(data: Path, start: int, acks_wanted: int) -> list[tuple[int, in
     assert len(acks) == acks_wanted, proc.stderr.read()
     # Acknowledgements the child printed before the kill but this process had not read yet (a busy
     # machine can leave a few in the pipe) are acknowledgements too.
-    for line in proc.stdout.read().splitlines(keepends=True):
-        fields = line.split()
-        if line.endswith("\n") and len(fields) == 4 and fields[0] == "ack":
-            acks.append((int(fields[1]), int(fields[2]), int(fields[3])))
+    acks.extend(ack for line in proc.stdout.read().splitlines(keepends=True) if (ack := _ack(line)))
     return acks
 
 

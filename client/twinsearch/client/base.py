@@ -305,12 +305,10 @@ class BaseClient(abc.ABC):
         re-run stores only what is missing. `batch_size` images per request (default 256), fewer
         when their files would pass `max_batch_bytes` together (default 16 MiB).
         """
-        from twinsearch.client.bulk import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_SIZE, enroll_folder, file_limit
+        from twinsearch.client.bulk import enroll_folder, file_limit
 
-        return enroll_folder(self, gallery, folder, class_depth=class_depth,
-                             batch_size=DEFAULT_BATCH_SIZE if batch_size is None else batch_size,
-                             max_batch_bytes=DEFAULT_BATCH_BYTES if max_batch_bytes is None else max_batch_bytes,
-                             max_file_bytes=file_limit(self.max_request_bytes),
+        return enroll_folder(self, gallery, folder, class_depth=class_depth, batch_size=batch_size,
+                             max_batch_bytes=max_batch_bytes, max_file_bytes=file_limit(self.max_request_bytes),
                              max_in_flight=max_in_flight, id_prefix=id_prefix, extensions=extensions,
                              progress=progress)
 

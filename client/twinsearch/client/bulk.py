@@ -236,8 +236,8 @@ def enroll_folder(
     folder: str | Path | Sequence[str | Path],
     *,
     class_depth: int = 1,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    max_batch_bytes: int = DEFAULT_BATCH_BYTES,
+    batch_size: int | None = None,
+    max_batch_bytes: int | None = None,
     max_file_bytes: int | None = None,
     max_in_flight: int = 4,
     id_prefix: str = "",
@@ -247,13 +247,16 @@ def enroll_folder(
     """Enroll every image under `folder` (or under each of several folders) into `gallery` through
     `client` (a Client or LocalClient).
 
-    Files are read lazily, `batch_size` per request (fewer when the files would pass `max_batch_bytes`
-    together; a larger file goes alone), with at most `max_in_flight` requests awaiting
-    acknowledgement. A file over `max_file_bytes` (what one request may carry; None: no limit, else
-    it bounds `max_batch_bytes` too) is reported as failed and the run goes on. `progress` is called with a BulkProgress before the first batch and after each
+    Files are read lazily, `batch_size` per request (None: DEFAULT_BATCH_SIZE; fewer when the files
+    would pass `max_batch_bytes` together, None: DEFAULT_BATCH_BYTES; a larger file goes alone), with at
+    most `max_in_flight` requests awaiting acknowledgement. A file over `max_file_bytes` (what one
+    request may carry; None: no limit, else it bounds `max_batch_bytes` too) is reported as failed and
+    the run goes on. `progress` is called with a BulkProgress before the first batch and after each
     acknowledged one. Raises only for what stops the whole run (unknown gallery, lost server after
     retries, ...); with client ids from relative paths, running it again resumes.
     """
+    batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+    max_batch_bytes = DEFAULT_BATCH_BYTES if max_batch_bytes is None else max_batch_bytes
     if batch_size < 1:
         raise InvalidArgument(f"batch_size must be >= 1, got {batch_size}")
     if max_batch_bytes < 1:

@@ -396,10 +396,9 @@ class Database:
             raise FileNotFoundError(f"no kept image {key}")
         return bytes(row[0])
 
-    def referenced_images(self, conn: sqlite3.Connection | None) -> set[str]:
+    def referenced_images(self) -> set[str]:
         """Every hash that some item names as its kept image."""
-        conn = conn if conn is not None else self._reader()
-        return {r[0] for r in conn.execute("SELECT DISTINCT image FROM items WHERE image IS NOT NULL")}
+        return {r[0] for r in self._reader().execute("SELECT DISTINCT image FROM items WHERE image IS NOT NULL")}
 
     def count_without_image(self, gallery_id: int) -> int:
         (n,) = self._reader().execute(

@@ -66,7 +66,7 @@ def import_folder(folder: Path, db: Database) -> int:
     folder = Path(folder)
     if not folder.is_dir():
         return 0
-    named = db.referenced_images(None)
+    named = db.referenced_images()
     moved, batch, size = 0, [], 0
 
     def flush() -> None:
