@@ -90,8 +90,38 @@ def test_wide_input_and_card_round_trip():
     assert "background_removal" in SIGNATURE.canonical_json()
 
 
+def _ink_box(x: np.ndarray) -> tuple[int, int]:
+    """(height, width) of the ink's bounding box in a (1, H, W) inverted input."""
+    rows, cols = np.flatnonzero(x[0].max(1) > 0.05), np.flatnonzero(x[0].max(0) > 0.05)
+    return rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+
+
+def test_scale_mode_keeps_sizes_comparable_and_fit_does_not():
+    """The same strokes written twice as large: "fit" makes them the same input, "scale" keeps one twice
+    the other; an image too large for the input at the factor is fitted into it."""
+    small = scribble(4, size=(60, 140))
+    large = np.asarray(Image.fromarray(small).resize((280, 120), Image.Resampling.NEAREST))
+    fit = Preprocess(height=48, width=96, resize="fit", invert=True, binarize="otsu", crop_to_ink=True)
+    scale = Preprocess(height=48, width=96, resize="scale", resize_scale=0.5, invert=True, binarize="otsu",
+                       crop_to_ink=True)
+    fs, fl = _ink_box(fit.to_unit(small)), _ink_box(fit.to_unit(large))
+    assert abs(fs[0] - fl[0]) <= 1 and abs(fs[1] - fl[1]) <= 1
+    (hs, ws), (hl, wl) = _ink_box(scale.to_unit(small)), _ink_box(scale.to_unit(large))
+    assert 1.8 <= wl / ws <= 2.2 and 1.6 <= hl / hs <= 2.4
+    huge = np.asarray(Image.fromarray(small).resize((1400, 600), Image.Resampling.NEAREST))
+    out = scale.to_unit(huge)
+    assert out.shape == (1, 48, 96)
+    h, w = _ink_box(out)
+    assert w >= 90 or h >= 44  # fitted: it fills the input along one side, not cut off
+    again = Preprocess.from_dict(json.loads(json.dumps(scale.to_dict())))
+    assert again == scale and '"resize_scale":0.5' in scale.canonical_json()
+    assert "resize_scale" not in fit.canonical_json()  # the default stays out of older fingerprints
+
+
 @pytest.mark.parametrize("bad", [dict(background_removal="median"), dict(binarize="yes"), dict(binarize=1.5),
-                                 dict(crop_to_ink=True, channels=3), dict(crop_margin=-0.1)])
+                                 dict(crop_to_ink=True, channels=3), dict(crop_margin=-0.1),
+                                 dict(resize="scale"), dict(resize="scale", resize_scale=-1.0),
+                                 dict(resize="fit", resize_scale=0.5)])
 def test_bad_ink_settings_are_refused(bad):
     with pytest.raises(ValueError):
         Preprocess(**bad)
@@ -114,3 +144,17 @@ def test_an_image_decoded_once_preprocesses_the_same():
     rgb = png_bytes(Image.new("RGB", (20, 10), (200, 30, 90)))
     plain = Preprocess(width=8, height=8, channels=3)
     assert np.array_equal(plain.to_unit(plain.decode(rgb)), plain.to_unit(rgb))
+
+
+def test_train_refuses_scale_mode_without_its_factor(tmp_path, capsys):
+    import argparse
+
+    from twinsearch.encoder.commands import train as train_cmd
+
+    parser = argparse.ArgumentParser()
+    train_cmd.add_arguments(parser)
+    args = parser.parse_args(["--data", str(tmp_path / "writers"), "--size", "24", "48", "--resize", "scale",
+                              "--out", str(tmp_path / "m.tsm"), "--no-progress"])
+    assert train_cmd.run(args) == 2
+    assert "--resize-scale" in capsys.readouterr().err
+    assert not (tmp_path / "m.tsm").exists()

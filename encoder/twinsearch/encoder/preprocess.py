@@ -14,7 +14,10 @@
    ink keeps its grey levels, SigNet's way, so the paper's grey level or texture says nothing), binarise
    (`binarize="otsu"` or a fixed grey level in [0, 1]: ink black, paper white, so neither does the ink's
    darkness), and crop to the ink (`crop_to_ink`: the bounding box of the ink, then centred by "fit");
-5. resize: "stretch" to width x height, or "fit" (keep the aspect ratio, pad with the background);
+5. resize: "stretch" to width x height, "fit" (keep the aspect ratio, pad with the background), or
+   "scale" (every image by the same factor `resize_scale`, centred and padded as by "fit", so that sizes
+   compare across images: a signature written larger stays larger; an image too large for the input at
+   that factor is fitted instead);
 6. scale to [0, 1], optionally invert the polarity (ink on white -> ink as 1.0 on 0.0), then
    normalise with (x - mean) / std per channel.
 
@@ -51,7 +54,8 @@ _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.
 class Preprocess:
     """Input specification of a model and the function that produces it.
 
-    `channels`: 1 (grayscale) or 3 (RGB). `resize`: "stretch" or "fit". `invert`: map v -> 1 - v after
+    `channels`: 1 (grayscale) or 3 (RGB). `resize`: "stretch", "fit" or "scale" (by the fixed factor
+    `resize_scale`, output pixels per input pixel; see the module docstring). `invert`: map v -> 1 - v after
     scaling to [0, 1] (use for dark ink on a light page, so that ink is high and the background 0).
     `mean`/`std`: per-channel normalisation after inversion (length 1 or `channels`).
     `background`: the [0, 1] grey level used under transparent pixels and as padding in "fit" mode,
@@ -75,6 +79,7 @@ class Preprocess:
     binarize: str | float = "none"
     crop_to_ink: bool = False
     crop_margin: float = 0.02
+    resize_scale: float = 0.0
     # Free-form note (e.g. "Omniglot: 105x105 ink on white") kept in the model card.
     note: str = field(default="", compare=False)
 
@@ -83,8 +88,11 @@ class Preprocess:
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
         if self.width < 1 or self.height < 1:
             raise ValueError(f"input size must be positive, got {self.width}x{self.height}")
-        if self.resize not in ("stretch", "fit"):
-            raise ValueError(f"resize must be 'stretch' or 'fit', got {self.resize!r}")
+        if self.resize not in ("stretch", "fit", "scale"):
+            raise ValueError(f"resize must be 'stretch', 'fit' or 'scale', got {self.resize!r}")
+        if (self.resize == "scale") != (self.resize_scale > 0):
+            raise ValueError("resize 'scale' takes a positive resize_scale (output pixels per input pixel), "
+                             f"and only it does; got resize={self.resize!r}, resize_scale={self.resize_scale}")
         if self.resample not in _RESAMPLE:
             raise ValueError(f"resample must be one of {sorted(_RESAMPLE)}, got {self.resample!r}")
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
@@ -240,6 +248,8 @@ class Preprocess:
         if self.resize == "stretch":
             return _resize_float(arr, self.width, self.height, resample)
         scale = min(self.width / w, self.height / h)
+        if self.resize == "scale":
+            scale = min(scale, self.resize_scale)
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
         small = _resize_float(arr, nw, nh, resample)
         shape = (self.height, self.width) + arr.shape[2:]
@@ -259,7 +269,8 @@ class Preprocess:
 
 
 # Fields added after the first model files; left out of fingerprints while at these defaults.
-_LATER_FIELDS = {"background_removal": "none", "binarize": "none", "crop_to_ink": False, "crop_margin": 0.02}
+_LATER_FIELDS = {"background_removal": "none", "binarize": "none", "crop_to_ink": False, "crop_margin": 0.02,
+                 "resize_scale": 0.0}
 
 
 # ---------------------------------------------------------------------- helpers

@@ -64,8 +64,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, nargs="+", default=[56], metavar=("H", "W"),
                    help="input height and width in pixels (one number: square); signatures: 96 192")
     p.add_argument("--channels", type=int, choices=(1, 3), default=1)
-    p.add_argument("--resize", choices=("stretch", "fit"), default="stretch",
-                   help="stretch to the size, or fit (keep the aspect ratio, centre, pad with the background)")
+    p.add_argument("--resize", choices=("stretch", "fit", "scale"), default="stretch",
+                   help="stretch to the size, fit (keep the aspect ratio, centre, pad with the background), or "
+                        "scale every image by the same factor (--resize-scale; centred and padded as by fit, "
+                        "so that a larger signature stays larger; images too large at that factor are fitted)")
+    p.add_argument("--resize-scale", type=float, default=0.0, metavar="FACTOR",
+                   help="with --resize scale: output pixels per input pixel, the same for every image; pick it "
+                        "so that typical images fill about two thirds of --size. Sizes compare only between "
+                        "images scanned at one resolution: enroll and query at the resolution trained on")
     p.add_argument("--invert", action=argparse.BooleanOptionalAction, default=False, help="dark ink on a light background (Omniglot)")
     p.add_argument("--background-removal", choices=("none", "otsu"), default="none",
                    help="ink on paper: pixels lighter than the image's Otsu threshold become white, the ink "
@@ -203,12 +209,14 @@ def run(args: argparse.Namespace) -> int:
         binarize = args.binarize if args.binarize in ("none", "otsu") else float(args.binarize)
     except ValueError:
         return _usage(f"--binarize takes none, otsu or a grey level in (0, 1), got {args.binarize!r}")
+    if (args.resize == "scale") != (args.resize_scale > 0):
+        return _usage("--resize scale takes a positive --resize-scale FACTOR, and --resize-scale only goes with it")
     height, width = args.size[0], args.size[-1]
     try:
         preprocess = Preprocess(width=width, height=height, channels=args.channels, resize=args.resize,
                                 invert=args.invert, mean=tuple(args.mean), std=tuple(args.std),
                                 background_removal=args.background_removal, binarize=binarize,
-                                crop_to_ink=args.crop_to_ink)
+                                crop_to_ink=args.crop_to_ink, resize_scale=args.resize_scale)
     except ValueError as exc:
         return _usage(str(exc))
     recipe = Recipe(
