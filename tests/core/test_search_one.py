@@ -125,3 +125,23 @@ def test_other_kinds_keep_faiss(rng, monkeypatch):
     hnsw.search(x[:1], 5)
     hnsw.search(x[:4], 5)
     assert not called
+
+
+def test_long_indexes_pick_the_nearest_from_a_sampled_threshold(rng, monkeypatch):
+    """Past SAMPLED_SELECTION_ROWS the nearest rows come from a threshold drawn from a sample: the same
+    answer as FAISS, for queries near the rows and far from all of them, and with the sample too sparse
+    to hold enough rows under its threshold (many rows at one distance)."""
+    from twinsearch.server import index as index_module
+
+    monkeypatch.setattr(index_module, "SAMPLED_SELECTION_ROWS", 2_000)
+    x = _scaled(rng, 6_000)
+    index = _index(x)
+    near = unit(x[rng.choice(len(x), 10)] + 0.02 * rng.normal(size=(10, DIM)))
+    _same(index, np.concatenate([near, unit(rng.normal(size=(10, DIM)))]), 64, monkeypatch)
+    key = np.ones(50_000, dtype=np.float32)  # one distance everywhere: nothing lies under the threshold
+    key[[7, 40_000, 123]] = [0.5, 0.25, 0.5]
+    got = index_module._nearest_positions(key, 5)
+    np.testing.assert_array_equal(got[:3], [40_000, 7, 123])  # by value, then by position
+    assert (key[got[3:]] == 1.0).all() and got[3] < got[4]  # which tied rows fill the rest is not specified
+    spread = rng.permutation(50_000).astype(np.float32)
+    np.testing.assert_array_equal(index_module._nearest_positions(spread, 32), np.argsort(spread)[:32])
