@@ -168,3 +168,19 @@ def test_over_grpc_fields_are_optional_for_old_clients(tmp_path, model_path, mod
             with pytest.raises(grpc.RpcError) as err:
                 stub.Embed(pb.EmbedRequest(images=[pb.Image(encoded=PROBES[0])], model="nope"), timeout=TIMEOUT)
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_each_model_is_warmed_up_before_the_server_takes_calls(model_path, model_b, monkeypatch):
+    """A blank image of the model's input size goes through decoding and the forward pass alone and as a
+    pair while the models load, so that the first call does not pay for the first passes."""
+    from twinsearch.encoder.model import EncoderModel
+    from twinsearch.server.models import load_models
+
+    seen = []
+    embed = EncoderModel.embed
+    monkeypatch.setattr(EncoderModel, "embed", lambda self, images, *a, **kw: seen.append(
+        (self.name, [len(b) for b in images])) or embed(self, images, *a, **kw))
+    registry = load_models([("a", model_path), ("b", model_b)])
+    assert registry.names() == ["a", "b"]
+    assert [len(sizes) for _, sizes in seen] == [1, 2, 1, 2]
+    assert all(isinstance(n, int) and n > 0 for _, sizes in seen for n in sizes)
