@@ -448,8 +448,9 @@ def _max_sq_norm(inner: faiss.Index, dim: int, chunk: int = 8192) -> float:
     return best
 
 
-# Rows beyond which a lone query's nearest are picked from a sample's threshold instead of a partition of
-# every row (one comparison per row instead of a selection: about 0.1 ms against 0.5 on 100k rows).
+# Rows beyond which a lone query's nearest are picked under a sample's threshold instead of by a partition
+# of every row (one comparison a row instead of a selection; with the ranking key above, a lone search of
+# 100k x 128 in-process took 0.99 ms against 1.14, median of 200 probes).
 SAMPLED_SELECTION_ROWS = 16_384
 _SAMPLE = 4_096
 
@@ -478,4 +479,3 @@ def _nearest_positions(key: np.ndarray, take: int) -> np.ndarray:
         elif len(cand) > take:
             cand = cand[np.argpartition(key[cand], take - 1)[:take]]
     return cand[np.lexsort((cand, key[cand]))]
-
