@@ -49,11 +49,12 @@ DEFAULT_BATCH_BYTES = 16 << 20
 # Room a request needs beside one file's bytes: its label, client id and the message's framing.
 _REQUEST_OVERHEAD = 64 << 10
 
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm")
+
 
 def file_limit(max_request_bytes: int | None) -> int | None:
     """The largest file one request of `max_request_bytes` can carry (None: no limit)."""
     return None if max_request_bytes is None else max(1, max_request_bytes - _REQUEST_OVERHEAD)
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm")
 
 
 @dataclass(frozen=True)

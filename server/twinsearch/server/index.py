@@ -109,7 +109,6 @@ class VectorIndex:
         self._ids_sorted = True  # the id map ascends (SQLite ids grow), so positions are a binary search
         self._by_id: tuple[np.ndarray, np.ndarray] | None = None  # (order, sorted ids) when it does not
         self._sq_norms: np.ndarray | None = None  # float32 squared norms of a flat index's rows (search_one)
-        self._half_norms: tuple[np.ndarray, np.ndarray] | None = None  # (those norms, the same halved)
         self.index = self._wrap(self._empty_cpu())
 
     # ------------------------------------------------------------------ construction
@@ -246,20 +245,20 @@ class VectorIndex:
 
         FAISS runs a lone query through its SIMD kernel on one thread; the product runs on every core
         (100k x 128: about 1.1 ms against 3.5 ms on 2 cores, `bench/latency.py`). Rows are ranked by
-        |x|^2/2 - x.q (the distance's order without the query's constant), and the nearest are picked by
+        |x|^2 - 2 x.q (the distance's order without the query's constant), and the nearest are picked by
         `_nearest_positions` rather than a partition of every row. Their distances take the form of
-        FAISS's own BLAS kernel, |x|^2 + |q|^2 - 2 x.q in float32 (2 (|x|^2/2 - x.q) is |x|^2 - 2 x.q to
-        the bit: halving and doubling are exact), so the error slack that `scoring.unseen_bound` allows
-        FAISS covers them as well; the caller recomputes the candidates exactly in any case."""
+        FAISS's own BLAS kernel, |x|^2 + |q|^2 - 2 x.q in float32, so the error slack that
+        `scoring.unseen_bound` allows FAISS covers them as well; the caller recomputes the candidates
+        exactly in any case."""
         key = rows @ query
-        np.subtract(self._half_row_norms(rows), key, out=key)
+        key *= np.float32(-2.0)
+        key += self._row_norms(rows)
         n = len(key)
         take = min(depth, n)
         order = _nearest_positions(key, take)
         dist = np.full((1, depth), np.finfo(np.float32).max, dtype=np.float32)
         ids = np.full((1, depth), -1, dtype=np.int64)
         d = key[order]
-        d *= np.float32(2.0)
         d += np.float32(query @ query)
         np.maximum(d, np.float32(0.0), out=d)
         dist[0, :take] = d
@@ -296,13 +295,6 @@ class VectorIndex:
             norms = np.concatenate([norms, more])
             self._sq_norms = norms
         return norms
-
-    def _half_row_norms(self, rows: np.ndarray) -> np.ndarray:
-        """Half of `_row_norms` (exact: a power of two), kept beside the very array they halve."""
-        norms = self._row_norms(rows)
-        if self._half_norms is None or self._half_norms[0] is not norms:
-            self._half_norms = (norms, norms * np.float32(0.5))
-        return self._half_norms[1]
 
     def _device(self):
         return self.gpu.lock if self.gpu is not None else nullcontext()
@@ -450,7 +442,7 @@ def _max_sq_norm(inner: faiss.Index, dim: int, chunk: int = 8192) -> float:
 
 # Rows beyond which a lone query's nearest are picked under a sample's threshold instead of by a partition
 # of every row (one comparison a row instead of a selection; with the ranking key above, a lone search of
-# 100k x 128 in-process took 0.99 ms against 1.14, median of 200 probes).
+# 100k x 128 in-process took 1.09 to 1.10 ms against 1.21 to 1.22 with a full partition, median of 200 probes).
 SAMPLED_SELECTION_ROWS = 16_384
 _SAMPLE = 4_096
 
