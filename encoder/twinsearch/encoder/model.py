@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "omniglot.tsm"
 
 __all__ = ["EncoderModel", "ModelCard", "default_model_path", "fingerprint_of", "load_model", "read_card",
-           "resolve_model_path", "shipped_models"]
+           "read_weights", "resolve_model_path", "shipped_models"]
 
 
 def default_model_path() -> Path:
@@ -179,6 +179,21 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
     graph agrees with the weights (runtime.py), PyTorch otherwise; "torch" always PyTorch; "onnxruntime"
     the graph or a ModelFileError saying why not. The graph uses torch's thread count at load time."""
     path = resolve_model_path(path)
+    card, preprocess, net, graph = _read_model_file(path)
+    device = _pick_device(device)
+    try:
+        runner = graph_runner(graph, net.eval(), preprocess.shape, runtime=runtime, device=device,
+                              source=repr(str(path)))
+    except ValueError as exc:
+        raise ModelFileError(f"{str(path)!r} cannot run with onnxruntime: {exc}") from exc
+    model = EncoderModel(net, card, device=device, runner=runner)
+    log.info("loaded model %s (%s) from %s, run by %s", card.name, card.fingerprint, path, model.runtime)
+    return model
+
+
+def _read_model_file(path: Path) -> tuple[ModelCard, Preprocess, EmbeddingNet, bytes | None]:
+    """The card, preprocessing, network (weights loaded, fingerprint checked) and ONNX graph (or None) of
+    a model file; ModelFileError when it is missing, corrupt or does not fit its card."""
     card = ModelCard.from_dict(read_card(path))
     try:
         with zipfile.ZipFile(path) as zf:
@@ -212,12 +227,11 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
                              f"{card.fingerprint}; the file is corrupt or was altered")
     if net.dim != card.dim:
         raise ModelFileError(f"{str(path)!r}: card says dim {card.dim}, network gives {net.dim}")
-    device = _pick_device(device)
-    try:
-        runner = graph_runner(graph, net.eval(), preprocess.shape, runtime=runtime, device=device,
-                              source=repr(str(path)))
-    except ValueError as exc:
-        raise ModelFileError(f"{str(path)!r} cannot run with onnxruntime: {exc}") from exc
-    model = EncoderModel(net, card, device=device, runner=runner)
-    log.info("loaded model %s (%s) from %s, run by %s", card.name, card.fingerprint, path, model.runtime)
-    return model
+    return card, preprocess, net, graph
+
+
+def read_weights(path: str | os.PathLike) -> tuple[ModelCard, dict[str, torch.Tensor]]:
+    """A model file's card and weights (checked as `load_model` checks them), to start training from:
+    `twinsearch train --init MODEL`. `path` may name a shipped model."""
+    card, _, net, _ = _read_model_file(resolve_model_path(path))
+    return card, net.state_dict()

@@ -144,6 +144,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="bf16: forward pass in bfloat16 (faster on CPUs with AVX-512 BF16 or AMX and on recent "
                         "GPUs); weights, loss and the saved model stay fp32")
+    t.add_argument("--init", metavar="MODEL",
+                   help="start from this model file's weights (or a shipped model's, by name) instead of random "
+                        "ones: fine-tune a model trained on more data of a related kind. Its backbone, --widths, "
+                        "--pool and --channels must match; the input size may differ")
     t.add_argument("--checkpoint", help="checkpoint file (default: OUT.ckpt)")
     t.add_argument("--resume", action="store_true", help="continue from the checkpoint")
 
@@ -227,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
         calib_class_depth=args.calib_class_depth, calib_split=args.calib_split, calib_groups=args.calib_groups,
         probability=args.probability, eval_way=args.eval_way, eval_episodes=args.eval_episodes,
         device=args.device, checkpoint=args.checkpoint or f"{args.out}.ckpt", resume=args.resume,
-        preset=args.preset, command="twinsearch " + shlex.join(sys.argv[1:]))
+        preset=args.preset, command="twinsearch " + shlex.join(sys.argv[1:]), init=args.init)
     with _Progress(disabled=args.no_progress) as progress:
         try:
             outcome = train_model(recipe, events=progress)

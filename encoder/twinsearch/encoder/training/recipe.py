@@ -32,10 +32,11 @@ import numpy as np
 import torch
 
 from ..data import load_arrays, open_source
-from ..model import EncoderModel
+from ..heads import build_net
+from ..model import EncoderModel, read_weights
 from ..preprocess import Preprocess
 from .config import TrainConfig
-from .trainer import Trainer, TrainResult, distance_spread
+from .trainer import Trainer, TrainResult, architecture_for, distance_spread, start_from
 
 # Steps timed for the early speed report; fewer steps than FEW_STEPS in the budget earn a warning.
 SPEED_STEPS = 20
@@ -69,7 +70,9 @@ class Recipe:
     calibration and the card's evaluation (default: the validation split). probability: the card's
     distance-to-probability mapping ("logistic" or "isotonic"). eval_way, eval_episodes: the card's
     one-shot figure. checkpoint, resume: where the trainer keeps its checkpoint, and whether to go on
-    from it. preset, command: recorded in the card.
+    from it. preset, command: recorded in the card. init: a model file (or shipped model name) whose
+    weights training starts from, such as a model trained on more data of a related kind; its name and
+    fingerprint go into the card.
     """
 
     data: str | os.PathLike
@@ -95,6 +98,7 @@ class Recipe:
     resume: bool = False
     preset: str | None = None
     command: str | None = None
+    init: str | os.PathLike | None = None
 
 
 @dataclass
@@ -210,6 +214,9 @@ def train_model(recipe: Recipe, events: Events | None = None) -> Outcome:
     if config.threads:
         torch.set_num_threads(config.threads)
     preprocess = recipe.preprocess
+    init_card, init_weights = (None, None) if recipe.init is None else read_weights(recipe.init)
+    if init_weights is not None:  # a misfit is told before the data is decoded, not after
+        start_from(build_net(architecture_for(config, preprocess)), init_weights)
     source = open_source(recipe.data, recipe.class_depth, recipe.split, forgery_suffix=recipe.forgery_suffix or None)
     if recipe.groups or recipe.exclude_groups:
         source = source.select_groups(list(recipe.groups), list(recipe.exclude_groups))
@@ -233,7 +240,8 @@ def train_model(recipe: Recipe, events: Events | None = None) -> Outcome:
         run.emit(event)
 
     trainer = Trainer(config, preprocess, train, val, device=recipe.device,
-                      checkpoint=None if recipe.checkpoint is None else str(recipe.checkpoint), callback=on_event)
+                      checkpoint=None if recipe.checkpoint is None else str(recipe.checkpoint), callback=on_event,
+                      init_weights=init_weights)
     try:
         result = trainer.fit(resume=recipe.resume)
     except (FileNotFoundError, ValueError) as exc:
@@ -262,6 +270,8 @@ def train_model(recipe: Recipe, events: Events | None = None) -> Outcome:
         "device": str(trainer.device),
         "threads": torch.get_num_threads(),
         "preset": recipe.preset,
+        "init": None if init_card is None else {"model": str(recipe.init), "name": init_card.name,
+                                                "fingerprint": init_card.fingerprint},
         "warnings": run.warnings,
     }
     card.data = {

@@ -108,6 +108,25 @@ def distance_spread(embeddings: np.ndarray, max_rows: int = 2000) -> float:
     return float(d[np.triu_indices(len(x), 1)].std())
 
 
+def start_from(net: EmbeddingNet, weights: dict[str, torch.Tensor]) -> list[str]:
+    """Copy `weights` (another model's, `twinsearch train --init`) into `net` before training: every
+    backbone tensor must be there with its shape; the head's are copied where they fit and left fresh
+    where they do not (another embedding size). Returns the names left fresh; ValueError, naming the
+    first misfits, when the backbones differ."""
+    own = net.state_dict()
+    misfits = [name for name, tensor in own.items() if name.startswith("backbone.") and (
+        name not in weights or tuple(weights[name].shape) != tuple(tensor.shape))]
+    if misfits:
+        shown = ", ".join(f"{n} {tuple(own[n].shape)} vs "
+                          f"{tuple(weights[n].shape) if n in weights else 'missing'}" for n in misfits[:3])
+        raise ValueError(f"the initial model's backbone does not fit this one ({len(misfits)} of "
+                         f"{sum(n.startswith('backbone.') for n in own)} tensors differ: {shown}); give the same "
+                         f"--backbone, --widths, --pool and --channels as it was trained with")
+    fits = {n: w for n, w in weights.items() if n in own and tuple(w.shape) == tuple(own[n].shape)}
+    net.load_state_dict(fits, strict=False)
+    return sorted(n for n in own if n not in fits)
+
+
 def _schedule(config: TrainConfig, step: int, elapsed: float) -> float:
     """Fraction of the run done, in [0, 1]: the larger of the step and the time fractions."""
     parts = []
@@ -129,12 +148,14 @@ class Trainer:
     `callback(event)` receives dicts: {"kind": "step", "step", "progress", "loss", "lr"} and
     {"kind": "val", "step", ...metrics}. `checkpoint` (a path) is written at each validation and at the
     end; `fit(resume=True)` continues from it (same config), counting the time already spent.
+    `init_weights` (another model's state dict): start from them instead of random weights (`start_from`).
     """
 
     def __init__(self, config: TrainConfig, preprocess: Preprocess, train: ImageArrays,
                  val: ImageArrays | None = None, device: str | torch.device | None = None,
                  checkpoint: str | os.PathLike | None = None,
-                 callback: Callable[[dict], None] | None = None):
+                 callback: Callable[[dict], None] | None = None,
+                 init_weights: dict[str, torch.Tensor] | None = None):
         if not config.steps and not config.minutes:
             raise ValueError("give a step limit, a time budget in minutes, or both")
         if config.loss not in LOSSES:
@@ -157,6 +178,7 @@ class Trainer:
                                                                        else "cpu")
         self.checkpoint = os.fspath(checkpoint) if checkpoint else None
         self.callback = callback or (lambda event: None)
+        self.init_weights = init_weights
 
     # ------------------------------------------------------------------ pieces
     def _normalize(self, x: torch.Tensor) -> torch.Tensor:
@@ -262,7 +284,11 @@ class Trainer:
         y_all = torch.from_numpy(loss_labels(labels, self._forges, cfg.loss))
         architecture = architecture_for(cfg, self.preprocess)
         # channels-last runs the convolutions of these nets about 1.6x faster on CPU (oneDNN)
-        net = build_net(architecture).to(self.device, memory_format=torch.channels_last)
+        net = build_net(architecture)
+        if self.init_weights is not None and not resume:  # a resumed run has its own weights
+            fresh = start_from(net, self.init_weights)
+            log.info("started from the initial model's weights%s", f"; fresh: {', '.join(fresh)}" if fresh else "")
+        net = net.to(self.device, memory_format=torch.channels_last)
         loss_fn = build_loss(cfg, num_classes).to(self.device)
         params = list(net.parameters()) + [p for p in loss_fn.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
