@@ -183,3 +183,38 @@ def test_the_library_recipe_is_the_command(glyph_tree, tmp_path, capsys):
     kinds = {e["kind"] for e in events}
     assert {"decode", "step", "val"} <= kinds
     assert events[0]["kind"] == "decode" and events[-1]["kind"] in ("step", "val", "warning")
+
+
+def test_a_weight_average_is_what_is_validated_and_kept(glyph_tree, tmp_path):
+    """--ema DECAY keeps an exponential moving average of the weights: a decay near 0 is the last step's
+    weights, one near 1 stays at the first step's (here the seeded initial weights: the learning rate
+    warms up from 0), and training itself is the same either way."""
+    from twinsearch.encoder.training.trainer import architecture_for
+
+    data = _arrays(glyph_tree)
+    pre = Preprocess(width=16, height=16, invert=True)
+
+    def fit(ema, **kw):
+        cfg = TrainConfig(backbone_args=TINY, dim=8, steps=4, classes_per_batch=4, images_per_class=2, val_every=0,
+                          lr=0.05, ema=ema, **kw)
+        return Trainer(cfg, pre, data, device="cpu", checkpoint=tmp_path / f"{ema}.ckpt").fit().net.state_dict()
+
+    plain, last, first = fit(0.0), fit(1e-12), fit(1 - 1e-9)
+    torch.manual_seed(0)
+    initial = build_net(architecture_for(TrainConfig(backbone_args=TINY, dim=8), pre)).state_dict()
+    for name, tensor in plain.items():
+        if tensor.is_floating_point():
+            assert torch.allclose(last[name], tensor, atol=1e-6), name
+    moved = [name for name, tensor in plain.items() if name.endswith("weight") and
+             not torch.allclose(tensor, initial[name], atol=1e-4)]
+    assert moved
+    for name in moved:
+        assert torch.allclose(first[name], initial[name], atol=1e-5), name
+    # a resumed run carries its average on
+    cfg = TrainConfig(backbone_args=TINY, dim=8, steps=6, classes_per_batch=4, images_per_class=2, val_every=0,
+                      ema=0.9)
+    Trainer(cfg, pre, data, device="cpu", checkpoint=tmp_path / "r.ckpt").fit()
+    longer = TrainConfig(**{**cfg.to_dict(), "steps": 8})
+    assert Trainer(longer, pre, data, device="cpu", checkpoint=tmp_path / "r.ckpt").fit(resume=True).steps == 8
+    with pytest.raises(ValueError, match="--ema"):
+        Trainer(TrainConfig(steps=1, ema=1.0), pre, data, device="cpu")

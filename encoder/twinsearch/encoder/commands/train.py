@@ -138,6 +138,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--aug-elastic", type=float, default=0.0, help="elastic distortion strength (fraction of size)")
     t.add_argument("--aug-hflip", type=float, default=0.0, help="probability of a left-right mirror")
     t.add_argument("--val-every", type=int, default=200, help="steps between validations")
+    t.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                   help="validate and keep a moving average of the weights, DECAY per step (0.99 averages about "
+                        "the last 100 steps), instead of one step's weights (default 0: off)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     t.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
@@ -199,7 +202,7 @@ def _config(args: argparse.Namespace):
         classes_per_batch=args.classes_per_batch, images_per_class=args.images_per_class,
         groups_per_batch=args.groups_per_batch, lr=args.lr, weight_decay=args.weight_decay, steps=args.steps,
         minutes=args.minutes, rotations=args.rotations, augment=augment, val_every=args.val_every,
-        seed=args.seed, threads=args.threads, precision=args.precision)
+        seed=args.seed, threads=args.threads, precision=args.precision, ema=args.ema)
 
 
 @reports_data_errors("train")

@@ -45,6 +45,8 @@ class TrainConfig:
     val_every: int = 200      # steps between validations
     val_episodes: int = 200
     val_way: int = 20
+    ema: float = 0.0          # > 0: validate and keep an exponential moving average of the weights, this
+    #                           decay per step (0.99: about the last 100 steps), instead of the last step's
     seed: int = 0
     threads: int = 0          # 0: leave torch's default
     precision: str = "fp32"   # "bf16": forward pass under bfloat16 autocast (about 1.1-2x faster on CPUs with

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..augment import RandomAffine, expand_rotations
 from ..data import ImageArrays
@@ -162,6 +163,8 @@ class Trainer:
             raise ValueError(f"unknown loss {config.loss!r}; choose from {LOSSES}")
         if config.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {config.precision!r}; choose from {PRECISIONS}")
+        if not 0.0 <= config.ema < 1.0:
+            raise ValueError(f"the weight average's decay (--ema) must be in [0, 1), got {config.ema}")
         if config.posterior_weight:
             if not 0.0 < config.posterior_weight <= 1.0:
                 raise ValueError(f"posterior weight must be in (0, 1], got {config.posterior_weight}")
@@ -289,6 +292,11 @@ class Trainer:
             fresh = start_from(net, self.init_weights)
             log.info("started from the initial model's weights%s", f"; fresh: {', '.join(fresh)}" if fresh else "")
         net = net.to(self.device, memory_format=torch.channels_last)
+        # The weights validated and kept: the net itself, or an average of its recent steps (buffers too,
+        # so batch-norm statistics match the averaged weights).
+        averaged = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) \
+            if cfg.ema else None
+        kept = net if averaged is None else averaged.module
         loss_fn = build_loss(cfg, num_classes).to(self.device)
         params = list(net.parameters()) + [p for p in loss_fn.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -305,13 +313,16 @@ class Trainer:
             ck = torch.load(self.checkpoint, map_location=self.device, weights_only=False)
             # The budget (steps, minutes) may grow on resume; anything else must match.
             budget = ("steps", "minutes", "val_every", "threads")
-            theirs = {k: v for k, v in ck["config"].items() if k not in budget}
+            defaults = TrainConfig(steps=1).to_dict()  # settings added since the checkpoint: their defaults
+            theirs = {k: ck["config"].get(k, defaults[k]) for k in defaults if k not in budget}
             ours = {k: v for k, v in cfg.to_dict().items() if k not in budget}
             if theirs != ours:
                 changed = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
                 raise ValueError(f"the checkpoint was written with a different training configuration "
                                  f"(changed: {', '.join(changed)})")
             net.load_state_dict(ck["net"])
+            if averaged is not None:
+                averaged.load_state_dict(ck["averaged"])
             loss_fn.load_state_dict(ck["loss"])
             opt.load_state_dict(ck["opt"])
             step, spent = ck["step"], ck["elapsed"]
@@ -327,7 +338,8 @@ class Trainer:
             ck = {"config": cfg.to_dict(), "net": net.state_dict(), "loss": loss_fn.state_dict(),
                   "opt": opt.state_dict(), "step": step, "elapsed": spent + (time.monotonic() - t0),
                   "best_metric": best_metric, "best_step": best_step, "best": best_state, "history": history,
-                  "best_loss": best_loss_state, "gen": gen.get_state()}
+                  "best_loss": best_loss_state, "gen": gen.get_state(),
+                  "averaged": None if averaged is None else averaged.state_dict()}
             tmp = f"{self.checkpoint}.tmp"
             torch.save(ck, tmp)
             os.replace(tmp, self.checkpoint)
@@ -336,12 +348,12 @@ class Trainer:
             nonlocal best_metric, best_step, best_state, best_loss_state
             if self.val is None:
                 return
-            metrics = self.validate(net)
+            metrics = self.validate(kept)
             metrics.update(step=step, elapsed_s=round(spent + time.monotonic() - t0, 1))
             history.append(metrics)
             if best_metric is None or metrics["score"] >= best_metric:
                 best_metric, best_step = metrics["score"], step
-                best_state = copy.deepcopy({k: v.cpu() for k, v in net.state_dict().items()})
+                best_state = copy.deepcopy({k: v.cpu() for k, v in kept.state_dict().items()})
                 best_loss_state = copy.deepcopy({k: v.cpu() for k, v in loss_fn.state_dict().items()})
             self.callback({"kind": "val", **metrics, "best": best_metric})
             log.info("step %d: %s", step, metrics)
@@ -377,6 +389,8 @@ class Trainer:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if averaged is not None:
+                averaged.update_parameters(net)
             step += 1
             value = float(loss.detach())
             running = value if running is None else 0.98 * running + 0.02 * value
@@ -396,6 +410,8 @@ class Trainer:
                 loss_fn.load_state_dict(best_loss_state)
         else:
             best_step = step
+            if averaged is not None:
+                net.load_state_dict(averaged.module.state_dict())
         if cfg.posterior_weight:
             net, architecture = self._attach_posterior(net, loss_fn, architecture)
         log.info("trained %d steps in %.0f s; kept step %d (val %s)", step, elapsed, best_step, best_metric)
