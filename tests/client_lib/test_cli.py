@@ -270,6 +270,10 @@ def test_enroll_search_verify_class_and_delete(run, tree, monkeypatch):
     assert status == 0 and "same" in out and "different" in out and "request" in out
     status, _, err = run("verify-class", "people", "carol", alice[0])
     assert status == 1 and "NOT_FOUND" in err
+    status, out, _ = run("verify-class", "people", "alice", alice[0], bob, "--cohort", "--threshold", "0.0")
+    assert status == 0 and "cohort score" in out and "same" in out and "different" in out
+    status, _, err = run("verify-class", "people", "alice", alice[0], "--cohort")
+    assert status == 1 and "INVALID_ARGUMENT" in err and "threshold" in err
 
     status, out, _ = run("delete", "people", "--client-ids", "a1", "nope")
     assert status == 0 and "deleted 1 items" in out

@@ -15,7 +15,13 @@ from twinsearch.encoder.commands import evaluate as evaluate_cmd
 from twinsearch.encoder.commands import train as train_cmd
 from twinsearch.encoder.data import load_arrays, open_source
 from twinsearch.encoder.errors import DataError
-from twinsearch.encoder.evaluation.references import class_distance, reference_distances, reference_report
+from twinsearch.encoder.evaluation.references import (
+    COHORT_POWER,
+    class_distance,
+    cohort_normalized,
+    reference_distances,
+    reference_report,
+)
 from twinsearch.encoder.evaluation.report import calibrate, forgery_pair_distances
 from twinsearch.encoder.preprocess import Preprocess
 from twinsearch.encoder.samplers import PKSampler
@@ -182,6 +188,25 @@ def test_train_and_evaluate_signatures_end_to_end(signature_tree, tmp_path, caps
     assert "background level of the stored images alone separates" in captured.err
     assert "R=8: no class has more than 8 genuine images" in captured.out
 
+    # cohort-normalized: the model's threshold is not applied, a given one is, and EER thresholds are printed
+    cohort_path = tmp_path / "cohort.json"
+    args = parser.parse_args(["--model", str(out), "--data", str(signature_tree), "--references", "5", "--cohort",
+                              "--way", "5", "--episodes", "20", "--json", str(cohort_path)])
+    assert evaluate_cmd.run(args) == 0
+    r = json.loads(cohort_path.read_text())["references"]
+    assert r["cohort"] is True and "threshold" not in r and "far_skilled" not in r
+    assert "(nearest, cohort)" in capsys.readouterr().out
+    args = parser.parse_args(["--model", str(out), "--data", str(signature_tree), "--references", "5", "--cohort",
+                              "--threshold", "0.5", "--way", "5", "--episodes", "20", "--json", str(cohort_path)])
+    assert evaluate_cmd.run(args) == 0
+    report = json.loads(cohort_path.read_text())
+    r = report["references"]
+    assert r["threshold"] == 0.5 and r["threshold_source"] == "command line"
+    assert report["pairs"]["threshold"] == read_card(out)["calibration"]["points"]["eer"]["distance"]  # pairs: the model's
+    assert "at score <= 0.5000: FRR" in capsys.readouterr().out
+    args = parser.parse_args(["--model", str(out), "--data", str(signature_tree), "--cohort"])
+    assert evaluate_cmd.run(args) == 2 and "--cohort applies to --references" in capsys.readouterr().err
+
 
 def test_rotation_classes_keep_forgeries_with_their_writer(signature_tree):
     from twinsearch.encoder.training import TrainConfig, Trainer
@@ -197,3 +222,35 @@ def test_rotation_classes_keep_forgeries_with_their_writer(signature_tree):
     assert len(forges) == 4 * n
     for c in np.flatnonzero(forges >= 0):  # same quarter turn, and the writer of the unrotated class
         assert forges[c] // n == c // n and forges[c] % n == data.forges[c % n]
+
+
+def test_cohort_scores_divide_by_the_nearest_other_class():
+    rng = np.random.default_rng(3)
+    emb = rng.normal(size=(19, 5))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    labels = np.array([0] * 5 + [1] * 5 + [2] * 5 + [3] * 4)  # class 3 forges class 0
+    forges = np.array([-1, -1, -1, 0])
+    plain = reference_distances(emb, labels, forges, references=3, seed=2)
+    cohort = reference_distances(emb, labels, forges, references=3, seed=2, cohort=True)
+    # The references are drawn as the function draws them (one seeded generator, classes in order), the
+    # same with and without the cohort; the scores are then computed directly.
+    rng2 = np.random.default_rng(2)
+    drawn = {c: rng2.choice(np.flatnonzero(labels == c), size=3, replace=False) for c in (0, 1, 2)}
+
+    def nearest(x, c):
+        return np.linalg.norm(emb[x][:, None] - emb[drawn[c]][None], axis=2).min(1)
+
+    for c in (0, 1, 2):
+        probes = np.setdiff1d(np.flatnonzero(labels == c), drawn[c])
+        others = np.min([nearest(probes, o) for o in (0, 1, 2) if o != c], axis=0)
+        expected = nearest(probes, c) / others ** COHORT_POWER
+        assert np.allclose(cohort["genuine"][2 * c:2 * c + 2], expected)
+        assert np.allclose(plain["genuine"][2 * c:2 * c + 2], nearest(probes, c))
+    forged = np.flatnonzero(labels == 3)
+    assert np.allclose(cohort["skilled"], nearest(forged, 0) / np.min([nearest(forged, 1), nearest(forged, 2)],
+                                                                       axis=0) ** COHORT_POWER)
+    assert np.allclose(cohort_normalized(np.array([0.5]), np.array([0.0])), 0.5 / 1e-6 ** COHORT_POWER)
+    report, _ = reference_report(emb, labels, forges, 3, seed=2, cohort=True)
+    assert report["cohort"] is True and report["classes"] == 3
+    with pytest.raises(ValueError, match="two classes"):
+        reference_distances(emb[:5], labels[:5], forges[:1], references=3, cohort=True)

@@ -421,20 +421,30 @@ class BaseClient(abc.ABC):
         mean_k: int | None = None,
         threshold: float | None = None,
         target_far: float | None = None,
+        cohort: bool = False,
     ):
         """Is each probe the enrolled class named beside it? One label for all probes or one per probe.
 
         Uses the same class distance as identify. NotFound when a label is not enrolled.
+
+        `cohort=True` divides each class distance by the fourth root of the probe's distance to the nearest
+        *other* enrolled class (the gallery needs two classes or more): a probe near many classes is judged
+        more strictly. On the signature writers it rejects other writers' signatures far better (README,
+        Signatures). That score is not on the model's distance scale, so the call must give `threshold`
+        for it (measure one with `twinsearch evaluate --references R --cohort` on held-out classes); the
+        answer's `distance` is the score and it has no probability.
         """
         batch, single = self._batch(probes, gallery)
         mean_k = positive_int(mean_k, "mean_k", optional=True)
+        if not isinstance(cohort, bool):
+            raise InvalidArgument(f"cohort must be True or False, got {cohort!r}")
         per_probe = broadcast(labels, len(batch), "labels", matrix_hint(batch, self._model_dim))
         queries = [(payload(x, f"queries[{i}].probe"), per_probe[i]) for i, x in enumerate(batch)]
         if not queries:
             raise InvalidArgument("no probes given")
         with naming_inputs({"queries.probe": batch}):
             results = self._verify_class(gallery, queries, scoring=parse_scoring(scoring), mean_k=mean_k,
-                                         threshold=threshold, target_far=target_far)
+                                         threshold=threshold, target_far=target_far, cohort=cohort)
         return results[0] if single else results
 
     def search(self, gallery: str, probes, *, k: int | None = None, labels: str | Sequence[str] | None = None):
@@ -515,7 +525,7 @@ class BaseClient(abc.ABC):
 
     @abc.abstractmethod
     def _verify_class(self, gallery: str, queries: list[tuple[Payload, str]], *, scoring, mean_k, threshold,
-                      target_far) -> list[t.Verification]: ...
+                      target_far, cohort: bool) -> list[t.Verification]: ...
 
     @abc.abstractmethod
     def _search(self, gallery: str, probes: list[Payload], *, k, labels) -> list[list[t.Neighbor]]: ...

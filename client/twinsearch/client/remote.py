@@ -300,11 +300,11 @@ class Client(BaseClient):
         )
         return c.identify_response_from_pb(self._call("Identify", request))
 
-    def _verify_class(self, gallery, queries, *, scoring, mean_k, threshold, target_far):
+    def _verify_class(self, gallery, queries, *, scoring, mean_k, threshold, target_far, cohort):
         request = pb.VerifyClassRequest(
             gallery=gallery, queries=[pb.ClassQuery(probe=c.input_to_pb(p), label=label) for p, label in queries],
             scoring=c.scoring_to_pb(scoring), mean_k=mean_k or 0,
-            threshold=c.threshold_options_to_pb(threshold, target_far),
+            threshold=c.threshold_options_to_pb(threshold, target_far), cohort=cohort,
         )
         return [c.verification_from_pb(v) for v in self._call("VerifyClass", request).results]
 

@@ -553,18 +553,20 @@ class ClassQuery(_message.Message):
     def __init__(self, probe: _Optional[_Union[Input, _Mapping]] = ..., label: _Optional[str] = ...) -> None: ...
 
 class VerifyClassRequest(_message.Message):
-    __slots__ = ("gallery", "queries", "scoring", "mean_k", "threshold")
+    __slots__ = ("gallery", "queries", "scoring", "mean_k", "threshold", "cohort")
     GALLERY_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     SCORING_FIELD_NUMBER: _ClassVar[int]
     MEAN_K_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    COHORT_FIELD_NUMBER: _ClassVar[int]
     gallery: str
     queries: _containers.RepeatedCompositeFieldContainer[ClassQuery]
     scoring: Scoring
     mean_k: int
     threshold: ThresholdOptions
-    def __init__(self, gallery: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[ClassQuery, _Mapping]]] = ..., scoring: _Optional[_Union[Scoring, str]] = ..., mean_k: _Optional[int] = ..., threshold: _Optional[_Union[ThresholdOptions, _Mapping]] = ...) -> None: ...
+    cohort: bool
+    def __init__(self, gallery: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[ClassQuery, _Mapping]]] = ..., scoring: _Optional[_Union[Scoring, str]] = ..., mean_k: _Optional[int] = ..., threshold: _Optional[_Union[ThresholdOptions, _Mapping]] = ..., cohort: _Optional[bool] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
     __slots__ = ("gallery", "probes", "k", "labels")

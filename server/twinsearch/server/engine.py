@@ -564,10 +564,11 @@ class Engine:
 
     def verify_class(self, gallery: str, queries: Sequence[tuple[Payload, str]], *, scoring: Scoring | None = None,
                      mean_k: int | None = None, threshold: float | None = None,
-                     target_far: float | None = None) -> list[Verification]:
-        """Is each probe the enrolled class it names? Uses the same class distance as identify."""
+                     target_far: float | None = None, cohort: bool = False) -> list[Verification]:
+        """Is each probe the enrolled class it names? Uses the same class distance as identify; with
+        `cohort`, that distance normalized by the probe's distance to the nearest other class."""
         with self._call() as deadline:
-            query = parse_verify_class(queries, scoring, mean_k, threshold, target_far, self.limits)
+            query = parse_verify_class(queries, scoring, mean_k, threshold, target_far, self.limits, cohort)
 
             def attempt():
                 _, entry = self._usable_gallery(gallery, searchable=True)
@@ -675,7 +676,7 @@ class Engine:
             labels = [label for p in parts for label in p[1]]
             results = self.store.verify_class(
                 gallery, vectors, labels, policy=entry.policy, scoring=q.scoring, mean_k=q.mean_k,
-                threshold=q.decision.threshold, target_far=q.decision.target_far, fingerprint=fp)
+                threshold=q.decision.threshold, target_far=q.decision.target_far, fingerprint=fp, cohort=q.cohort)
         else:
             results = self.store.search(gallery, vectors, k=q.k,
                                         labels=list(q.labels) if q.labels is not None else None, fingerprint=fp)

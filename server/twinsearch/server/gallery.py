@@ -540,3 +540,14 @@ class Gallery:
             # The distances identify and search report for the same pairs, bit for bit.
             out[rows] = [class_distance(exact_distances(queries[i], vectors), per_class) for i in rows]
         return out
+
+    def nearest_other_class(self, queries: np.ndarray, labels: Sequence[str], scoring: Scoring,
+                            mean_k: int) -> np.ndarray:
+        """Distance from each query (n, dim) to the nearest live class other than the one named beside it
+        (the cohort of `verify_class(cohort=True)`): float64 (n,). Needs two live classes or more."""
+        ranked = self.rank(queries, 2, scoring, mean_k)
+        out = np.empty(len(queries), dtype=np.float64)
+        for i, (scores, label) in enumerate(zip(ranked, labels, strict=True)):
+            other = [d for s, d in zip(scores.slots, scores.distances, strict=True) if self.classes.labels[s] != label]
+            out[i] = other[0]
+        return out

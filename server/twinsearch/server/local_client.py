@@ -110,9 +110,9 @@ class LocalClient(BaseClient):
         return self.engine.identify(gallery, probes, k=k, scoring=scoring, mean_k=mean_k, threshold=threshold,
                                     target_far=target_far, labels=labels, skip_invalid=skip_invalid)
 
-    def _verify_class(self, gallery, queries, *, scoring, mean_k, threshold, target_far):
+    def _verify_class(self, gallery, queries, *, scoring, mean_k, threshold, target_far, cohort):
         return self.engine.verify_class(gallery, queries, scoring=scoring, mean_k=mean_k, threshold=threshold,
-                                        target_far=target_far)
+                                        target_far=target_far, cohort=cohort)
 
     def _search(self, gallery, probes, *, k, labels):
         return self.engine.search(gallery, probes, k=k, labels=labels)

@@ -45,6 +45,7 @@ class VerifyClassQuery:
     scoring: Scoring | None
     mean_k: int | None
     decision: ThresholdChoice
+    cohort: bool = False  # cohort-normalized scores (`scoring.cohort_normalized`); needs decision.threshold
 
 
 @dataclass(frozen=True)
@@ -119,15 +120,24 @@ def parse_identify(k: int | None, scoring: object, mean_k: object, threshold: ob
 
 
 def parse_verify_class(queries: Sequence[object], scoring: object, mean_k: object, threshold: object,
-                       target_far: object, limits: Limits) -> VerifyClassQuery:
+                       target_far: object, limits: Limits, cohort: object = False) -> VerifyClassQuery:
     """The options of a verify_class call; each of `queries` must be (probe, label)."""
     limits.check_count(len(queries), "queries")
     for i, query in enumerate(queries):
         if not isinstance(query, (tuple, list)) or len(query) != 2:
             raise InvalidArgument(f"queries[{i}]: a query is (probe, label)", field=f"queries[{i}]")
         check_label(query[1], where=f"queries[{i}]: ", field=f"queries[{i}].label")
+    if not isinstance(cohort, bool):
+        raise InvalidArgument(f"cohort must be true or false, got {cohort!r}", field="cohort")
+    decision = parse_threshold(threshold, target_far)
+    if cohort and decision.threshold is None:
+        raise InvalidArgument(
+            "a cohort-normalized score is not on the model's distance scale, so neither the model's calibrated "
+            "thresholds nor a target false-accept rate nor the gallery's threshold apply to it: give a threshold "
+            "for it (twinsearch evaluate --references R --cohort on held-out classes prints the equal-error ones)",
+            field="threshold")
     return VerifyClassQuery(scoring=parse_scoring(scoring), mean_k=parse_mean_k(mean_k, limits),
-                            decision=parse_threshold(threshold, target_far))
+                            decision=decision, cohort=cohort)
 
 
 def parse_search(k: int | None, labels: Sequence[str] | None, limits: Limits,

@@ -381,7 +381,7 @@ class TwinSearchServicer(twinsearch_pb2_grpc.TwinSearchServicer):
         threshold, target_far = c.threshold_options_from_pb(request.threshold)
         results = self.engine.verify_class(
             request.gallery, queries, scoring=c.scoring_from_pb(request.scoring), mean_k=request.mean_k or None,
-            threshold=threshold, target_far=target_far,
+            threshold=threshold, target_far=target_far, cohort=request.cohort,
         )
         return pb.VerifyResponse(results=[c.verification_to_pb(r) for r in results])
 

@@ -56,8 +56,11 @@ from twinsearch.client.types import (
     MigrationState,
     Neighbor,
     Scoring,
+    Threshold,
+    ThresholdSource,
     Verification,
 )
+from twinsearch.encoder.evaluation.references import cohort_normalized
 
 from . import images as kept
 from . import pages
@@ -596,16 +599,31 @@ class GalleryStore:
     def verify_class(self, name: str, vectors: np.ndarray, labels: Sequence[str], *,
                      policy: ThresholdPolicy, scoring: Scoring | None = None, mean_k: int | None = None,
                      threshold: float | None = None, target_far: float | None = None,
-                     fingerprint: str | None = None) -> list[Verification]:
-        """Is query row i (float32 (n, dim)) of class labels[i]? The class distance against the threshold."""
+                     fingerprint: str | None = None, cohort: bool = False) -> list[Verification]:
+        """Is query row i (float32 (n, dim)) of class labels[i]? The class distance against the threshold.
+
+        With `cohort` the score is the class distance normalized by the distance to the nearest other
+        class (`cohort_normalized`), which only a threshold given for it (`threshold`) can judge: it has
+        no calibrated false-accept rate or probability."""
         g, queries, _ = self._query_setup(name, vectors, fingerprint, None)
         labels = check_labels(labels, len(queries))
         scoring, mean_k = self._scoring(g, scoring, mean_k)
-        thr = policy.resolve(gallery_threshold=g.threshold, threshold=threshold, target_far=target_far)
+        if cohort:
+            if threshold is None:
+                raise InvalidArgument("a cohort-normalized score needs a threshold given for it", field="threshold")
+            thr = Threshold(check_threshold(threshold), ThresholdSource.REQUEST, None)
+        else:
+            thr = policy.resolve(gallery_threshold=g.threshold, threshold=threshold, target_far=target_far)
         with g.lock.read():
             self._check_restriction(g, sorted(set(labels)))
             distances = g.class_distances(queries, labels, scoring, mean_k)
-        probs = policy.probability(distances)
+            if cohort:
+                if g.classes.n_classes < 2:
+                    raise FailedPrecondition(
+                        f"gallery {name!r} holds one class: cohort normalization compares a probe with the other "
+                        "enrolled classes, so it needs two classes or more")
+                distances = cohort_normalized(distances, g.nearest_other_class(queries, labels, scoring, mean_k))
+        probs = None if cohort else policy.probability(distances)
         return [
             Verification(bool(d <= thr.distance), float(d), thr, None if probs is None else float(probs[i]))
             for i, d in enumerate(distances)

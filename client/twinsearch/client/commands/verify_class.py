@@ -29,6 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="class distance: nearest exemplar, class prototype (mean) or mean of the k nearest "
                              "(default: the gallery's)")
     parser.add_argument("--mean-k", type=int, help="k for --scoring mean_of_k (default: the gallery's)")
+    parser.add_argument("--cohort", action="store_true",
+                        help="divide the class distance by the fourth root of the image's distance to the nearest "
+                             "other enrolled class: stricter with images near many classes (needs two classes or "
+                             "more, and --threshold for that score: twinsearch evaluate --references R --cohort "
+                             "on held-out classes prints one)")
     add_threshold_arguments(parser)
     add_connection_arguments(parser)
 
@@ -37,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     with connect(args) as client:
         results = client.verify_class(args.gallery, list(args.images), args.label, scoring=args.scoring,
-                                      mean_k=args.mean_k, threshold=args.threshold, target_far=args.target_far)
+                                      mean_k=args.mean_k, threshold=args.threshold, target_far=args.target_far,
+                                      cohort=args.cohort)
     if args.json:
         print_json([{"image": image, "label": args.label, **jsonable(v)}
                     for image, v in zip(args.images, results, strict=True)])
@@ -45,5 +51,6 @@ def run(args: argparse.Namespace) -> int:
     rows = [(image, args.label, "same" if v.same else "different", v.distance, v.threshold.distance,
              v.threshold.source.value if v.threshold.source else "-", v.probability)
             for image, v in zip(args.images, results, strict=True)]
-    print(table(rows, ["image", "class", "decision", "distance", "threshold", "source", "P(same)"]))
+    print(table(rows, ["image", "class", "decision", "cohort score" if args.cohort else "distance", "threshold",
+                       "source", "P(same)"]))
     return 0

@@ -15,7 +15,10 @@ Signatures and other data with skilled forgeries (`NNN/` genuine, `NNN_forg/` fo
 enrolls R genuine images per class as its references and scores the class's other genuine images, its
 forgeries and the other classes' genuine images against them with the gallery's class scoring. The JSON
 holds the first R's figures under `references` (`count`, `skilled_eer`, `random_eer`, FAR and FRR at the
-model's threshold) and every R's under `references.by_count`. The classic figures above then use the
+model's threshold) and every R's under `references.by_count`. With `--cohort` each class distance is
+divided by a power of the probe's distance to the nearest other class, as `verify-class --cohort` does;
+the model's threshold does not apply to that score, so the report gives each EER's own threshold
+(`skilled_eer_threshold`, `random_eer_threshold`) for use as the `--threshold` of such calls. The classic figures above then use the
 genuine images only. When simple image statistics (background level, ink darkness, size) separate the
 genuine images from the forgeries on their own, a warning says so: such data rewards a model for looking
 at the paper or the pen instead of the signature.
@@ -42,12 +45,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--within-group", action="store_true", help="all classes of an episode from one group")
     parser.add_argument("--episodes", type=int, default=400)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threshold", type=float, help="pair decision distance (default: the model's EER one)")
+    parser.add_argument("--threshold", type=float, help="pair decision distance (default: the model's EER one); with --cohort, the "
+                                                          "threshold of the cohort score instead")
     parser.add_argument("--references", type=int, nargs="+", metavar="R",
                         help="reference-based verification with R genuine references per class (several values "
                              "allowed, e.g. 5 1 3 10; the first is the headline under `references` in the JSON)")
     parser.add_argument("--scoring", choices=SCORINGS, default="nearest",
                         help="class scoring for --references (default: nearest, the gallery's default)")
+    parser.add_argument("--cohort", action="store_true",
+                        help="with --references: cohort-normalize each class distance by the probe's distance to "
+                             "the nearest other class (as verify-class --cohort); the model's threshold does not "
+                             "apply to that score: FAR and FRR are given only at --threshold, and the EER "
+                             "thresholds are printed")
     parser.add_argument("--forgery-suffix", default="_forg",
                         help="class folders named <class><suffix> hold forgeries of <class> (default: _forg; "
                              "'' for none)")
@@ -84,6 +93,9 @@ def run(args: argparse.Namespace) -> int:
     if args.references and min(args.references) < 1:
         print("twinsearch evaluate: --references must be at least 1", file=sys.stderr)
         return 2
+    if args.cohort and not args.references:
+        print("twinsearch evaluate: --cohort applies to --references; give --references R", file=sys.stderr)
+        return 2
     try:
         model = load_model(args.model, device=args.device)
     except ModelFileError as exc:
@@ -113,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
             input_stats.append(input_statistics(unit))
     emb = model.embed_arrays(arrays)
     embed_s = time.monotonic() - t0
-    threshold = args.threshold
+    # With --cohort, --threshold is the cohort score's; the pair figures keep the model's threshold.
+    threshold = None if args.cohort else args.threshold
     if threshold is None and model.calibration is not None:
         threshold = model.calibration.points["eer"].distance
     # The classic figures (one-shot, pairs, retrieval) are about classes: forgery images are left out.
@@ -126,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     report, raw = evaluate_embeddings(emb[genuine], labels, way=args.way, shot=args.shot, episodes=args.episodes,
                                       query=args.queries, class_groups=class_groups, group_names=group_names,
                                       within_group=args.within_group, threshold=threshold, seed=args.seed)
-    if args.threshold is not None:
+    if args.threshold is not None and not args.cohort:
         report["pairs"]["threshold_source"] = "command line"
     report["model"] = {"name": model.name, "fingerprint": model.fingerprint,
                        "path": str(args.model or default_model_path())}
@@ -136,11 +149,13 @@ def run(args: argparse.Namespace) -> int:
         report["shortcuts"] = {"stored": shortcut_statistics(raw_stats, forged),
                                "model_input": shortcut_statistics(input_stats, forged)}
     reference_raw = {}
+    # A cohort-normalized score is not on the model's distance scale: only a threshold given for it applies.
+    ref_threshold = args.threshold if args.cohort else threshold
     for count in args.references or []:
-        rep, reference_raw[count] = reference_report(emb, source.labels, forges, count, threshold=threshold,
-                                                     scoring=args.scoring, seed=args.seed)
-        if threshold is not None:
-            rep["threshold_source"] = report["pairs"]["threshold_source"]
+        rep, reference_raw[count] = reference_report(emb, source.labels, forges, count, threshold=ref_threshold,
+                                                     scoring=args.scoring, seed=args.seed, cohort=args.cohort)
+        if ref_threshold is not None:
+            rep["threshold_source"] = "command line" if args.cohort else report["pairs"]["threshold_source"]
         if "references" not in report:
             report["references"] = {**rep, "by_count": {}}
         report["references"]["by_count"][str(count)] = rep
@@ -155,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
                 if len(r["genuine"]) and len(r[kind]):
                     report["plots"] += write_plots(r["genuine"], r[kind], Path(args.plots) / f"references-{kind}",
                                                    title=f"{model.name}, {count} references, {kind} forgeries",
-                                                   threshold=threshold)
+                                                   threshold=ref_threshold)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
@@ -179,12 +194,13 @@ def run(args: argparse.Namespace) -> int:
         if not r["classes"]:
             lines.append(f"references   R={count}: no class has more than {count} genuine images; nothing to score")
             continue
-        line = (f"references   R={count} ({args.scoring}), {r['classes']} classes, {r['genuine_probes']} genuine "
-                f"probes: random-forgery EER {_pct(r['random_eer'])}")
+        line = (f"references   R={count} ({args.scoring}{', cohort' if args.cohort else ''}), {r['classes']} classes, "
+                f"{r['genuine_probes']} genuine probes: random-forgery EER {_pct(r['random_eer'])}{_at_threshold(r, 'random') if args.cohort else ''}")
         if r["skilled_forgeries"]:
-            line += f", skilled-forgery EER {_pct(r['skilled_eer'])} ({r['skilled_forgeries']} forgeries)"
+            line += (f", skilled-forgery EER {_pct(r['skilled_eer'])}{_at_threshold(r, 'skilled') if args.cohort else ''} "
+                     f"({r['skilled_forgeries']} forgeries)")
         if r.get("threshold") is not None:
-            line += f"; at d <= {r['threshold']:.4f}: FRR {_pct(r['frr'])}"
+            line += f"; at {'score' if args.cohort else 'd'} <= {r['threshold']:.4f}: FRR {_pct(r['frr'])}"
             if r["far_skilled"] is not None:
                 line += f", FAR skilled {_pct(r['far_skilled'])}"
             line += f", FAR random {_pct(r['far_random'])}"
@@ -207,3 +223,8 @@ def run(args: argparse.Namespace) -> int:
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}%"
 
+
+def _at_threshold(r: dict, kind: str) -> str:
+    """" at score <= T" for the EER of `kind` ("skilled" or "random"), or "" when it was not measured."""
+    t = r.get(f"{kind}_eer_threshold")
+    return "" if t is None else f" at score <= {t:.4f}"

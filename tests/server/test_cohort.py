@@ -1,0 +1,98 @@
+"""verify_class with cohort normalization: the score, the threshold it needs, and the errors.
+
+The score is the class distance over the fourth root (`COHORT_POWER`) of the probe's distance to the
+nearest other enrolled class, computed here directly from the vectors.
+"""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+import pytest
+
+from twinsearch.client import convert as c
+from twinsearch.client.errors import FailedPrecondition, InvalidArgument, NotFound
+from twinsearch.client.types import Scoring, ThresholdSource
+from twinsearch.encoder.evaluation.references import COHORT_POWER
+from twinsearch.server.engine import Engine, EnrollItem
+from twinsearch.server.settings import EngineSettings
+from twinsearch.v1 import twinsearch_pb2 as pb
+
+from .conftest import DIM, TIMEOUT
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture
+def engine(tmp_path, model_path):
+    with Engine.open(tmp_path, model_path, EngineSettings(torch_threads=1, batch_wait_ms=0)) as e:
+        yield e
+
+
+def dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(a.astype(np.float64)[:, None] - b.astype(np.float64)[None], axis=2)
+
+
+def test_the_score_is_the_class_distance_over_a_root_of_the_nearest_other_class(engine):
+    rng = np.random.default_rng(7)
+    v = unit(rng.normal(size=(12, DIM)))  # 4 classes of 3 vectors
+    engine.create_gallery("g")
+    engine.enroll("g", [EnrollItem(f"c{i // 3}", v[i]) for i in range(12)])
+    probes = unit(np.concatenate([v[:4] + 0.2 * rng.normal(size=(4, DIM)), rng.normal(size=(4, DIM))]))
+    claims = ["c0", "c1", "c2", "c3", "c0", "c1", "c2", "c3"]
+    for scoring in (Scoring.NEAREST, Scoring.MEAN_OF_K):
+        answers = engine.verify_class("g", list(zip(probes, claims, strict=True)), scoring=scoring, mean_k=2,
+                                      threshold=0.6, cohort=True)
+        plain = engine.verify_class("g", list(zip(probes, claims, strict=True)), scoring=scoring, mean_k=2,
+                                    threshold=0.6)
+        for p, claim, answer, raw in zip(probes, claims, answers, plain, strict=True):
+            d = dist(p[None], v)[0].reshape(4, 3)
+            per_class = d.min(1) if scoring == Scoring.NEAREST else np.sort(d, 1)[:, :2].mean(1)
+            own = int(claim[1])
+            expected = per_class[own] / np.delete(per_class, own).min() ** COHORT_POWER
+            assert raw.distance == pytest.approx(per_class[own], abs=1e-6)
+            assert answer.distance == pytest.approx(expected, rel=1e-5)
+            assert answer.same == (answer.distance <= 0.6)
+            assert answer.threshold.distance == 0.6 and answer.threshold.source == ThresholdSource.REQUEST
+            assert answer.threshold.far is None and answer.probability is None
+
+
+def test_it_needs_a_threshold_of_its_own_and_two_classes(engine):
+    rng = np.random.default_rng(8)
+    v = unit(rng.normal(size=(4, DIM)))
+    engine.create_gallery("one", threshold=0.5)
+    engine.enroll("one", [EnrollItem("a", v[0]), EnrollItem("a", v[1])])
+    for kwargs in ({}, {"target_far": 0.01}):  # the gallery's threshold (0.5) does not count either
+        with pytest.raises(InvalidArgument, match="cohort"):
+            engine.verify_class("one", [(v[2], "a")], cohort=True, **kwargs)
+    with pytest.raises(FailedPrecondition, match="two classes"):
+        engine.verify_class("one", [(v[2], "a")], cohort=True, threshold=0.5)
+    engine.enroll("one", [EnrollItem("b", v[3])])
+    (answer,) = engine.verify_class("one", [(v[0], "a")], cohort=True, threshold=0.5)
+    assert answer.distance == 0.0 and answer.same  # an enrolled vector itself
+    with pytest.raises(NotFound):
+        engine.verify_class("one", [(v[0], "zzz")], cohort=True, threshold=0.5)
+    with pytest.raises(InvalidArgument, match="cohort"):
+        engine.verify_class("one", [(v[0], "a")], cohort="yes", threshold=0.5)
+
+
+def test_over_grpc(stub):
+    rng = np.random.default_rng(9)
+    v = unit(rng.normal(size=(6, DIM)))
+    stub.CreateGallery(pb.CreateGalleryRequest(name="cohort"), timeout=TIMEOUT)
+    stub.Enroll(pb.EnrollRequest(gallery="cohort", items=[
+        pb.EnrollItem(label=f"k{i % 3}", input=c.input_to_pb(v[i])) for i in range(6)]),
+        timeout=TIMEOUT)
+    probe = unit(v[0] + 0.1 * rng.normal(size=DIM))
+    query = pb.ClassQuery(probe=c.input_to_pb(probe), label="k0")
+    answer = stub.VerifyClass(pb.VerifyClassRequest(gallery="cohort", queries=[query], cohort=True,
+                                                    threshold=pb.ThresholdOptions(threshold=0.9)), timeout=TIMEOUT)
+    per_class = dist(probe[None], v)[0].reshape(2, 3).min(0)  # items i and i + 3 share class k{i % 3}
+    expected = per_class[0] / per_class[1:].min() ** COHORT_POWER
+    assert answer.results[0].distance == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.VerifyClass(pb.VerifyClassRequest(gallery="cohort", queries=[query], cohort=True), timeout=TIMEOUT)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "threshold" in err.value.details()
