@@ -10,7 +10,9 @@ by a couple of points; this prints the mean and the standard deviation over `--d
 Class scorings: the gallery's own (`nearest`, `prototype`, `mean_of_k`), and two that divide by the
 writer's spread, to see whether a writer-dependent scale would help: `nearest/loo` (nearest reference
 over the references' mean leave-one-out nearest distance) and `mean/spread` (mean distance over the
-references' mean pairwise distance). The server does not offer the last two.
+references' mean pairwise distance). The server does not offer the last two. `--cohort-powers P ...` adds
+`nearest/cohort^P` rows: the nearest-reference distance over the P-th power of the distance to the nearest
+other validation writer's references (the server's `verify_class(cohort=True)` uses P = 1/4, chosen here).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from encoder_recipes import REPO, SIGNATURES, prepare_signatures  # noqa: E402
 from twinsearch.encoder.data.loading import load_arrays  # noqa: E402
 from twinsearch.encoder.data.sources import open_source  # noqa: E402
 from twinsearch.encoder.evaluation.metrics import verification  # noqa: E402
-from twinsearch.encoder.evaluation.references import class_distance  # noqa: E402
+from twinsearch.encoder.evaluation.references import class_distance, cohort_normalized  # noqa: E402
 from twinsearch.encoder.model import load_model  # noqa: E402
 
 SCORINGS = ("nearest", "prototype", "mean_of_k", "nearest/loo", "mean/spread")
@@ -50,24 +52,32 @@ def scored(probes: np.ndarray, refs: np.ndarray, scoring: str) -> np.ndarray:
     return d.mean(1) / within[np.triu_indices(n, 1)].mean()
 
 
-def compare(emb: np.ndarray, labels: np.ndarray, forges: np.ndarray, references: int, draws: int) -> dict:
+def compare(emb: np.ndarray, labels: np.ndarray, forges: np.ndarray, references: int, draws: int,
+            cohort_powers: tuple[float, ...] = ()) -> dict:
     """{scoring: (skilled EERs, random EERs)} over `draws` draws of `references` references per writer."""
     forged = forges[labels] >= 0
-    out = {s: ([], []) for s in SCORINGS}
+    names = SCORINGS + tuple(f"nearest/cohort^{p:g}" for p in cohort_powers)
+    out = {s: ([], []) for s in names}
     for draw in range(draws):
         rng = np.random.default_rng(draw)
-        parts = {s: ([], [], []) for s in SCORINGS}
+        parts = {s: ([], [], []) for s in names}
+        refs = {}
         for c in np.flatnonzero(forges < 0):
             members = np.flatnonzero((labels == c) & ~forged)
-            if len(members) <= references:
-                continue
-            refs = rng.choice(members, references, replace=False)
-            groups = (np.setdiff1d(members, refs), np.flatnonzero(forged & (forges[labels] == c)),
+            if len(members) > references:
+                refs[c] = rng.choice(members, references, replace=False)
+        for c, own in refs.items():
+            members = np.flatnonzero((labels == c) & ~forged)
+            groups = (np.setdiff1d(members, own), np.flatnonzero(forged & (forges[labels] == c)),
                       np.flatnonzero(~forged & (labels != c)))
             for s in SCORINGS:
                 for part, idx in zip(parts[s], groups, strict=True):
-                    part.append(scored(emb[idx], emb[refs], s))
-        for s in SCORINGS:
+                    part.append(scored(emb[idx], emb[own], s))
+            for p in cohort_powers:
+                for part, idx in zip(parts[f"nearest/cohort^{p:g}"], groups, strict=True):
+                    others = np.min([scored(emb[idx], emb[r], "nearest") for o, r in refs.items() if o != c], axis=0)
+                    part.append(cohort_normalized(scored(emb[idx], emb[own], "nearest"), others, p))
+        for s in names:
             genuine, skilled, random = (np.concatenate(p) for p in parts[s])
             out[s][0].append(verification(genuine, skilled)["eer"])
             out[s][1].append(verification(genuine, random)["eer"])
@@ -81,16 +91,19 @@ def main() -> int:
     parser.add_argument("--draws", type=int, default=10)
     parser.add_argument("--val-fraction", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0, help="the training seed, which drew the split")
+    parser.add_argument("--cohort-powers", type=float, nargs="*", default=[], metavar="P",
+                        help="also score nearest/cohort^P for each P (e.g. 0.125 0.25 0.375 0.5)")
     args = parser.parse_args()
     prepare_signatures()
     source = open_source(REPO / SIGNATURES / "train", forgery_suffix="_forg")
-    print(f"{'model':<28} {'scoring':<12} {'skilled EER':>16} {'random EER':>16}")
+    print(f"{'model':<28} {'scoring':<20} {'skilled EER':>16} {'random EER':>16}")
     for path in args.models:
         model = load_model(path)
         _, val = load_arrays(source, model.preprocess).split_genuine_classes(args.val_fraction, args.seed)
         emb = model.embed_arrays(val.images).astype(np.float64)
-        for s, (skilled, random) in compare(emb, val.labels, val.forges, args.references, args.draws).items():
-            print(f"{Path(path).name:<28} {s:<12} {np.mean(skilled):>8.4f} +- {np.std(skilled):.4f} "
+        for s, (skilled, random) in compare(emb, val.labels, val.forges, args.references, args.draws,
+                                                   tuple(args.cohort_powers)).items():
+            print(f"{Path(path).name:<28} {s:<20} {np.mean(skilled):>8.4f} +- {np.std(skilled):.4f} "
                   f"{np.mean(random):>8.4f} +- {np.std(random):.4f}", flush=True)
     return 0
 
