@@ -33,6 +33,21 @@ SIDE = 28
 TIMEOUT = 30.0  # every test call passes a deadline
 
 
+def unit(x: np.ndarray) -> np.ndarray:
+    """Rows of `x` scaled to unit length, as float32 (vectors to enroll and probe with)."""
+    x = np.asarray(x, dtype=np.float64)
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture
+def vector_engine(tmp_path, model_path):
+    """An engine of its own, no batching wait, for tests that enroll and query vectors."""
+    from twinsearch.server.engine import Engine
+
+    with Engine.open(tmp_path, model_path, EngineSettings(torch_threads=1, batch_wait_ms=0)) as e:
+        yield e
+
+
 def build_model(seed: int = 0, calibrated: bool = True, dim: int = DIM) -> EncoderModel:
     torch.manual_seed(seed)
     architecture = {"backbone": "conv4", "backbone_args": {"in_channels": 1, "widths": [8, 8], "input_size": SIDE},

@@ -14,39 +14,27 @@ from twinsearch.client import convert as c
 from twinsearch.client.errors import FailedPrecondition, InvalidArgument, NotFound
 from twinsearch.client.types import Scoring, ThresholdSource
 from twinsearch.encoder.evaluation.references import COHORT_POWER
-from twinsearch.server.engine import Engine, EnrollItem
-from twinsearch.server.settings import EngineSettings
+from twinsearch.server.engine import EnrollItem
 from twinsearch.v1 import twinsearch_pb2 as pb
 
-from .conftest import DIM, TIMEOUT
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
-
-
-@pytest.fixture
-def engine(tmp_path, model_path):
-    with Engine.open(tmp_path, model_path, EngineSettings(torch_threads=1, batch_wait_ms=0)) as e:
-        yield e
+from .conftest import DIM, TIMEOUT, unit
 
 
 def dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.linalg.norm(a.astype(np.float64)[:, None] - b.astype(np.float64)[None], axis=2)
 
 
-def test_the_score_is_the_class_distance_over_a_root_of_the_nearest_other_class(engine):
+def test_the_score_is_the_class_distance_over_a_root_of_the_nearest_other_class(vector_engine):
     rng = np.random.default_rng(7)
     v = unit(rng.normal(size=(12, DIM)))  # 4 classes of 3 vectors
-    engine.create_gallery("g")
-    engine.enroll("g", [EnrollItem(f"c{i // 3}", v[i]) for i in range(12)])
+    vector_engine.create_gallery("g")
+    vector_engine.enroll("g", [EnrollItem(f"c{i // 3}", v[i]) for i in range(12)])
     probes = unit(np.concatenate([v[:4] + 0.2 * rng.normal(size=(4, DIM)), rng.normal(size=(4, DIM))]))
     claims = ["c0", "c1", "c2", "c3", "c0", "c1", "c2", "c3"]
     for scoring in (Scoring.NEAREST, Scoring.MEAN_OF_K):
-        answers = engine.verify_class("g", list(zip(probes, claims, strict=True)), scoring=scoring, mean_k=2,
+        answers = vector_engine.verify_class("g", list(zip(probes, claims, strict=True)), scoring=scoring, mean_k=2,
                                       threshold=0.6, cohort=True)
-        plain = engine.verify_class("g", list(zip(probes, claims, strict=True)), scoring=scoring, mean_k=2,
+        plain = vector_engine.verify_class("g", list(zip(probes, claims, strict=True)), scoring=scoring, mean_k=2,
                                     threshold=0.6)
         for p, claim, answer, raw in zip(probes, claims, answers, plain, strict=True):
             d = dist(p[None], v)[0].reshape(4, 3)
@@ -60,23 +48,23 @@ def test_the_score_is_the_class_distance_over_a_root_of_the_nearest_other_class(
             assert answer.threshold.far is None and answer.probability is None
 
 
-def test_it_needs_a_threshold_of_its_own_and_two_classes(engine):
+def test_it_needs_a_threshold_of_its_own_and_two_classes(vector_engine):
     rng = np.random.default_rng(8)
     v = unit(rng.normal(size=(4, DIM)))
-    engine.create_gallery("one", threshold=0.5)
-    engine.enroll("one", [EnrollItem("a", v[0]), EnrollItem("a", v[1])])
+    vector_engine.create_gallery("one", threshold=0.5)
+    vector_engine.enroll("one", [EnrollItem("a", v[0]), EnrollItem("a", v[1])])
     for kwargs in ({}, {"target_far": 0.01}):  # the gallery's threshold (0.5) does not count either
         with pytest.raises(InvalidArgument, match="cohort"):
-            engine.verify_class("one", [(v[2], "a")], cohort=True, **kwargs)
+            vector_engine.verify_class("one", [(v[2], "a")], cohort=True, **kwargs)
     with pytest.raises(FailedPrecondition, match="two classes"):
-        engine.verify_class("one", [(v[2], "a")], cohort=True, threshold=0.5)
-    engine.enroll("one", [EnrollItem("b", v[3])])
-    (answer,) = engine.verify_class("one", [(v[0], "a")], cohort=True, threshold=0.5)
+        vector_engine.verify_class("one", [(v[2], "a")], cohort=True, threshold=0.5)
+    vector_engine.enroll("one", [EnrollItem("b", v[3])])
+    (answer,) = vector_engine.verify_class("one", [(v[0], "a")], cohort=True, threshold=0.5)
     assert answer.distance == 0.0 and answer.same  # an enrolled vector itself
     with pytest.raises(NotFound):
-        engine.verify_class("one", [(v[0], "zzz")], cohort=True, threshold=0.5)
+        vector_engine.verify_class("one", [(v[0], "zzz")], cohort=True, threshold=0.5)
     with pytest.raises(InvalidArgument, match="cohort"):
-        engine.verify_class("one", [(v[0], "a")], cohort="yes", threshold=0.5)
+        vector_engine.verify_class("one", [(v[0], "a")], cohort="yes", threshold=0.5)
 
 
 def test_over_grpc(stub):

@@ -8,39 +8,26 @@ large enough for FAISS's BLAS path, and an input against its own enrolled copy m
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from twinsearch.client.types import Scoring
-from twinsearch.server.engine import Engine, EnrollItem
-from twinsearch.server.settings import EngineSettings
+from twinsearch.server.engine import EnrollItem
 
-from .conftest import DIM, glyph, png
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+from .conftest import DIM, glyph, png, unit
 
 
-@pytest.fixture
-def engine(tmp_path, model_path):
-    with Engine.open(tmp_path, model_path, EngineSettings(torch_threads=1, batch_wait_ms=0)) as e:
-        yield e
-
-
-def test_every_rpc_reports_the_verify_distance(engine):
+def test_every_rpc_reports_the_verify_distance(vector_engine):
     rng = np.random.default_rng(5)
     v = unit(rng.normal(size=(40, DIM)))
-    engine.create_gallery("g")
-    stored = engine.enroll("g", [EnrollItem(f"c{i:02d}", v[i]) for i in range(40)]).stored
+    vector_engine.create_gallery("g")
+    stored = vector_engine.enroll("g", [EnrollItem(f"c{i:02d}", v[i]) for i in range(40)]).stored
     probes = unit(np.concatenate([v[:30] + 0.3 * rng.normal(size=(30, DIM)), rng.normal(size=(70, DIM))]))
     probes[:5] = v[:5]  # enrolled vectors themselves; 100 probes: FAISS's BLAS path
     pairs = [(i, j) for i in range(0, 100, 3) for j in (0, 4, 17, 39)]
     verify = {(i, j): r.distance for (i, j), r in
-              zip(pairs, engine.verify([(probes[i], v[j]) for i, j in pairs]), strict=True)}
-    search = engine.search("g", list(probes), k=40)
-    ident = engine.identify("g", list(probes), k=40, scoring=Scoring.NEAREST, threshold=0.5)
-    claims = engine.verify_class("g", [(probes[i], f"c{j:02d}") for i, j in pairs], scoring=Scoring.NEAREST,
+              zip(pairs, vector_engine.verify([(probes[i], v[j]) for i, j in pairs]), strict=True)}
+    search = vector_engine.search("g", list(probes), k=40)
+    ident = vector_engine.identify("g", list(probes), k=40, scoring=Scoring.NEAREST, threshold=0.5)
+    claims = vector_engine.verify_class("g", [(probes[i], f"c{j:02d}") for i, j in pairs], scoring=Scoring.NEAREST,
                                  threshold=0.5)
     for (i, j), claim in zip(pairs, claims, strict=True):
         by_id = {n.id: n.distance for n in search[i]}
@@ -52,17 +39,17 @@ def test_every_rpc_reports_the_verify_distance(engine):
         assert verify.get((i, i), 0.0) == 0.0
 
 
-def test_an_image_against_its_own_enrolled_copy_is_at_zero(engine):
-    engine.create_gallery("g")
+def test_an_image_against_its_own_enrolled_copy_is_at_zero(vector_engine):
+    vector_engine.create_gallery("g")
     images = [png(glyph(c)) for c in range(6)]
     for c, im in enumerate(images):  # one at a time: embedded alone, as the queries below are
-        engine.enroll("g", [EnrollItem(f"c{c}", im)])
+        vector_engine.enroll("g", [EnrollItem(f"c{c}", im)])
     for c in (0, 3, 5):
-        (hit,) = engine.search("g", [images[c]], k=1)[0]
-        (ident,) = engine.identify("g", [images[c]], k=2, threshold=0.5)
-        (claim,) = engine.verify_class("g", [(images[c], f"c{c}")], threshold=0.5)
+        (hit,) = vector_engine.search("g", [images[c]], k=1)[0]
+        (ident,) = vector_engine.identify("g", [images[c]], k=2, threshold=0.5)
+        (claim,) = vector_engine.verify_class("g", [(images[c], f"c{c}")], threshold=0.5)
         assert hit.distance == 0.0 and hit.label == f"c{c}"
         assert ident.candidates[0].distance == 0.0 and ident.label == f"c{c}"
         assert claim.distance == 0.0 and claim.same
-    (pair,) = engine.verify([(images[2], images[2])], threshold=0.5)
+    (pair,) = vector_engine.verify([(images[2], images[2])], threshold=0.5)
     assert pair.distance == 0.0 and pair.same
