@@ -84,3 +84,29 @@ def test_over_grpc(stub):
     with pytest.raises(grpc.RpcError) as err:
         stub.VerifyClass(pb.VerifyClassRequest(gallery="cohort", queries=[query], cohort=True), timeout=TIMEOUT)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "threshold" in err.value.details()
+
+
+def test_a_ranking_that_found_no_other_class_falls_back_to_ranking_the_others(vector_engine, monkeypatch):
+    # An approximate index may return the claimed class alone among its top 2; the nearest other class
+    # is then found by ranking the other classes only. Forced here by trimming the first ranking.
+    from twinsearch.server.scoring import ClassScores
+
+    rng = np.random.default_rng(10)
+    v = unit(rng.normal(size=(9, DIM)))
+    vector_engine.create_gallery("g")
+    vector_engine.enroll("g", [EnrollItem(f"c{i % 3}", v[i]) for i in range(9)])
+    gallery = vector_engine.store._gallery("g")
+    probe = unit(v[0] + 0.05 * rng.normal(size=DIM))
+    per_class = dist(probe[None], v)[0].reshape(3, 3).min(0)
+    expected = per_class[1:].min()
+    assert gallery.nearest_other_class(probe[None], ["c0"], Scoring.NEAREST, 1)[0] == pytest.approx(expected)
+    real_rank, calls = gallery.rank, []
+
+    def trimmed(queries, k, scoring, mean_k, labels=None):
+        calls.append(labels)
+        out = real_rank(queries, k, scoring, mean_k, labels)
+        return [ClassScores(s.slots[:1], s.distances[:1], s.nearest_ids[:1]) for s in out] if labels is None else out
+
+    monkeypatch.setattr(gallery, "rank", trimmed)
+    assert gallery.nearest_other_class(probe[None], ["c0"], Scoring.NEAREST, 1)[0] == pytest.approx(expected)
+    assert calls == [None, ["c1", "c2"]]

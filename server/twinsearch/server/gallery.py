@@ -549,5 +549,8 @@ class Gallery:
         out = np.empty(len(queries), dtype=np.float64)
         for i, (scores, label) in enumerate(zip(ranked, labels, strict=True)):
             other = [d for s, d in zip(scores.slots, scores.distances, strict=True) if self.classes.labels[s] != label]
+            if not other:  # an approximate index found no second class near this query: rank the others alone
+                rest = [self.classes.labels[s] for s in self.classes.live_slots() if self.classes.labels[s] != label]
+                other = list(self.rank(queries[i:i + 1], 1, scoring, mean_k, labels=rest)[0].distances)
             out[i] = other[0]
         return out

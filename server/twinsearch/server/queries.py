@@ -45,7 +45,7 @@ class VerifyClassQuery:
     scoring: Scoring | None
     mean_k: int | None
     decision: ThresholdChoice
-    cohort: bool = False  # cohort-normalized scores (`scoring.cohort_normalized`); needs decision.threshold
+    cohort: bool = False  # cohort-normalized scores (`references.cohort_normalized`); needs decision.threshold
 
 
 @dataclass(frozen=True)
