@@ -7,6 +7,9 @@ Figures:
 - `verify_one_client_p50_ms` / `_p99_ms`: Verify of one pair of PNG images (Omniglot, 105 x 105).
 - `identify_100k_one_client_p50_ms` / `_p99_ms`: Identify with one PNG probe, k=5, against an exact
   gallery of 100,000 items in 10,000 classes.
+- `verify_class_100k_one_client_p50_ms`, `verify_class_cohort_100k_one_client_p50_ms` (and `_p99_ms`):
+  VerifyClass of one PNG probe against one class of that gallery, plain and cohort-normalized (which
+  ranks the gallery's classes as Identify does, to find the nearest other class).
 
 Breakdown: the server's own stage histograms (`twinsearch_stage_seconds` and
 `twinsearch_rpc_latency_seconds` on its /metrics endpoint), read before and after the timed calls, give
@@ -116,13 +119,22 @@ def run(model_file: Path, fingerprint: str, dim: int, work: Path, calls: int) ->
         verify = _timed(lambda i: client.verify(images[2 * i], images[2 * i + 1]), calls, port, "Verify")
         log.info("latency: %d Identify calls, one image each, %d-item gallery", calls, GALLERY_N)
         identify = _timed(lambda i: client.identify("bench", images[i], k=5), calls, port, "Identify")
+        log.info("latency: %d VerifyClass calls each plain and cohort-normalized, one image each", calls)
+        claim = _timed(lambda i: client.verify_class("bench", images[i], f"class-{i % GALLERY_CLASSES}",
+                                                     threshold=0.5), calls, port, "VerifyClass")
+        cohort = _timed(lambda i: client.verify_class("bench", images[i], f"class-{i % GALLERY_CLASSES}",
+                                                      threshold=0.5, cohort=True), calls, port, "VerifyClass")
     return {
-        "latency": {"verify": verify, "identify_100k": identify, "gallery_n": GALLERY_N,
-                    "gallery_classes": GALLERY_CLASSES},
+        "latency": {"verify": verify, "identify_100k": identify, "verify_class_100k": claim,
+                    "verify_class_cohort_100k": cohort, "gallery_n": GALLERY_N, "gallery_classes": GALLERY_CLASSES},
         "verify_one_client_p50_ms": verify["p50_ms"],
         "verify_one_client_p99_ms": verify["p99_ms"],
         "identify_100k_one_client_p50_ms": identify["p50_ms"],
         "identify_100k_one_client_p99_ms": identify["p99_ms"],
+        "verify_class_100k_one_client_p50_ms": claim["p50_ms"],
+        "verify_class_100k_one_client_p99_ms": claim["p99_ms"],
+        "verify_class_cohort_100k_one_client_p50_ms": cohort["p50_ms"],
+        "verify_class_cohort_100k_one_client_p99_ms": cohort["p99_ms"],
     }
 
 

@@ -89,6 +89,8 @@ ROWS = [
     ("verify_one_client_p99_ms", "ms", None, ""),
     ("identify_100k_one_client_p50_ms", "ms", lambda v: v <= 5, "<= 5"),
     ("identify_100k_one_client_p99_ms", "ms", None, ""),
+    ("verify_class_100k_one_client_p50_ms", "ms", None, ""),
+    ("verify_class_cohort_100k_one_client_p50_ms", "ms", None, ""),
     ("startup_s_1m", "s", None, ""),
     ("startup_s_empty", "s", None, ""),
     ("rss_mb_1m", "MiB", None, ""),
