@@ -5,7 +5,8 @@
 The validation writers are the ones `twinsearch train` held out of writers 001-048 (`--val-fraction` and
 `--seed` as the model was trained, 0.2 and 0 by default), so recipes can be chosen here without looking at
 writers 049-069, which stay for the report. With a few writers one draw of the references moves the EER
-by a couple of points; this prints the mean and the standard deviation over `--draws` draws.
+by a couple of points; this prints the mean and the standard deviation over `--draws` draws, and the mean
+equal-error thresholds.
 
 Class scorings: the gallery's own (`nearest`, `prototype`, `mean_of_k`), and two that divide by the
 writer's spread, to see whether a writer-dependent scale would help: `nearest/loo` (nearest reference
@@ -54,10 +55,11 @@ def scored(probes: np.ndarray, refs: np.ndarray, scoring: str) -> np.ndarray:
 
 def compare(emb: np.ndarray, labels: np.ndarray, forges: np.ndarray, references: int, draws: int,
             cohort_powers: tuple[float, ...] = ()) -> dict:
-    """{scoring: (skilled EERs, random EERs)} over `draws` draws of `references` references per writer."""
+    """{scoring: (skilled EERs, random EERs, skilled EER thresholds, random EER thresholds)} over `draws` draws
+    of `references` references per writer."""
     forged = forges[labels] >= 0
     names = SCORINGS + tuple(f"nearest/cohort^{p:g}" for p in cohort_powers)
-    out = {s: ([], []) for s in names}
+    out = {s: ([], [], [], []) for s in names}
     for draw in range(draws):
         rng = np.random.default_rng(draw)
         parts = {s: ([], [], []) for s in names}
@@ -79,8 +81,10 @@ def compare(emb: np.ndarray, labels: np.ndarray, forges: np.ndarray, references:
                     part.append(cohort_normalized(scored(emb[idx], emb[own], "nearest"), others, p))
         for s in names:
             genuine, skilled, random = (np.concatenate(p) for p in parts[s])
-            out[s][0].append(verification(genuine, skilled)["eer"])
-            out[s][1].append(verification(genuine, random)["eer"])
+            for i, impostor in enumerate((skilled, random)):
+                v = verification(genuine, impostor)
+                out[s][i].append(v["eer"])
+                out[s][i + 2].append(v["eer_threshold"])
     return out
 
 
@@ -96,15 +100,16 @@ def main() -> int:
     args = parser.parse_args()
     prepare_signatures()
     source = open_source(REPO / SIGNATURES / "train", forgery_suffix="_forg")
-    print(f"{'model':<28} {'scoring':<20} {'skilled EER':>16} {'random EER':>16}")
+    print(f"{'model':<28} {'scoring':<20} {'skilled EER':>16} {'random EER':>16}   EER thresholds (mean), skilled / random")
     for path in args.models:
         model = load_model(path)
         _, val = load_arrays(source, model.preprocess).split_genuine_classes(args.val_fraction, args.seed)
         emb = model.embed_arrays(val.images).astype(np.float64)
-        for s, (skilled, random) in compare(emb, val.labels, val.forges, args.references, args.draws,
-                                                   tuple(args.cohort_powers)).items():
+        rows = compare(emb, val.labels, val.forges, args.references, args.draws, tuple(args.cohort_powers))
+        for s, (skilled, random, skilled_t, random_t) in rows.items():
             print(f"{Path(path).name:<28} {s:<20} {np.mean(skilled):>8.4f} +- {np.std(skilled):.4f} "
-                  f"{np.mean(random):>8.4f} +- {np.std(random):.4f}", flush=True)
+                  f"{np.mean(random):>8.4f} +- {np.std(random):.4f}   {np.mean(skilled_t):.4f} / {np.mean(random_t):.4f}",
+                  flush=True)
     return 0
 
 
