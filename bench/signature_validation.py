@@ -30,7 +30,7 @@ from encoder_recipes import REPO, SIGNATURES, prepare_signatures  # noqa: E402
 from twinsearch.encoder.data.loading import load_arrays  # noqa: E402
 from twinsearch.encoder.data.sources import open_source  # noqa: E402
 from twinsearch.encoder.evaluation.metrics import verification  # noqa: E402
-from twinsearch.encoder.evaluation.references import class_distance, cohort_normalized  # noqa: E402
+from twinsearch.encoder.evaluation.references import class_distance, reference_distances  # noqa: E402
 from twinsearch.encoder.model import load_model  # noqa: E402
 
 SCORINGS = ("nearest", "prototype", "mean_of_k", "nearest/loo", "mean/spread")
@@ -75,10 +75,10 @@ def compare(emb: np.ndarray, labels: np.ndarray, forges: np.ndarray, references:
             for s in SCORINGS:
                 for part, idx in zip(parts[s], groups, strict=True):
                     part.append(scored(emb[idx], emb[own], s))
-            for p in cohort_powers:
-                for part, idx in zip(parts[f"nearest/cohort^{p:g}"], groups, strict=True):
-                    others = np.min([scored(emb[idx], emb[r], "nearest") for o, r in refs.items() if o != c], axis=0)
-                    part.append(cohort_normalized(scored(emb[idx], emb[own], "nearest"), others, p))
+        for p in cohort_powers:  # the same draw of references: one generator seeded with `draw`, classes in order
+            raw = reference_distances(emb, labels, forges, references, seed=draw, cohort=True, cohort_power=p)
+            for part, kind in zip(parts[f"nearest/cohort^{p:g}"], ("genuine", "skilled", "random"), strict=True):
+                part.append(raw[kind])
         for s in names:
             genuine, skilled, random = (np.concatenate(p) for p in parts[s])
             for i, impostor in enumerate((skilled, random)):

@@ -65,9 +65,11 @@ def class_distance(probes: np.ndarray, references: np.ndarray, scoring: str = "n
 
 
 def reference_distances(embeddings: np.ndarray, labels: np.ndarray, forges: np.ndarray | None, references: int,
-                        scoring: str = "nearest", mean_k: int = 3, seed: int = 0, cohort: bool = False) -> dict:
+                        scoring: str = "nearest", mean_k: int = 3, seed: int = 0, cohort: bool = False,
+                        cohort_power: float = COHORT_POWER) -> dict:
     """Class distances of genuine probes, skilled forgeries and random forgeries with `references` genuine
-    references per class (with `cohort`, cohort-normalized against every other class's references).
+    references per class (with `cohort`, cohort-normalized against every other class's references, at
+    `cohort_power`).
     Returns {"genuine", "skilled", "random"}: 1-D float64 arrays, and "classes": the number of classes
     that had enough genuine images (more than `references`)."""
     if references < 1:
@@ -86,23 +88,26 @@ def reference_distances(embeddings: np.ndarray, labels: np.ndarray, forges: np.n
     if cohort and len(refs) < 2:
         raise ValueError("cohort normalization needs at least two classes with references")
 
-    def score(probes: np.ndarray, c: int) -> np.ndarray:
-        d = class_distance(emb[probes], emb[refs[c]], scoring, mean_k)
-        if not cohort:
-            return d
-        others = np.stack([class_distance(emb[probes], emb[refs[o]], scoring, mean_k) for o in refs if o != c])
-        return cohort_normalized(d, others.min(0))
+    # Every image's class distance to every class with references, (images, classes), computed once: an
+    # image is scored against its own class, and against every other as a random forgery or as a cohort.
+    dist = np.zeros((len(emb), 0))
+    if refs:
+        dist = np.stack([class_distance(emb, emb[r], scoring, mean_k) for r in refs.values()], axis=1)
+
+    def score(probes: np.ndarray, j: int) -> np.ndarray:
+        d = dist[probes, j]
+        return cohort_normalized(d, np.delete(dist[probes], j, axis=1).min(1), cohort_power) if cohort else d
 
     genuine, skilled, random = [], [], []
-    for c, class_refs in refs.items():
+    for j, (c, class_refs) in enumerate(refs.items()):
         members = np.flatnonzero((labels == c) & ~forged_image)
-        genuine.append(score(np.setdiff1d(members, class_refs), c))
+        genuine.append(score(np.setdiff1d(members, class_refs), j))
         forgeries = np.flatnonzero(forged_image & (forges[labels] == c))
         if len(forgeries):
-            skilled.append(score(forgeries, c))
+            skilled.append(score(forgeries, j))
         others = np.flatnonzero(~forged_image & (labels != c))
         if len(others):
-            random.append(score(others, c))
+            random.append(score(others, j))
 
     def cat(parts: list[np.ndarray]) -> np.ndarray:
         return np.concatenate(parts) if parts else np.zeros(0)
