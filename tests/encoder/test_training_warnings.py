@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from twinsearch.encoder.card import read_card
 from twinsearch.encoder.commands import train as train_cmd
@@ -113,3 +114,59 @@ def test_one_default_per_loss_parameter_and_zero_is_honoured():
 def test_a_preset_switch_can_be_turned_off():
     args = _parse(["--preset", "characters", "--data", "d", "--out", "o", "--no-rotations", "--no-invert"])
     assert not args.rotations and not args.invert and args.loss == "prototypical"
+
+
+def test_a_preset_backbone_flags_go_with_its_backbone():
+    from twinsearch.encoder.heads import build_net
+    from twinsearch.encoder.preprocess import Preprocess
+    from twinsearch.encoder.training.trainer import architecture_for
+
+    args = _parse(["--preset", "signatures", "--backbone", "resnet", "--data", "d", "--out", "o"])
+    assert args.pool is None and args.widths == [32, 64, 96, 128]  # conv4's pooling dropped, widths kept
+    assert train_cmd.backbone_flag_error(args) is None
+    for name in PRESETS:
+        for backbone in ("conv4", "koch", "signet", "resnet"):
+            args = _parse(["--preset", name, "--backbone", backbone, "--data", "d", "--out", "o"])
+            assert train_cmd.backbone_flag_error(args) is None, (name, backbone)
+            height, width = args.size[0], args.size[-1]
+            preprocess = Preprocess(width=width, height=height, channels=args.channels)
+            try:
+                net = build_net(architecture_for(train_cmd._config(args), preprocess))
+            except ValueError as exc:  # only the fixed towers refuse, and only inputs too small for them
+                assert backbone in ("koch", "signet") and min(height, width) < 65, (name, backbone)
+                assert f"too small for the {backbone} backbone" in str(exc)
+                continue
+            assert net(torch.zeros(2, args.channels, height, width)).shape == (2, args.dim), (name, backbone)
+
+
+def test_backbone_flags_given_by_hand_must_fit_the_backbone(glyph_tree, tmp_path, capsys):
+    args = _parse(["--data", str(glyph_tree), "--backbone", "resnet", "--pool", "avg", "--out", str(tmp_path / "m")])
+    assert train_cmd.run(args) == 2
+    assert "--pool applies to the conv4 backbone, not resnet" in capsys.readouterr().err
+    args = _parse(["--data", str(glyph_tree), "--backbone", "koch", "--widths", "8", "--out", str(tmp_path / "m")])
+    assert train_cmd.run(args) == 2
+    assert "--widths applies to the conv4 and resnet backbones, not koch" in capsys.readouterr().err
+
+
+def test_an_input_too_small_for_the_backbone_is_refused_before_decoding(glyph_tree, tmp_path, capsys, monkeypatch):
+    from twinsearch.encoder.training import recipe
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded the data before checking the backbone")
+
+    monkeypatch.setattr(recipe, "load_arrays", no_decoding)
+    args = _parse(["--data", str(glyph_tree), "--class-depth", "2", "--backbone", "koch", "--size", "32",
+                   "--steps", "1", "--no-progress", "--out", str(tmp_path / "m.tsm")])
+    assert train_cmd.run(args) == 2
+    assert "32 x 32 pixels is too small for the koch backbone (designed for 105 x 105)" in capsys.readouterr().err
+
+
+def test_the_koch_tower_takes_wide_inputs():
+    from twinsearch.encoder.backbones import build_backbone
+
+    square, wide = build_backbone("koch", input_size=96), build_backbone("koch", input_size=96, input_width=192)
+    norms = [m for m in wide.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and wide.training  # probing the size left the statistics and the mode as they were
+    assert all(bool((m.running_var == 1).all()) and int(m.num_batches_tracked) == 0 for m in norms)
+    assert wide(torch.zeros(2, 1, 96, 192)).shape == (2, wide.out_features)
+    assert wide.out_features > square.out_features

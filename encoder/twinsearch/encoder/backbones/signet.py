@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .probe import feature_count
+
 
 class SigNet(nn.Module):
     def __init__(self, in_channels: int = 1, input_size: int = 155, input_width: int | None = None,
@@ -22,8 +24,7 @@ class SigNet(nn.Module):
             nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, ceil_mode=True),
             nn.Dropout(dropout),
         )
-        with torch.no_grad():
-            n = self.features(torch.zeros(1, in_channels, input_size, input_width or input_size)).numel()
+        n = feature_count(self.features, in_channels, input_size, input_width, "signet", "155 x 220")
         self.fc = nn.Sequential(nn.Linear(n, 1024), nn.ReLU(inplace=True), nn.Dropout(0.5))
         self.out_features = 1024
 

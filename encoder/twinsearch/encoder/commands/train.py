@@ -166,13 +166,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+# Backbone flags and the backbones that take them; the others refuse them (see `backbone_flag_error`).
+BACKBONE_FLAGS = {"widths": ("conv4", "resnet"), "pool": ("conv4",), "convs_per_block": ("conv4",),
+                  "stem_stride": ("resnet",)}
+
+
 def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse `argv`; with --preset, the preset's settings become the defaults, so flags given win."""
+    """Parse `argv`; with --preset, the preset's settings become the defaults, so flags given win.
+
+    A preset's backbone flags go with its backbone: given another `--backbone`, those the new backbone
+    does not take are dropped (`--preset signatures --backbone resnet` leaves out the preset's conv4
+    pooling), while the same flags given by hand are refused by `run`."""
     args = parser.parse_args(argv)
     if args.preset:
+        given = args
         parser.set_defaults(**preset(args.preset))
         args = parser.parse_args(argv)
+        for flag, backbones in BACKBONE_FLAGS.items():
+            if getattr(given, flag) is None and args.backbone not in backbones:
+                setattr(args, flag, None)
     return args
+
+
+def backbone_flag_error(args: argparse.Namespace) -> str | None:
+    """The usage message for a backbone flag that `args.backbone` does not take, or None."""
+    for flag, backbones in BACKBONE_FLAGS.items():
+        if getattr(args, flag) is not None and args.backbone not in backbones:
+            return (f"--{flag.replace('_', '-')} applies to the {' and '.join(backbones)} backbone"
+                    f"{'s' if len(backbones) > 1 else ''}, not {args.backbone}")
+    return None
 
 
 def _config(args: argparse.Namespace):
@@ -212,6 +234,8 @@ def run(args: argparse.Namespace) -> int:
 
     if len(args.size) > 2:
         return _usage("--size takes one number (square) or two (height width)")
+    if (message := backbone_flag_error(args)) is not None:
+        return _usage(message)
     try:
         binarize = args.binarize if args.binarize in ("none", "otsu") else float(args.binarize)
     except ValueError:

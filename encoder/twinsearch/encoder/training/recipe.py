@@ -215,8 +215,11 @@ def train_model(recipe: Recipe, events: Events | None = None) -> Outcome:
         torch.set_num_threads(config.threads)
     preprocess = recipe.preprocess
     init_card, init_weights = (None, None) if recipe.init is None else read_weights(recipe.init)
-    if init_weights is not None:  # a misfit is told before the data is decoded, not after
-        start_from(build_net(architecture_for(config, preprocess)), init_weights)
+    # A backbone that cannot take the input, or initial weights that do not fit, are told before the data
+    # is decoded, not after.
+    net = build_net(architecture_for(config, preprocess))
+    if init_weights is not None:
+        start_from(net, init_weights)
     source = open_source(recipe.data, recipe.class_depth, recipe.split, forgery_suffix=recipe.forgery_suffix or None)
     if recipe.groups or recipe.exclude_groups:
         source = source.select_groups(list(recipe.groups), list(recipe.exclude_groups))

@@ -56,7 +56,7 @@ def architecture_for(config: TrainConfig, preprocess: Preprocess) -> dict:
     args = dict(config.backbone_args)
     args.setdefault("in_channels", preprocess.channels)
     args.setdefault("input_size", preprocess.height)
-    if config.backbone == "signet" or (config.backbone == "conv4" and preprocess.width != preprocess.height):
+    if config.backbone == "signet" or (config.backbone in ("conv4", "koch") and preprocess.width != preprocess.height):
         args.setdefault("input_width", preprocess.width)
     arch = {"backbone": config.backbone, "backbone_args": args, "dim": config.dim, "head_args": dict(config.head_args)}
     if config.tta_shifts:
