@@ -274,6 +274,11 @@ def test_enroll_search_verify_class_and_delete(run, tree, monkeypatch):
     assert status == 0 and "cohort score" in out and "same" in out and "different" in out
     status, _, err = run("verify-class", "people", "alice", alice[0], "--cohort")
     assert status == 1 and "INVALID_ARGUMENT" in err and "threshold" in err
+    assert run("galleries", "create", "signed", "--cohort-threshold", "0.5")[0] == 0  # a default for cohort calls
+    assert run("enroll", "signed", "alice", alice[0])[0] == 0 and run("enroll", "signed", "bob", bob)[0] == 0
+    status, out, _ = run("verify-class", "signed", "alice", alice[0], "--cohort", "--json")
+    [answer] = json.loads(out)
+    assert status == 0 and answer["threshold"]["distance"] == 0.5 and answer["threshold"]["source"] == "gallery"
 
     status, out, _ = run("delete", "people", "--client-ids", "a1", "nope")
     assert status == 0 and "deleted 1 items" in out
@@ -299,3 +304,9 @@ def test_galleries_create_takes_an_operating_point(run):
     assert status == 2 and "no operating point 'far_5'" in err and "far_1" in err
     status, out, _ = run("galleries", "create", "plain", "--threshold", "0.5", "--json")
     assert status == 0 and json.loads(out)["threshold"] == 0.5
+    status, out, _ = run("galleries", "create", "cohorted", "--cohort-threshold", "0.45", "--json")
+    assert status == 0 and json.loads(out)["cohort_threshold"] == 0.45 and json.loads(out)["threshold"] is None
+    status, out, _ = run("galleries", "show", "cohorted")
+    assert status == 0 and "cohort threshold" in out and "0.45" in out
+    status, _, err = run("galleries", "create", "bad", "--cohort-threshold", "-1")
+    assert status == 1 and "INVALID_ARGUMENT" in err and "cohort threshold" in err

@@ -67,6 +67,38 @@ def test_it_needs_a_threshold_of_its_own_and_two_classes(vector_engine):
         vector_engine.verify_class("one", [(v[0], "a")], cohort="yes", threshold=0.5)
 
 
+def test_a_gallery_cohort_threshold_serves_cohort_calls_that_give_none(tmp_path, model_path):
+    from twinsearch.server.engine import Engine, EngineSettings
+
+    rng = np.random.default_rng(11)
+    v = unit(rng.normal(size=(6, DIM)))
+    settings = EngineSettings(torch_threads=1, batch_wait_ms=0)
+    with Engine.open(tmp_path, model_path, settings) as engine:
+        for bad in (-0.1, float("nan"), 2.5, "x"):
+            with pytest.raises(InvalidArgument) as err:
+                engine.create_gallery("bad", cohort_threshold=bad)
+            assert err.value.field == "cohort_threshold"
+        info = engine.create_gallery("g", threshold=0.3, cohort_threshold=0.45)
+        assert (info.threshold, info.cohort_threshold) == (0.3, 0.45)
+        engine.enroll("g", [EnrollItem(f"k{i % 3}", v[i]) for i in range(6)])
+        probe = unit(v[0] + 0.3 * rng.normal(size=DIM))
+        (from_gallery,) = engine.verify_class("g", [(probe, "k0")], cohort=True)
+        (from_request,) = engine.verify_class("g", [(probe, "k0")], cohort=True, threshold=0.9)
+        (plain,) = engine.verify_class("g", [(probe, "k0")])
+        assert from_gallery.threshold.distance == 0.45 and from_gallery.threshold.source == ThresholdSource.GALLERY
+        assert from_gallery.same == (from_gallery.distance <= 0.45) and from_gallery.probability is None
+        assert from_request.threshold.distance == 0.9 and from_request.threshold.source == ThresholdSource.REQUEST
+        assert from_request.distance == from_gallery.distance
+        assert plain.threshold.distance == 0.3  # plain calls keep the gallery's distance threshold
+        with pytest.raises(InvalidArgument) as err:
+            engine.verify_class("g", [(probe, "k0")], cohort=True, target_far=0.01)
+        assert err.value.field == "target_far"
+    with Engine.open(tmp_path, model_path, settings) as engine:  # kept across a restart
+        assert engine.get_gallery("g").cohort_threshold == 0.45
+        (again,) = engine.verify_class("g", [(probe, "k0")], cohort=True)
+        assert again.threshold.source == ThresholdSource.GALLERY and again.distance == from_gallery.distance
+
+
 def test_over_grpc(stub):
     rng = np.random.default_rng(9)
     v = unit(rng.normal(size=(6, DIM)))
@@ -84,6 +116,19 @@ def test_over_grpc(stub):
     with pytest.raises(grpc.RpcError) as err:
         stub.VerifyClass(pb.VerifyClassRequest(gallery="cohort", queries=[query], cohort=True), timeout=TIMEOUT)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "threshold" in err.value.details()
+    gallery = stub.CreateGallery(pb.CreateGalleryRequest(name="cohort2", cohort_threshold=0.7), timeout=TIMEOUT)
+    assert gallery.HasField("cohort_threshold") and gallery.cohort_threshold == pytest.approx(0.7)
+    assert stub.GetGallery(pb.GetGalleryRequest(name="cohort2"), timeout=TIMEOUT).cohort_threshold == pytest.approx(0.7)
+    assert not stub.GetGallery(pb.GetGalleryRequest(name="cohort"), timeout=TIMEOUT).HasField("cohort_threshold")
+    stub.Enroll(pb.EnrollRequest(gallery="cohort2", items=[
+        pb.EnrollItem(label=f"k{i % 3}", input=c.input_to_pb(v[i])) for i in range(6)]), timeout=TIMEOUT)
+    answer = stub.VerifyClass(pb.VerifyClassRequest(gallery="cohort2", queries=[query], cohort=True), timeout=TIMEOUT)
+    assert answer.results[0].distance == pytest.approx(expected, rel=1e-5)
+    assert answer.results[0].threshold.source == pb.THRESHOLD_SOURCE_GALLERY
+    assert answer.results[0].threshold.distance == pytest.approx(0.7)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.CreateGallery(pb.CreateGalleryRequest(name="cohort3", cohort_threshold=-1.0), timeout=TIMEOUT)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "cohort threshold" in err.value.details()
 
 
 def test_a_ranking_that_found_no_other_class_falls_back_to_ranking_the_others(vector_engine, monkeypatch):

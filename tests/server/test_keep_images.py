@@ -158,7 +158,7 @@ def test_a_version_1_store_opens_unchanged_and_gains_the_new_columns(tmp_path, m
         assert (g.item_count, g.class_count, g.threshold, g.keep_images, g.model) == (5, 2, 0.7, False, "tiny-0")
         hits = c.search("old", vectors[3], k=1)
         assert (hits[0].client_id, hits[0].distance) == ("c3", 0.0)
-        assert c.engine.store.db.schema_version() == SCHEMA_VERSION == 3
+        assert c.engine.store.db.schema_version() == SCHEMA_VERSION == 4
         c.enroll("old", "class-9", png(glyph(9)))  # new items of an old gallery keep no image
         assert c.get_gallery("old").item_count == 6 and kept_files(data) == {}
         c.create_gallery("new")

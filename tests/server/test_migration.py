@@ -67,7 +67,7 @@ def test_a_migration_under_concurrent_calls_loses_nothing(tmp_path, model_path, 
     data = tmp_path / "data"
     errors: list[BaseException] = []
     with LocalClient(data, models={"a": model_path, "b": model_b}, settings=SETTINGS) as c:
-        c.create_gallery("g", model="a", threshold=0.6)
+        c.create_gallery("g", model="a", threshold=0.6, cohort_threshold=0.45)
         enroll(c, "g", FIRST)
         before = c.identify("g", PROBES, k=5)
 
@@ -84,10 +84,11 @@ def test_a_migration_under_concurrent_calls_loses_nothing(tmp_path, model_path, 
 
         store.add_migrated = held
         start = c.migrate_gallery("g", "b")
-        assert start.dropped_threshold == 0.6 and start.gallery.migration.model == "b"
+        assert start.dropped_threshold == 0.6 and start.dropped_cohort_threshold == 0.45
+        assert start.gallery.migration.model == "b"
         assert first_batch.wait(TIMEOUT)
         half = c.get_gallery("g")
-        assert half.model == "a" and half.threshold == 0.6
+        assert half.model == "a" and half.threshold == 0.6 and half.cohort_threshold == 0.45
         assert half.migration.state == MigrationState.RUNNING and 0 < half.migration.done < half.migration.total
         assert c.identify("g", PROBES, k=5) == before  # still the old model's answers
 
@@ -127,7 +128,8 @@ def test_a_migration_under_concurrent_calls_loses_nothing(tmp_path, model_path, 
         assert not errors, errors
         assert answered["identify"] > 0
         after = c.get_gallery("g")
-        assert (after.model, after.dim, after.threshold, after.migration) == ("b", 24, None, None)
+        assert (after.model, after.dim, after.threshold, after.cohort_threshold, after.migration) == ("b", 24, None,
+                                                                                                     None, None)
         survivors = {k: v for k, v in {**FIRST, **LATER}.items() if k not in GONE}
         assert after.item_count == len(survivors)
         answers, classes = c.identify("g", PROBES, k=5), c.classes("g")

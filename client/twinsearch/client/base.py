@@ -174,6 +174,7 @@ class BaseClient(abc.ABC):
         exist_ok: bool = False,
         model: str | None = None,
         keep_images: bool | None = None,
+        cohort_threshold: float | None = None,
     ) -> t.GalleryInfo:
         """Create a gallery bound to the server's default model, or to the model named `model`.
 
@@ -186,14 +187,23 @@ class BaseClient(abc.ABC):
         existing gallery of that name is returned as it is instead of raising AlreadyExists.
         `keep_images`: keep each enrolled image beside the store, so that the gallery can later be
         migrated to another model (`migrate_gallery`); None: the server's default (on).
+        `cohort_threshold`: the threshold of `verify_class(..., cohort=True)` calls that give none (a
+        cohort score, measured on held-out classes in a gallery of about this one's size); None: such
+        calls must give their own. Migrating the gallery to another model drops it, as it drops
+        `threshold`.
         """
         spec = parse_index(index, params)
         mean_k = positive_int(mean_k, "mean_k", optional=True)
         if isinstance(threshold, str):
             threshold = self.operating_point(threshold, model=model).distance
+        if cohort_threshold is not None and (isinstance(cohort_threshold, bool)
+                                             or not isinstance(cohort_threshold, int | float)):
+            raise InvalidArgument(f"cohort_threshold must be a number, got {cohort_threshold!r}",
+                                  field="cohort_threshold")
         try:
             return self._create_gallery(name, index=spec, scoring=parse_scoring(scoring), mean_k=mean_k,
-                                        threshold=threshold, model=model or None, keep_images=keep_images)
+                                        threshold=threshold, model=model or None, keep_images=keep_images,
+                                        cohort_threshold=cohort_threshold)
         except AlreadyExists:
             if exist_ok:
                 return self._get_gallery(name)
@@ -431,8 +441,9 @@ class BaseClient(abc.ABC):
         *other* enrolled class (the gallery needs two classes or more): a probe near many classes is judged
         more strictly. On the signature writers it rejects other writers' signatures far better (README,
         Signatures). That score is not on the model's distance scale, so the call must give `threshold`
-        for it (measure one with `twinsearch evaluate --references R --cohort` on held-out classes); the
-        answer's `distance` is the score and it has no probability.
+        for it, unless the gallery was created with a `cohort_threshold` (measure one with `twinsearch
+        evaluate --references R --cohort` on held-out classes); the answer's `distance` is the score and
+        it has no probability.
         """
         batch, single = self._batch(probes, gallery)
         mean_k = positive_int(mean_k, "mean_k", optional=True)
@@ -482,7 +493,8 @@ class BaseClient(abc.ABC):
 
     @abc.abstractmethod
     def _create_gallery(self, name: str, *, index: t.IndexSpec, scoring: t.Scoring | None, mean_k: int,
-                        threshold: float | None, model: str | None, keep_images: bool | None) -> t.GalleryInfo: ...
+                        threshold: float | None, model: str | None, keep_images: bool | None,
+                        cohort_threshold: float | None) -> t.GalleryInfo: ...
 
     @abc.abstractmethod
     def _migrate_gallery(self, name: str, model: str) -> t.MigrationStart: ...

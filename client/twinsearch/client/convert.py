@@ -367,6 +367,8 @@ def gallery_to_pb(info: t.GalleryInfo) -> pb.Gallery:
     )
     if info.threshold is not None:
         message.threshold = info.threshold
+    if info.cohort_threshold is not None:
+        message.cohort_threshold = info.cohort_threshold
     if info.migration is not None:
         message.migration.CopyFrom(migration_to_pb(info.migration))
     return message
@@ -381,6 +383,7 @@ def gallery_from_pb(message: pb.Gallery) -> t.GalleryInfo:
         class_count=message.class_count, item_count=message.item_count, on_gpu=message.on_gpu,
         model=message.model or None, keep_images=message.keep_images,
         migration=migration_from_pb(message.migration) if message.HasField("migration") else None,
+        cohort_threshold=message.cohort_threshold if message.HasField("cohort_threshold") else None,
     )
 
 
@@ -388,6 +391,8 @@ def migration_start_to_pb(start: t.MigrationStart) -> pb.MigrateGalleryResponse:
     message = pb.MigrateGalleryResponse(gallery=gallery_to_pb(start.gallery))
     if start.dropped_threshold is not None:
         message.dropped_threshold = start.dropped_threshold
+    if start.dropped_cohort_threshold is not None:
+        message.dropped_cohort_threshold = start.dropped_cohort_threshold
     return message
 
 
@@ -395,6 +400,8 @@ def migration_start_from_pb(message: pb.MigrateGalleryResponse) -> t.MigrationSt
     return t.MigrationStart(
         gallery=gallery_from_pb(message.gallery),
         dropped_threshold=message.dropped_threshold if message.HasField("dropped_threshold") else None,
+        dropped_cohort_threshold=(message.dropped_cohort_threshold if message.HasField("dropped_cohort_threshold")
+                                  else None),
     )
 
 

@@ -240,7 +240,8 @@ class Client(BaseClient):
         )
         return [c.verification_from_pb(v) for v in self._call("Verify", request).results]
 
-    def _create_gallery(self, name, *, index, scoring, mean_k, threshold, model, keep_images) -> t.GalleryInfo:
+    def _create_gallery(self, name, *, index, scoring, mean_k, threshold, model, keep_images,
+                        cohort_threshold) -> t.GalleryInfo:
         kind, params = c.index_spec_to_pb(index)
         request = pb.CreateGalleryRequest(name=name, index=kind, params=params, scoring=c.scoring_to_pb(scoring),
                                           mean_k=mean_k or 0, model=model or "")
@@ -248,6 +249,8 @@ class Client(BaseClient):
             request.threshold = threshold
         if keep_images is not None:
             request.keep_images = bool(keep_images)
+        if cohort_threshold is not None:
+            request.cohort_threshold = cohort_threshold
         return c.gallery_from_pb(self._call("CreateGallery", request))
 
     def _migrate_gallery(self, name, model) -> t.MigrationStart:

@@ -158,15 +158,17 @@ class GalleryInfo:
     model: str | None = None       # name of the served model it is bound to (None: the server lacks it)
     keep_images: bool = False      # enrolled images are kept, so the gallery can be migrated
     migration: Migration | None = None  # a migration to another model under way
+    cohort_threshold: float | None = None  # default threshold of cohort-normalized verify_class calls
 
 
 @dataclass(frozen=True)
 class MigrationStart:
     """The answer to `migrate_gallery`: the gallery with its migration, and the gallery's threshold
-    override that the switch to the new model drops (a distance of the old model), if it has one."""
+    overrides that the switch to the new model drops (of the old model's embeddings), where it has them."""
 
     gallery: GalleryInfo
     dropped_threshold: float | None = None
+    dropped_cohort_threshold: float | None = None
 
 
 @dataclass(frozen=True)

@@ -244,7 +244,7 @@ class IndexParams(_message.Message):
     def __init__(self, nlist: _Optional[int] = ..., nprobe: _Optional[int] = ..., hnsw_m: _Optional[int] = ..., ef_construction: _Optional[int] = ..., ef_search: _Optional[int] = ...) -> None: ...
 
 class CreateGalleryRequest(_message.Message):
-    __slots__ = ("name", "index", "params", "scoring", "mean_k", "threshold", "model", "keep_images")
+    __slots__ = ("name", "index", "params", "scoring", "mean_k", "threshold", "model", "keep_images", "cohort_threshold")
     NAME_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
@@ -253,6 +253,7 @@ class CreateGalleryRequest(_message.Message):
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     KEEP_IMAGES_FIELD_NUMBER: _ClassVar[int]
+    COHORT_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     name: str
     index: IndexKind
     params: IndexParams
@@ -261,10 +262,11 @@ class CreateGalleryRequest(_message.Message):
     threshold: float
     model: str
     keep_images: bool
-    def __init__(self, name: _Optional[str] = ..., index: _Optional[_Union[IndexKind, str]] = ..., params: _Optional[_Union[IndexParams, _Mapping]] = ..., scoring: _Optional[_Union[Scoring, str]] = ..., mean_k: _Optional[int] = ..., threshold: _Optional[float] = ..., model: _Optional[str] = ..., keep_images: _Optional[bool] = ...) -> None: ...
+    cohort_threshold: float
+    def __init__(self, name: _Optional[str] = ..., index: _Optional[_Union[IndexKind, str]] = ..., params: _Optional[_Union[IndexParams, _Mapping]] = ..., scoring: _Optional[_Union[Scoring, str]] = ..., mean_k: _Optional[int] = ..., threshold: _Optional[float] = ..., model: _Optional[str] = ..., keep_images: _Optional[bool] = ..., cohort_threshold: _Optional[float] = ...) -> None: ...
 
 class Gallery(_message.Message):
-    __slots__ = ("name", "model_fingerprint", "dim", "index", "params", "scoring", "mean_k", "threshold", "class_count", "item_count", "on_gpu", "model", "keep_images", "migration")
+    __slots__ = ("name", "model_fingerprint", "dim", "index", "params", "scoring", "mean_k", "threshold", "class_count", "item_count", "on_gpu", "model", "keep_images", "migration", "cohort_threshold")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
@@ -279,6 +281,7 @@ class Gallery(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     KEEP_IMAGES_FIELD_NUMBER: _ClassVar[int]
     MIGRATION_FIELD_NUMBER: _ClassVar[int]
+    COHORT_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     name: str
     model_fingerprint: str
     dim: int
@@ -293,7 +296,8 @@ class Gallery(_message.Message):
     model: str
     keep_images: bool
     migration: Migration
-    def __init__(self, name: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., dim: _Optional[int] = ..., index: _Optional[_Union[IndexKind, str]] = ..., params: _Optional[_Union[IndexParams, _Mapping]] = ..., scoring: _Optional[_Union[Scoring, str]] = ..., mean_k: _Optional[int] = ..., threshold: _Optional[float] = ..., class_count: _Optional[int] = ..., item_count: _Optional[int] = ..., on_gpu: _Optional[bool] = ..., model: _Optional[str] = ..., keep_images: _Optional[bool] = ..., migration: _Optional[_Union[Migration, _Mapping]] = ...) -> None: ...
+    cohort_threshold: float
+    def __init__(self, name: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., dim: _Optional[int] = ..., index: _Optional[_Union[IndexKind, str]] = ..., params: _Optional[_Union[IndexParams, _Mapping]] = ..., scoring: _Optional[_Union[Scoring, str]] = ..., mean_k: _Optional[int] = ..., threshold: _Optional[float] = ..., class_count: _Optional[int] = ..., item_count: _Optional[int] = ..., on_gpu: _Optional[bool] = ..., model: _Optional[str] = ..., keep_images: _Optional[bool] = ..., migration: _Optional[_Union[Migration, _Mapping]] = ..., cohort_threshold: _Optional[float] = ...) -> None: ...
 
 class Migration(_message.Message):
     __slots__ = ("model", "fingerprint", "done", "total", "state", "error")
@@ -320,12 +324,14 @@ class MigrateGalleryRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
 
 class MigrateGalleryResponse(_message.Message):
-    __slots__ = ("gallery", "dropped_threshold")
+    __slots__ = ("gallery", "dropped_threshold", "dropped_cohort_threshold")
     GALLERY_FIELD_NUMBER: _ClassVar[int]
     DROPPED_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_COHORT_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     gallery: Gallery
     dropped_threshold: float
-    def __init__(self, gallery: _Optional[_Union[Gallery, _Mapping]] = ..., dropped_threshold: _Optional[float] = ...) -> None: ...
+    dropped_cohort_threshold: float
+    def __init__(self, gallery: _Optional[_Union[Gallery, _Mapping]] = ..., dropped_threshold: _Optional[float] = ..., dropped_cohort_threshold: _Optional[float] = ...) -> None: ...
 
 class GetGalleryRequest(_message.Message):
     __slots__ = ("name",)

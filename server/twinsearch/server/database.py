@@ -38,7 +38,7 @@ from . import images
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Stay well under SQLite's limit on bound parameters per statement.
 _CHUNK = 900
 
@@ -95,6 +95,10 @@ _UPGRADES: dict[int, tuple[str, ...]] = {
         # `images.import_folder`) into the database, so that storing them costs no sync of its own.
         "CREATE TABLE IF NOT EXISTS images (key TEXT PRIMARY KEY, data BLOB NOT NULL)",
     ),
+    4: (
+        # The default threshold of cohort-normalized verify_class calls; NULL: calls give their own.
+        "ALTER TABLE galleries ADD COLUMN cohort_threshold REAL",
+    ),
 }
 
 
@@ -110,6 +114,16 @@ class GalleryRow:
     threshold: float | None
     deletions: int
     keep_images: bool = False
+    cohort_threshold: float | None = None
+
+
+_GALLERY_COLUMNS = ("id, name, fingerprint, dim, index_spec, scoring, mean_k, threshold, deletions, keep_images, "
+                    "cohort_threshold")
+
+
+def _gallery_row(r: tuple) -> GalleryRow:
+    """A GalleryRow from a row of `_GALLERY_COLUMNS`."""
+    return GalleryRow(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7], r[8], bool(r[9]), r[10])
 
 
 @dataclass(frozen=True)
@@ -240,32 +254,25 @@ class Database:
 
     # ------------------------------------------------------------------ galleries
     def galleries(self) -> list[GalleryRow]:
-        rows = self._reader().execute(
-            "SELECT id, name, fingerprint, dim, index_spec, scoring, mean_k, threshold, deletions, keep_images "
-            "FROM galleries ORDER BY name"
-        ).fetchall()
-        return [GalleryRow(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7], r[8], bool(r[9]))
-                for r in rows]
+        rows = self._reader().execute(f"SELECT {_GALLERY_COLUMNS} FROM galleries ORDER BY name").fetchall()
+        return [_gallery_row(r) for r in rows]
 
     def gallery_row(self, conn: sqlite3.Connection | None, gallery_id: int) -> GalleryRow:
         conn = conn if conn is not None else self._reader()
-        r = conn.execute(
-            "SELECT id, name, fingerprint, dim, index_spec, scoring, mean_k, threshold, deletions, keep_images "
-            "FROM galleries WHERE id = ?", (gallery_id,)
-        ).fetchone()
-        return GalleryRow(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7], r[8], bool(r[9]))
+        return _gallery_row(conn.execute(f"SELECT {_GALLERY_COLUMNS} FROM galleries WHERE id = ?",
+                                         (gallery_id,)).fetchone())
 
     def insert_gallery(self, conn: sqlite3.Connection, name: str, fingerprint: str, dim: int,
                        index_spec: dict, scoring: str, mean_k: int, threshold: float | None,
-                       keep_images: bool = False) -> GalleryRow:
+                       keep_images: bool = False, cohort_threshold: float | None = None) -> GalleryRow:
         cur = conn.execute(
             "INSERT INTO galleries (name, fingerprint, dim, index_spec, scoring, mean_k, threshold, created_at, "
-            "keep_images) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "keep_images, cohort_threshold) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (name, fingerprint, dim, json.dumps(index_spec), scoring, mean_k, threshold, time.time(),
-             int(keep_images)),
+             int(keep_images), cohort_threshold),
         )
         return GalleryRow(int(cur.lastrowid), name, fingerprint, dim, index_spec, scoring, mean_k, threshold, 0,
-                          bool(keep_images))
+                          bool(keep_images), cohort_threshold)
 
     def gallery_exists(self, conn: sqlite3.Connection, name: str) -> bool:
         return conn.execute("SELECT 1 FROM galleries WHERE name = ?", (name,)).fetchone() is not None
@@ -463,12 +470,14 @@ class Database:
 
     def finish_migration(self, conn: sqlite3.Connection, gallery_id: int, fingerprint: str, dim: int) -> None:
         """The switch: every item's vector becomes the new model's, the gallery is bound to the new
-        model and its threshold override (a distance of the old model) is dropped. The caller checked
+        model and its threshold overrides (the distance threshold and the cohort threshold, both of the old
+        model's embeddings) are dropped. The caller checked
         that every item has a migrated vector."""
         conn.execute(
             "UPDATE items SET vector = (SELECT m.vector FROM migrated_vectors m WHERE m.item_id = items.id) "
             "WHERE gallery_id = ?", (gallery_id,))
-        conn.execute("UPDATE galleries SET fingerprint = ?, dim = ?, threshold = NULL WHERE id = ?",
+        conn.execute("UPDATE galleries SET fingerprint = ?, dim = ?, threshold = NULL, cohort_threshold = NULL "
+                     "WHERE id = ?",
                      (fingerprint, dim, gallery_id))
         conn.execute("DELETE FROM migrated_vectors WHERE gallery_id = ?", (gallery_id,))
         conn.execute("DELETE FROM migrations WHERE gallery_id = ?", (gallery_id,))

@@ -344,9 +344,10 @@ class Engine:
     # ------------------------------------------------------------------ galleries
     def create_gallery(self, name: str, *, index: IndexSpec | None = None, scoring: Scoring | None = None,
                        mean_k: int | None = None, threshold: float | None = None, model: str | None = None,
-                       keep_images: bool | None = None) -> GalleryInfo:
+                       keep_images: bool | None = None, cohort_threshold: float | None = None) -> GalleryInfo:
         """A new empty gallery bound to the model named `model` (None: the default; its fingerprint and
-        dimension). `keep_images` (None: `settings.keep_images`): keep enrolled images for migrations."""
+        dimension). `keep_images` (None: `settings.keep_images`): keep enrolled images for migrations.
+        `cohort_threshold`: the threshold of `verify_class(cohort=True)` calls that give none."""
         with self._call():
             entry = self.models.get(model)
             threshold = check_threshold(threshold)
@@ -355,6 +356,7 @@ class Engine:
                 index=index or IndexSpec(), scoring=scoring or Scoring.NEAREST,
                 mean_k=int(mean_k) if mean_k else DEFAULTS.mean_k, threshold=threshold,
                 keep_images=self.settings.keep_images if keep_images is None else bool(keep_images),
+                cohort_threshold=cohort_threshold,
             ))
 
     def get_gallery(self, name: str) -> GalleryInfo:
@@ -375,12 +377,13 @@ class Engine:
 
     def migrate_gallery(self, name: str, model: str | None) -> MigrationStart:
         """Start moving gallery `name` to the model named `model` in the background (see
-        `migration.py`); the answer says which threshold override the switch will drop."""
+        `migration.py`); the answer says which threshold overrides the switch will drop."""
         with self._call():
             entry = self.models.get(model)
             info = self.store.start_migration(name, fingerprint=entry.fingerprint, dim=entry.dim)
             self.migrator.start(name, entry.fingerprint)
-            return MigrationStart(gallery=self._named(self.store.get_gallery(name)), dropped_threshold=info.threshold)
+            return MigrationStart(gallery=self._named(self.store.get_gallery(name)), dropped_threshold=info.threshold,
+                                  dropped_cohort_threshold=info.cohort_threshold)
 
     def _named(self, info: GalleryInfo) -> GalleryInfo:
         """The store's GalleryInfo with the names of its model and of the model it migrates to."""

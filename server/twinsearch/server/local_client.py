@@ -70,9 +70,10 @@ class LocalClient(BaseClient):
     def _verify(self, pairs, *, threshold, target_far, model) -> list[t.Verification]:
         return self.engine.verify(pairs, threshold=threshold, target_far=target_far, model=model)
 
-    def _create_gallery(self, name, *, index, scoring, mean_k, threshold, model, keep_images) -> t.GalleryInfo:
+    def _create_gallery(self, name, *, index, scoring, mean_k, threshold, model, keep_images,
+                        cohort_threshold) -> t.GalleryInfo:
         return self.engine.create_gallery(name, index=index, scoring=scoring, mean_k=mean_k, threshold=threshold,
-                                          model=model, keep_images=keep_images)
+                                          model=model, keep_images=keep_images, cohort_threshold=cohort_threshold)
 
     def _migrate_gallery(self, name, model) -> t.MigrationStart:
         return self.engine.migrate_gallery(name, model)

@@ -45,7 +45,8 @@ class VerifyClassQuery:
     scoring: Scoring | None
     mean_k: int | None
     decision: ThresholdChoice
-    cohort: bool = False  # cohort-normalized scores (`references.cohort_normalized`); needs decision.threshold
+    cohort: bool = False  # cohort-normalized scores (`references.cohort_normalized`): decision.threshold,
+    # else the gallery's cohort threshold
 
 
 @dataclass(frozen=True)
@@ -130,12 +131,12 @@ def parse_verify_class(queries: Sequence[object], scoring: object, mean_k: objec
     if not isinstance(cohort, bool):
         raise InvalidArgument(f"cohort must be true or false, got {cohort!r}", field="cohort")
     decision = parse_threshold(threshold, target_far)
-    if cohort and decision.threshold is None:
+    if cohort and decision.target_far is not None:
         raise InvalidArgument(
             "a cohort-normalized score is not on the model's distance scale, so neither the model's calibrated "
-            "thresholds nor a target false-accept rate nor the gallery's threshold apply to it: give a threshold "
-            "for it (twinsearch evaluate --references R --cohort on held-out classes prints the equal-error ones)",
-            field="threshold")
+            "thresholds nor a target false-accept rate nor the gallery's distance threshold apply to it: give a "
+            "threshold for it, or create the gallery with a cohort threshold (twinsearch evaluate --references R "
+            "--cohort on held-out classes prints the equal-error ones)", field="target_far")
     return VerifyClassQuery(scoring=parse_scoring(scoring), mean_k=parse_mean_k(mean_k, limits),
                             decision=decision, cohort=cohort)
 

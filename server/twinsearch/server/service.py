@@ -227,6 +227,7 @@ class TwinSearchServicer(twinsearch_pb2_grpc.TwinSearchServicer):
             threshold=request.threshold if request.HasField("threshold") else None,
             model=request.model or None,
             keep_images=request.keep_images if request.HasField("keep_images") else None,
+            cohort_threshold=request.cohort_threshold if request.HasField("cohort_threshold") else None,
         )
         return c.gallery_to_pb(info)
 

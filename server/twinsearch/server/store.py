@@ -236,7 +236,9 @@ class GalleryStore:
     # ------------------------------------------------------------------ galleries
     def create_gallery(self, name: str, *, fingerprint: str, dim: int, index: IndexSpec | None = None,
                        scoring: Scoring = Scoring.NEAREST, mean_k: int = DEFAULTS.mean_k,
-                       threshold: float | None = None, keep_images: bool = False) -> GalleryInfo:
+                       threshold: float | None = None, keep_images: bool = False,
+                       cohort_threshold: float | None = None) -> GalleryInfo:
+        """`cohort_threshold`: the threshold of `verify_class(cohort=True)` calls that give none."""
         check_gallery_name(name)
         index = index or IndexSpec()
         if not isinstance(fingerprint, str) or not fingerprint:
@@ -250,6 +252,7 @@ class GalleryStore:
             raise InvalidArgument(str(exc)) from exc
         check_k(mean_k, self.settings.max_k, "mean_k")
         threshold = check_threshold(threshold, "gallery threshold")
+        cohort_threshold = check_threshold(cohort_threshold, "gallery cohort threshold", field="cohort_threshold")
         for key in ("nlist", "nprobe"):
             if getattr(index, key) < 0:
                 raise InvalidArgument(f"index {key} must be >= 0 (0 chooses from the gallery size)")
@@ -263,7 +266,7 @@ class GalleryStore:
                 if self.db.gallery_exists(conn, name):
                     raise AlreadyExists(f"a gallery named {name!r} exists")
                 row = self.db.insert_gallery(conn, name, fingerprint, dim, spec, scoring.value, mean_k, threshold,
-                                             keep_images=bool(keep_images))
+                                             keep_images=bool(keep_images), cohort_threshold=cohort_threshold)
             g = Gallery(row, self.db, self.settings.index, self.settings.limits, self.gpu)
             with self._registry:
                 self._galleries[name] = g
@@ -279,6 +282,7 @@ class GalleryStore:
             scoring=g.scoring,
             mean_k=g.mean_k,
             threshold=g.threshold,
+            cohort_threshold=g.row.cohort_threshold,
             class_count=g.class_count,
             item_count=g.item_count,
             on_gpu=g.on_gpu,
@@ -603,15 +607,16 @@ class GalleryStore:
         """Is query row i (float32 (n, dim)) of class labels[i]? The class distance against the threshold.
 
         With `cohort` the score is the class distance normalized by the distance to the nearest other
-        class (`cohort_normalized`), which only a threshold given for it (`threshold`) can judge: it has
-        no calibrated false-accept rate or probability."""
+        class (`cohort_normalized`), which only a threshold given for it can judge (`threshold`, else the
+        gallery's cohort threshold): it has no calibrated false-accept rate or probability."""
         g, queries, _ = self._query_setup(name, vectors, fingerprint, None)
         labels = check_labels(labels, len(queries))
         scoring, mean_k = self._scoring(g, scoring, mean_k)
         if cohort:
-            if threshold is None:
-                raise InvalidArgument("a cohort-normalized score needs a threshold given for it", field="threshold")
-            thr = Threshold(check_threshold(threshold), ThresholdSource.REQUEST, None)
+            if target_far is not None:
+                raise InvalidArgument("a cohort-normalized score has no false-accept rate to aim at: give a "
+                                      "threshold for it", field="target_far")
+            thr = _cohort_threshold(g, threshold)
         else:
             thr = policy.resolve(gallery_threshold=g.threshold, threshold=threshold, target_far=target_far)
         with g.lock.read():
@@ -719,7 +724,7 @@ class GalleryStore:
         table) is built from the migrated vectors under the writer mutex only, so queries go on
         against the old one meanwhile; then, under the old one's write lock, its snapshot is removed,
         the switch commits (items take their new vectors, the gallery its new model, its threshold
-        override is dropped) and the new gallery replaces it. A call that still holds the old one
+        overrides are dropped) and the new gallery replaces it. A call that still holds the old one
         gets ModelChanged and is retried by the engine.
         """
         from dataclasses import replace
@@ -732,7 +737,7 @@ class GalleryStore:
             migration = self._moving_to(g, fingerprint)
             if self.db.items_to_migrate(g.id, 1):
                 return False
-            row = replace(g.row, fingerprint=fingerprint, dim=migration.dim, threshold=None)
+            row = replace(g.row, fingerprint=fingerprint, dim=migration.dim, threshold=None, cohort_threshold=None)
             fresh = Gallery(row, self.db, self.settings.index, self.settings.limits, self.gpu)
             fresh.rebuild(items=lambda: self.db.iter_migrated(g.id, migration.dim),
                           sample=lambda n: self.db.sample_migrated(g.id, migration.dim, n))
@@ -757,3 +762,14 @@ class GalleryStore:
 
 
 __all__ = ["GalleryStore", "StoreSettings"]
+
+
+def _cohort_threshold(g: Gallery, threshold: float | None) -> Threshold:
+    """The threshold of a cohort-normalized call: the request's, else the gallery's cohort threshold."""
+    if threshold is not None:
+        return Threshold(check_threshold(threshold), ThresholdSource.REQUEST, None)
+    if g.row.cohort_threshold is not None:
+        return Threshold(g.row.cohort_threshold, ThresholdSource.GALLERY, None)
+    raise InvalidArgument(
+        f"a cohort-normalized score is not on the model's distance scale: give a threshold for it, or create "
+        f"the gallery with a cohort threshold (gallery {g.name!r} has none)", field="threshold")

@@ -42,6 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "[0, 2], or one of the model's calibrated operating points (eer, far_1, far_0_1; "
                              "see `twinsearch info`), which is resolved to its distance now and kept as that "
                              "distance")
+    create.add_argument("--cohort-threshold", type=float, metavar="S",
+                        help="the threshold of cohort-normalized verify-class calls (--cohort) that give none: a "
+                             "cohort score, not a distance of the model, measured on held-out classes in a gallery "
+                             "of about this size (twinsearch evaluate --references R --cohort prints equal-error "
+                             "ones); default: none, such calls give their own")
     create.add_argument("--model", metavar="NAME",
                         help="the server's model to bind the gallery to (see `twinsearch info`); default: its "
                              "default model")
@@ -65,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         description="Move a gallery that keeps its images to another of the server's models. The server embeds "
                     "every item again from its kept image while the gallery keeps answering with its current "
                     "model, applies enrollments and deletions made meanwhile to both, then switches at once. The "
-                    "gallery's own threshold, if any, is dropped (it was a distance of the old model). A restart "
+                    "gallery's own thresholds, if any, are dropped (they were of the old model). A restart "
                     "of the server resumes the migration; interrupting this command does not stop it.")
     migrate.add_argument("name", help="the gallery")
     migrate.add_argument("--to", required=True, metavar="MODEL", dest="model",
@@ -84,7 +89,7 @@ def _gallery_row(g) -> tuple:
         m = g.migration
         migration = f"to {m.model or m.fingerprint[:12]}: {m.done}/{m.total} {m.state.value}"
     return (g.name, g.class_count, g.item_count, g.index.kind.value, g.scoring.value, g.threshold,
-            model, g.dim, "yes" if g.keep_images else "no", migration)
+            g.cohort_threshold, model, g.dim, "yes" if g.keep_images else "no", migration)
 
 
 def _threshold(text: str) -> float | str:
@@ -97,8 +102,8 @@ def _threshold(text: str) -> float | str:
         return text
 
 
-_GALLERY_HEADERS = ["gallery", "classes", "items", "index", "scoring", "threshold", "model", "dim", "images kept",
-                    "migration"]
+_GALLERY_HEADERS = ["gallery", "classes", "items", "index", "scoring", "threshold", "cohort threshold", "model",
+                    "dim", "images kept", "migration"]
 
 
 @handles_errors
@@ -129,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
                         "this distance")
             g = client.create_gallery(args.name, index=args.index, scoring=args.scoring, mean_k=args.mean_k,
                                       threshold=threshold, exist_ok=args.exist_ok, model=args.model,
-                                      keep_images=args.keep_images)
+                                      keep_images=args.keep_images, cohort_threshold=args.cohort_threshold)
             print_json(g) if args.json else print(table([_gallery_row(g)], _GALLERY_HEADERS))
             if note:
                 print(note, file=sys.stderr if args.json else sys.stdout)
@@ -165,6 +170,10 @@ def _migrate(client, args: argparse.Namespace) -> int:
     if start.dropped_threshold is not None:
         print(f"gallery {args.name!r}: its threshold {start.dropped_threshold:.4f} is dropped at the switch (it was a "
               f"distance of the old model); set one for the new model afterwards if needed", file=out)
+    if start.dropped_cohort_threshold is not None:
+        print(f"gallery {args.name!r}: its cohort threshold {start.dropped_cohort_threshold:.4f} is dropped at the "
+              "switch (it was a cohort score of the old model's embeddings); cohort calls give their own after it",
+              file=out)
     if args.no_wait:
         print_json(start) if args.json else print(table([_gallery_row(start.gallery)], _GALLERY_HEADERS))
         return 0

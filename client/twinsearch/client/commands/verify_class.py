@@ -32,8 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cohort", action="store_true",
                         help="divide the class distance by the fourth root of the image's distance to the nearest "
                              "other enrolled class: stricter with images near many classes (needs two classes or "
-                             "more, and --threshold for that score: twinsearch evaluate --references R --cohort "
-                             "on held-out classes prints one)")
+                             "more, and --threshold for that score unless the gallery was created with "
+                             "--cohort-threshold: twinsearch evaluate --references R --cohort on held-out classes "
+                             "prints one)")
     add_threshold_arguments(parser)
     add_connection_arguments(parser)
 
