@@ -195,7 +195,8 @@ def test_train_and_evaluate_signatures_end_to_end(signature_tree, tmp_path, caps
     assert evaluate_cmd.run(args) == 0
     r = json.loads(cohort_path.read_text())["references"]
     assert r["cohort"] is True and "threshold" not in r and "far_skilled" not in r
-    assert "(nearest, cohort)" in capsys.readouterr().out
+    out_text = capsys.readouterr().out
+    assert "(nearest, cohort)" in out_text and "galleries create NAME --cohort-threshold T" in out_text
     args = parser.parse_args(["--model", str(out), "--data", str(signature_tree), "--references", "5", "--cohort",
                               "--threshold", "0.5", "--way", "5", "--episodes", "20", "--json", str(cohort_path)])
     assert evaluate_cmd.run(args) == 0

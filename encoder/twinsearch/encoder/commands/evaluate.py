@@ -205,6 +205,10 @@ def run(args: argparse.Namespace) -> int:
                 line += f", FAR skilled {_pct(r['far_skilled'])}"
             line += f", FAR random {_pct(r['far_random'])}"
         lines.append(line)
+    if args.cohort and args.references:
+        lines.append("             a cohort threshold serves every cohort call of a gallery that gives none: twinsearch "
+                     "galleries create NAME --cohort-threshold T (measured on classes like yours, in a gallery of "
+                     "about the size served)")
     print("\n".join(lines))
     for where, stats in (report.get("shortcuts") or {}).items():
         for name in stats["flagged"]:
