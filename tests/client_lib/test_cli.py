@@ -310,3 +310,13 @@ def test_galleries_create_takes_an_operating_point(run):
     assert status == 0 and "cohort threshold" in out and "0.45" in out
     status, _, err = run("galleries", "create", "bad", "--cohort-threshold", "-1")
     assert status == 1 and "INVALID_ARGUMENT" in err and "cohort threshold" in err
+    status, out, _ = run("galleries", "set", "cohorted", "--threshold", "far_1", "--no-cohort-threshold", "--json")
+    assert status == 0 and json.loads(out)["threshold"] == far_1["distance"] and json.loads(out)["cohort_threshold"] is None
+    status, out, _ = run("galleries", "set", "cohorted", "--no-threshold", "--scoring", "prototype", "--json")
+    assert status == 0 and json.loads(out)["threshold"] is None and json.loads(out)["scoring"] == "prototype"
+    status, _, err = run("galleries", "set", "cohorted")
+    assert status == 2 and "nothing to change" in err
+    status, _, err = run("galleries", "set", "cohorted", "--threshold", "far_5")
+    assert status == 2 and "no operating point 'far_5'" in err
+    status, _, err = run("galleries", "set", "nope", "--threshold", "0.3")
+    assert status == 1 and "NOT_FOUND" in err

@@ -196,10 +196,7 @@ class BaseClient(abc.ABC):
         mean_k = positive_int(mean_k, "mean_k", optional=True)
         if isinstance(threshold, str):
             threshold = self.operating_point(threshold, model=model).distance
-        if cohort_threshold is not None and (isinstance(cohort_threshold, bool)
-                                             or not isinstance(cohort_threshold, int | float)):
-            raise InvalidArgument(f"cohort_threshold must be a number, got {cohort_threshold!r}",
-                                  field="cohort_threshold")
+        _check_number(cohort_threshold, "cohort_threshold")
         try:
             return self._create_gallery(name, index=spec, scoring=parse_scoring(scoring), mean_k=mean_k,
                                         threshold=threshold, model=model or None, keep_images=keep_images,
@@ -234,6 +231,23 @@ class BaseClient(abc.ABC):
     def get_gallery(self, name: str) -> t.GalleryInfo:
         """A gallery's settings and counts; NotFound for an unknown name."""
         return self._get_gallery(name)
+
+    def update_gallery(self, name: str, *, threshold: float | str | None = t.KEEP,
+                       cohort_threshold: float | None = t.KEEP, scoring: t.Scoring | str | None = None,
+                       mean_k: int | None = None) -> t.GalleryInfo:
+        """Change a gallery's decision settings; what is not given is kept (`t.KEEP`). `threshold`: a new
+        threshold override (a distance, or the name of one of its model's operating points, resolved
+        now as in `create_gallery`), or None to drop it (the model's default applies again).
+        `cohort_threshold`: a new default threshold of its cohort-normalized `verify_class` calls, or None
+        to drop it. `scoring` and `mean_k`: its new default class scoring. The gallery with its new
+        settings; NotFound for an unknown name, FailedPrecondition while it migrates to another model."""
+        if isinstance(threshold, str):
+            threshold = self.operating_point(threshold, model=self._get_gallery(name).model).distance
+        for value, field in ((threshold, "threshold"), (cohort_threshold, "cohort_threshold")):
+            if value is not t.KEEP:
+                _check_number(value, field)
+        return self._update_gallery(name, threshold=threshold, cohort_threshold=cohort_threshold,
+                                    scoring=parse_scoring(scoring), mean_k=positive_int(mean_k, "mean_k", optional=True))
 
     def galleries(self) -> list[t.GalleryInfo]:
         """All galleries with their settings and counts."""
@@ -500,6 +514,10 @@ class BaseClient(abc.ABC):
     def _migrate_gallery(self, name: str, model: str) -> t.MigrationStart: ...
 
     @abc.abstractmethod
+    def _update_gallery(self, name: str, *, threshold, cohort_threshold, scoring: t.Scoring | None,
+                        mean_k: int | None) -> t.GalleryInfo: ...
+
+    @abc.abstractmethod
     def _get_gallery(self, name: str) -> t.GalleryInfo: ...
 
     @abc.abstractmethod
@@ -542,3 +560,9 @@ class BaseClient(abc.ABC):
     @abc.abstractmethod
     def _search(self, gallery: str, probes: list[Payload], *, k, labels) -> list[list[t.Neighbor]]: ...
 
+
+def _check_number(value: object, field: str) -> None:
+    """InvalidArgument unless `value` is None or a number (not a bool): a threshold before the server checks
+    its range."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise InvalidArgument(f"{field} must be a number, got {value!r}", field=field)

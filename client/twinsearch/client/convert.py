@@ -387,6 +387,31 @@ def gallery_from_pb(message: pb.Gallery) -> t.GalleryInfo:
     )
 
 
+def gallery_update_to_pb(name: str, *, threshold, cohort_threshold, scoring, mean_k) -> pb.UpdateGalleryRequest:
+    """An UpdateGalleryRequest: thresholds None clear, KEEP leave; scoring and mean_k None leave."""
+    request = pb.UpdateGalleryRequest(name=name, scoring=scoring_to_pb(scoring), mean_k=mean_k or 0)
+    if threshold is None:
+        request.clear_threshold = True
+    elif threshold is not t.KEEP:
+        request.threshold = threshold
+    if cohort_threshold is None:
+        request.clear_cohort_threshold = True
+    elif cohort_threshold is not t.KEEP:
+        request.cohort_threshold = cohort_threshold
+    return request
+
+
+def gallery_update_from_pb(request: pb.UpdateGalleryRequest) -> dict:
+    """The keyword arguments of `update_gallery` from an UpdateGalleryRequest."""
+    changes: dict = {"scoring": scoring_from_pb(request.scoring), "mean_k": request.mean_k or None}
+    for name in ("threshold", "cohort_threshold"):
+        if request.HasField(name) and getattr(request, f"clear_{name}"):
+            raise InvalidArgument(f"give {name} or clear_{name}, not both", field=name)
+        changes[name] = (getattr(request, name) if request.HasField(name)
+                         else None if getattr(request, f"clear_{name}") else t.KEEP)
+    return changes
+
+
 def migration_start_to_pb(start: t.MigrationStart) -> pb.MigrateGalleryResponse:
     message = pb.MigrateGalleryResponse(gallery=gallery_to_pb(start.gallery))
     if start.dropped_threshold is not None:

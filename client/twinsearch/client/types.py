@@ -22,6 +22,17 @@ from typing import Any
 Payload = Any
 
 
+class _Keep:
+    """The type of `KEEP`."""
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+# `update_gallery(name, threshold=KEEP)`: leave that setting as it is (None clears it).
+KEEP: Any = _Keep()
+
+
 @dataclass(frozen=True)
 class EnrollItem:
     """One item to enroll: its class label, an image or vector payload, an optional client id (makes

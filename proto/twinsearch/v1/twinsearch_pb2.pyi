@@ -361,6 +361,24 @@ class DeleteGalleryRequest(_message.Message):
     name: str
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
+class UpdateGalleryRequest(_message.Message):
+    __slots__ = ("name", "threshold", "clear_threshold", "cohort_threshold", "clear_cohort_threshold", "scoring", "mean_k")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    CLEAR_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    COHORT_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    CLEAR_COHORT_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    SCORING_FIELD_NUMBER: _ClassVar[int]
+    MEAN_K_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    threshold: float
+    clear_threshold: bool
+    cohort_threshold: float
+    clear_cohort_threshold: bool
+    scoring: Scoring
+    mean_k: int
+    def __init__(self, name: _Optional[str] = ..., threshold: _Optional[float] = ..., clear_threshold: _Optional[bool] = ..., cohort_threshold: _Optional[float] = ..., clear_cohort_threshold: _Optional[bool] = ..., scoring: _Optional[_Union[Scoring, str]] = ..., mean_k: _Optional[int] = ...) -> None: ...
+
 class DeleteGalleryResponse(_message.Message):
     __slots__ = ("items_deleted",)
     ITEMS_DELETED_FIELD_NUMBER: _ClassVar[int]

@@ -69,6 +69,11 @@ class TwinSearchStub:
                 request_serializer=twinsearch_dot_v1_dot_twinsearch__pb2.DeleteGalleryRequest.SerializeToString,
                 response_deserializer=twinsearch_dot_v1_dot_twinsearch__pb2.DeleteGalleryResponse.FromString,
                 _registered_method=True)
+        self.UpdateGallery = channel.unary_unary(
+                '/twinsearch.v1.TwinSearch/UpdateGallery',
+                request_serializer=twinsearch_dot_v1_dot_twinsearch__pb2.UpdateGalleryRequest.SerializeToString,
+                response_deserializer=twinsearch_dot_v1_dot_twinsearch__pb2.Gallery.FromString,
+                _registered_method=True)
         self.MigrateGallery = channel.unary_unary(
                 '/twinsearch.v1.TwinSearch/MigrateGallery',
                 request_serializer=twinsearch_dot_v1_dot_twinsearch__pb2.MigrateGalleryRequest.SerializeToString,
@@ -168,6 +173,15 @@ class TwinSearchServicer:
 
     def DeleteGallery(self, request, context):
         """NOT_FOUND
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateGallery(self, request, context):
+        """Change a gallery's decision settings (its threshold override, its cohort threshold, its default
+        class scoring); what a request leaves unset is kept. Committed before the answer. NOT_FOUND,
+        INVALID_ARGUMENT; FAILED_PRECONDITION while the gallery migrates (the switch drops its thresholds).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -292,6 +306,11 @@ def add_TwinSearchServicer_to_server(servicer, server):
                     servicer.DeleteGallery,
                     request_deserializer=twinsearch_dot_v1_dot_twinsearch__pb2.DeleteGalleryRequest.FromString,
                     response_serializer=twinsearch_dot_v1_dot_twinsearch__pb2.DeleteGalleryResponse.SerializeToString,
+            ),
+            'UpdateGallery': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateGallery,
+                    request_deserializer=twinsearch_dot_v1_dot_twinsearch__pb2.UpdateGalleryRequest.FromString,
+                    response_serializer=twinsearch_dot_v1_dot_twinsearch__pb2.Gallery.SerializeToString,
             ),
             'MigrateGallery': grpc.unary_unary_rpc_method_handler(
                     servicer.MigrateGallery,
@@ -528,6 +547,33 @@ class TwinSearch:
             '/twinsearch.v1.TwinSearch/DeleteGallery',
             twinsearch_dot_v1_dot_twinsearch__pb2.DeleteGalleryRequest.SerializeToString,
             twinsearch_dot_v1_dot_twinsearch__pb2.DeleteGalleryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateGallery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/twinsearch.v1.TwinSearch/UpdateGallery',
+            twinsearch_dot_v1_dot_twinsearch__pb2.UpdateGalleryRequest.SerializeToString,
+            twinsearch_dot_v1_dot_twinsearch__pb2.Gallery.FromString,
             options,
             channel_credentials,
             insecure,

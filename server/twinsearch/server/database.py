@@ -274,6 +274,11 @@ class Database:
         return GalleryRow(int(cur.lastrowid), name, fingerprint, dim, index_spec, scoring, mean_k, threshold, 0,
                           bool(keep_images), cohort_threshold)
 
+    def update_gallery(self, conn: sqlite3.Connection, row: GalleryRow) -> None:
+        """Write `row`'s decision settings (threshold, cohort threshold, scoring, mean_k) to its gallery."""
+        conn.execute("UPDATE galleries SET threshold = ?, cohort_threshold = ?, scoring = ?, mean_k = ? WHERE id = ?",
+                     (row.threshold, row.cohort_threshold, row.scoring, row.mean_k, row.id))
+
     def gallery_exists(self, conn: sqlite3.Connection, name: str) -> bool:
         return conn.execute("SELECT 1 FROM galleries WHERE name = ?", (name,)).fetchone() is not None
 

@@ -34,6 +34,7 @@ import numpy as np
 
 from twinsearch.client.errors import FailedPrecondition, InvalidArgument, Unavailable
 from twinsearch.client.types import (
+    KEEP,
     ClassPage,
     Enrolled,
     EnrollFailure,
@@ -358,6 +359,14 @@ class Engine:
                 keep_images=self.settings.keep_images if keep_images is None else bool(keep_images),
                 cohort_threshold=cohort_threshold,
             ))
+
+    def update_gallery(self, name: str, *, threshold: float | None = KEEP, cohort_threshold: float | None = KEEP,
+                       scoring: Scoring | None = None, mean_k: int | None = None) -> GalleryInfo:
+        """Change a gallery's threshold override and cohort threshold (None clears one, KEEP leaves it) and
+        its default scoring and mean_k (None leaves them); see `GalleryStore.update_gallery`."""
+        with self._call():
+            return self._named(_retrying(lambda: self.store.update_gallery(
+                name, threshold=threshold, cohort_threshold=cohort_threshold, scoring=scoring, mean_k=mean_k)))
 
     def get_gallery(self, name: str) -> GalleryInfo:
         with self._call():

@@ -177,6 +177,11 @@ class Gallery:
     def id(self) -> int:
         return self.row.id
 
+    def settings_changed(self, row: GalleryRow) -> None:
+        """Take `row`'s decision settings (threshold, cohort threshold, scoring, mean_k), as committed."""
+        self.scoring = Scoring(row.scoring)
+        self.row = row
+
     @property
     def name(self) -> str:
         return self.row.name

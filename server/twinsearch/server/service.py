@@ -232,6 +232,10 @@ class TwinSearchServicer(twinsearch_pb2_grpc.TwinSearchServicer):
         return c.gallery_to_pb(info)
 
     @_rpc()
+    def UpdateGallery(self, request: pb.UpdateGalleryRequest, context) -> pb.Gallery:
+        return c.gallery_to_pb(self.engine.update_gallery(request.name, **c.gallery_update_from_pb(request)))
+
+    @_rpc()
     def GetGallery(self, request: pb.GetGalleryRequest, context) -> pb.Gallery:
         return c.gallery_to_pb(self.engine.get_gallery(request.name))
 

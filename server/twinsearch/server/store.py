@@ -44,6 +44,7 @@ from twinsearch.client.errors import (
     ResourceExhausted,
 )
 from twinsearch.client.types import (
+    KEEP,
     Candidate,
     ClassCount,
     ClassPage,
@@ -272,6 +273,41 @@ class GalleryStore:
                 self._galleries[name] = g
         log.info("created gallery %r (%s, dim %d, %s index)", name, fingerprint, dim, kind.value)
         return self._info(g)
+
+    def update_gallery(self, name: str, *, threshold: float | None = KEEP, cohort_threshold: float | None = KEEP,
+                       scoring: Scoring | None = None, mean_k: int | None = None) -> GalleryInfo:
+        """Change a gallery's decision settings: `threshold` and `cohort_threshold` (None clears one, KEEP
+        leaves it), the default `scoring` and `mean_k` (None leaves them). Committed before it returns.
+        FailedPrecondition while the gallery migrates: the switch drops its thresholds."""
+        from dataclasses import replace
+
+        changes: dict = {}
+        if threshold is not KEEP:
+            changes["threshold"] = check_threshold(threshold, "gallery threshold")
+        if cohort_threshold is not KEEP:
+            changes["cohort_threshold"] = check_threshold(cohort_threshold, "gallery cohort threshold",
+                                                          field="cohort_threshold")
+        if scoring is not None:
+            try:
+                changes["scoring"] = Scoring(scoring).value
+            except ValueError as exc:
+                raise InvalidArgument(str(exc), field="scoring") from exc
+        if mean_k is not None:
+            changes["mean_k"] = check_k(mean_k, self.settings.max_k, "mean_k")
+        g = self._gallery(name)
+        with self._writer:
+            self._still_there(g)
+            if g.migration is not None:
+                raise FailedPrecondition(
+                    f"gallery {name!r} is moving to another model, whose switch drops its thresholds: change its "
+                    "settings after the switch")
+            if changes:
+                row = replace(g.row, **changes)
+                with self.db.transaction() as conn:
+                    self.db.update_gallery(conn, row)
+                g.settings_changed(row)
+                log.info("gallery %r: %s", name, ", ".join(f"{k} {v}" for k, v in changes.items()))
+            return self._info(g)
 
     def _info(self, g: Gallery) -> GalleryInfo:
         return GalleryInfo(

@@ -16,7 +16,7 @@ from twinsearch.client.commands._common import (
     table,
 )
 from twinsearch.client.errors import InvalidArgument
-from twinsearch.client.types import IndexKind, Scoring
+from twinsearch.client.types import KEEP, IndexKind, Scoring
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +56,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "enrollment time and 4 KiB of disk per small image); default: the server's (on)")
     create.add_argument("--exist-ok", action="store_true", help="no error if it exists already")
     add_connection_arguments(create, sub=True)
+    update = actions.add_parser(
+        "set", help="change a gallery's thresholds or default scoring (what is not given is kept)",
+        description="Change a gallery's decision settings; its items and index are untouched. Refused while the "
+                    "gallery migrates to another model (the switch drops its thresholds): set them after it.")
+    update.add_argument("name")
+    given = update.add_mutually_exclusive_group()
+    given.add_argument("--threshold", type=_threshold, metavar="D|POINT",
+                       help="a new decision threshold: a distance in [0, 2], or one of the gallery's model's "
+                            "operating points (eer, far_1, far_0_1), kept as its distance")
+    given.add_argument("--no-threshold", action="store_true",
+                       help="drop the gallery's threshold: the model's default applies again")
+    cohort = update.add_mutually_exclusive_group()
+    cohort.add_argument("--cohort-threshold", type=float, metavar="S",
+                        help="a new threshold of cohort-normalized verify-class calls that give none")
+    cohort.add_argument("--no-cohort-threshold", action="store_true",
+                        help="drop it: cohort calls give their own threshold again")
+    update.add_argument("--scoring", choices=[s.value for s in Scoring], help="a new default class distance")
+    update.add_argument("--mean-k", type=int, help="a new k for mean_of_k scoring")
+    add_connection_arguments(update, sub=True)
     delete = actions.add_parser("delete", help="delete a gallery and everything enrolled in it (asks first)")
     delete.add_argument("name")
     delete.add_argument("--yes", "-y", action="store_true",
@@ -121,6 +140,20 @@ def run(args: argparse.Namespace) -> int:
         elif action == "show":
             g = client.get_gallery(args.name)
             print_json(g) if args.json else print(table([_gallery_row(g)], _GALLERY_HEADERS))
+        elif action == "set":
+            threshold = None if args.no_threshold else KEEP if args.threshold is None else args.threshold
+            cohort = None if args.no_cohort_threshold else KEEP if args.cohort_threshold is None else args.cohort_threshold
+            if threshold is KEEP and cohort is KEEP and args.scoring is None and args.mean_k is None:
+                raise CommandLineError("nothing to change: give --threshold, --no-threshold, --cohort-threshold, "
+                                       "--no-cohort-threshold, --scoring or --mean-k")
+            try:
+                g = client.update_gallery(args.name, threshold=threshold, cohort_threshold=cohort,
+                                          scoring=args.scoring, mean_k=args.mean_k)
+            except InvalidArgument as exc:
+                if isinstance(threshold, str):
+                    raise CommandLineError(f"--threshold {threshold}: {exc.details}") from None
+                raise
+            print_json(g) if args.json else print(table([_gallery_row(g)], _GALLERY_HEADERS))
         elif action == "create":
             threshold, note = args.threshold, None
             if isinstance(threshold, str):
@@ -169,7 +202,8 @@ def _migrate(client, args: argparse.Namespace) -> int:
     out = sys.stderr if args.json else sys.stdout
     if start.dropped_threshold is not None:
         print(f"gallery {args.name!r}: its threshold {start.dropped_threshold:.4f} is dropped at the switch (it was a "
-              f"distance of the old model); set one for the new model afterwards if needed", file=out)
+              f"distance of the old model); set one for the new model after it with `twinsearch galleries set "
+              f"{args.name} --threshold D` if needed", file=out)
     if start.dropped_cohort_threshold is not None:
         print(f"gallery {args.name!r}: its cohort threshold {start.dropped_cohort_threshold:.4f} is dropped at the "
               "switch (it was a cohort score of the old model's embeddings); cohort calls give their own after it",
