@@ -163,5 +163,8 @@ def test_a_version_1_store_opens_unchanged_and_gains_the_new_columns(tmp_path, m
         assert c.get_gallery("old").item_count == 6 and kept_files(data) == {}
         c.create_gallery("new")
         assert c.get_gallery("new").keep_images
-    with LocalClient(data, model_path, settings=SETTINGS) as c:  # and opens again at version 3
+        assert g.cohort_threshold is None  # version 4's column, empty for a gallery from before it
+        c.update_gallery("old", cohort_threshold=0.5)
+    with LocalClient(data, model_path, settings=SETTINGS) as c:  # and opens again at the current version
         assert c.get_gallery("old").item_count == 6
+        assert (c.get_gallery("old").threshold, c.get_gallery("old").cohort_threshold) == (0.7, 0.5)
