@@ -121,6 +121,20 @@ def _threshold(text: str) -> float | str:
         return text
 
 
+def _resolved(client, threshold, model: str | None) -> tuple:
+    """--threshold as the gallery keeps it: an operating point's name (of `model`) becomes its distance,
+    with a note saying so; anything else is returned as it is, without a note."""
+    if not isinstance(threshold, str):
+        return threshold, None
+    try:
+        point = client.operating_point(threshold, model=model)
+    except InvalidArgument as exc:
+        raise CommandLineError(f"--threshold {threshold}: {exc.details}") from None
+    return point.distance, (f"threshold: operating point {point.name} of the model is distance {point.distance:.4f} "
+                            f"(FAR {point.far:.2%}, FRR {point.frr:.2%} on its calibration pairs); the gallery keeps "
+                            "this distance")
+
+
 _GALLERY_HEADERS = ["gallery", "classes", "items", "index", "scoring", "threshold", "cohort threshold", "model",
                     "dim", "images kept", "migration"]
 
@@ -146,25 +160,15 @@ def run(args: argparse.Namespace) -> int:
             if threshold is KEEP and cohort is KEEP and args.scoring is None and args.mean_k is None:
                 raise CommandLineError("nothing to change: give --threshold, --no-threshold, --cohort-threshold, "
                                        "--no-cohort-threshold, --scoring or --mean-k")
-            try:
-                g = client.update_gallery(args.name, threshold=threshold, cohort_threshold=cohort,
-                                          scoring=args.scoring, mean_k=args.mean_k)
-            except InvalidArgument as exc:
-                if isinstance(threshold, str):
-                    raise CommandLineError(f"--threshold {threshold}: {exc.details}") from None
-                raise
+            threshold, note = _resolved(client, threshold, client.get_gallery(args.name).model
+                                        if isinstance(threshold, str) else None)
+            g = client.update_gallery(args.name, threshold=threshold, cohort_threshold=cohort,
+                                      scoring=args.scoring, mean_k=args.mean_k)
             print_json(g) if args.json else print(table([_gallery_row(g)], _GALLERY_HEADERS))
+            if note:
+                print(note, file=sys.stderr if args.json else sys.stdout)
         elif action == "create":
-            threshold, note = args.threshold, None
-            if isinstance(threshold, str):
-                try:
-                    point = client.operating_point(threshold, model=args.model)
-                except InvalidArgument as exc:
-                    raise CommandLineError(f"--threshold {threshold}: {exc.details}") from None
-                threshold = point.distance
-                note = (f"threshold: operating point {point.name} of the model is distance {point.distance:.4f} "
-                        f"(FAR {point.far:.2%}, FRR {point.frr:.2%} on its calibration pairs); the gallery keeps "
-                        "this distance")
+            threshold, note = _resolved(client, args.threshold, args.model)
             g = client.create_gallery(args.name, index=args.index, scoring=args.scoring, mean_k=args.mean_k,
                                       threshold=threshold, exist_ok=args.exist_ok, model=args.model,
                                       keep_images=args.keep_images, cohort_threshold=args.cohort_threshold)
