@@ -37,6 +37,8 @@ import faiss
 import numpy as np
 
 from twinsearch.client.types import IndexKind, IndexSpec
+from twinsearch.server.halfscreen import HalfRows
+from twinsearch.server.scoring import unseen_bound
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,17 @@ class IndexParams:
     blas_threshold: int | None = 8
     blas_query_bs: int | None = 256
     blas_database_bs: int | None = 32768
+    # A lone query against a flat CPU index of this many rows or more picks its candidates from a float16
+    # copy of the rows (`halfscreen`: half the memory traffic; the copy costs half the index's memory
+    # again); 0 turns the copy off. The margin: rows each chunk of the copy returns beyond the depth.
+    half_screen_rows: int = 32_768
+    half_screen_margin: int = 32
+
+    def __post_init__(self) -> None:
+        if self.half_screen_rows < 0:
+            raise ValueError(f"half_screen_rows must be >= 0, got {self.half_screen_rows}")
+        if self.half_screen_margin < 0:
+            raise ValueError(f"half_screen_margin must be >= 0, got {self.half_screen_margin}")
 
 
 def configure_faiss(params: IndexParams) -> None:
@@ -109,6 +122,9 @@ class VectorIndex:
         self._ids_sorted = True  # the id map ascends (SQLite ids grow), so positions are a binary search
         self._by_id: tuple[np.ndarray, np.ndarray] | None = None  # (order, sorted ids) when it does not
         self._sq_norms: np.ndarray | None = None  # float32 squared norms of a flat index's rows (search_one)
+        self._half: HalfRows | None = None  # their float16 copy (search_one, from half_screen_rows rows)
+        self._half_lock = threading.Lock()  # one search builds or extends the copy at a time
+        self.screen_fallbacks = 0  # lone queries the float16 copy could not answer alone
         self.index = self._wrap(self._empty_cpu())
 
     # ------------------------------------------------------------------ construction
@@ -183,7 +199,7 @@ class VectorIndex:
         self.nlist = nlist
         self.trained_at = n_items if nlist else 0
         self.max_sq_norm = 0.0
-        self._ids_sorted, self._by_id, self._sq_norms = True, None, None
+        self._ids_sorted, self._by_id, self._sq_norms, self._half = True, None, None, None
         self.index = self._wrap(inner)
         self._apply_search_params()
 
@@ -249,21 +265,75 @@ class VectorIndex:
         `_nearest_positions` rather than a partition of every row. Their distances take the form of
         FAISS's own BLAS kernel, |x|^2 + |q|^2 - 2 x.q in float32, so the error slack that
         `scoring.unseen_bound` allows FAISS covers them as well; the caller recomputes the candidates
-        exactly in any case."""
-        key = rows @ query
-        key *= np.float32(-2.0)
-        key += self._row_norms(rows)
-        n = len(key)
+        exactly in any case. From `half_screen_rows` rows on, a float16 copy of the rows picks candidates
+        first and the product runs over those alone (`_screened`), when it can prove the same answer."""
+        norms = self._row_norms(rows)
+        n = len(rows)
         take = min(depth, n)
-        order = _nearest_positions(key, take)
+        q_sq = np.float32(query @ query)
+        order = self._screened(rows, norms, query, q_sq, take)
+        if order is None:
+            key = rows @ query
+            key *= np.float32(-2.0)
+            key += norms
+            order = _nearest_positions(key, take)
+            d = key[order]
+        else:
+            order, d = order
         dist = np.full((1, depth), np.finfo(np.float32).max, dtype=np.float32)
         ids = np.full((1, depth), -1, dtype=np.int64)
-        d = key[order]
-        d += np.float32(query @ query)
+        d += q_sq
         np.maximum(d, np.float32(0.0), out=d)
         dist[0, :take] = d
         ids[0, :take] = self._id_view()[order]
         return dist, ids
+
+    def _screened(self, rows: np.ndarray, norms: np.ndarray, query: np.ndarray, q_sq: np.float32,
+                  take: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The `take` nearest positions and their keys (|x|^2 - 2 x.q, float32), ranked among the
+        candidates of the float16 copy (`halfscreen`), or None when the copy is off, unusable, or cannot
+        prove that no other row belongs among them (the caller then scans every row)."""
+        depth = take + self.params.half_screen_margin
+        if depth > SCREEN_MAX_DEPTH:  # deep searches would take most of every chunk as candidates
+            return None
+        half = self._half_rows(rows)
+        if half is None:
+            return None
+        found = half.candidates(query, depth, self.max_sq_norm)
+        cand = found.positions
+        key = rows[cand] @ query
+        key *= np.float32(-2.0)
+        key += norms[cand]
+        best = np.lexsort((cand, key))[:take]
+        deepest = float(key[best[-1]] + q_sq)
+        # The caller takes every row it was not given to lie at least unseen_bound(deepest) away.
+        if found.lower < unseen_bound(max(deepest, 0.0), float(q_sq), self.max_sq_norm, self.dim):
+            self.screen_fallbacks += 1
+            return None
+        return cand[best], key[best]
+
+    def _half_rows(self, rows: np.ndarray) -> HalfRows | None:
+        """The float16 copy of the rows, or None below `half_screen_rows` or while another search is
+        building it (that search's caller scans the float32 rows meanwhile: 0.5 s a million rows).
+
+        Built and extended here, by one search at a time; rows are only appended between resets,
+        compactions and loads, which drop it. A search never sees it change under it: rows are added
+        under the gallery's write lock, and searches hold its read lock."""
+        limit = self.params.half_screen_rows
+        if not limit or len(rows) < limit:
+            return None
+        if not self._half_lock.acquire(blocking=False):
+            return None
+        try:
+            half = self._half
+            if half is None or half.ntotal > len(rows):
+                half = HalfRows(self.dim)
+            if half.ntotal < len(rows):
+                half.extend(rows[half.ntotal:])
+            self._half = half
+        finally:
+            self._half_lock.release()
+        return half if half.usable else None
 
     def _search_flat(self, rows: np.ndarray, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
         """Several queries against a flat index: FAISS's own kernel (`knn_L2sqr`, what IndexFlatL2.search
@@ -376,7 +446,7 @@ class VectorIndex:
         cpu.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(dead, dtype=np.int64)))
         self.index = self._place(cpu) if self.on_gpu else cpu
         self._by_id = None  # removal keeps the order of what is left
-        self._sq_norms = None
+        self._sq_norms = self._half = None
 
     # ------------------------------------------------------------------ snapshots
     def cpu_copy(self) -> faiss.Index:
@@ -403,6 +473,7 @@ class VectorIndex:
         self.index = self._place(cpu)
         held = self._id_view()
         self._ids_sorted, self._by_id, self._sq_norms = bool((np.diff(held) > 0).all()), None, None
+        self._half = None
         if self.spec.kind == IndexKind.HNSW:
             faiss.downcast_index(self.index.index).hnsw.efSearch = self.spec.ef_search
         self._apply_search_params()
@@ -444,6 +515,8 @@ def _max_sq_norm(inner: faiss.Index, dim: int, chunk: int = 8192) -> float:
 # of every row (one comparison a row instead of a selection; with the ranking key above, a lone search of
 # 100k x 128 in-process took 1.09 to 1.10 ms against 1.21 to 1.22 with a full partition, median of 200 probes).
 SAMPLED_SELECTION_ROWS = 16_384
+# The deepest lone search (depth plus margin) that the float16 copy answers (a sixteenth of a chunk).
+SCREEN_MAX_DEPTH = 1_024
 _SAMPLE = 4_096
 
 
