@@ -4,7 +4,9 @@
    gallery of the same seeded clustered vectors (1,000,000 x 128, 100,000 classes at full size).
 2. A server on an empty store gives the start-up and memory of the interpreter and model alone.
 3. A server on the exact store: `startup_s_1m` (spawn to "serving"), `rss_mb_1m` (right after start),
-   then `identify_qps` and latency from 32 concurrent clients, one vector probe per call, k=5.
+   then `identify_qps` and latency from 32 concurrent clients, one vector probe per call, k=5, then
+   one client's latency (`identify_one_client_p50_ms`) and memory after it (`rss_mb_1m_after_one_client`,
+   with the float16 copy that lone queries against an exact gallery build, `server/halfscreen.py`).
 4. In-process FAISS (`IndexFlatL2` over the same vectors) searches the same probes in batches of 256
    at the depth the server searches (32): `identify_ratio` is the server's QPS over it. The exact top
    10 of each probe is the ground truth for recall.
@@ -123,6 +125,7 @@ def run(size: dict, model: Path, fingerprint: str, dim: int, work: Path, peer: s
         exact = _identify_load(srv.address, probes, CLIENTS, warmup=CLIENTS)
         out["rss_mb_1m_after_load"] = round(srv.rss_mb(), 1)
         out["identify_one_client"] = _identify_load(srv.address, probes[:size["one_client_calls"]], 1, warmup=2)
+        out["rss_mb_1m_after_one_client"] = round(srv.rss_mb(), 1)  # with the float16 copy lone queries build
     out["identify_exact"] = exact
     out["identify_one_client_p50_ms"] = out["identify_one_client"]["p50_ms"]
     out["identify_qps"] = exact["items_per_s"]
