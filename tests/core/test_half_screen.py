@@ -107,12 +107,18 @@ def test_rows_beyond_float16_keep_the_float32_search(rng, monkeypatch):
 
 def test_small_indexes_and_deep_searches_keep_the_float32_search(rng, monkeypatch):
     small = _index(_scaled(rng, 900))  # under half_screen_rows
-    off = _index(_scaled(rng, ROWS), half_screen_rows=0)
+    off = _index(_scaled(rng, ROWS), half_screen_max_rows=0)
+    grown = _index(_scaled(rng, ROWS), half_screen_max_rows=ROWS)
     answered = _screened(small, monkeypatch)
     q = unit(rng.normal(size=(2, DIM)))
     _same_as_faiss(small, q, 10)
     _same_as_faiss(off, q, 10)
     assert answered == [False, False] * 2 and small._half is None and off._half is None
+    _same_as_faiss(grown, q, 10)
+    assert answered[-2:] == [True, True] and grown._half.ntotal == ROWS
+    grown.add(_scaled(rng, 10), np.arange(10_000, 10_010, dtype=np.int64))  # past half_screen_max_rows
+    _same_as_faiss(grown, q, 10)
+    assert answered[-2:] == [False, False] and grown._half is None  # its memory let go
     deep = _index(_scaled(rng, ROWS))
     _same_as_faiss(deep, q, 1_000, ties=True)  # with the margin, past SCREEN_MAX_DEPTH
     assert deep._half is None
@@ -154,5 +160,7 @@ def test_a_search_while_another_builds_the_copy_scans_the_float32_rows(rng, monk
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="half_screen_rows"):
         IndexParams(half_screen_rows=-1)
+    with pytest.raises(ValueError, match="half_screen_max_rows"):
+        IndexParams(half_screen_max_rows=-1)
     with pytest.raises(ValueError, match="half_screen_margin"):
         IndexParams(half_screen_margin=-5)

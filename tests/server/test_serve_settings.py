@@ -40,7 +40,7 @@ def test_flags_win_over_environment():
     (("--tls-cert", "c.pem"), {}, "both"),
     (("--max-batch", "0"), {}, "max_batch"),
     (("--address", "nowhere"), {}, "HOST:PORT"),
-    (("--half-screen-rows", "-1"), {}, "half_screen_rows"),
+    (("--half-screen-max-rows", "-1"), {}, "half_screen_max_rows"),
 ])
 def test_bad_settings_are_refused(argv, env, message):
     with pytest.raises(ValueError, match=message):
@@ -52,10 +52,10 @@ def test_the_float16_screen_setting_reaches_the_store(tmp_path):
     from twinsearch.server.index import IndexParams
 
     assert serve.settings_from(parse(), {}).engine.store["index"] == IndexParams()
-    settings = serve.settings_from(parse("--data-dir", str(tmp_path)), {"TWINSEARCH_HALF_SCREEN_ROWS": "0"})
+    settings = serve.settings_from(parse("--data-dir", str(tmp_path)), {"TWINSEARCH_HALF_SCREEN_MAX_ROWS": "0"})
     store = _open_store(tmp_path, settings.engine)
     try:
-        assert store.settings.index.half_screen_rows == 0
+        assert store.settings.index.half_screen_max_rows == 0
     finally:
         store.close()
 
