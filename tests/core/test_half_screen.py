@@ -83,6 +83,15 @@ def test_no_row_left_out_is_nearer_than_the_bound(rng):
         rest = np.setdiff1d(np.arange(ROWS), found.positions)
         true = np.linalg.norm(x[rest].astype(np.float64) - q, axis=1)
         assert true.min() >= found.lower > 0
+    short = halfscreen.HalfRows(DIM)  # a last chunk of 10 rows, fewer than the depth: all of them come back
+    short.extend(x[:1_034])
+    found = short.candidates(x[1_030] + np.float32(0.01), 20, 49.0 * 4)
+    assert len(found.positions) == 2 * 20 + 10 and set(range(1_024, 1_034)) <= set(found.positions.tolist())
+    rest = np.setdiff1d(np.arange(1_034), found.positions)
+    assert np.linalg.norm(x[rest].astype(np.float64) - (x[1_030] + np.float32(0.01)), axis=1).min() >= found.lower
+    whole = halfscreen.HalfRows(DIM)
+    whole.extend(x[:15])  # one chunk, all returned: nothing is left out
+    assert whole.candidates(x[0], 20, 49.0 * 4).lower == np.inf
 
 
 def test_ties_fall_back_to_the_float32_rows(rng, monkeypatch):
