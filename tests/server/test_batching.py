@@ -103,6 +103,42 @@ def test_an_error_goes_to_the_part_that_caused_it():
     assert [parts for _, parts in run.runs] == [["x"], ["ok", "bad", "fine"], ["ok"], ["bad"], ["fine"]]
 
 
+def test_regather_waits_for_the_callers_of_the_last_run():
+    """Back from a run of 4 parts with 1 waiting, a worker with `regather` waits (up to that fraction of
+    the run's time) for the other callers to come back, and runs the 4 together; without it the lone
+    part runs alone. The wait is bounded: when nobody comes it runs what it has."""
+    def scenario(regather: float, late: int) -> list[list]:
+        run = Recorder()
+        slow = threading.Event()
+
+        def timed(key, parts):
+            out = run(key, parts)
+            if "p1" in parts:  # the run of 4 lasts 0.5 s, while q1 arrives
+                slow.set()
+                threading.Event().wait(0.5)
+            return out
+
+        batcher = Batcher("t", timed, max_size=100, wait_s=0.0, regather=regather)
+        try:
+            first = run.hold_first(batcher, "k", "x")
+            ps = [batcher.submit("k", f"p{i}", 1) for i in range(1, 5)]
+            run.release.set()
+            assert slow.wait(10)
+            q1 = batcher.submit("k", "q1", 1)
+            ps[0].result(timeout=10)  # the run of 4 is over: its callers come back, 0.1 s later
+            threading.Event().wait(0.1)
+            rest = [batcher.submit("k", f"q{i}", 1) for i in range(2, 2 + late)]
+            for f in [first, *ps, q1, *rest]:
+                f.result(timeout=10)
+        finally:
+            batcher.close()
+        return [parts for _, parts in run.runs]
+
+    assert scenario(1.0, 3) == [["x"], ["p1", "p2", "p3", "p4"], ["q1", "q2", "q3", "q4"]]
+    assert scenario(0.0, 3)[2] == ["q1"]  # without it the straggler runs alone
+    assert scenario(1.0, 0) == [["x"], ["p1", "p2", "p3", "p4"], ["q1"]]  # nobody else came: it ran anyway
+
+
 def test_work_of_an_expired_call_is_skipped():
     run = Recorder()
     batcher = Batcher("t", run, max_size=100, wait_s=0.0)

@@ -33,6 +33,7 @@ def test_flags_win_over_environment():
     assert settings.token == "from-env" and settings.metrics_port == 9100
     assert settings.data_dir == Path("/srv/data")
     assert settings.engine.max_pixels == 40_000_000    # an empty variable counts as unset
+    assert serve.settings_from(parse("--search-regather", "0"), {}).engine.search_regather == 0.0
 
 
 @pytest.mark.parametrize("argv, env, message", [
@@ -41,6 +42,7 @@ def test_flags_win_over_environment():
     (("--max-batch", "0"), {}, "max_batch"),
     (("--address", "nowhere"), {}, "HOST:PORT"),
     (("--half-screen-max-rows", "-1"), {}, "half_screen_max_rows"),
+    (("--search-regather", "1.5"), {}, "search_regather"),
 ])
 def test_bad_settings_are_refused(argv, env, message):
     with pytest.raises(ValueError, match=message):

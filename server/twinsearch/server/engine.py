@@ -152,7 +152,7 @@ class Engine:
                                 observe=lambda key, calls, rows: self._observe("encoder", calls, rows),
                                 timer=self._time)
         self._searcher = Batcher("search", self._run_search, max_size=settings.search_batch, wait_s=wait_s,
-                                 threads=1,
+                                 threads=1, regather=settings.search_regather,
                                  observe=lambda key, calls, rows: self._observe(key.op, calls, rows),
                                  timer=self._time)
         self.migrator = Migrator(self)

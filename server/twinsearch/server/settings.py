@@ -21,6 +21,10 @@ DEFAULT_MAX_K = 1000                 # k of Identify and Search
 DEFAULT_BATCH_WAIT_MS = 2.0          # how long a batch waits for company before it runs
 DEFAULT_ENCODER_BATCH = 256          # images in one encoder forward pass
 DEFAULT_SEARCH_BATCH = 1024          # probes in one gathered gallery search
+# A scan of a large exact gallery costs about as much for 2 probes as for 30: under a closed load (32
+# clients, 1M x 128, 2 cores) the search batcher alternated runs of about 30 and 2 probes; waiting up to a
+# quarter of a run for its callers made them runs of 32 (docs/performance.md).
+DEFAULT_SEARCH_REGATHER = 0.25
 DEFAULT_WORKERS = 64                 # gRPC handler threads (they mostly wait on the batchers)
 DEFAULT_GRACE_S = 10.0
 DEFAULT_KEEP_IMAGES = True           # new galleries keep their images: about 1 ms and 4 KiB per image (README)
@@ -43,6 +47,8 @@ class EngineSettings:
     batch_wait_ms: how long the encoder and search batchers, when busy, wait to gather concurrent calls
         (a call that finds its batcher idle runs at once).
     encoder_batch / search_batch: most images per forward pass / probes per gathered search.
+    search_regather: when the search batcher comes back from a run to fewer probes than its last runs
+        held, it waits up to this fraction of the run's time for their callers (0: never; see batching).
     torch_threads: intra-op threads of the encoder (0: the number of CPUs).
     default_threshold: the model card's operating point used when nothing else gives a threshold.
     keep_images: whether a new gallery keeps its enrolled images (for migrations) unless told.
@@ -58,6 +64,7 @@ class EngineSettings:
     batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS
     encoder_batch: int = DEFAULT_ENCODER_BATCH
     search_batch: int = DEFAULT_SEARCH_BATCH
+    search_regather: float = DEFAULT_SEARCH_REGATHER
     torch_threads: int = 0
     default_threshold: str = "eer"
     keep_images: bool = DEFAULT_KEEP_IMAGES
@@ -76,6 +83,8 @@ class EngineSettings:
         for name in ("max_batch", "max_pixels", "max_k", "encoder_batch", "search_batch", "migration_batch"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.search_regather <= 1:
+            raise ValueError(f"search_regather must be in [0, 1], got {self.search_regather}")
         if self.batch_wait_ms < 0:
             raise ValueError(f"batch_wait_ms must be >= 0, got {self.batch_wait_ms}")
         if self.torch_threads < 0:

@@ -50,6 +50,9 @@ _OPTIONS: tuple[tuple[str, str, type, object, str], ...] = (
     ("--max-k", "TWINSEARCH_MAX_K", int, s.DEFAULT_MAX_K, "largest k for identify and search"),
     ("--batch-wait-ms", "TWINSEARCH_BATCH_WAIT_MS", float, s.DEFAULT_BATCH_WAIT_MS,
      "how long a busy batcher waits to gather concurrent calls (an idle one runs a call at once)"),
+    ("--search-regather", "TWINSEARCH_SEARCH_REGATHER", float, s.DEFAULT_SEARCH_REGATHER,
+     "when a busy gallery search comes back to fewer waiting probes than its last runs held, it waits up to "
+     "this fraction of the last run's time for their callers (0 to 1; 0: never)"),
     ("--torch-threads", "TWINSEARCH_TORCH_THREADS", int, 0, "encoder threads (0: one per CPU)"),
     ("--workers", "TWINSEARCH_WORKERS", int, s.DEFAULT_WORKERS, "gRPC handler threads"),
     ("--migration-batch", "TWINSEARCH_MIGRATION_BATCH", int, s.DEFAULT_MIGRATION_BATCH,
@@ -102,7 +105,8 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> s.Ser
         values[attr] = default if value is None else value
     engine = s.EngineSettings(
         max_batch=values["max_batch"], max_pixels=values["max_pixels"], max_k=values["max_k"],
-        batch_wait_ms=values["batch_wait_ms"], torch_threads=values["torch_threads"],
+        batch_wait_ms=values["batch_wait_ms"], search_regather=values["search_regather"],
+        torch_threads=values["torch_threads"],
         migration_batch=values["migration_batch"],
         encoders=values["encoders"], encoder_replicas=values["encoder_replicas"], ray_address=values["ray"],
         ray_object_store_mb=values["ray_object_store_mb"],
