@@ -17,6 +17,14 @@ def parse(*argv: str) -> argparse.Namespace:
     return parser.parse_args(list(argv))
 
 
+def test_help_renders_every_option():
+    """argparse formats help with %: a bare % in any option's text breaks `twinsearch serve --help`."""
+    parser = argparse.ArgumentParser()
+    serve.add_arguments(parser)
+    text = parser.format_help()
+    assert "--half-screen-max-rows" in text and "--search-regather" in text and "40% less" in text
+
+
 def test_defaults():
     settings = serve.settings_from(parse(), {})
     assert settings.address == DEFAULT_ADDRESS and settings.token is None and settings.model_path is None

@@ -59,7 +59,7 @@ _OPTIONS: tuple[tuple[str, str, type, object, str], ...] = (
      "images a gallery migration embeds per encoder pass (calls waiting for the encoder go between passes)"),
     ("--half-screen-max-rows", "TWINSEARCH_HALF_SCREEN_MAX_ROWS", int, IndexParams.half_screen_max_rows,
      f"a lone query against an exact gallery of {IndexParams.half_screen_rows:,} items up to this many picks "
-     "its candidates from a float16 copy of the vectors (the same answers; at 100k items the search took 40% less "
+     "its candidates from a float16 copy of the vectors (the same answers; at 100k items the search took 40%% less "
      "time on 2 cores; the copy takes half the index's memory again); 0: no copy"),
     ("--grace", "TWINSEARCH_GRACE", float, s.DEFAULT_GRACE_S, "seconds calls in flight get at shutdown"),
     ("--encoders", "TWINSEARCH_ENCODERS", str, "local",
