@@ -8,9 +8,9 @@ parts waiting (the server is busy) first lets the oldest of them wait up to `wai
 for company. With `regather`, a worker that comes back from a run to find fewer parts waiting than the
 larger of its last two runs held also waits, up to that fraction of the run's duration, for the callers
 of the run to come back: for runs that cost about as much for few parts as for many (a scan of a large
-flat index), two runs of 30 and 2 parts are slower than one of 32. `run` returns one result per part, in order. If a gathered run raises and it held more than
-one part, each part is run again on its own, so an error is reported to the call that caused it and to no
-other.
+flat index), two runs of 30 and 2 parts are slower than one of 32. `run` returns one result per part, in
+order. If a gathered run raises and it held more than one part, each part is run again on its own, so an
+error is reported to the call that caused it and to no other.
 
 Parts whose caller has gone (deadline passed, call cancelled) are dropped before they run.
 """
@@ -141,7 +141,7 @@ class Batcher:
                 self._cond.wait(left)
             if not idle and self._regather > 0 and self._runs:
                 # Back from a run with few parts waiting: wait a little for that run's callers.
-                rows, ended, seconds = self._runs[-1]
+                _, ended, seconds = self._runs[-1]
                 want = min(max(r for r, _, _ in self._runs), self._max_size)
                 until = ended + self._regather * seconds
                 while not self._closed and self._rows(key) < want:

@@ -26,20 +26,17 @@ from threading import Lock
 import faiss
 import numpy as np
 
+from twinsearch.server.scoring import unseen_bound
+
 # Rows per FAISS scalar-quantizer index. Chunks are scanned in parallel, so a gallery of a few chunks
 # already uses every core; each chunk's search costs a call and a heap of `depth`.
 CHUNK_ROWS = 16_384
 
-# Worst-case relative error of a float32 squared distance over dim terms (see scoring.F32_EPS and
-# `unseen_bound`, whose slack this repeats for the float16 rows' own float32 sums).
-_F32_EPS = 2.0 ** -24
+# Chunks are scanned on this many threads: one per CPU.
+_THREADS = max(1, os.cpu_count() or 1)
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = Lock()
-
-
-def _threads() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
 def _executor() -> ThreadPoolExecutor:
@@ -48,7 +45,7 @@ def _executor() -> ThreadPoolExecutor:
         if _pool is None:
             # One OpenMP thread each: the chunks are the parallelism (FAISS would otherwise start a team
             # of threads for every chunk's one query, on cores the other chunks are using).
-            _pool = ThreadPoolExecutor(max_workers=_threads(), thread_name_prefix="half-screen",
+            _pool = ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="half-screen",
                                        initializer=faiss.omp_set_num_threads, initargs=(1,))
         return _pool
 
@@ -101,7 +98,7 @@ class HalfRows:
         max_sq_norm: the largest squared norm of a row (float32), for the float32 sums' slack."""
         q = np.ascontiguousarray(query[None], dtype=np.float32)
         chunks = self._chunks
-        workers = min(_threads(), len(chunks))
+        workers = min(_THREADS, len(chunks))
         groups = [list(range(w, len(chunks), workers)) for w in range(workers)]
 
         def scan(group: list[int]) -> list[tuple[int, np.ndarray, np.ndarray]]:
@@ -123,9 +120,10 @@ class HalfRows:
             positions.append(local[0][kept] + i * CHUNK_ROWS)
             if chunks[i].ntotal > depth:  # rows of this chunk were left out: none nearer than its deepest
                 deepest = min(deepest, float(dist[0, depth - 1]))
-        if math.isinf(deepest):
-            return Candidates(np.concatenate(positions).astype(np.int64, copy=False), math.inf)
-        reach = math.sqrt(max_sq_norm) + self.error  # the largest norm of a float16 row
-        slack = (2 * self.dim + 16) * _F32_EPS * (float(np.dot(query, query)) + reach * reach)
-        lower = math.sqrt(max(deepest - slack, 0.0)) - self.error
+        lower = math.inf
+        if not math.isinf(deepest):
+            # FAISS's float32 sums over the float16 rows err as its sums over float32 rows do
+            # (`unseen_bound`), with the float16 rows' largest norm; rounding moved each row by `error`.
+            reach = math.sqrt(max_sq_norm) + self.error
+            lower = unseen_bound(deepest, float(np.dot(query, query)), reach * reach, self.dim) - self.error
         return Candidates(np.concatenate(positions).astype(np.int64, copy=False), lower)

@@ -278,15 +278,15 @@ class VectorIndex:
         n = len(rows)
         take = min(depth, n)
         q_sq = np.float32(query @ query)
-        order = self._screened(rows, norms, query, q_sq, take)
-        if order is None:
+        screened = self._screened(rows, norms, query, q_sq, take)
+        if screened is not None:
+            order, d = screened
+        else:
             key = rows @ query
             key *= np.float32(-2.0)
             key += norms
             order = _nearest_positions(key, take)
             d = key[order]
-        else:
-            order, d = order
         dist = np.full((1, depth), np.finfo(np.float32).max, dtype=np.float32)
         ids = np.full((1, depth), -1, dtype=np.int64)
         d += q_sq
@@ -321,7 +321,8 @@ class VectorIndex:
 
     def _half_rows(self, rows: np.ndarray) -> HalfRows | None:
         """The float16 copy of the rows, or None outside `half_screen_rows` to `half_screen_max_rows`
-        rows or while another search is building it (that search's caller scans the float32 rows meanwhile: 0.5 s a million rows).
+        rows, or while another search is building it (0.5 s a million rows; meanwhile the caller scans
+        the float32 rows).
 
         Built and extended here, by one search at a time; rows are only appended between resets,
         compactions and loads, which drop it. A search never sees it change under it: rows are added
