@@ -4,13 +4,16 @@
     .venv/bin/python bench/signature_splits.py preset                       # the preset as it is
     .venv/bin/python bench/signature_splits.py init -- --init omni96.tsm    # one change
     .venv/bin/python bench/signature_splits.py --summary NAME [NAME ...]    # the table of finished runs
+    .venv/bin/python bench/signature_splits.py preset-t10 --seed-offset 10  # other training seeds, same splits
 
 Each seed trains `--preset signatures` on writers 001-048 with a quarter of them held out for validation
 (`--val-fraction 0.25 --seed S`: another 11 writers per seed), for a fixed number of steps, validating every
 50. The figure is the validation skilled-forgery EER (5 references, nearest, mean of 5 draws, as `train`
 records it in the card's history) read at every validation step and averaged over the seeds: no step is
 picked by its luck, which on 9 to 11 writers moves the EER by several points from one validation to the
-next. Writers 049-069 are not touched. Models go to runs/splits/NAME-SEED.tsm.
+next. Writers 049-069 are not touched. Models go to runs/splits/NAME-SEED.tsm. `--seed-offset T` trains
+with the seed SEED + T on split SEED (`--split-seed`), for several models of one recipe on the same
+splits (`bench/signature_validation.py --ensemble` scores them together).
 """
 
 from __future__ import annotations
@@ -32,11 +35,11 @@ from twinsearch.encoder.card import read_card  # noqa: E402
 OUT = REPO / "runs" / "splits"
 
 
-def train(name: str, seed: int, steps: int, extra: list[str]) -> Path:
+def train(name: str, seed: int, steps: int, extra: list[str], seed_offset: int = 0) -> Path:
     out = OUT / f"{name}-{seed}.tsm"
     cmd = [str(Path(sys.executable).with_name("twinsearch")), "train", "--preset", "signatures", "--data", f"{SIGNATURES}/train",
            "--threads", "2", "--name", name, "--steps", str(steps), "--val-every", "50", "--val-fraction", "0.25",
-           "--seed", str(seed), "--no-progress", "--no-graph", "--out", str(out), *extra]
+           "--seed", str(seed + seed_offset), "--split-seed", str(seed), "--no-progress", "--no-graph", "--out", str(out), *extra]
     print("$ " + shlex.join(["twinsearch", *cmd[1:]]), flush=True)
     subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
     return out
@@ -66,6 +69,8 @@ def main() -> int:
     parser.add_argument("name", nargs="*", help="a name for the runs (with --summary: the runs to tabulate)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--seed-offset", type=int, default=0,
+                        help="train with seed S + OFFSET on the split of seed S (default 0: the split's seed)")
     parser.add_argument("--summary", action="store_true", help="only print the table of finished runs")
     argv = sys.argv[1:]
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
@@ -78,7 +83,7 @@ def main() -> int:
         prepare_signatures()
         OUT.mkdir(parents=True, exist_ok=True)
         for seed in args.seeds:
-            train(args.name[0], seed, args.steps, extra)
+            train(args.name[0], seed, args.steps, extra, args.seed_offset)
     print("| recipe | skilled-forgery EER per validation step | mean; per seed | random-forgery EER, mean |")
     print("| --- | --- | --- | --- |")
     for name in args.name:

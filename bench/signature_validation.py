@@ -14,6 +14,11 @@ over the references' mean leave-one-out nearest distance) and `mean/spread` (mea
 references' mean pairwise distance). The server does not offer the last two. `--cohort-powers P ...` adds
 `nearest/cohort^P` rows: the nearest-reference distance over the P-th power of the distance to the nearest
 other validation writer's references (the server's `verify_class(cohort=True)` uses P = 1/4, chosen here).
+
+`--ensemble` scores the given models as one: each image's embeddings by every model, concatenated and
+divided by the square root of their number (a squared distance is then the mean of the models' squared
+distances). `--tta PIXELS` embeds every image with four shifted views as well (up, down, left, right by
+PIXELS, the `--tta` of `twinsearch train`) and averages them.
 """
 
 from __future__ import annotations
@@ -94,20 +99,35 @@ def main() -> int:
     parser.add_argument("--references", type=int, default=5)
     parser.add_argument("--draws", type=int, default=10)
     parser.add_argument("--val-fraction", type=float, default=0.2)
-    parser.add_argument("--seed", type=int, default=0, help="the training seed, which drew the split")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="the seed that drew the validation split (train's --split-seed, else its --seed)")
+    parser.add_argument("--ensemble", action="store_true", help="score the models as one (concatenated embeddings)")
+    parser.add_argument("--tta", type=int, default=0, metavar="PIXELS", help="also embed 4 views shifted by PIXELS")
     parser.add_argument("--cohort-powers", type=float, nargs="*", default=[], metavar="P",
                         help="also score nearest/cohort^P for each P (e.g. 0.125 0.25 0.375 0.5)")
     args = parser.parse_args()
     prepare_signatures()
     source = open_source(REPO / SIGNATURES / "train", forgery_suffix="_forg")
     print(f"{'model':<28} {'scoring':<20} {'skilled EER':>16} {'random EER':>16}   EER thresholds (mean), skilled / random")
+    embedded, val, preprocess = [], None, None
     for path in args.models:
-        model = load_model(path)
-        _, val = load_arrays(source, model.preprocess).split_genuine_classes(args.val_fraction, args.seed)
-        emb = model.embed_arrays(val.images).astype(np.float64)
+        model = load_model(path, runtime="torch" if args.tta else "auto")  # a stored graph has no views
+        if args.tta:
+            t = args.tta
+            model.net.tta_shifts = [(t, 0), (-t, 0), (0, t), (0, -t)]
+        if val is None or model.preprocess != preprocess:
+            if args.ensemble and preprocess is not None:
+                parser.error("--ensemble: the models must share their preprocessing")
+            preprocess = model.preprocess
+            _, val = load_arrays(source, preprocess).split_genuine_classes(args.val_fraction, args.seed)
+        embedded.append((Path(path).name, model.embed_arrays(val.images).astype(np.float64)))
+    if args.ensemble:
+        embedded = [(f"ensemble of {len(embedded)}",
+                     np.concatenate([e for _, e in embedded], 1) / np.sqrt(len(embedded)))]
+    for name, emb in embedded:
         rows = compare(emb, val.labels, val.forges, args.references, args.draws, tuple(args.cohort_powers))
         for s, (skilled, random, skilled_t, random_t) in rows.items():
-            print(f"{Path(path).name:<28} {s:<20} {np.mean(skilled):>8.4f} +- {np.std(skilled):.4f} "
+            print(f"{name:<28} {s:<20} {np.mean(skilled):>8.4f} +- {np.std(skilled):.4f} "
                   f"{np.mean(random):>8.4f} +- {np.std(random):.4f}   {np.mean(skilled_t):.4f} / {np.mean(random_t):.4f}",
                   flush=True)
     return 0

@@ -218,3 +218,37 @@ def test_a_weight_average_is_what_is_validated_and_kept(glyph_tree, tmp_path):
     assert Trainer(longer, pre, data, device="cpu", checkpoint=tmp_path / "r.ckpt").fit(resume=True).steps == 8
     with pytest.raises(ValueError, match="--ema"):
         Trainer(TrainConfig(steps=1, ema=1.0), pre, data, device="cpu")
+
+
+@pytest.mark.parametrize("val_by", ["classes", "images"])
+def test_the_split_seed_draws_the_validation_split_apart_from_the_training_seed(glyph_tree, val_by):
+    """Runs of several training seeds can hold out the same validation data (`--split-seed`); without it
+    the training seed draws the split, as before."""
+    from twinsearch.encoder.training.recipe import Recipe, _split
+
+    everything = _arrays(glyph_tree)
+
+    def held_out(seed, split_seed=None):
+        recipe = Recipe(data=glyph_tree, preprocess=Preprocess(width=16, height=16, invert=True),
+                        config=TrainConfig(seed=seed, steps=1), name="s", class_depth=2, val_fraction=0.34,
+                        val_by=val_by, split_seed=split_seed)
+        _, val = _split(recipe, everything)
+        return val.images.reshape(len(val.images), -1).sum(1).round(3).tolist()
+
+    by_seed = {seed: held_out(seed) for seed in range(6)}
+    assert len({tuple(v) for v in by_seed.values()}) > 1  # the training seed moves the split by default
+    for seed in range(6):
+        assert held_out(seed, split_seed=3) == by_seed[3]
+
+
+def test_the_card_records_the_split_seed(glyph_tree, tmp_path, capsys):
+    out = tmp_path / "m.tsm"
+    args = _parse(train_cmd, ["--data", str(glyph_tree), "--class-depth", "2", "--size", "16", "--invert",
+                              "--widths", "8", "16", "--dim", "8", "-P", "4", "-K", "2", "--steps", "2",
+                              "--val-every", "0", "--val-fraction", "0.34", "--seed", "1", "--split-seed", "4",
+                              "--eval-episodes", "10", "--threads", "2", "--out", str(out), "--no-progress",
+                              "--no-graph"])
+    assert train_cmd.run(args) == 0
+    capsys.readouterr()
+    card = read_card(out)
+    assert card["data"]["validation"]["split_seed"] == 4 and card["training"]["config"]["seed"] == 1

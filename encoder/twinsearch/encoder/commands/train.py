@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="class folders named <class><suffix> hold skilled forgeries of <class>: never its "
                         "positives, batched beside it as negatives, used for validation and calibration "
                         "(default: _forg; '' for none)")
+    d.add_argument("--split-seed", type=int, default=None, metavar="SEED",
+                   help="draws the validation split (default: --seed); give it to train several seeds on one "
+                        "split, to compare or combine them on the same held-out classes")
     d.add_argument("--val-by", choices=("classes", "images"), default="classes",
                    help="hold out whole classes (open set, default) or images of every class (closed set)")
     d.add_argument("--calib-data", help="held-out data for calibration and the card's evaluation "
@@ -254,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
         data=args.data, preprocess=preprocess, config=_config(args), class_depth=args.class_depth,
         name=args.name or Path(args.out).name.split(".")[0], split=args.split, groups=args.groups,
         exclude_groups=args.exclude_groups, forgery_suffix=args.forgery_suffix or None,
-        val_fraction=args.val_fraction, val_by=args.val_by, calib_data=args.calib_data,
+        val_fraction=args.val_fraction, val_by=args.val_by, split_seed=args.split_seed, calib_data=args.calib_data,
         calib_class_depth=args.calib_class_depth, calib_split=args.calib_split, calib_groups=args.calib_groups,
         probability=args.probability, eval_way=args.eval_way, eval_episodes=args.eval_episodes,
         device=args.device, checkpoint=args.checkpoint or f"{args.out}.ckpt", resume=args.resume,

@@ -66,13 +66,14 @@ class Recipe:
     `groups` / `exclude_groups`: train on these groups only / leave them out. `forgery_suffix`: class
     folders named <class><suffix> hold skilled forgeries of <class> (None: no forgeries).
     val_fraction, val_by: the validation split, whole classes ("classes", open set) or a fraction of each
-    class's images ("images", closed set); 0 keeps the last step. calib_*: separate held-out data for
-    calibration and the card's evaluation (default: the validation split). probability: the card's
-    distance-to-probability mapping ("logistic" or "isotonic"). eval_way, eval_episodes: the card's
-    one-shot figure. checkpoint, resume: where the trainer keeps its checkpoint, and whether to go on
-    from it. preset, command: recorded in the card. init: a model file (or shipped model name) whose
-    weights training starts from, such as a model trained on more data of a related kind; its name and
-    fingerprint go into the card.
+    class's images ("images", closed set); 0 keeps the last step. split_seed draws that split (default:
+    the training seed), so that runs of several seeds can share one validation split. calib_*: separate
+    held-out data for calibration and the card's evaluation (default: the validation split).
+    probability: the card's distance-to-probability mapping ("logistic" or "isotonic"). eval_way,
+    eval_episodes: the card's one-shot figure. checkpoint, resume: where the trainer keeps its
+    checkpoint, and whether to go on from it. preset, command: recorded in the card. init: a model file
+    (or shipped model name) whose weights training starts from, such as a model trained on more data of
+    a related kind; its name and fingerprint go into the card.
     """
 
     data: str | os.PathLike
@@ -86,6 +87,7 @@ class Recipe:
     forgery_suffix: str | None = "_forg"
     val_fraction: float = 0.1
     val_by: str = "classes"
+    split_seed: int | None = None
     calib_data: str | os.PathLike | None = None
     calib_class_depth: int | None = None
     calib_split: str | None = None
@@ -186,14 +188,20 @@ class _Run:
         self.emit({"kind": "speed", "text": text})
 
 
+def split_seed(recipe: Recipe) -> int:
+    """The seed that draws the validation split: `split_seed`, else the training seed."""
+    return recipe.config.seed if recipe.split_seed is None else int(recipe.split_seed)
+
+
 def _split(recipe: Recipe, everything):
     """(train, validation) ImageArrays: whole classes held out (open set) or a fraction of every class's
     images (closed set); no validation when val_fraction is 0."""
     if recipe.val_fraction <= 0:
         return everything, None
+    seed = split_seed(recipe)
     if recipe.val_by == "classes":
-        return everything.split_genuine_classes(recipe.val_fraction, recipe.config.seed)
-    mask = np.random.default_rng(recipe.config.seed).random(len(everything)) < recipe.val_fraction
+        return everything.split_genuine_classes(recipe.val_fraction, seed)
+    mask = np.random.default_rng(seed).random(len(everything)) < recipe.val_fraction
     return everything.subset_images(~mask), everything.subset_images(mask)
 
 
@@ -279,7 +287,8 @@ def train_model(recipe: Recipe, events: Events | None = None) -> Outcome:
     }
     card.data = {
         "train": train.summary,
-        "validation": None if val is None else {"by": recipe.val_by, **val.summary},
+        "validation": None if val is None else {"by": recipe.val_by, "split_seed": split_seed(recipe),
+                                                **val.summary},
         "calibration": calib_summary or (None if calib is None else {"source": "validation split",
                                                                       "images": len(calib)}),
     }
@@ -290,7 +299,7 @@ def train_model(recipe: Recipe, events: Events | None = None) -> Outcome:
 def _calibrate_and_evaluate(run: _Run, model: EncoderModel, calib, calibrate, on: str):
     """Thresholds from the held-out data, the card's evaluation, and the warnings they call for."""
     recipe = run.recipe
-    seed = recipe.config.seed
+    seed = split_seed(recipe)
     emb = model.embed_arrays(model.preprocess.normalize(calib.images))
     calibration = calibrate(emb, calib.labels, seed=seed, probability=recipe.probability, forges=calib.forges)
     if calibration.impostor_pairs < SMALL_CALIBRATION:
