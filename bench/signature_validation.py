@@ -36,6 +36,7 @@ from twinsearch.encoder.data.loading import load_arrays  # noqa: E402
 from twinsearch.encoder.data.sources import open_source  # noqa: E402
 from twinsearch.encoder.evaluation.metrics import verification  # noqa: E402
 from twinsearch.encoder.evaluation.references import class_distance, reference_distances  # noqa: E402
+from twinsearch.encoder.heads import shift_views  # noqa: E402
 from twinsearch.encoder.model import load_model  # noqa: E402
 
 SCORINGS = ("nearest", "prototype", "mean_of_k", "nearest/loo", "mean/spread")
@@ -113,8 +114,7 @@ def main() -> int:
     for path in args.models:
         model = load_model(path, runtime="torch" if args.tta else "auto")  # a stored graph has no views
         if args.tta:
-            t = args.tta
-            model.net.tta_shifts = [(t, 0), (-t, 0), (0, t), (0, -t)]
+            model.net.tta_shifts = [tuple(v) for v in shift_views(args.tta)]
         if val is None or model.preprocess != preprocess:
             if args.ensemble and preprocess is not None:
                 parser.error("--ensemble: the models must share their preprocessing")

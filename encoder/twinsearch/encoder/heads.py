@@ -102,6 +102,13 @@ class EmbeddingNet(nn.Module):
         return emb
 
 
+def shift_views(pixels: int) -> list[list[int]]:
+    """The test-time views of `--tta PIXELS`: the image moved up, down, left and right by `pixels` (none
+    for 0), as `EmbeddingNet`'s `tta_shifts`."""
+    t = int(pixels)
+    return [[t, 0], [-t, 0], [0, t], [0, -t]] if t else []
+
+
 def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     """Translate (N, C, H, W) by (dy, dx) pixels, filling with zeros."""
     h, w = x.shape[2:]

@@ -201,6 +201,7 @@ def backbone_flag_error(args: argparse.Namespace) -> str | None:
 
 
 def _config(args: argparse.Namespace):
+    from ..heads import shift_views
     from ..training import TrainConfig
 
     backbone_args: dict = {}
@@ -217,11 +218,10 @@ def _config(args: argparse.Namespace):
         "rotation": args.aug_rotation, "shear": args.aug_shear, "scale": list(args.aug_scale),
         "translate": args.aug_translate, "thickness": args.aug_thickness,
         "elastic": args.aug_elastic, "hflip": args.aug_hflip}
-    t = args.tta
     return TrainConfig(
         backbone=args.backbone, backbone_args=backbone_args, dim=args.dim,
         head_args={"dropout": args.dropout} if args.dropout else {},
-        tta_shifts=[[t, 0], [-t, 0], [0, t], [0, -t]] if t else [], tta_flip=args.tta_flip,
+        tta_shifts=shift_views(args.tta), tta_flip=args.tta_flip,
         posterior_weight=args.posterior_weight,
         loss=args.loss, margin=args.margin, scale=args.scale, mining=args.mining, label_smoothing=args.label_smoothing,
         classes_per_batch=args.classes_per_batch, images_per_class=args.images_per_class,
