@@ -41,6 +41,12 @@ def test_affine_and_rotations():
     big, labels, n = expand_rotations(imgs, np.array([0, 1]), 2)
     assert big.shape == (8, 1, 4, 4) and n == 8 and list(labels) == [0, 1, 2, 3, 4, 5, 6, 7]
     assert np.array_equal(big[2], np.rot90(imgs[0], 1, axes=(1, 2)))
+    wide = np.arange(2 * 8).reshape(2, 1, 2, 4).astype(np.float32)  # not square: copies keep the shape
+    big, labels, n = expand_rotations(wide, np.array([0, 1]), 2)
+    assert big.shape == (8, 1, 2, 4) and n == 8 and list(labels) == [0, 1, 2, 3, 4, 5, 6, 7]
+    assert np.array_equal(big[3], wide[1, :, ::-1, ::-1])  # turned 180 degrees
+    assert np.array_equal(big[4], wide[0, :, :, ::-1])  # mirrored left to right
+    assert np.array_equal(big[7], wide[1, :, ::-1, :])  # mirrored top to bottom
 
 
 @pytest.mark.parametrize("loss", ["normsoftmax", "prototypical", "triplet", "contrastive", "contrastive-pairs"])

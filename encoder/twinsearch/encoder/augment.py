@@ -8,7 +8,8 @@ distortion (smooth random displacement field, Simard et al. 2003) imitates anoth
 character.
 
 `expand_rotations` adds rotated copies (90, 180, 270 degrees) of every image as new classes: a classic
-trick for Omniglot that multiplies the number of training classes by 4.
+trick for Omniglot that multiplies the number of training classes by 4. Images that are not square get
+the copies that keep their shape instead (turned 180 degrees, mirrored either way).
 """
 
 from __future__ import annotations
@@ -93,17 +94,20 @@ of random smooth displacements (fraction of the image); `hflip` the probability 
         return out
 
 
-def expand_rotations(images: np.ndarray, labels: np.ndarray, num_classes: int,
-                     turns: tuple[int, ...] = (1, 2, 3)) -> tuple[np.ndarray, np.ndarray, int]:
-    """Add rotated copies as new classes. images (N, C, H, W) with H == W; labels (N,) in [0, num_classes).
+def expand_rotations(images: np.ndarray, labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Add turned or mirrored copies as new classes. images (N, C, H, W); labels (N,) in [0, num_classes).
 
-    Returns (images, labels, num_classes) with class `c` rotated by k quarter turns labelled
-    `c + i * num_classes` for the i-th entry of `turns` (i from 1).
+    Square images get the three quarter turns (90, 180, 270 degrees); others, whose shape a quarter turn
+    would change (signatures), get the three copies that keep it: turned 180 degrees, mirrored left to
+    right, and mirrored top to bottom. Returns (images, labels, num_classes * 4), the i-th copy (i from
+    1) of class `c` labelled `c + i * num_classes`.
     """
-    if images.shape[2] != images.shape[3]:
-        raise ValueError("rotation classes need square images")
+    if images.shape[2] == images.shape[3]:
+        copies = [np.rot90(images, k=k, axes=(2, 3)) for k in (1, 2, 3)]
+    else:
+        copies = [images[:, :, ::-1, ::-1], images[:, :, :, ::-1], images[:, :, ::-1, :]]
     parts, labs = [images], [labels]
-    for i, k in enumerate(turns, start=1):
-        parts.append(np.ascontiguousarray(np.rot90(images, k=k, axes=(2, 3))))
+    for i, copy in enumerate(copies, start=1):
+        parts.append(np.ascontiguousarray(copy))
         labs.append(labels + i * num_classes)
-    return np.concatenate(parts), np.concatenate(labs), num_classes * (len(turns) + 1)
+    return np.concatenate(parts), np.concatenate(labs), num_classes * (len(copies) + 1)

@@ -131,7 +131,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--weight-decay", type=float, default=5e-4)
     t.add_argument("--minutes", type=float, default=0.0, help="time budget (wall clock) in minutes")
     t.add_argument("--steps", type=int, default=0, help="step limit")
-    t.add_argument("--rotations", action=argparse.BooleanOptionalAction, default=False, help="rotated copies as extra classes (characters)")
+    t.add_argument("--rotations", action=argparse.BooleanOptionalAction, default=False, help="turned copies as extra classes: three quarter turns of square inputs (characters); turned 180 degrees and mirrored both ways otherwise")
     t.add_argument("--no-augment", action="store_true", help="no random affine distortions")
     t.add_argument("--aug-rotation", type=float, default=10.0, help="degrees")
     t.add_argument("--aug-shear", type=float, default=0.3, help="radians")
