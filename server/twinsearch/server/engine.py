@@ -90,8 +90,28 @@ SWITCH_RETRIES = 3  # a call that meets a gallery switching models is embedded a
 
 
 @dataclass(frozen=True)
+class DecodedEnroll:
+    """An enroll batch checked and decoded, not yet embedded (`Engine.decode_enroll`).
+
+    prepared: the images and vectors for the gallery's model; again: the same items for the model the
+    gallery is moving to (None when it is not moving); kept_images: the images the gallery keeps, of
+    the usable items in order (None when it keeps none); already and failures as in `PendingEnroll`."""
+
+    gallery: str
+    items: tuple[EnrollItem, ...]
+    skip_invalid: bool
+    entry: ServedModel
+    target: ServedModel | None
+    prepared: Prepared
+    again: Prepared | None
+    kept_images: list | None
+    already: dict[int, Enrolled]
+    failures: dict[int, str]
+
+
+@dataclass(frozen=True)
 class PendingEnroll:
-    """An enroll batch checked, decoded and embedded, not yet stored (`Engine.prepare_enroll`).
+    """An enroll batch checked, decoded and embedded, not yet stored (`Engine.embed_enroll`).
 
     ok: positions of the items to store, with their vectors (and the migration target's) and kept
     images in that order; already: positions whose client id was stored before; failures: position ->
@@ -418,15 +438,23 @@ class Engine:
         with self._call() as deadline:
             return self._commit_enroll(self._checked_prepare(gallery, items, skip_invalid, deadline), deadline)
 
-    def prepare_enroll(self, gallery: str, items: Sequence[EnrollItem], *, skip_invalid: bool = False
-                       ) -> PendingEnroll:
-        """The first half of `enroll`: checks, decoding and embedding, nothing stored. `commit_enroll`
-        stores it. A stream of batches prepares the next batch while the one before is being stored."""
+    # `enroll` in three stages, for a stream of batches: while one batch is stored, the next is embedded
+    # and the one after it decoded, each stage on a thread of its own (`service._Ahead`), so that the
+    # encoder waits neither for the decoding nor for the store.
+    def decode_enroll(self, gallery: str, items: Sequence[EnrollItem], *, skip_invalid: bool = False
+                      ) -> DecodedEnroll:
+        """The first stage of `enroll`: checks and decoding. `embed_enroll` takes it on."""
+        with self._call():
+            self.limits.check_count(len(items), "items")
+            return _retrying(lambda: self._decode_enroll(gallery, items, skip_invalid))
+
+    def embed_enroll(self, decoded: DecodedEnroll) -> PendingEnroll:
+        """The second stage of `enroll`: the forward pass. `commit_enroll` stores what it makes."""
         with self._call() as deadline:
-            return self._checked_prepare(gallery, items, skip_invalid, deadline)
+            return self._embed_enroll(decoded, deadline)
 
     def commit_enroll(self, pending: PendingEnroll) -> EnrollResult:
-        """The second half of `enroll`: stores what `prepare_enroll` made, committed before this returns."""
+        """The last stage of `enroll`: stores what `embed_enroll` made, committed before this returns."""
         with self._call() as deadline:
             return self._commit_enroll(pending, deadline)
 
@@ -449,6 +477,9 @@ class Engine:
 
     def _prepare_enroll(self, gallery: str, items: Sequence[EnrollItem], skip_invalid: bool, deadline
                         ) -> PendingEnroll:
+        return self._embed_enroll(self._decode_enroll(gallery, items, skip_invalid), deadline)
+
+    def _decode_enroll(self, gallery: str, items: Sequence[EnrollItem], skip_invalid: bool) -> DecodedEnroll:
         info, entry = self._usable_gallery(gallery)
         target = self._migration_target(info)
         failures: dict[int, str] = {}
@@ -480,17 +511,25 @@ class Engine:
         prepared = self._prepare(payloads, names, entry, collect_failures=skip_invalid, skip=skip)
         failures.update(dict(prepared.failed))
         ok = prepared.ok_positions
-        vectors = next_vectors = kept_images = None
+        again = kept_images = None
+        if ok and target is not None:
+            again = self._prepare([payloads[i] for i in ok], [names[i] for i in ok], target)
+        if ok and info.keep_images:
+            kept_images = [None if _is_vector(payloads[i]) else kept.encode(payloads[i]) for i in ok]
+        return DecodedEnroll(gallery, tuple(items), skip_invalid, entry, target, prepared, again, kept_images,
+                             already, failures)
+
+    def _embed_enroll(self, decoded: DecodedEnroll, deadline) -> PendingEnroll:
+        ok = decoded.prepared.ok_positions
+        vectors = next_vectors = None
         if ok:
-            vectors = self._embed_prepared(prepared, deadline, entry)
-            if target is not None:
-                again = self._prepare([payloads[i] for i in ok], [names[i] for i in ok], target)
-                next_vectors = self._embed_prepared(again, deadline, target)
-            if info.keep_images:
-                kept_images = [None if _is_vector(payloads[i]) else kept.encode(payloads[i]) for i in ok]
-        return PendingEnroll(gallery, tuple(items), skip_invalid, entry.fingerprint,
+            vectors = self._embed_prepared(decoded.prepared, deadline, decoded.entry)
+            if decoded.again is not None:
+                next_vectors = self._embed_prepared(decoded.again, deadline, decoded.target)
+        target = decoded.target
+        return PendingEnroll(decoded.gallery, decoded.items, decoded.skip_invalid, decoded.entry.fingerprint,
                              None if target is None else target.fingerprint, tuple(ok), vectors, next_vectors,
-                             kept_images, already, failures)
+                             decoded.kept_images, decoded.already, decoded.failures)
 
     def _store_enroll(self, pending: PendingEnroll, deadline) -> EnrollResult:
         """Store a prepared batch; ModelChanged when the gallery's model is no longer the one it was

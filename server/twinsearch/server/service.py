@@ -19,7 +19,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import grpc
 
@@ -31,7 +31,7 @@ from twinsearch.v1 import twinsearch_pb2 as pb
 from twinsearch.v1 import twinsearch_pb2_grpc
 
 from .deadlines import Deadline, call_scope
-from .engine import Engine, EnrollItem, PendingEnroll
+from .engine import DecodedEnroll, Engine, EnrollItem, PendingEnroll
 from .metrics import Metrics
 from .status import abort, status_for
 
@@ -121,64 +121,82 @@ def _rpc(items: Callable[[object], int] | None = None):
 
 @dataclass(frozen=True)
 class _PreparedEnroll:
-    """A request's items decoded and embedded (`Engine.prepare_enroll`), with the conversion's own
-    failures by request position (skip_invalid) and where each item handed to the engine came from."""
+    """A request's items decoded (`pending` a `DecodedEnroll`) or decoded and embedded (a
+    `PendingEnroll`), with the conversion's own failures by request position (skip_invalid) and where
+    each item handed to the engine came from."""
 
-    pending: PendingEnroll
+    pending: DecodedEnroll | PendingEnroll
     positions: tuple[int, ...]
     failed: tuple[EnrollFailure, ...]
     sequence: int
 
 
 class _Ahead:
-    """Prepares the requests of a stream on a thread of its own, one ahead of the caller, in order.
+    """Runs the requests of a stream through `stages`, each stage on a thread of its own and one item
+    ahead of the next, in order: with stages (decode, embed), while the caller stores batch k, batch
+    k + 1 is embedded and batch k + 2 decoded.
 
-    Iterating yields `prepare(request)` for each request, or raises what preparing (or reading) it
-    raised, after which the stream ends: nothing after a failing batch is prepared, so nothing after
-    it is stored. The thread runs in the stream's context (its deadline) and stops at `close`."""
+    Iterating yields each request passed through every stage, or raises what a stage (or reading the
+    requests) raised, after which the stream ends: nothing after a failing batch goes further, so
+    nothing after it is stored. The threads run in the stream's context (its deadline) and stop at
+    `close`."""
 
     _END = object()
 
-    def __init__(self, requests: Iterator, prepare: Callable):
-        self._queue: queue.Queue = queue.Queue(maxsize=1)
+    def __init__(self, requests: Iterator, *stages: Callable):
         self._stop = threading.Event()
-        context = contextvars.copy_context()
-        self._thread = threading.Thread(target=context.run, args=(self._run, requests, prepare), daemon=True,
-                                        name="twinsearch-enroll-ahead")
-        self._thread.start()
+        self._threads = []
+        source: Iterator = requests
+        for i, stage in enumerate(stages):
+            out: queue.Queue = queue.Queue(maxsize=1)
+            context = contextvars.copy_context()
+            thread = threading.Thread(target=context.run, args=(self._run, source, stage, out), daemon=True,
+                                      name=f"twinsearch-enroll-ahead-{i}")
+            thread.start()
+            self._threads.append(thread)
+            source = self._drain(out)
+        self._results = source
 
-    def _run(self, requests: Iterator, prepare: Callable) -> None:
+    def _run(self, source: Iterator, stage: Callable, out: queue.Queue) -> None:
         try:
-            for request in requests:
+            for item in source:
                 if self._stop.is_set():
                     return
                 try:
-                    self._put((prepare(request), None))
-                except Exception as exc:  # noqa: BLE001 - handed to the stream, in order
-                    self._put((None, exc))
+                    self._put(out, (stage(item), None))
+                except Exception as exc:  # noqa: BLE001 - handed on, in order
+                    self._put(out, (None, exc))
                     return
-        except Exception as exc:  # noqa: BLE001 - reading the stream failed (a cancelled call)
-            self._put((None, exc))
+        except Exception as exc:  # noqa: BLE001 - reading failed (a cancelled call, or an earlier stage)
+            self._put(out, (None, exc))
             return
-        self._put(self._END)
+        self._put(out, self._END)
 
-    def _put(self, item) -> None:
+    def _put(self, out: queue.Queue, item) -> None:
         while not self._stop.is_set():
             try:
-                self._queue.put(item, timeout=0.1)
+                out.put(item, timeout=0.1)
                 return
             except queue.Full:
                 continue
 
-    def __iter__(self):
+    def _drain(self, out: queue.Queue) -> Iterator:
         while True:
-            item = self._queue.get()
+            try:
+                item = out.get(timeout=0.1)
+            except queue.Empty:
+                if self._stop.is_set():  # closed: the stage before may have stopped without a word
+                    return
+                continue
             if item is self._END:
                 return
             value, exc = item
             if exc is not None:
                 raise exc
             yield value
+
+    def __iter__(self):
+        return self._results
 
     def close(self) -> None:
         self._stop.set()
@@ -272,8 +290,9 @@ class TwinSearchServicer(twinsearch_pb2_grpc.TwinSearchServicer):
         with its status (the batches acknowledged before it stay committed, none after it is stored).
 
         The batches are pipelined: while one is being stored (SQLite, kept images, the index), the next
-        is decoded and embedded on a thread of the stream's own (`_Ahead`), so that the encoder does not
-        wait for the store, nor the store for the encoder. Storing stays in order, one batch at a time."""
+        is embedded and the one after it decoded, each on a thread of the stream's own (`_Ahead`), so that
+        the encoder waits neither for the decoding nor for the store. Storing stays in order, one batch
+        at a time."""
         name = "EnrollStream"
         started = time.perf_counter()
         code, details, error = grpc.StatusCode.OK, "", None
@@ -283,7 +302,7 @@ class TwinSearchServicer(twinsearch_pb2_grpc.TwinSearchServicer):
             if self.closing:
                 raise Unavailable("the server is shutting down; retry on another replica or later")
             with call_scope(_deadline(context)):
-                ahead = _Ahead(request_iterator, self._stream_prepare)
+                ahead = _Ahead(request_iterator, self._stream_decode, self._enroll_embed)
                 for prepared in ahead:
                     yield self._enroll_commit(prepared)
         except Exception as exc:  # noqa: BLE001 - every error becomes a status
@@ -296,17 +315,17 @@ class TwinSearchServicer(twinsearch_pb2_grpc.TwinSearchServicer):
         if code is not grpc.StatusCode.OK:
             abort(context, code, details, error)
 
-    def _stream_prepare(self, request) -> _PreparedEnroll:
+    def _stream_decode(self, request) -> _PreparedEnroll:
         if isinstance(request, Undecodable):
             request.fail()
         self.metrics.items.labels("EnrollStream").inc(len(request.items))
-        return self._enroll_prepare(request)
+        return self._enroll_decode(request)
 
     def _enroll(self, request: pb.EnrollRequest) -> pb.EnrollResponse:
-        return self._enroll_commit(self._enroll_prepare(request))
+        return self._enroll_commit(self._enroll_embed(self._enroll_decode(request)))
 
-    def _enroll_prepare(self, request: pb.EnrollRequest) -> _PreparedEnroll:
-        """Converts, checks, decodes and embeds a request's items: everything but storing them."""
+    def _enroll_decode(self, request: pb.EnrollRequest) -> _PreparedEnroll:
+        """Converts, checks and decodes a request's items: the first of its three stages."""
         self._count(len(request.items), "items")
         items: list[EnrollItem] = []
         positions: list[int] = []  # request position of each item handed to the engine
@@ -322,8 +341,12 @@ class TwinSearchServicer(twinsearch_pb2_grpc.TwinSearchServicer):
             items.append(EnrollItem(label=item.label, payload=payload, client_id=item.client_id or None,
                                     metadata=c.metadata_from_pb(item.metadata)))
             positions.append(i)
-        pending = self.engine.prepare_enroll(request.gallery, items, skip_invalid=request.skip_invalid)
-        return _PreparedEnroll(pending, tuple(positions), tuple(failed), request.sequence)
+        decoded = self.engine.decode_enroll(request.gallery, items, skip_invalid=request.skip_invalid)
+        return _PreparedEnroll(decoded, tuple(positions), tuple(failed), request.sequence)
+
+    def _enroll_embed(self, prepared: _PreparedEnroll) -> _PreparedEnroll:
+        """The forward pass of a decoded request: the second of its three stages."""
+        return replace(prepared, pending=self.engine.embed_enroll(prepared.pending))
 
     def _enroll_commit(self, prepared: _PreparedEnroll) -> pb.EnrollResponse:
         result = self.engine.commit_enroll(prepared.pending)
