@@ -9,7 +9,8 @@ Every figure that can be a ratio is one, both sides measured in the same run (ab
 shared machine). Sections:
 
 - encoder (`bench.encoder`): server Embed from 16 clients over the model in-process at its best batch
-  size (`encoder_ratio`; both sides warm, the server's first pass kept as its own figure); Verify
+  size (`encoder_ratio`: the median of three server passes, each over the in-process passes before and
+  after it; both sides warm, the server's first pass kept as its own figure); Verify
   latency, one pair per call (`verify_p50_ms`, `verify_p99_ms`).
 - latency (`bench.latency`): one client, one call at a time, on its own server: Verify of one pair of
   images (`verify_one_client_p50_ms`) and Identify of one image against a 100,000-item gallery
