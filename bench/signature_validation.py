@@ -17,7 +17,7 @@ other validation writer's references (the server's `verify_class(cohort=True)` u
 
 `--ensemble` scores the given models as one: each image's embeddings by every model, concatenated and
 divided by the square root of their number (a squared distance is then the mean of the models' squared
-distances). `--tta PIXELS` embeds every image with four shifted views as well (up, down, left, right by
+distances). Each model embeds the images at its own input size; the validation writers must be the same. `--tta PIXELS` embeds every image with four shifted views as well (up, down, left, right by
 PIXELS, the `--tta` of `twinsearch train`) and averages them.
 """
 
@@ -116,10 +116,10 @@ def main() -> int:
         if args.tta:
             model.net.tta_shifts = [tuple(v) for v in shift_views(args.tta)]
         if val is None or model.preprocess != preprocess:
-            if args.ensemble and preprocess is not None:
-                parser.error("--ensemble: the models must share their preprocessing")
-            preprocess = model.preprocess
+            preprocess, before = model.preprocess, val
             _, val = load_arrays(source, preprocess).split_genuine_classes(args.val_fraction, args.seed)
+            if args.ensemble and before is not None and not np.array_equal(before.labels, val.labels):
+                parser.error("--ensemble: the models' preprocessing gives another validation split")
         embedded.append((Path(path).name, model.embed_arrays(val.images).astype(np.float64)))
     if args.ensemble:
         embedded = [(f"ensemble of {len(embedded)}",
