@@ -94,7 +94,8 @@ of random smooth displacements (fraction of the image); `hflip` the probability 
         return out
 
 
-def expand_rotations(images: np.ndarray, labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray, int]:
+def expand_rotations(images: np.ndarray, labels: np.ndarray, num_classes: int
+                     ) -> tuple[np.ndarray, np.ndarray, int]:
     """Add turned or mirrored copies as new classes. images (N, C, H, W); labels (N,) in [0, num_classes).
 
     Square images get the three quarter turns (90, 180, 270 degrees); others, whose shape a quarter turn
