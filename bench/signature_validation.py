@@ -17,8 +17,9 @@ other validation writer's references (the server's `verify_class(cohort=True)` u
 
 `--ensemble` scores the given models as one: each image's embeddings by every model, concatenated and
 divided by the square root of their number (a squared distance is then the mean of the models' squared
-distances). Each model embeds the images at its own input size; the validation writers must be the same. `--tta PIXELS` embeds every image with four shifted views as well (up, down, left, right by
-PIXELS, the `--tta` of `twinsearch train`) and averages them.
+distances). Each model embeds the images at its own input size; the validation writers must be the same.
+`--tta PIXELS` embeds every image with four shifted views as well (up, down, left, right by PIXELS, the
+`--tta` of `twinsearch train`) and averages them.
 """
 
 from __future__ import annotations

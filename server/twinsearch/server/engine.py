@@ -436,7 +436,8 @@ class Engine:
         """Store labelled items, committed before this returns. With `skip_invalid`, invalid items are
         reported in `failed` and the others stored; without it one bad item fails the whole batch."""
         with self._call() as deadline:
-            return self._commit_enroll(self._checked_prepare(gallery, items, skip_invalid, deadline), deadline)
+            pending = self._embed_enroll(self._checked_decode(gallery, items, skip_invalid), deadline)
+            return self._commit_enroll(pending, deadline)
 
     # `enroll` in three stages, for a stream of batches: while one batch is stored, the next is embedded
     # and the one after it decoded, each stage on a thread of its own (`service._Ahead`), so that the
@@ -445,8 +446,7 @@ class Engine:
                       ) -> DecodedEnroll:
         """The first stage of `enroll`: checks and decoding. `embed_enroll` takes it on."""
         with self._call():
-            self.limits.check_count(len(items), "items")
-            return _retrying(lambda: self._decode_enroll(gallery, items, skip_invalid))
+            return self._checked_decode(gallery, items, skip_invalid)
 
     def embed_enroll(self, decoded: DecodedEnroll) -> PendingEnroll:
         """The second stage of `enroll`: the forward pass. `commit_enroll` stores what it makes."""
@@ -458,10 +458,9 @@ class Engine:
         with self._call() as deadline:
             return self._commit_enroll(pending, deadline)
 
-    def _checked_prepare(self, gallery: str, items: Sequence[EnrollItem], skip_invalid: bool, deadline
-                         ) -> PendingEnroll:
+    def _checked_decode(self, gallery: str, items: Sequence[EnrollItem], skip_invalid: bool) -> DecodedEnroll:
         self.limits.check_count(len(items), "items")
-        return _retrying(lambda: self._prepare_enroll(gallery, items, skip_invalid, deadline))
+        return _retrying(lambda: self._decode_enroll(gallery, items, skip_invalid))
 
     def _commit_enroll(self, pending: PendingEnroll, deadline) -> EnrollResult:
         """Store `pending`; when a migration switched the gallery's model since it was embedded, the
@@ -469,15 +468,12 @@ class Engine:
         first = [pending]
 
         def attempt() -> EnrollResult:
-            batch = first.pop() if first else self._prepare_enroll(pending.gallery, pending.items,
-                                                                    pending.skip_invalid, deadline)
-            return self._store_enroll(batch, deadline)
+            if first:
+                return self._store_enroll(first.pop(), deadline)
+            again = self._decode_enroll(pending.gallery, pending.items, pending.skip_invalid)
+            return self._store_enroll(self._embed_enroll(again, deadline), deadline)
 
         return _retrying(attempt)
-
-    def _prepare_enroll(self, gallery: str, items: Sequence[EnrollItem], skip_invalid: bool, deadline
-                        ) -> PendingEnroll:
-        return self._embed_enroll(self._decode_enroll(gallery, items, skip_invalid), deadline)
 
     def _decode_enroll(self, gallery: str, items: Sequence[EnrollItem], skip_invalid: bool) -> DecodedEnroll:
         info, entry = self._usable_gallery(gallery)
@@ -526,10 +522,10 @@ class Engine:
             vectors = self._embed_prepared(decoded.prepared, deadline, decoded.entry)
             if decoded.again is not None:
                 next_vectors = self._embed_prepared(decoded.again, deadline, decoded.target)
-        target = decoded.target
+        next_fingerprint = None if decoded.target is None else decoded.target.fingerprint
         return PendingEnroll(decoded.gallery, decoded.items, decoded.skip_invalid, decoded.entry.fingerprint,
-                             None if target is None else target.fingerprint, tuple(ok), vectors, next_vectors,
-                             decoded.kept_images, decoded.already, decoded.failures)
+                             next_fingerprint, tuple(ok), vectors, next_vectors, decoded.kept_images,
+                             decoded.already, decoded.failures)
 
     def _store_enroll(self, pending: PendingEnroll, deadline) -> EnrollResult:
         """Store a prepared batch; ModelChanged when the gallery's model is no longer the one it was
