@@ -48,3 +48,11 @@ def test_pk_batches_from_few_groups():
     for b in PKSampler(labels, p=6, k=2, seed=1, batches=20, class_groups=groups, groups_per_batch=1):
         classes = np.unique(labels[b])
         assert len(classes) == 3 and len(set(groups[classes])) == 1
+
+
+def test_pk_batches_where_every_class_is_its_own_group_are_plain():
+    """A flat folder of classes makes each class its own group: drawing classes by group would give batches
+    of `groups_per_batch` classes (2 x K images under the characters preset); they take P classes instead."""
+    labels = np.repeat(np.arange(12), 3)
+    for b in PKSampler(labels, p=6, k=2, seed=1, batches=20, class_groups=np.arange(12), groups_per_batch=2):
+        assert len(np.unique(labels[b])) == 6 and len(b) == 12

@@ -53,6 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--split-seed", type=int, default=None, metavar="SEED",
                    help="draws the validation split (default: --seed); give it to train several seeds on one "
                         "split, to compare or combine them on the same held-out classes")
+    d.add_argument("--val-max-images", type=int, default=4000, metavar="N",
+                   help="validate on at most about N of the held-out images, as many from each class as fit "
+                        "(default %(default)s; 0: all): every validation embeds each one with every test-time "
+                        "view, which on a large data set can take longer than the training between them")
     d.add_argument("--val-by", choices=("classes", "images"), default="classes",
                    help="hold out whole classes (open set, default) or images of every class (closed set)")
     d.add_argument("--calib-data", help="held-out data for calibration and the card's evaluation "
@@ -257,7 +261,8 @@ def run(args: argparse.Namespace) -> int:
         data=args.data, preprocess=preprocess, config=_config(args), class_depth=args.class_depth,
         name=args.name or Path(args.out).name.split(".")[0], split=args.split, groups=args.groups,
         exclude_groups=args.exclude_groups, forgery_suffix=args.forgery_suffix or None,
-        val_fraction=args.val_fraction, val_by=args.val_by, split_seed=args.split_seed, calib_data=args.calib_data,
+        val_fraction=args.val_fraction, val_max_images=args.val_max_images, val_by=args.val_by,
+        split_seed=args.split_seed, calib_data=args.calib_data,
         calib_class_depth=args.calib_class_depth, calib_split=args.calib_split, calib_groups=args.calib_groups,
         probability=args.probability, eval_way=args.eval_way, eval_episodes=args.eval_episodes,
         device=args.device, checkpoint=args.checkpoint or f"{args.out}.ckpt", resume=args.resume,
@@ -323,6 +328,9 @@ class _Progress:
             self._training = tqdm(total=1000, desc="training", unit="‰", disable=self.disabled,
                                   bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}")
         bar, status = self._training, self._status
+        if kind == "stage":
+            bar.set_postfix({**status, "now": event["text"]})
+            return
         if kind == "step":
             bar.update(int(event["progress"] * 1000) - bar.n)
             status.update(step=event["step"], loss=f"{event['loss']:.3f}", lr=f"{event['lr']:.2e}")

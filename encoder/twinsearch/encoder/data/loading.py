@@ -111,3 +111,24 @@ def split_classes(num_classes: int, fraction: float, seed: int) -> tuple[np.ndar
     if num_classes - n_out < 2:
         raise DataError(f"cannot hold out {n_out} of {num_classes} classes and still train")
     return np.sort(order[n_out:]), np.sort(order[:n_out])
+
+
+def capped_per_class(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """(N,) bool: which images to keep so that about `limit` remain, the same number from every class where
+    the classes allow (each keeps min(its count, q) images, q the largest that fits the limit, at least 2),
+    drawn at random by `seed`. All of them when they fit or `limit` is 0."""
+    labels = np.asarray(labels, dtype=np.int64)
+    if limit <= 0 or len(labels) <= limit:
+        return np.ones(len(labels), dtype=bool)
+    counts = np.bincount(labels)
+    low, high = 0, int(counts.max())
+    while low < high:  # the largest q with sum(min(count, q)) <= limit
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if np.minimum(counts, mid).sum() <= limit else (low, mid - 1)
+    quota = max(low, 2)
+    keys = np.random.default_rng([seed, 1]).random(len(labels))
+    order = np.lexsort((keys, labels))  # by class, then at random within it
+    first_of_class = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.empty(len(labels), dtype=np.int64)
+    rank[order] = np.arange(len(labels)) - first_of_class[labels[order]]
+    return rank < quota

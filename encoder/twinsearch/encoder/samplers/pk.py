@@ -1,7 +1,7 @@
 """Class-balanced batches: P classes x K images each, for in-batch mining (triplet, contrastive,
 normalised softmax). Classes with fewer than K images are sampled with replacement. With class groups and
 `groups_per_batch`, a batch's classes come from that many groups (batches may then hold fewer than P
-classes)."""
+classes), unless every group is a single class."""
 
 from __future__ import annotations
 
@@ -34,10 +34,13 @@ class PKSampler:
         # Hard batches: classes drawn from `groups_per_batch` groups only (e.g. one alphabet), so that the
         # loss has to tell apart classes that look alike, as within-group one-shot tests demand.
         self.pools: list[np.ndarray] = []
+        # Groups of one class each (a flat folder of classes: each class is its own group) have nothing alike
+        # to draw together, and would make batches of `groups_per_batch` classes: such batches are plain P x K.
         if groups_per_batch and class_groups is not None:
             cg = np.asarray(class_groups)[self.classes]
-            self.pools = [np.flatnonzero(cg == g) for g in np.unique(cg)]
-            self.groups_per_batch = min(groups_per_batch, len(self.pools))
+            if len(np.unique(cg)) < len(self.classes):
+                self.pools = [np.flatnonzero(cg == g) for g in np.unique(cg)]
+                self.groups_per_batch = min(groups_per_batch, len(self.pools))
 
     def _choose(self) -> np.ndarray:
         if not self.pools:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..data import load_arrays, open_source
+from ..data import capped_per_class, load_arrays, open_source
 from ..heads import build_net
 from ..model import EncoderModel, read_weights
 from ..preprocess import Preprocess
@@ -48,6 +48,10 @@ COLLAPSED_SPREAD = 0.01
 COLLAPSE_REMEDY_LOSSES = ("prototypical", "triplet")
 # References per class for the card's reference-based figures (at most; fewer where classes are small).
 CARD_REFERENCES = 5
+# Validation images kept at most: validation and calibration embed each one with every test-time view, and
+# on a large data set (Fashion-MNIST's 60,000: 12,000 images in two held-out classes) that took more time
+# than a short budget's training. The project's recipes hold fewer (at most about 3,000).
+VAL_MAX_IMAGES = 4000
 # Impostor pairs below which the FAR 0.1% threshold rests on fewer than 10 false accepts.
 SMALL_CALIBRATION = 10_000
 
@@ -66,7 +70,9 @@ class Recipe:
     `groups` / `exclude_groups`: train on these groups only / leave them out. `forgery_suffix`: class
     folders named <class><suffix> hold skilled forgeries of <class> (None: no forgeries).
     val_fraction, val_by: the validation split, whole classes ("classes", open set) or a fraction of each
-    class's images ("images", closed set); 0 keeps the last step. split_seed draws that split (default:
+    class's images ("images", closed set); 0 keeps the last step. val_max_images: at most about this many
+    validation images, as many from each class as fit (`capped_per_class`; 0: no limit), since every
+    validation embeds all of them with the test-time views. split_seed draws that split (default:
     the training seed), so that runs of several seeds can share one validation split. calib_*: separate
     held-out data for calibration and the card's evaluation (default: the validation split).
     probability: the card's distance-to-probability mapping ("logistic" or "isotonic"). eval_way,
@@ -87,6 +93,7 @@ class Recipe:
     forgery_suffix: str | None = "_forg"
     val_fraction: float = 0.1
     val_by: str = "classes"
+    val_max_images: int = VAL_MAX_IMAGES
     split_seed: int | None = None
     calib_data: str | os.PathLike | None = None
     calib_class_depth: int | None = None
@@ -160,6 +167,7 @@ class _Run:
         self._events = events
         self.warnings: list[str] = []
         self._speed_from: float | None = None
+        self._speed_images = 0
 
     def emit(self, event: dict) -> None:
         if self._events is not None:
@@ -169,15 +177,21 @@ class _Run:
         self.warnings.append(text)
         self.emit({"kind": "warning", "text": text})
 
-    def speed(self, step: int, per_step: int) -> None:
-        """After the first steps: steps per second, and what the budget allows at that pace."""
+    def speed(self, step: int, images: int) -> None:
+        """After the first steps: steps per second, and what the budget allows at that pace. `images`: the
+        size of step `step`'s batch."""
         if step == 5:
-            self._speed_from = time.monotonic()
-        if step != SPEED_STEPS + 5 or self._speed_from is None:
+            self._speed_from, self._speed_images = time.monotonic(), 0
+            return
+        if self._speed_from is None or step > SPEED_STEPS + 5:
+            return
+        self._speed_images += images
+        if step < SPEED_STEPS + 5:
             return
         config = self.recipe.config
-        rate = SPEED_STEPS / max(time.monotonic() - self._speed_from, 1e-9)
-        text = f"{rate:.2f} steps/s (about {rate * per_step:.0f} images/s)"
+        seconds = max(time.monotonic() - self._speed_from, 1e-9)
+        rate = SPEED_STEPS / seconds
+        text = f"{rate:.2f} steps/s (about {self._speed_images / seconds:.0f} images/s)"
         if config.minutes:
             allowed = int(rate * 60.0 * config.minutes)
             text += f"; the {config.minutes:g}-minute budget allows about {allowed} steps"
@@ -200,8 +214,12 @@ def _split(recipe: Recipe, everything):
         return everything, None
     seed = split_seed(recipe)
     if recipe.val_by == "classes":
-        return everything.split_genuine_classes(recipe.val_fraction, seed)
+        train, val = everything.split_genuine_classes(recipe.val_fraction, seed)
+        return train, val.subset_images(capped_per_class(val.labels, recipe.val_max_images, seed))
     mask = np.random.default_rng(seed).random(len(everything)) < recipe.val_fraction
+    held = np.flatnonzero(mask)
+    # Past the cap, held-out images go back to training: they are of the training classes anyway.
+    mask[held[~capped_per_class(everything.labels[held], recipe.val_max_images, seed)]] = False
     return everything.subset_images(~mask), everything.subset_images(mask)
 
 
@@ -243,11 +261,9 @@ def train_model(recipe: Recipe, events: Events | None = None) -> Outcome:
             csrc = csrc.select_groups(list(recipe.calib_groups))
         calib, calib_summary = load_arrays(csrc, preprocess), csrc.summary()
 
-    per_step = config.classes_per_batch * config.images_per_class * (2 if train.forges is not None else 1)
-
     def on_event(event: dict) -> None:
         if event["kind"] == "step":
-            run.speed(event["step"], per_step)
+            run.speed(event["step"], event["images"])
         run.emit(event)
 
     trainer = Trainer(config, preprocess, train, val, device=recipe.device,
@@ -263,6 +279,7 @@ def train_model(recipe: Recipe, events: Events | None = None) -> Outcome:
     model = EncoderModel.create(result.net, result.architecture, preprocess, recipe.name)
     calibration, evaluation = None, {}
     if calib is not None:
+        run.emit({"kind": "stage", "text": f"calibrating and evaluating on {len(calib)} held-out images"})
         calibration, evaluation = _calibrate_and_evaluate(run, model, calib, calibrate,
                                                           "calibration data" if recipe.calib_data else
                                                           "validation split")

@@ -146,8 +146,9 @@ def _lr_at(config: TrainConfig, progress: float) -> float:
 class Trainer:
     """Train an embedding network on `train` (ImageArrays in [0, 1]), validating on `val` if given.
 
-    `callback(event)` receives dicts: {"kind": "step", "step", "progress", "loss", "lr"} and
-    {"kind": "val", "step", ...metrics}. `checkpoint` (a path) is written at each validation and at the
+    `callback(event)` receives dicts: {"kind": "step", "step", "progress", "loss", "lr", "images"} (images:
+    the batch's size), {"kind": "stage", "text"} as a validation starts and {"kind": "val", "step",
+    ...metrics} when it ends. `checkpoint` (a path) is written at each validation and at the
     end; `fit(resume=True)` continues from it (same config), counting the time already spent.
     `init_weights` (another model's state dict): start from them instead of random weights (`start_from`).
     """
@@ -348,6 +349,7 @@ class Trainer:
             nonlocal best_metric, best_step, best_state, best_loss_state
             if self.val is None:
                 return
+            self.callback({"kind": "stage", "text": f"validating on {len(self.val)} images"})
             metrics = self.validate(kept)
             metrics.update(step=step, elapsed_s=round(spent + time.monotonic() - t0, 1))
             history.append(metrics)
@@ -394,7 +396,8 @@ class Trainer:
             step += 1
             value = float(loss.detach())
             running = value if running is None else 0.98 * running + 0.02 * value
-            self.callback({"kind": "step", "step": step, "progress": progress, "loss": running, "lr": lr})
+            self.callback({"kind": "step", "step": step, "progress": progress, "loss": running, "lr": lr,
+                           "images": len(idx)})
             if cfg.val_every and step % cfg.val_every == 0:
                 started = time.monotonic()
                 run_validation()
