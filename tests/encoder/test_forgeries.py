@@ -85,6 +85,13 @@ def test_split_keeps_forgeries_with_their_writer(signature_tree):
                    for c in range(part.num_classes) if part.forges[c] >= 0)
     assert not set(train.classes) & set(val.classes)
     assert len(train) + len(val) == len(arrays)
+    # Capped (`--val-max-images`), each writer keeps genuine images and forgeries alike, and the summary
+    # counts what is left.
+    from twinsearch.encoder.data import capped_per_class
+
+    capped = val.subset_images(capped_per_class(val.labels, 12, seed=0))
+    assert np.bincount(capped.labels, minlength=val.num_classes).tolist() == [2] * val.num_classes
+    assert capped.summary["images"] == 12 and capped.summary["forgeries"] == 6
 
 
 def test_batches_bring_each_writers_forgeries():

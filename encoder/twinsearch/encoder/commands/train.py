@@ -130,7 +130,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("-P", "--classes-per-batch", type=int, default=64)
     t.add_argument("-K", "--images-per-class", type=int, default=2)
     t.add_argument("--groups-per-batch", type=int, default=0,
-                   help="draw each batch's classes from this many groups only (hard batches; 0: any classes)")
+                   help="draw each batch's classes from this many groups only (hard batches; 0: any classes); "
+                        "ignored where every group is a single class (--class-depth 1)")
     t.add_argument("--lr", type=float, default=3e-3)
     t.add_argument("--weight-decay", type=float, default=5e-4)
     t.add_argument("--minutes", type=float, default=0.0, help="time budget (wall clock) in minutes")

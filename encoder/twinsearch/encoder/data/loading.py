@@ -52,8 +52,10 @@ class ImageArrays:
 
     def subset_images(self, mask: np.ndarray) -> ImageArrays:
         """The images where `mask` (N,) bool is true; classes unchanged."""
-        return ImageArrays(self.images[mask], self.labels[mask], self.classes, self.groups,
-                           {**self.summary, "images": int(mask.sum())}, self.forges)
+        summary = {**self.summary, "images": int(mask.sum())}
+        if self.forges is not None:
+            summary["forgeries"] = int((self.forges[self.labels[mask]] >= 0).sum())
+        return ImageArrays(self.images[mask], self.labels[mask], self.classes, self.groups, summary, self.forges)
 
     @property
     def genuine_classes(self) -> np.ndarray:

@@ -33,7 +33,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     classes_per_batch: int = 64
     images_per_class: int = 2
-    groups_per_batch: int = 0  # > 0: a batch's classes come from this many groups (hard batches)
+    groups_per_batch: int = 0  # > 0: a batch's classes come from this many groups (hard batches; not
+                               # where every group is one class)
     lr: float = 3e-3
     weight_decay: float = 5e-4
     warmup: float = 0.03

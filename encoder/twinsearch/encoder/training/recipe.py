@@ -305,7 +305,7 @@ def train_model(recipe: Recipe, events: Events | None = None) -> Outcome:
     card.data = {
         "train": train.summary,
         "validation": None if val is None else {"by": recipe.val_by, "split_seed": split_seed(recipe),
-                                                **val.summary},
+                                                "max_images": recipe.val_max_images, **val.summary},
         "calibration": calib_summary or (None if calib is None else {"source": "validation split",
                                                                       "images": len(calib)}),
     }
