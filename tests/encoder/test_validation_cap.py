@@ -64,6 +64,8 @@ def test_the_command_and_the_library_cap_alike():
     train_cmd.add_arguments(parser)
     args = train_cmd.parse_args(parser, ["--data", "x", "--steps", "1", "--out", "m.tsm"])
     assert args.val_max_images == Recipe.val_max_images > 0
+    wrong = train_cmd.parse_args(parser, ["--data", "x", "--steps", "1", "--out", "m.tsm", "--val-max-images", "-1"])
+    assert train_cmd.run(wrong) == 2
 
 
 def test_the_pace_counts_the_images_each_step_really_had(glyph_tree):

@@ -242,6 +242,8 @@ def run(args: argparse.Namespace) -> int:
 
     if len(args.size) > 2:
         return _usage("--size takes one number (square) or two (height width)")
+    if args.val_max_images < 0:
+        return _usage(f"--val-max-images takes a count of images, or 0 for all of them, got {args.val_max_images}")
     if (message := backbone_flag_error(args)) is not None:
         return _usage(message)
     try:
