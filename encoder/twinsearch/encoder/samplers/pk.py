@@ -38,8 +38,9 @@ class PKSampler:
         # to draw together, and would make batches of `groups_per_batch` classes: such batches are plain P x K.
         if groups_per_batch and class_groups is not None:
             cg = np.asarray(class_groups)[self.classes]
-            if len(np.unique(cg)) < len(self.classes):
-                self.pools = [np.flatnonzero(cg == g) for g in np.unique(cg)]
+            groups = np.unique(cg)
+            if len(groups) < len(self.classes):
+                self.pools = [np.flatnonzero(cg == g) for g in groups]
                 self.groups_per_batch = min(groups_per_batch, len(self.pools))
 
     def _choose(self) -> np.ndarray:

@@ -215,7 +215,8 @@ def _split(recipe: Recipe, everything):
     seed = split_seed(recipe)
     if recipe.val_by == "classes":
         train, val = everything.split_genuine_classes(recipe.val_fraction, seed)
-        return train, val.subset_images(capped_per_class(val.labels, recipe.val_max_images, seed))
+        keep = capped_per_class(val.labels, recipe.val_max_images, seed)
+        return train, val if keep.all() else val.subset_images(keep)
     mask = np.random.default_rng(seed).random(len(everything)) < recipe.val_fraction
     held = np.flatnonzero(mask)
     # Past the cap, held-out images go back to training: they are of the training classes anyway.
