@@ -20,6 +20,10 @@ divided by the square root of their number (a squared distance is then the mean 
 distances). Each model embeds the images at its own input size; the validation writers must be the same.
 `--tta PIXELS` embeds every image with four shifted views as well (up, down, left, right by PIXELS, the
 `--tta` of `twinsearch train`) and averages them.
+
+`--orientation-weights W ...` scores each model again with the histogram of gradient directions of
+`twinsearch train --orientation-weight W` appended to its embeddings (share W of the squared distance;
+`--orientation-cells` and `--orientation-bins` as in train), for models trained without it.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from twinsearch.encoder.data.loading import load_arrays  # noqa: E402
 from twinsearch.encoder.data.sources import open_source  # noqa: E402
 from twinsearch.encoder.evaluation.metrics import verification  # noqa: E402
 from twinsearch.encoder.evaluation.references import class_distance, reference_distances  # noqa: E402
-from twinsearch.encoder.heads import shift_views  # noqa: E402
+from twinsearch.encoder.heads import OrientationHistogram, shift_views  # noqa: E402
 from twinsearch.encoder.model import load_model  # noqa: E402
 
 SCORINGS = ("nearest", "prototype", "mean_of_k", "nearest/loo", "mean/spread")
@@ -107,6 +111,10 @@ def main() -> int:
     parser.add_argument("--tta", type=int, default=0, metavar="PIXELS", help="also embed 4 views shifted by PIXELS")
     parser.add_argument("--cohort-powers", type=float, nargs="*", default=[], metavar="P",
                         help="also score nearest/cohort^P for each P (e.g. 0.125 0.25 0.375 0.5)")
+    parser.add_argument("--orientation-weights", type=float, nargs="*", default=[], metavar="W",
+                        help="also score each model with an orientation histogram appended at share W")
+    parser.add_argument("--orientation-cells", type=int, nargs=2, default=[1, 2], metavar=("ROWS", "COLUMNS"))
+    parser.add_argument("--orientation-bins", type=int, default=8)
     args = parser.parse_args()
     prepare_signatures()
     source = open_source(REPO / SIGNATURES / "train", forgery_suffix="_forg")
@@ -125,6 +133,14 @@ def main() -> int:
     if args.ensemble:
         embedded = [(f"ensemble of {len(embedded)}",
                      np.concatenate([e for _, e in embedded], 1) / np.sqrt(len(embedded)))]
+    if args.orientation_weights:
+        import torch
+
+        hist = OrientationHistogram(0.5, tuple(args.orientation_cells), args.orientation_bins)
+        with torch.no_grad():
+            h = hist.histogram(torch.from_numpy(val.images)).numpy().astype(np.float64)
+        embedded += [(f"{name} +orient {w:g}", np.concatenate([np.sqrt(1 - w) * e, np.sqrt(w) * h], 1))
+                     for name, e in embedded for w in args.orientation_weights]
     for name, emb in embedded:
         rows = compare(emb, val.labels, val.forges, args.references, args.draws, tuple(args.cohort_powers))
         for s, (skilled, random, skilled_t, random_t) in rows.items():

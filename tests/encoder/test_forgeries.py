@@ -165,6 +165,7 @@ def test_train_and_evaluate_signatures_end_to_end(signature_tree, tmp_path, caps
     assert train_cmd.run(args) == 0
     card = read_card(out)
     assert card["training"]["preset"] == "signatures"
+    assert card["architecture"]["orientations"] == {"weight": 0.65, "cells": [1, 2], "bins": 8}
     assert card["preprocess"]["height"] == 24 and card["preprocess"]["width"] == 48
     assert card["preprocess"]["background_removal"] == "otsu" and card["preprocess"]["crop_to_ink"]
     assert card["training"]["history"][-1]["score_name"] == "1 - val_skilled_eer"

@@ -10,7 +10,9 @@ Where each was measured (2 CPU cores, 20 minutes unless said; `bench/results/enc
 - signatures: the ICDAR 2011 Dutch signatures, writers 001-048 trained, 049-069 evaluated with 5
   references (the shipped `signatures.tsm`; its card holds the figures). Wide input (height 96, width
   192), background removed and binarised by Otsu's threshold (so neither paper nor pen darkness can tell
-  a forgery), cropped to the ink; prototypical loss with a writer's own forgeries beside it as negatives.
+  a forgery), cropped to the ink; prototypical loss with a writer's own forgeries beside it as negatives;
+  a histogram of the strokes' directions in the left and right halves takes 0.65 of the squared distance
+  (chosen on validation writers: docs/signatures.md).
 - clothing: Fashion-MNIST (pairs 0.949, Recall@1 0.932 with the plain embedding; add
   `--posterior-weight 0.75 --val-by images --val-fraction 0.05` for the closed-set figures 0.961 / 0.929).
   Small grey images, two convs per block, mirror views.
@@ -38,6 +40,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "loss": "prototypical", "scale": 10.0, "classes_per_batch": 16, "images_per_class": 4,
         "precision": "bf16", "aug_rotation": 5.0, "aug_shear": 0.15,
         "aug_scale": [0.9, 1.1], "aug_translate": 0.05, "val_fraction": 0.2, "val_every": 100,
+        "orientation_weight": 0.65,
     },
     "clothing": {
         "size": [28], "mean": [0.286], "std": [0.353], "widths": [32, 64, 128], "convs_per_block": [2],

@@ -26,6 +26,10 @@ class TrainConfig:
     tta_flip: bool = False    # also average the left-right mirror of each test-time view
     posterior_weight: float = 0.0  # > 0 (normsoftmax, closed set): share of the squared distance taken by the
     #                                class posterior over the training classes (heads.ClassPosterior)
+    orientation_weight: float = 0.0  # > 0: share of the squared distance taken by a fixed histogram of the
+    #                                  image's gradient directions (heads.OrientationHistogram)
+    orientation_cells: list = field(default_factory=lambda: [1, 2])  # its regions: rows, columns
+    orientation_bins: int = 8        # its directions over 180 degrees
     loss: str = "prototypical"
     margin: float | None = None  # None: the loss's own default (one place for each: the loss class)
     scale: float | None = None

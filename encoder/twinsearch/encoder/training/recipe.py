@@ -330,7 +330,7 @@ def _calibrate_and_evaluate(run: _Run, model: EncoderModel, calib, calibrate, on
     if way < recipe.eval_way:
         run.warn(f"the one-shot figure is {way:.1f}-way, not {recipe.eval_way}-way: the "
                  f"{on} holds only {evaluation['data']['classes']} classes")
-    spread = distance_spread(emb)
+    spread = distance_spread(model.net.learned_part(emb))  # an orientation histogram's spread is not learned
     evaluation["distance_spread"] = spread
     chance = 1.0 / max(way, 1.0)
     if spread < COLLAPSED_SPREAD:

@@ -63,6 +63,9 @@ def architecture_for(config: TrainConfig, preprocess: Preprocess) -> dict:
         arch["tta_shifts"] = [list(s) for s in config.tta_shifts]
     if config.tta_flip:
         arch["tta_flip"] = True
+    if config.orientation_weight:
+        arch["orientations"] = {"weight": config.orientation_weight, "cells": list(config.orientation_cells),
+                                "bins": config.orientation_bins}
     return arch
 
 
@@ -217,7 +220,7 @@ class Trainer:
         shot = oneshot_accuracy(genuine_emb, genuine_labels, way, 1, self.config.val_episodes, seed=self.config.seed)
         ret = retrieval(genuine_emb, genuine_labels)
         metrics = {"val_oneshot": shot["accuracy"], "val_way": way, "val_recall_at_1": ret["recall_at_1"],
-                   "val_distance_spread": distance_spread(emb)}
+                   "val_distance_spread": distance_spread(net.learned_part(emb))}
         metrics["score"], metrics["score_name"] = shot["accuracy"], "val_oneshot"
         if forged.any():
             refs = references_allowed(genuine_labels, VAL_REFERENCES)
