@@ -16,10 +16,11 @@ Measured (2 CPU threads on the 2-core machine, 20 minutes each):
   embedding carries the class posterior over the 10 training classes (`--posterior-weight 0.75`, chosen
   on the validation images): the same model with the posterior removed gives 0.949 / 0.932. Genuine pairs are
   still rejected most in Shirt (0.12), T-shirt (0.09) and Pullover (0.08).
-- signatures (the shipped `signatures` model): trained on writers 001-048 (878 steps, kept step 300 by the
-  skilled-forgery EER of 9 validation writers), evaluated on writers 049-069 with 5 genuine references
-  each: skilled-forgery EER 21.0%, random-forgery EER 3.3% (1 / 3 / 10 references: 24.2 / 21.7 / 14.6% and
-  7.4 / 4.3 / 2.4%). Report bench/results/encoder_signatures.json. The preset binarises: in this set the
+- signatures (the shipped `signatures` model): trained on writers 001-048 (1,048 steps, kept step 600 by
+  the skilled-forgery EER of 9 validation writers), the embedding with the histogram of stroke directions
+  (`--orientation-weight 0.65`), evaluated on writers 049-069 with 5 genuine references each:
+  skilled-forgery EER 19.0%, random-forgery EER 1.87% (1 / 3 / 10 references: 25.9 / 19.0 / 17.0% and
+  4.76 / 2.12 / 0.33%). Report bench/results/encoder_signatures.json. The preset binarises: in this set the
   forgeries' ink is darker than the genuine signatures' (AUC 1.00 from the darkest ink alone), and a model
   that keeps the ink's grey levels reaches a skilled-forgery EER near 5% on the same writers by that alone.
 """
