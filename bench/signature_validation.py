@@ -136,11 +136,11 @@ def main() -> int:
     if args.orientation_weights:
         import torch
 
-        hist = OrientationHistogram(0.5, tuple(args.orientation_cells), args.orientation_bins)
+        images = torch.from_numpy(val.images)
         with torch.no_grad():
-            h = hist.histogram(torch.from_numpy(val.images)).numpy().astype(np.float64)
-        embedded += [(f"{name} +orient {w:g}", np.concatenate([np.sqrt(1 - w) * e, np.sqrt(w) * h], 1))
-                     for name, e in embedded for w in args.orientation_weights]
+            embedded += [(f"{name} +orient {w:g}", OrientationHistogram(w, args.orientation_cells, args.orientation_bins)(
+                torch.from_numpy(e.astype(np.float32)), images).numpy().astype(np.float64))
+                for name, e in embedded for w in args.orientation_weights]
     for name, emb in embedded:
         rows = compare(emb, val.labels, val.forges, args.references, args.draws, tuple(args.cohort_powers))
         for s, (skilled, random, skilled_t, random_t) in rows.items():

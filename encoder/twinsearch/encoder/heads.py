@@ -92,17 +92,21 @@ class OrientationHistogram(nn.Module):
 
     def __init__(self, weight: float, cells: tuple[int, int] = (1, 2), bins: int = 8):
         super().__init__()
+        self.check(weight, cells, bins)
+        self.weight, self.cells, self.bins = float(weight), (int(cells[0]), int(cells[1])), int(bins)
+        edges = [(k + 1) * math.pi / self.bins - self.SKEW for k in range(self.bins)]  # bin k ends at edges[k]
+        for name, values in (("edge_cos", [math.cos(a) for a in edges]), ("edge_sin", [math.sin(a) for a in edges]),
+                             ("bin_index", range(self.bins))):
+            self.register_buffer(name, torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+
+    @staticmethod
+    def check(weight: float, cells: tuple[int, int], bins: int) -> None:
+        """ValueError unless 0 < weight < 1, cells are at least 1 x 1 and there are at least 2 bins."""
         if not 0.0 < weight < 1.0:
             raise ValueError(f"orientation histogram weight must be in (0, 1), got {weight}")
-        rows, cols = (int(v) for v in cells)
-        if rows < 1 or cols < 1 or int(bins) < 2:
-            raise ValueError(f"orientation histogram needs at least 1 x 1 cells and 2 bins, got {cells}, {bins}")
-        self.weight, self.cells, self.bins = float(weight), (rows, cols), int(bins)
-        edges = [(k + 1) * math.pi / self.bins - self.SKEW for k in range(self.bins)]  # bin k ends at edges[k]
-        self.register_buffer("edge_cos", torch.tensor([math.cos(a) for a in edges]).view(1, -1, 1, 1),
-                             persistent=False)
-        self.register_buffer("edge_sin", torch.tensor([math.sin(a) for a in edges]).view(1, -1, 1, 1),
-                             persistent=False)
+        if min(int(v) for v in cells) < 1 or int(bins) < 2:
+            raise ValueError(f"orientation histogram needs at least 1 x 1 cells and 2 bins, got "
+                             f"{' x '.join(map(str, cells))} and {bins}")
 
     @property
     def dim(self) -> int:
@@ -117,8 +121,7 @@ class OrientationHistogram(nn.Module):
         gx, gy = gx * flip, gy * flip
         passed = (self.edge_cos * gy - self.edge_sin * gx >= 0).float().sum(1, keepdim=True)  # edges passed
         bin_of = torch.remainder(passed, self.bins)  # past the last edge is back in bin 0
-        centres = torch.arange(self.bins, device=x.device, dtype=torch.float32).view(1, -1, 1, 1)
-        votes = (bin_of == centres).float() * torch.sqrt(gx * gx + gy * gy)
+        votes = (bin_of == self.bin_index).float() * torch.sqrt(gx * gx + gy * gy)
         cells = F.adaptive_avg_pool2d(votes, self.cells)  # (N, bins, rows, cols)
         return F.normalize(cells.permute(0, 2, 3, 1).reshape(x.shape[0], -1), dim=1)
 

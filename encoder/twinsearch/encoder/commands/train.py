@@ -255,11 +255,13 @@ def run(args: argparse.Namespace) -> int:
         return _usage(f"--val-max-images takes a count of images, or 0 for all of them, got {args.val_max_images}")
     if (message := backbone_flag_error(args)) is not None:
         return _usage(message)
-    if not 0.0 <= args.orientation_weight < 1.0:
-        return _usage(f"--orientation-weight takes a share of the distance in [0, 1), got {args.orientation_weight}")
-    if min(args.orientation_cells) < 1 or args.orientation_bins < 2:
-        return _usage(f"the orientation histogram needs at least 1 x 1 --orientation-cells and 2 --orientation-bins, "
-                      f"got {' x '.join(map(str, args.orientation_cells))} and {args.orientation_bins}")
+    if args.orientation_weight:  # 0: off
+        from ..heads import OrientationHistogram
+
+        try:
+            OrientationHistogram.check(args.orientation_weight, args.orientation_cells, args.orientation_bins)
+        except ValueError as exc:
+            return _usage(f"--orientation-weight, --orientation-cells, --orientation-bins: {exc}")
     try:
         binarize = args.binarize if args.binarize in ("none", "otsu") else float(args.binarize)
     except ValueError:
