@@ -113,8 +113,9 @@ def main() -> int:
                         help="also score nearest/cohort^P for each P (e.g. 0.125 0.25 0.375 0.5)")
     parser.add_argument("--orientation-weights", type=float, nargs="*", default=[], metavar="W",
                         help="also score each model with an orientation histogram appended at share W")
-    parser.add_argument("--orientation-cells", type=int, nargs=2, default=[1, 2], metavar=("ROWS", "COLUMNS"))
-    parser.add_argument("--orientation-bins", type=int, default=8)
+    parser.add_argument("--orientation-cells", type=int, nargs=2, default=list(OrientationHistogram.CELLS),
+                        metavar=("ROWS", "COLUMNS"))
+    parser.add_argument("--orientation-bins", type=int, default=OrientationHistogram.BINS)
     args = parser.parse_args()
     prepare_signatures()
     source = open_source(REPO / SIGNATURES / "train", forgery_suffix="_forg")

@@ -89,8 +89,9 @@ class OrientationHistogram(nn.Module):
     """
 
     SKEW = math.radians(0.5)  # the bins' borders, moved back from k * 180 / bins degrees
+    CELLS, BINS = (1, 2), 8  # the defaults: left and right halves, 8 directions
 
-    def __init__(self, weight: float, cells: tuple[int, int] = (1, 2), bins: int = 8):
+    def __init__(self, weight: float, cells: tuple[int, int] = CELLS, bins: int = BINS):
         super().__init__()
         self.check(weight, cells, bins)
         self.weight, self.cells, self.bins = float(weight), (int(cells[0]), int(cells[1])), int(bins)
@@ -208,7 +209,10 @@ def build_net(architecture: dict) -> EmbeddingNet:
     posterior = ClassPosterior(int(post["classes"]), head.dim, float(post["weight"]), float(post["temperature"])) \
         if post else None
     orient = architecture.get("orientations")
-    orientations = OrientationHistogram(float(orient["weight"]), tuple(orient.get("cells", (1, 2))),
-                                        int(orient.get("bins", 8))) if orient else None
+    orientations = None
+    if orient:
+        cells = tuple(orient.get("cells", OrientationHistogram.CELLS))
+        bins = int(orient.get("bins", OrientationHistogram.BINS))
+        orientations = OrientationHistogram(float(orient["weight"]), cells, bins)
     return EmbeddingNet(backbone, head, architecture.get("tta_shifts"), architecture.get("tta_flip", False),
                         posterior, orientations)
