@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from twinsearch.client.errors import DeadlineExceeded, InvalidArgument
+from twinsearch.client.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from twinsearch.server.batching import Batcher, wait_for
 from twinsearch.server.deadlines import Deadline, call_scope
 from twinsearch.server.engine import Engine, EnrollItem
@@ -70,6 +70,60 @@ def test_a_lone_part_on_an_idle_batcher_runs_at_once():
     finally:
         batcher.close()
     assert [parts for _, parts in run.runs] == [["p0"], ["p1"]]
+
+
+def test_call_on_an_idle_batcher_runs_on_the_calling_thread():
+    """`call` on a quiet batcher runs the part where it is called (no hand-over to the worker and back);
+    parts that come meanwhile queue, and the worker gathers them once that run is over."""
+    threads: list[str] = []
+    run = Recorder()
+    hooked: list[str] = []
+
+    def recording(key, parts):
+        threads.append(threading.current_thread().name)
+        return run(key, parts)
+
+    batcher = Batcher("t", recording, max_size=100, wait_s=0.0,
+                      on_start=lambda: hooked.append(threading.current_thread().name))
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="caller") as pool:
+            first = pool.submit(batcher.call, "k", "p0", 1)
+            assert run.started.wait(10)  # the caller's own run, held
+            later = [batcher.submit("k", f"p{i}", 1) for i in range(1, 4)]
+            run.release.set()
+            assert first.result(timeout=10) == "k:p0"
+            assert [f.result(timeout=10) for f in later] == ["k:p1", "k:p2", "k:p3"]
+            assert pool.submit(batcher.call, "k", "p4", 1).result(timeout=10) == "k:p4"  # idle again
+    finally:
+        batcher.close()
+    assert [parts for _, parts in run.runs] == [["p0"], ["p1", "p2", "p3"], ["p4"]]
+    assert threads[0].startswith("caller") and threads[1].startswith("twinsearch-t") and threads[2] == threads[0]
+    assert sorted(hooked) == sorted({threads[0], threads[1]})  # once in each thread that ran parts
+
+
+def test_call_on_a_busy_batcher_waits_for_the_worker():
+    run = Recorder()
+    batcher = Batcher("t", run, max_size=100, wait_s=0.0)
+    try:
+        blocker = run.hold_first(batcher, "k", "x")  # the worker is busy
+        with ThreadPoolExecutor(2) as pool:
+            calls = [pool.submit(batcher.call, "k", p, 1) for p in ("a", "bad")]
+            deadline = Deadline.after(0.05)
+            with pytest.raises(DeadlineExceeded):
+                batcher.call("k", "late", 1, deadline)
+            run.release.set()
+            assert blocker.result(timeout=5) == "k:x" and calls[0].result(timeout=5) == "k:a"
+            with pytest.raises(InvalidArgument):
+                calls[1].result(timeout=5)
+        with pytest.raises(InvalidArgument):  # an error on the caller's own run is the caller's
+            batcher.call("k", "bad", 1)
+        with pytest.raises(DeadlineExceeded):  # so is a deadline already past
+            batcher.call("k", "p", 1, Deadline.after(-1.0))
+    finally:
+        batcher.close()
+    with pytest.raises(Unavailable):
+        batcher.call("k", "p", 1)
+    assert "late" not in [p for _, parts in run.runs for p in parts] and ["p"] not in [r[1] for r in run.runs]
 
 
 def test_max_size_splits_batches():
@@ -157,7 +211,7 @@ def test_work_of_an_expired_call_is_skipped():
 
 class Submissions:
     """Wraps `batcher.submit`: the futures it handed out, and `all_queued`, set once `expected` parts
-    were queued."""
+    were queued (a call that finds the batcher idle runs on its own thread and is not queued)."""
 
     def __init__(self, batcher: Batcher, expected: int):
         self.futures: list = []
@@ -207,12 +261,12 @@ def gated_engine(tmp_path, model_path):
 
 def test_concurrent_calls_share_encoder_passes(gated_engine):
     images = [png(glyph(i)) for i in range(12)]
-    gated_engine.model.gate = Submissions(gated_engine._encoder, 12).all_queued
+    # The first call finds the encoder idle and runs on its own thread; its pass holds until the other 11
+    # are queued behind it, and they go in one more.
+    gated_engine.model.gate = Submissions(gated_engine._encoder, 11).all_queued
     with ThreadPoolExecutor(12) as pool:
         vectors = list(pool.map(lambda im: gated_engine.embed([im])[0], images))
-    # The first pass (whatever it gathered) held until all 12 calls were queued: the rest go in one more.
-    assert sum(gated_engine.model.batches) == 12
-    assert len(gated_engine.model.batches) <= 2, gated_engine.model.batches
+    assert gated_engine.model.batches == [1, 11]
     alone = gated_engine.embed(images)
     np.testing.assert_allclose(np.stack(vectors), alone, atol=1e-5)  # gathering changes no answer
 
@@ -225,7 +279,7 @@ def test_concurrent_identifies_share_gallery_searches(gated_engine):
     gated_engine.observer = lambda stage, calls, rows: seen.append((stage, calls, rows))
     store = gated_engine.store
     real = store.identify
-    all_queued = Submissions(gated_engine._searcher, 10).all_queued
+    all_queued = Submissions(gated_engine._searcher, 9).all_queued  # the first runs at once, on its thread
 
     def gated_identify(*args, **kw):
         assert all_queued.wait(10)  # no search ends before every call is queued
@@ -240,9 +294,9 @@ def test_concurrent_identifies_share_gallery_searches(gated_engine):
     assert [a.label for a in answers] == [f"c{i}" for i in range(10)]
     searches = [s for s in seen if s[0] == "identify"]
     assert sum(rows for _, _, rows in searches) == 10
-    # Each of the (at most two) search threads runs what was queued when it came free, then waits;
-    # all the rest was queued before they finish and goes in one more search: 10 calls in <= 3.
-    assert len(searches) <= 3 and max(calls for _, calls, _ in searches) >= 4, searches
+    # The first call searched alone on its own thread, held until the other 9 were queued behind it;
+    # they go in one more search.
+    assert [calls for _, calls, _ in searches] == [1, 9], searches
 
 
 def test_engine_stops_work_past_the_deadline(gated_engine):

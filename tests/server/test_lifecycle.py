@@ -111,7 +111,7 @@ def test_cancelled_call_never_reaches_the_encoder(tmp_path, model_path):
     engine = Engine.open(settings.data_dir, settings.model_path, settings.engine)
     engine.model = GatedModel(engine.model)
     engine.model.gate = threading.Event()
-    queued = Submissions(engine._encoder, 2)
+    queued = Submissions(engine._encoder, 1)  # busy runs at once on its own thread; doomed is queued
     running = start_server(settings, engine=engine)
     channel, stub = stub_for(running.address)
     try:
@@ -122,7 +122,7 @@ def test_cancelled_call_never_reaches_the_encoder(tmp_path, model_path):
         doomed.cancel()
         # The server notices the cancelled call and withdraws its queued work.
         deadline = time.monotonic() + TIMEOUT
-        while not queued.futures[1].cancelled():
+        while not queued.futures[0].cancelled():
             assert time.monotonic() < deadline, "the cancelled call's work stayed queued"
             time.sleep(0.01)
         engine.model.gate.set()

@@ -55,8 +55,8 @@ def test_a_bad_mean_k_is_refused_before_any_embedding(engine):
 
 def test_gathered_searches_are_keyed_by_frozen_query_objects(engine):
     keys = []
-    real = engine._searcher.submit
-    engine._searcher.submit = lambda key, *a, **kw: keys.append(key) or real(key, *a, **kw)
+    real = engine._searcher.call
+    engine._searcher.call = lambda key, *a, **kw: keys.append(key) or real(key, *a, **kw)
     engine.identify("g", [png(glyph(0))], threshold=1.0)
     engine.search("g", [png(glyph(0))])
     identify, search = keys

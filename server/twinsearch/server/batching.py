@@ -1,9 +1,13 @@
 """Dynamic batching: concurrent calls gathered into one encoder pass or one gallery search.
 
-A `Batcher` owns worker threads. Callers `submit(key, part, size)` and wait on the returned future.
-A worker takes the oldest waiting part and calls `run(key, parts)` once for it and every other waiting
-part with the same key (up to `max_size` rows). A worker that was idle when the part came runs it at
-once: a lone call on a quiet server pays no batching delay. A worker that comes back from a run to find
+A `Batcher` owns worker threads. Callers `submit(key, part, size)` and wait on the returned future,
+or `call(key, part, size, deadline)` for the result. A worker takes the oldest waiting part and calls
+`run(key, parts)` once for it and every other waiting part with the same key (up to `max_size` rows). A
+worker that was idle when the part came runs it at once: a lone call on a quiet server pays no batching
+delay. `call` on an idle batcher of one worker goes further and runs the part on the calling thread, as
+the worker would have, without handing it to the worker and back (two thread switches a stage, which
+on 2 cores made a lone Verify or Identify a few percent slower: docs/performance.md); parts that come
+meanwhile queue for the worker, which gathers them as it would behind a run of its own. A worker that comes back from a run to find
 parts waiting (the server is busy) first lets the oldest of them wait up to `wait_s` since it was queued,
 for company. With `regather`, a worker that comes back from a run to find fewer parts waiting than the
 larger of its last two runs held also waits, up to that fraction of the run's duration, for the callers
@@ -84,6 +88,11 @@ class Batcher:
         self._queue: deque[_Entry] = deque()
         self._cond = threading.Condition()
         self._closed = False
+        # Runs in progress: by the workers, and by callers on their own threads (`call`, one worker only).
+        self._working = 0
+        self._inline = 0
+        self._inline_ok = max(1, threads) == 1
+        self._started = threading.local()  # whether `on_start` ran in a calling thread that ran a part
         self._threads = [
             threading.Thread(target=self._serve, name=f"twinsearch-{name}-{i}", daemon=True)
             for i in range(max(1, threads))
@@ -102,6 +111,33 @@ class Batcher:
             self._cond.notify()
         return entry.future
 
+    def call(self, key: Hashable, part: Any, size: int, deadline: Deadline | None = None) -> Any:
+        """The result of `part` (of `size` rows) under `key`, or its error; DeadlineExceeded or Cancelled
+        when the call's deadline passes or its caller cancels first (see `wait_for`).
+
+        On an idle batcher of one worker (nothing queued, nothing running) the part runs at once on the
+        calling thread; otherwise it is queued (`submit`) and waited for."""
+        deadline = deadline or Deadline()
+        with self._cond:
+            if self._closed:
+                raise Unavailable(f"the {self.name} batcher is shut down")
+            inline = self._inline_ok and not self._queue and not self._working and not self._inline
+            if inline:
+                self._inline += 1
+        if not inline:
+            return wait_for(self.submit(key, part, size, deadline), deadline)
+        entry = _Entry(key, part, max(1, int(size)), deadline)
+        try:
+            if not getattr(self._started, "done", False):
+                self._started.done = True
+                self._start_hook()
+            self._execute([entry])
+        finally:
+            with self._cond:
+                self._inline -= 1
+                self._cond.notify_all()
+        return entry.future.result()
+
     def close(self, timeout: float | None = 10.0) -> None:
         """Run what is queued, then stop the workers."""
         with self._cond:
@@ -111,24 +147,35 @@ class Batcher:
             thread.join(timeout)
 
     # ------------------------------------------------------------------ workers
-    def _serve(self) -> None:
+    def _start_hook(self) -> None:
         if self._on_start is not None:
             try:
                 self._on_start()
             except Exception:  # noqa: BLE001 - a tuning failure must not stop the worker
                 log.exception("%s batcher: start-up hook failed", self.name)
+
+    def _serve(self) -> None:
+        self._start_hook()
         while True:
             batch = self._take()
             if batch is None:
                 return
-            self._execute(batch)
+            try:
+                self._execute(batch)
+            finally:
+                with self._cond:
+                    self._working -= 1
 
     def _take(self) -> list[_Entry] | None:
+        """The next run's parts ([] for none), counted in `_working` until the caller ends it; None when
+        closed and drained."""
         with self._cond:
             idle = not self._queue
-            while not self._queue:
-                if self._closed:
+            # Parts queued behind a caller's own run (`call`) wait for it, as behind a run of this worker's.
+            while not self._queue or self._inline:
+                if self._closed and not self._queue:
                     return None
+                idle = idle and not self._inline
                 self._cond.wait()
             key = self._queue[0].key
             # Idle: the call came to a quiet server and runs now. Busy: gather until the oldest part has
@@ -149,6 +196,7 @@ class Batcher:
                     if left <= 0:
                         break
                     self._cond.wait(left)
+            self._working += 1
             if not self._queue:  # another worker took them while this one waited
                 return []
             key = self._queue[0].key

@@ -60,7 +60,7 @@ from twinsearch.client.version import package_version
 
 from . import deadlines
 from . import images as kept
-from .batching import Batcher, wait_for
+from .batching import Batcher
 from .limits import DEFAULTS, Limits
 from .migration import Migrator
 from .models import ModelRegistry, ServedModel, load_models, served
@@ -683,18 +683,16 @@ class Engine:
 
     def _embed_prepared(self, prepared: Prepared, deadline, entry: ServedModel) -> np.ndarray:
         """Run the prepared images through the encoder batcher (gathered with other calls' images for
-        the same model); vectors and embeddings in order."""
+        the same model, or run on this thread when the encoder is idle); vectors and embeddings in order."""
         embedded = np.zeros((0, entry.dim), dtype=np.float32)
         if len(prepared.images):
             deadline.check("embedding")
-            future = self._encoder.submit(entry.name, prepared.images, len(prepared.images), deadline)
-            embedded = wait_for(future, deadline)
+            embedded = self._encoder.call(entry.name, prepared.images, len(prepared.images), deadline)
         return prepared.assemble(embedded)
 
     def _search(self, key: SearchKey, vectors: np.ndarray, extra: list | None, deadline) -> list:
         deadline.check("searching")
-        future = self._searcher.submit(key, (vectors, extra), len(vectors), deadline)
-        return wait_for(future, deadline)
+        return self._searcher.call(key, (vectors, extra), len(vectors), deadline)
 
     def _encoder_thread_start(self) -> None:
         import torch
