@@ -277,8 +277,9 @@ class TwinSearchServicer(twinsearch_pb2_grpc.TwinSearchServicer):
         self.metrics.in_flight.labels(name).dec()
         self.metrics.rpcs.labels(name, code.name).inc()
         self.metrics.latency.labels(name).observe(elapsed)
-        log.debug("rpc=%s code=%s ms=%.1f peer=%s%s", name, code.name, elapsed * 1000, context.peer(),
-                  f" details={details!r}" if details else "")
+        if log.isEnabledFor(logging.DEBUG):  # the peer and details are built only for the line
+            log.debug("rpc=%s code=%s ms=%.1f peer=%s%s", name, code.name, elapsed * 1000, context.peer(),
+                      f" details={details!r}" if details else "")
 
     # ------------------------------------------------------------------ enroll, delete, classes
     @_rpc(items=lambda r: len(r.items))
