@@ -104,7 +104,7 @@ def _brute_retrieval(emb: np.ndarray, labels: np.ndarray) -> tuple[float, float]
     np.fill_diagonal(d, np.inf)
     hits, aps = [], []
     for i in range(len(x)):
-        order = np.argsort(d[i], kind="stable")[:-1]
+        order = np.argsort(d[i], kind="stable")[:-1]  # ties by position, as the report ranks them
         rel = labels[order] == labels[i]
         r = int(rel.sum())
         hits.append(rel[0])

@@ -116,12 +116,15 @@ def retrieval(embeddings: np.ndarray, labels: np.ndarray) -> dict:
     k = int(min(r.max(), len(labels) - 1)) + 1
     index = faiss.IndexFlatL2(x.shape[1])
     index.add(x)
-    _, nn = index.search(x, k)
-    # drop each query itself (it may not come first when duplicates tie)
-    not_self = nn != np.arange(len(x))[:, None]
+    # A few more than needed, ranked again by float64 distances (ties by position): the order of neighbours
+    # that float32 rounding leaves tied or swapped does not depend on FAISS's kernel or thread count.
+    _, nn = index.search(x, min(k + 8, len(x)))
+    x64 = x.astype(np.float64)
     rows = []
     for i in range(len(x)):
-        rows.append(nn[i][not_self[i]][: k - 1])
+        cand = nn[i][(nn[i] >= 0) & (nn[i] != i)]  # drop the query itself (it may not come first when duplicates tie)
+        d = np.sqrt(((x64[cand] - x64[i]) ** 2).sum(axis=1))
+        rows.append(cand[np.lexsort((cand, d))][: k - 1])
     nn = np.stack(rows)
     rel = labels[nn] == labels[:, None]
     recall1 = float(rel[:, 0].mean())
