@@ -27,7 +27,8 @@ shared machine). Sections:
   (`startup_s_1m`, `rss_mb_1m`), and LanceDB as the peer (`peer_*`).
 
 Writes bench/results/latest.json and a dated copy (quick runs: quick-latest.json and a dated quick
-copy, which git ignores), and prints the table. Needs Fashion-MNIST (`apt-get install -y
+copy, which git ignores; runs of some sections, `--only`: a dated copy named after them, such as
+latency-2026-12-03T2150Z.json, and latest.json is left alone), and prints the table. Needs Fashion-MNIST (`apt-get install -y
 dataset-fashion-mnist`, or TWINSEARCH_FASHION_MNIST=folder) and, for the peer, `pip install lancedb`.
 """
 
@@ -215,10 +216,21 @@ def main(argv: list[str] | None = None) -> int:
     result["table"] = text
     stamp = time.strftime("%Y-%m-%dT%H%MZ", time.gmtime(started))
     prefix = "quick-" if args.quick else ""
-    write_json(args.out / f"{prefix}latest.json", result)
-    write_json(args.out / f"{prefix}{stamp}.json", result)
+    written = []
+    if set(args.only) == set(SECTIONS):  # latest.json is the latest run of every section
+        written.append(args.out / f"{prefix}latest.json")
+    else:
+        prefix += "-".join(s for s in SECTIONS if s in args.only) + "-"
+    dated = args.out / f"{prefix}{stamp}.json"
+    for suffix in "bcdefghijklmnopqrstuvwxyz":  # another run in the same minute keeps its own file
+        if not dated.exists():
+            break
+        dated = args.out / f"{prefix}{stamp}-{suffix}.json"
+    written.append(dated)
+    for path in written:
+        write_json(path, result)
     print(text)
-    print(f"\nwritten: {args.out / (prefix + 'latest.json')} and {args.out / (prefix + stamp + '.json')}")
+    print(f"\nwritten: {' and '.join(str(p) for p in written)}")
     return 1 if failed else 0
 
 
