@@ -91,7 +91,6 @@ class Batcher:
         # Runs in progress: by the workers, and by callers on their own threads (`call`, one worker only).
         self._working = 0
         self._inline = 0
-        self._inline_ok = max(1, threads) == 1
         self._started = threading.local()  # whether `on_start` ran in a calling thread that ran a part
         self._threads = [
             threading.Thread(target=self._serve, name=f"twinsearch-{name}-{i}", daemon=True)
@@ -121,7 +120,7 @@ class Batcher:
         with self._cond:
             if self._closed:
                 raise Unavailable(f"the {self.name} batcher is shut down")
-            inline = self._inline_ok and not self._queue and not self._working and not self._inline
+            inline = len(self._threads) == 1 and not self._queue and not self._working and not self._inline
             if inline:
                 self._inline += 1
         if not inline:

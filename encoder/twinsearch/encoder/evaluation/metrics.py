@@ -119,11 +119,10 @@ def retrieval(embeddings: np.ndarray, labels: np.ndarray) -> dict:
     # A few more than needed, ranked again by float64 distances (ties by position): the order of neighbours
     # that float32 rounding leaves tied or swapped does not depend on FAISS's kernel or thread count.
     _, nn = index.search(x, min(k + 8, len(x)))
-    x64 = x.astype(np.float64)
     rows = []
     for i in range(len(x)):
         cand = nn[i][(nn[i] >= 0) & (nn[i] != i)]  # drop the query itself (it may not come first when duplicates tie)
-        d = np.sqrt(((x64[cand] - x64[i]) ** 2).sum(axis=1))
+        d = pair_distances(x, cand, np.full(len(cand), i))
         rows.append(cand[np.lexsort((cand, d))][: k - 1])
     nn = np.stack(rows)
     rel = labels[nn] == labels[:, None]
