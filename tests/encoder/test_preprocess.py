@@ -41,6 +41,23 @@ def test_modes_convert_predictably():
     assert rgb.shape == (3, 8, 8) and np.allclose(rgb, 128 / 255)
 
 
+def test_8_bit_levels_become_exact_fractions():
+    """Every 8-bit level k becomes float32(k) / float32(255), the value the models were trained on, in
+    every mode that goes through 8 bits (a multiplication by 1 / 255 would differ in the last bit)."""
+    levels = np.arange(256, dtype=np.uint8).reshape(16, 16)
+
+    def want(values: np.ndarray) -> np.ndarray:
+        return values.astype(np.float32) / np.float32(255.0)
+
+    decode = Preprocess(width=16, height=16, channels=3).decode
+    assert np.array_equal(decode(png_bytes(Image.fromarray(levels, "L"))), want(levels))
+    channels = np.stack([levels, levels.T, 255 - levels], axis=2)
+    rgb = decode(png_bytes(Image.fromarray(channels, "RGB")))
+    assert rgb.dtype == np.float32 and np.array_equal(rgb, want(channels))
+    opaque = np.dstack([channels, np.full_like(levels, 255)])
+    assert np.array_equal(decode(png_bytes(Image.fromarray(opaque, "RGBA"))), want(channels))
+
+
 def test_exif_orientation_applied():
     img = Image.new("L", (20, 10), 255)
     img.paste(0, (0, 0, 10, 10))  # black on the left
