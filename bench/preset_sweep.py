@@ -1,7 +1,7 @@
 """Every preset on every data set on hand: does any collapse or fall to chance where it was not tuned?
 
     .venv/bin/python bench/preset_sweep.py --minutes 5 --seeds 0 1 [--presets ...] [--datasets ...]
-                                           [--jobs 2 --threads 1]
+                                           [--jobs 2 --threads 1] [--train-args "--init M.tsm"]
 
 For each preset, data set and seed: `twinsearch train --preset P` on the data set's training part, then
 `twinsearch evaluate` on its held-out part (Omniglot: three alphabets never trained on, within-alphabet
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -48,15 +49,19 @@ DATASETS = {
 }
 
 
-def run_one(preset: str, dataset: str, seed: int, minutes: float, folder: Path, threads: int = 2) -> dict:
+def run_one(preset: str, dataset: str, seed: int, minutes: float, folder: Path, threads: int = 2,
+            extra: tuple[str, ...] = ()) -> dict:
     twinsearch = str(Path(sys.executable).with_name("twinsearch"))
     d = DATASETS[dataset]
     model, report = folder / f"{preset}-{dataset}-{seed}.tsm", folder / f"{preset}-{dataset}-{seed}.json"
     t0 = time.monotonic()
     train = subprocess.run([twinsearch, "train", "--preset", preset, *d["train"], "--minutes", f"{minutes:g}",
-                            "--seed", str(seed), "--threads", str(threads), "--no-progress", "--out", str(model)],
+                            "--seed", str(seed), "--threads", str(threads), "--no-progress", "--out", str(model),
+                            *extra],
                            cwd=REPO, capture_output=True, text=True)
     row: dict = {"preset": preset, "dataset": dataset, "seed": seed, "minutes": minutes, "threads": threads}
+    if extra:
+        row["train_args"] = shlex.join(extra)
     if train.returncode < 0:  # a signal: on Linux most often the kernel's out-of-memory killer (SIGKILL)
         return {**row, "error": f"training killed by signal {-train.returncode}"}
     if train.returncode:
@@ -72,7 +77,7 @@ def run_one(preset: str, dataset: str, seed: int, minutes: float, folder: Path, 
                                "print(json.dumps(read_card(sys.argv[1])))", str(model)],
         capture_output=True, text=True, check=True).stdout)
     row.update(steps=summary["steps"], train_s=round(time.monotonic() - t0, 1),
-               warnings=card_eval["training"].get("warnings", []),
+               warnings=card_eval["training"].get("warnings", []), precision=card_eval["training"].get("precision"),
                distance_spread=card_eval["evaluation"].get("distance_spread"),
                oneshot=rep["oneshot"]["accuracy"], way=rep["oneshot"]["mean_way"], chance=d["chance"],
                pairs_eer=rep["pairs"]["eer"], recall_at_1=rep["recall_at_1"])
@@ -94,7 +99,11 @@ def main() -> int:
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "preset_sweep.jsonl"))
     parser.add_argument("--jobs", type=int, default=1, help="trainings run at once")
     parser.add_argument("--threads", type=int, default=2, help="threads of each training")
+    parser.add_argument("--train-args", default="", metavar="FLAGS",
+                        help="more `twinsearch train` flags for every run, one quoted string (e.g. \"--init M.tsm\"); "
+                             "recorded in each row as train_args")
     args = parser.parse_args()
+    extra = tuple(shlex.split(args.train_args))
     if "signatures" in args.datasets:
         prepare_signatures()
     print(f"{'preset':<11} {'data':<14} {'seed':>4} {'steps':>6} {'spread':>7} {'one-shot':>9} {'pair EER':>8} "
@@ -102,7 +111,8 @@ def main() -> int:
     runs = [(p, d, seed) for d in args.datasets for p in args.presets for seed in args.seeds]
     with tempfile.TemporaryDirectory() as tmp, open(args.out, "a") as log, \
             concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(run_one, p, d, seed, args.minutes, Path(tmp), args.threads) for p, d, seed in runs]
+        futures = [pool.submit(run_one, p, d, seed, args.minutes, Path(tmp), args.threads, extra)
+                   for p, d, seed in runs]
         for future in futures:
             row = future.result()
             preset, dataset, seed = row["preset"], row["dataset"], row["seed"]

@@ -74,6 +74,17 @@ def test_steps_per_second_and_too_small_a_budget(glyph_tree, tmp_path, capsys, m
     assert "steps/s" in err and "the budget allows only about" in err
 
 
+def test_slow_steps_are_reported_early(glyph_tree, tmp_path, capsys, monkeypatch):
+    """Steps slower than SPEED_SECONDS for the timed ones are reported after two of them, not after
+    SPEED_STEPS (at 15 s a step, a 5-minute budget would end before the report)."""
+    monkeypatch.setattr(recipe_module, "SPEED_SECONDS", 0.0)
+    steps = recipe_module.SPEED_FROM_STEP + 3
+    assert steps < recipe_module.SPEED_STEPS
+    out = tmp_path / "m.tsm"
+    assert train_cmd.run(_tiny(glyph_tree, out, "--minutes", "5", "--steps", str(steps), "--val-fraction", "0")) == 0
+    assert capsys.readouterr().err.count("steps/s (about") == 1  # once, though a third step was timed
+
+
 def test_preset_sets_defaults_and_flags_override(tmp_path):
     args = _parse(["--preset", "characters", "--data", "d", "--out", "o", "--size", "48", "--loss", "triplet"])
     assert args.rotations and args.invert and args.classes_per_batch == 60  # from the preset
@@ -170,3 +181,48 @@ def test_the_koch_tower_takes_wide_inputs():
     assert all(bool((m.running_var == 1).all()) and int(m.num_batches_tracked) == 0 for m in norms)
     assert wide(torch.zeros(2, 1, 96, 192)).shape == (2, wide.out_features)
     assert wide.out_features > square.out_features
+
+
+def test_bf16_only_where_the_hardware_has_it(monkeypatch):
+    """`auto` is bf16 only on hardware that computes it (torch emulates it elsewhere, many times slower);
+    the presets ask for `auto`, never for bf16 itself."""
+    from twinsearch.encoder.training import trainer as trainer_module
+
+    cpu = torch.device("cpu")
+    for avx512_bf16, amx, want in ((False, False, False), (True, False, True), (False, True, True)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v, raising=False)
+        assert trainer_module.native_bf16(cpu) is want
+        assert trainer_module.resolve_precision("auto", cpu) == ("bf16" if want else "fp32")
+        assert trainer_module.resolve_precision("bf16", cpu) == "bf16"  # asked for: kept, and warned about
+        assert trainer_module.resolve_precision("fp32", cpu) == "fp32"
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")  # a torch without the probes: fp32
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    assert trainer_module.resolve_precision("auto", cpu) == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert trainer_module.resolve_precision("auto", torch.device("cuda")) == "bf16"
+    assert trainer_module.resolve_precision("auto", torch.device("mps")) == "fp32"
+    for name, settings in PRESETS.items():
+        assert settings.get("precision", "fp32") in ("fp32", "auto"), name
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_the_card_records_the_precision_used_and_emulated_bf16_is_warned(glyph_tree, tmp_path, capsys,
+                                                                          monkeypatch, native):
+    monkeypatch.setattr(recipe_module, "native_bf16", lambda device: native)
+    from twinsearch.encoder.training import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "native_bf16", lambda device: native)
+    monkeypatch.setattr(recipe_module, "FEW_STEPS", 10**9)  # the speed warning, with or without bf16 advice
+    for precision, used in (("auto", "bf16" if native else "fp32"), ("bf16", "bf16"), ("fp32", "fp32")):
+        out = tmp_path / f"{precision}.tsm"
+        assert train_cmd.run(_tiny(glyph_tree, out, "--minutes", "0.05", "--val-fraction", "0", "--precision",
+                                   precision)) == 0
+        err = capsys.readouterr().err
+        training = read_card(out)["training"]
+        assert training["precision"] == used and training["config"]["precision"] == precision
+        emulated = precision == "bf16" and not native
+        assert ("torch emulates it" in err) is emulated
+        assert any("torch emulates it" in w for w in training["warnings"]) is emulated
+        speed = next(line for line in err.splitlines() if "the budget allows only about" in line)
+        assert ("--precision bf16" in speed) is (native and used == "fp32")  # never when it is already bf16

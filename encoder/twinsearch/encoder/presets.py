@@ -4,6 +4,11 @@
 the preset (`--preset signatures --minutes 5 --size 64 128`). Each value is a `twinsearch train` flag
 (its argparse name) and what it is set to. The card records the preset under `training.preset`.
 
+Precision "auto" trains in bfloat16 where the hardware has it (AVX-512 BF16 or AMX, recent GPUs), where the
+recipes were measured and it was faster, and in float32 elsewhere: on a CPU without it torch emulates
+bfloat16, many times slower (README, "Training a model"). The card records what it became
+(`training.precision`).
+
 Where each was measured (2 CPU cores, 20 minutes unless said; `bench/results/encoder_*.json`):
 - characters: Omniglot, the shipped `omniglot.tsm` (0.858 within-alphabet 20-way 1-shot on alphabets
   never trained on). Ink on white, square input, rotations as extra classes, prototypical episodes.
@@ -38,25 +43,25 @@ PRESETS: dict[str, dict[str, Any]] = {
         "invert": True, "size": [96, 192], "resize": "fit", "background_removal": "otsu", "binarize": "otsu",
         "crop_to_ink": True, "backbone": "conv4", "widths": [32, 64, 96, 128], "pool": "avg",
         "loss": "prototypical", "scale": 10.0, "classes_per_batch": 16, "images_per_class": 4,
-        "precision": "bf16", "aug_rotation": 5.0, "aug_shear": 0.15,
+        "precision": "auto", "aug_rotation": 5.0, "aug_shear": 0.15,
         "aug_scale": [0.9, 1.1], "aug_translate": 0.05, "val_fraction": 0.2, "val_every": 100,
         "orientation_weight": 0.65,
     },
     "clothing": {
         "size": [28], "mean": [0.286], "std": [0.353], "widths": [32, 64, 128], "convs_per_block": [2],
-        "precision": "bf16", "tta": 1, "tta_flip": True, "loss": "normsoftmax", "margin": 0.25, "scale": 30.0,
+        "precision": "auto", "tta": 1, "tta_flip": True, "loss": "normsoftmax", "margin": 0.25, "scale": 30.0,
         "classes_per_batch": 10, "images_per_class": 25, "aug_rotation": 0.0, "aug_shear": 0.0,
         "aug_scale": [0.95, 1.05], "aug_translate": 0.06, "aug_hflip": 0.5, "val_every": 1000,
     },
     "digits": {
         "size": [28], "mean": [0.13], "std": [0.31], "widths": [32, 64, 128], "convs_per_block": [2],
-        "precision": "bf16", "tta": 1, "loss": "normsoftmax", "margin": 0.25, "scale": 30.0,
+        "precision": "auto", "tta": 1, "loss": "normsoftmax", "margin": 0.25, "scale": 30.0,
         "classes_per_batch": 10, "images_per_class": 25, "aug_rotation": 8.0, "aug_shear": 0.1,
         "aug_scale": [0.9, 1.1], "aug_translate": 0.08, "val_every": 1000,
     },
     "photos": {
         "channels": 3, "size": [64], "backbone": "resnet", "widths": [32, 64, 128], "stem_stride": 2,
-        "precision": "bf16",
+        "precision": "auto",
         "mean": [0.5], "std": [0.25], "loss": "normsoftmax", "margin": 0.2, "scale": 30.0,
         "classes_per_batch": 16, "images_per_class": 8, "aug_rotation": 8.0, "aug_shear": 0.05,
         "aug_scale": [0.9, 1.1], "aug_translate": 0.06, "aug_hflip": 0.5, "tta_flip": True, "val_every": 200,

@@ -160,9 +160,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     t.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
-    t.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+    t.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
                    help="bf16: forward pass in bfloat16 (faster on CPUs with AVX-512 BF16 or AMX and on recent "
-                        "GPUs); weights, loss and the saved model stay fp32")
+                        "GPUs, many times slower elsewhere, where torch emulates it); auto: bf16 where the "
+                        "hardware has it, else fp32 (the presets' choice); weights, loss and the saved model "
+                        "stay fp32 (default: fp32)")
     t.add_argument("--init", metavar="MODEL",
                    help="start from this model file's weights (or a shipped model's, by name) instead of random "
                         "ones: fine-tune a model trained on more data of a related kind. Its backbone, --widths, "

@@ -55,7 +55,9 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0          # 0: leave torch's default
     precision: str = "fp32"   # "bf16": forward pass under bfloat16 autocast (about 1.1-2x faster on CPUs with
-    #                           AVX-512 BF16 or AMX, and on recent GPUs); the loss, weights and serving stay fp32
+    #                           AVX-512 BF16 or AMX, and on recent GPUs; many times slower on CPUs without
+    #                           them); "auto": bf16 where the hardware has it, else fp32. The loss, weights
+    #                           and serving stay fp32
 
     def to_dict(self) -> dict:
         return asdict(self)

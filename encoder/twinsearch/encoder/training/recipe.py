@@ -36,10 +36,14 @@ from ..heads import build_net
 from ..model import EncoderModel, read_weights
 from ..preprocess import Preprocess
 from .config import TrainConfig
-from .trainer import Trainer, TrainResult, architecture_for, distance_spread, start_from
+from .trainer import Trainer, TrainResult, architecture_for, distance_spread, native_bf16, start_from
 
-# Steps timed for the early speed report; fewer steps than FEW_STEPS in the budget earn a warning.
+# The early speed report times the steps after the first SPEED_FROM_STEP (which hold the warm-up), until
+# SPEED_STEPS of them or SPEED_SECONDS have passed (slow steps are reported early, not after the budget);
+# fewer steps than FEW_STEPS in the budget earn a warning.
+SPEED_FROM_STEP = 2
 SPEED_STEPS = 20
+SPEED_SECONDS = 30.0
 FEW_STEPS = 300
 # Below this standard deviation of held-out distances the embedding counts as collapsed.
 COLLAPSED_SPREAD = 0.01
@@ -167,7 +171,8 @@ class _Run:
         self._events = events
         self.warnings: list[str] = []
         self._speed_from: float | None = None
-        self._speed_images = 0
+        self._speed_images = self._speed_steps = 0
+        self.bf16_would_help = False  # the device has bfloat16 in hardware and the training runs in fp32
 
     def emit(self, event: dict) -> None:
         if self._events is not None:
@@ -180,25 +185,28 @@ class _Run:
     def speed(self, step: int, images: int) -> None:
         """After the first steps: steps per second, and what the budget allows at that pace. `images`: the
         size of step `step`'s batch."""
-        if step == 5:
-            self._speed_from, self._speed_images = time.monotonic(), 0
+        if step == SPEED_FROM_STEP:
+            self._speed_from, self._speed_images, self._speed_steps = time.monotonic(), 0, 0
             return
-        if self._speed_from is None or step > SPEED_STEPS + 5:
+        if self._speed_from is None or self._speed_steps < 0:  # not started, or reported
             return
         self._speed_images += images
-        if step < SPEED_STEPS + 5:
+        self._speed_steps += 1
+        seconds = max(time.monotonic() - self._speed_from, 1e-9)
+        if self._speed_steps < SPEED_STEPS and (self._speed_steps < 2 or seconds < SPEED_SECONDS):
             return
         config = self.recipe.config
-        seconds = max(time.monotonic() - self._speed_from, 1e-9)
-        rate = SPEED_STEPS / seconds
+        rate = self._speed_steps / seconds
+        self._speed_steps = -1
         text = f"{rate:.2f} steps/s (about {self._speed_images / seconds:.0f} images/s)"
         if config.minutes:
             allowed = int(rate * 60.0 * config.minutes)
             text += f"; the {config.minutes:g}-minute budget allows about {allowed} steps"
             if allowed < FEW_STEPS and (not config.steps or config.steps > allowed):
+                bf16 = ", --precision bf16" if self.bf16_would_help else ""
                 self.warn(f"at {rate:.2f} steps/s the budget allows only about {allowed} steps, too few for this "
-                          f"size and backbone to learn much: try a smaller --size, --precision bf16, a lighter "
-                          f"--backbone, or more --minutes")
+                          f"size and backbone to learn much: try a smaller --size{bf16}, a lighter --backbone, "
+                          f"or more --minutes")
         self.emit({"kind": "speed", "text": text})
 
 
@@ -270,6 +278,12 @@ def train_model(recipe: Recipe, events: Events | None = None) -> Outcome:
     trainer = Trainer(config, preprocess, train, val, device=recipe.device,
                       checkpoint=None if recipe.checkpoint is None else str(recipe.checkpoint), callback=on_event,
                       init_weights=init_weights)
+    native = native_bf16(trainer.device)
+    run.bf16_would_help = native and trainer.precision == "fp32"
+    if trainer.precision == "bf16" and not native:
+        run.warn(f"--precision bf16 on a {trainer.device.type} without bfloat16 in hardware (AVX-512 BF16 or AMX on "
+                 "a CPU): torch emulates it, and each step takes many times as long as in fp32. Use --precision "
+                 "auto (bf16 only where the hardware has it) or fp32")
     try:
         result = trainer.fit(resume=recipe.resume)
     except (FileNotFoundError, ValueError) as exc:
@@ -297,6 +311,7 @@ def train_model(recipe: Recipe, events: Events | None = None) -> Outcome:
         "val_score": result.history[-1]["score_name"] if result.history else None,
         "history": result.history,
         "device": str(trainer.device),
+        "precision": trainer.precision,  # what "auto" became on this device
         "threads": torch.get_num_threads(),
         "preset": recipe.preset,
         "init": None if init_card is None else {"model": str(recipe.init), "name": init_card.name,

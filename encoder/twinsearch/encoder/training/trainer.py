@@ -31,7 +31,7 @@ from .config import TrainConfig
 log = logging.getLogger(__name__)
 
 LOSSES = ("normsoftmax", "prototypical", "triplet", "contrastive", "contrastive-pairs")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")
 # References per class for the skilled-forgery validation metric (as a signature user enrolls them).
 VAL_REFERENCES = 5
 # Draws of those references averaged for the metric: with a few validation writers one draw moves the EER
@@ -146,6 +146,26 @@ def _lr_at(config: TrainConfig, progress: float) -> float:
     return config.lr * warm * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bfloat16 in hardware: a CUDA GPU that supports it, or an x86 CPU with
+    AVX-512 BF16 or AMX. Elsewhere torch emulates it, and a training step takes many times as long as in
+    float32 (the README's "Training a model" has the figures)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    probes = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return any(bool(probe()) for probe in probes if probe is not None)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision a training runs in: "auto" is "bf16" where the device has it in hardware
+    (`native_bf16`), else "fp32"; the others as they are."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
+
 class Trainer:
     """Train an embedding network on `train` (ImageArrays in [0, 1]), validating on `val` if given.
 
@@ -183,6 +203,7 @@ class Trainer:
         self.val = val
         self.device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available()
                                                                        else "cpu")
+        self.precision = resolve_precision(config.precision, self.device)  # "fp32" or "bf16"
         self.checkpoint = os.fspath(checkpoint) if checkpoint else None
         self.callback = callback or (lambda event: None)
         self.init_weights = init_weights
@@ -388,7 +409,7 @@ class Trainer:
             if aug is not None:
                 xb = aug(xb, generator=gen)
             xb = self._normalize(xb.to(self.device)).contiguous(memory_format=torch.channels_last)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
                 embeddings = net(xb)
             loss = loss_fn(embeddings.float(), y_all[idx].to(self.device))
             opt.zero_grad(set_to_none=True)
