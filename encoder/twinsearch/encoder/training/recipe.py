@@ -172,6 +172,7 @@ class _Run:
         self.warnings: list[str] = []
         self._speed_from: float | None = None
         self._speed_images = self._speed_steps = 0
+        self._speed_reported = False
         self.bf16_would_help = False  # the device has bfloat16 in hardware and the training runs in fp32
 
     def emit(self, event: dict) -> None:
@@ -188,7 +189,7 @@ class _Run:
         if step == SPEED_FROM_STEP:
             self._speed_from, self._speed_images, self._speed_steps = time.monotonic(), 0, 0
             return
-        if self._speed_from is None or self._speed_steps < 0:  # not started, or reported
+        if self._speed_from is None or self._speed_reported:
             return
         self._speed_images += images
         self._speed_steps += 1
@@ -197,7 +198,7 @@ class _Run:
             return
         config = self.recipe.config
         rate = self._speed_steps / seconds
-        self._speed_steps = -1
+        self._speed_reported = True
         text = f"{rate:.2f} steps/s (about {self._speed_images / seconds:.0f} images/s)"
         if config.minutes:
             allowed = int(rate * 60.0 * config.minutes)
@@ -281,9 +282,9 @@ def train_model(recipe: Recipe, events: Events | None = None) -> Outcome:
     native = native_bf16(trainer.device)
     run.bf16_would_help = native and trainer.precision == "fp32"
     if trainer.precision == "bf16" and not native:
-        run.warn(f"--precision bf16 on a {trainer.device.type} without bfloat16 in hardware (AVX-512 BF16 or AMX on "
-                 "a CPU): torch emulates it, and each step takes many times as long as in fp32. Use --precision "
-                 "auto (bf16 only where the hardware has it) or fp32")
+        run.warn(f"--precision bf16, but this {'CPU' if trainer.device.type == 'cpu' else 'device'} has no bfloat16 "
+                 "in hardware (on a CPU: AVX-512 BF16 or AMX): torch emulates it, and each step takes many times as "
+                 "long as in fp32. Use --precision auto (bf16 only where the hardware has it) or fp32")
     try:
         result = trainer.fit(resume=recipe.resume)
     except (FileNotFoundError, ValueError) as exc:
