@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -23,22 +24,10 @@ from twinsearch.encoder.heads import build_net
 from twinsearch.encoder.preprocess import Preprocess
 from twinsearch.encoder.presets import PRESETS
 from twinsearch.encoder.training import TrainConfig
-from twinsearch.encoder.training.trainer import architecture_for, build_loss
+from twinsearch.encoder.training.trainer import architecture_for, build_loss, native_bf16
 
-
-def _cpu() -> dict:
-    """The processor the rows were measured on, and whether it computes bfloat16 in hardware."""
-    import platform
-
-    from twinsearch.encoder.training.trainer import native_bf16
-
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
-    except OSError:
-        pass
-    return {"model": model, "native_bf16": native_bf16(torch.device("cpu"))}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine  # noqa: E402
 
 
 def config_of(name: str) -> tuple[TrainConfig, Preprocess, int]:
@@ -108,7 +97,8 @@ def main() -> int:
                 print(f"{name:<11} {cfg.backbone:<8} {'x'.join(map(str, pre.shape)):<10} {batch:>5} {precision:<9} "
                       f"{layout:<13} {s:>7.3f} {1 / s:>7.2f} {batch / s:>7.0f}", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"threads": args.threads, "cpu": _cpu(), "rows": rows}, indent=2))
+        cpu = {"model": machine()["cpu_model"], "native_bf16": native_bf16(torch.device("cpu"))}
+        Path(args.json).write_text(json.dumps({"threads": args.threads, "cpu": cpu, "rows": rows}, indent=2))
     return 0
 
 

@@ -56,8 +56,8 @@ def run_one(preset: str, dataset: str, seed: int, minutes: float, folder: Path, 
     model, report = folder / f"{preset}-{dataset}-{seed}.tsm", folder / f"{preset}-{dataset}-{seed}.json"
     t0 = time.monotonic()
     train = subprocess.run([twinsearch, "train", "--preset", preset, *d["train"], "--minutes", f"{minutes:g}",
-                            "--seed", str(seed), "--threads", str(threads), "--no-progress", "--out", str(model),
-                            *extra],
+                            "--seed", str(seed), "--threads", str(threads), "--no-progress",
+                            "--out", str(model), *extra],
                            cwd=REPO, capture_output=True, text=True)
     row: dict = {"preset": preset, "dataset": dataset, "seed": seed, "minutes": minutes, "threads": threads}
     if extra:
@@ -77,7 +77,8 @@ def run_one(preset: str, dataset: str, seed: int, minutes: float, folder: Path, 
                                "print(json.dumps(read_card(sys.argv[1])))", str(model)],
         capture_output=True, text=True, check=True).stdout)
     row.update(steps=summary["steps"], train_s=round(time.monotonic() - t0, 1),
-               warnings=card_eval["training"].get("warnings", []), precision=card_eval["training"].get("precision"),
+               warnings=card_eval["training"].get("warnings", []),
+               precision=card_eval["training"].get("precision"),
                distance_spread=card_eval["evaluation"].get("distance_spread"),
                oneshot=rep["oneshot"]["accuracy"], way=rep["oneshot"]["mean_way"], chance=d["chance"],
                pairs_eer=rep["pairs"]["eer"], recall_at_1=rep["recall_at_1"])
@@ -100,8 +101,8 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=1, help="trainings run at once")
     parser.add_argument("--threads", type=int, default=2, help="threads of each training")
     parser.add_argument("--train-args", default="", metavar="FLAGS",
-                        help="more `twinsearch train` flags for every run, one quoted string (e.g. \"--init M.tsm\"); "
-                             "recorded in each row as train_args")
+                        help="more `twinsearch train` flags for every run, one quoted string "
+                             "(e.g. \"--init M.tsm\"); recorded in each row as train_args")
     args = parser.parse_args()
     extra = tuple(shlex.split(args.train_args))
     if "signatures" in args.datasets:

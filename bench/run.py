@@ -28,8 +28,9 @@ shared machine). Sections:
 
 Writes bench/results/latest.json and a dated copy (quick runs: quick-latest.json and a dated quick
 copy, which git ignores; runs of some sections, `--only`: a dated copy named after them, such as
-latency-2026-12-03T2150Z.json, and latest.json is left alone), and prints the table. Needs Fashion-MNIST (`apt-get install -y
-dataset-fashion-mnist`, or TWINSEARCH_FASHION_MNIST=folder) and, for the peer, `pip install lancedb`.
+latency-2026-12-03T2150Z.json, and latest.json is left alone), and prints the table. Needs
+Fashion-MNIST (`apt-get install -y dataset-fashion-mnist`, or TWINSEARCH_FASHION_MNIST=folder) and, for
+the peer, `pip install lancedb`.
 """
 
 from __future__ import annotations

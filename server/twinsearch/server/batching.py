@@ -7,9 +7,9 @@ worker that was idle when the part came runs it at once: a lone call on a quiet 
 delay. `call` on an idle batcher of one worker goes further and runs the part on the calling thread, as
 the worker would have, without handing it to the worker and back (two thread switches a stage, which
 on 2 cores made a lone Verify or Identify a few percent slower: docs/performance.md); parts that come
-meanwhile queue for the worker, which gathers them as it would behind a run of its own. A worker that comes back from a run to find
-parts waiting (the server is busy) first lets the oldest of them wait up to `wait_s` since it was queued,
-for company. With `regather`, a worker that comes back from a run to find fewer parts waiting than the
+meanwhile queue for the worker, which gathers them as it would behind a run of its own. A worker that
+comes back from a run to find parts waiting (the server is busy) first lets the oldest of them wait up
+to `wait_s` since it was queued, for company. With `regather`, a worker that comes back from a run to find fewer parts waiting than the
 larger of its last two runs held also waits, up to that fraction of the run's duration, for the callers
 of the run to come back: for runs that cost about as much for few parts as for many (a scan of a large
 flat index), two runs of 30 and 2 parts are slower than one of 32. `run` returns one result per part, in

@@ -121,7 +121,8 @@ def retrieval(embeddings: np.ndarray, labels: np.ndarray) -> dict:
     _, nn = index.search(x, min(k + 8, len(x)))
     rows = []
     for i in range(len(x)):
-        cand = nn[i][(nn[i] >= 0) & (nn[i] != i)]  # drop the query itself (it may not come first when duplicates tie)
+        # drop the query itself (it may not come first when duplicates tie)
+        cand = nn[i][(nn[i] >= 0) & (nn[i] != i)]
         d = pair_distances(x, cand, np.full(len(cand), i))
         rows.append(cand[np.lexsort((cand, d))][: k - 1])
     nn = np.stack(rows)
