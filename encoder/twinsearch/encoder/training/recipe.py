@@ -216,6 +216,30 @@ def split_seed(recipe: Recipe) -> int:
     return recipe.config.seed if recipe.split_seed is None else int(recipe.split_seed)
 
 
+def _available_memory() -> int | None:
+    """Bytes of memory the system can give without swapping (Linux's MemAvailable); None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _decoding_memory_warning(images: int, preprocess: Preprocess, split: bool, available: int | None) -> str | None:
+    """A warning when the decoded images will not fit in `available` bytes: they are held as float32, and
+    while validation is split off, the training part is copied beside the whole (about twice the size)."""
+    need = images * int(np.prod(preprocess.shape)) * 4 * (2 if split else 1)
+    if available is None or need <= 0.9 * available:
+        return None
+    shape = " x ".join(str(v) for v in preprocess.shape)
+    return (f"decoding {images:,} images at {shape} (float32) needs about {need / 2**30:.1f} GiB of memory, "
+            f"and {available / 2**30:.1f} GiB is available: the system may stop the run. Use a smaller --size, "
+            f"train on fewer images, or free memory (another training beside it?)")
+
+
 def _split(recipe: Recipe, everything):
     """(train, validation) ImageArrays: whole classes held out (open set) or a fraction of every class's
     images (closed set); no validation when val_fraction is 0."""
@@ -259,9 +283,12 @@ def train_model(recipe: Recipe, events: Events | None = None) -> Outcome:
     source = open_source(recipe.data, recipe.class_depth, recipe.split, forgery_suffix=recipe.forgery_suffix or None)
     if recipe.groups or recipe.exclude_groups:
         source = source.select_groups(list(recipe.groups), list(recipe.exclude_groups))
-    everything = load_arrays(source, preprocess,
-                             progress=lambda done, n: run.emit({"kind": "decode", "done": done, "total": n}))
-    train, val = _split(recipe, everything)
+    memory = _decoding_memory_warning(len(source), preprocess, recipe.val_fraction > 0, _available_memory())
+    if memory:
+        run.warn(memory)
+    # No name keeps the whole decoded array: once split, only the training and validation parts stay.
+    train, val = _split(recipe, load_arrays(
+        source, preprocess, progress=lambda done, n: run.emit({"kind": "decode", "done": done, "total": n})))
 
     calib, calib_summary = val, None
     if recipe.calib_data:
