@@ -165,7 +165,7 @@ def test_an_input_too_small_for_the_backbone_is_refused_before_decoding(glyph_tr
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded the data before checking the backbone")
 
-    monkeypatch.setattr(recipe, "load_arrays", no_decoding)
+    monkeypatch.setattr(recipe, "decode_parts", no_decoding)
     args = _parse(["--data", str(glyph_tree), "--class-depth", "2", "--backbone", "koch", "--size", "32",
                    "--steps", "1", "--no-progress", "--out", str(tmp_path / "m.tsm")])
     assert train_cmd.run(args) == 2
@@ -228,53 +228,28 @@ def test_the_card_records_the_precision_used_and_emulated_bf16_is_warned(glyph_t
         assert ("--precision bf16" in speed) is (native and used == "fp32")  # never when it is already bf16
 
 
-def test_the_memory_estimate_counts_float32_and_the_split_copy():
+def test_the_memory_estimate_counts_float32_images():
     from twinsearch.encoder.preprocess import Preprocess
 
     warning = recipe_module._decoding_memory_warning
     p = Preprocess(height=96, width=192)
     need = 1000 * 96 * 192 * 4
-    assert warning(1000, p, False, int(need / 0.9) + 1) is None
-    assert "needs about" in warning(1000, p, False, need)  # within 10% of all there is
-    assert "1 x 96 x 192" in warning(1000, p, True, int(need / 0.9) + 1)  # splitting copies the training part
-    assert warning(10**9, p, True, None) is None  # unknown: no guess
+    assert warning(1000, p, int(need / 0.9) + 1) is None
+    assert "1,000 images at 1 x 96 x 192" in warning(1000, p, need)  # within 10% of all there is
+    assert warning(10**9, p, None) is None  # unknown: no guess
 
 
 def test_decoding_that_will_not_fit_is_warned_before_it_starts(glyph_tree, tmp_path, capsys, monkeypatch):
     told_before = []
-    real = recipe_module.load_arrays
+    real = recipe_module.decode_parts
 
     def decode(*args, **kwargs):
         told_before.append("GiB of memory" in capsys.readouterr().err)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(recipe_module, "_available_memory", lambda: 1000)
-    monkeypatch.setattr(recipe_module, "load_arrays", decode)
+    monkeypatch.setattr(recipe_module, "decode_parts", decode)
     out = tmp_path / "m.tsm"
     assert train_cmd.run(_tiny(glyph_tree, out, "--steps", "2")) == 0
     assert told_before == [True]
     assert any("GiB of memory" in w for w in read_card(out)["training"]["warnings"])
-
-
-def test_the_whole_decoded_array_is_let_go_once_split(glyph_tree, tmp_path, monkeypatch):
-    """Training keeps its part and the validation part, not the whole beside them (twice the memory)."""
-    import gc
-    import weakref
-
-    whole, alive_in_training = [], []
-    real_load, real_trainer = recipe_module.load_arrays, recipe_module.Trainer
-
-    def decode(*args, **kwargs):
-        arrays = real_load(*args, **kwargs)
-        whole.append(weakref.ref(arrays.images))
-        return arrays
-
-    def trainer(*args, **kwargs):
-        gc.collect()
-        alive_in_training.append(whole[0]() is not None)
-        return real_trainer(*args, **kwargs)
-
-    monkeypatch.setattr(recipe_module, "load_arrays", decode)
-    monkeypatch.setattr(recipe_module, "Trainer", trainer)
-    assert train_cmd.run(_tiny(glyph_tree, tmp_path / "m.tsm", "--steps", "2")) == 0
-    assert alive_in_training == [False]

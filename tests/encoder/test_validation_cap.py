@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from twinsearch.encoder.commands import train as train_cmd
-from twinsearch.encoder.data import capped_per_class, load_arrays, open_source
+from twinsearch.encoder.data import capped_per_class, decode_parts, item_indices, load_arrays, open_source
 from twinsearch.encoder.preprocess import Preprocess
 from twinsearch.encoder.training import TrainConfig
 from twinsearch.encoder.training.recipe import Recipe, _split, train_model
@@ -57,6 +57,32 @@ def test_held_out_images_past_the_cap_go_back_to_training(glyph_tree):
     assert len(whole) > 24 and len(capped) <= 24
     assert _rows(capped) <= _rows(whole) and _rows(train) < _rows(capped_train)
     assert len(capped_train) + len(capped) == len(everything)
+
+
+@pytest.mark.parametrize("val_by, fraction, cap", [("classes", 0.34, 10), ("images", 0.5, 24), ("classes", 0.0, 0)])
+def test_parts_decoded_after_the_split_equal_a_split_of_everything(glyph_tree, val_by, fraction, cap):
+    """Training draws the split on the labels and decodes each part into place: the same arrays as decoding
+    everything and splitting it, without the whole beside the parts."""
+    source = open_source(glyph_tree, class_depth=2)
+    recipe = _recipe(glyph_tree, val_by, fraction, cap)
+    expected = [p for p in _split(recipe, load_arrays(source, PRE)) if p is not None]
+    indexed = [p for p in _split(recipe, item_indices(source)) if p is not None]
+    for got, want in zip(decode_parts(source, PRE, indexed), expected, strict=True):
+        assert got.images.dtype == np.float32 and np.array_equal(got.images, want.images)
+        assert np.array_equal(got.labels, want.labels) and got.classes == want.classes
+        assert got.summary == want.summary
+
+
+def test_only_the_images_of_the_parts_are_decoded_once_each(glyph_tree, monkeypatch):
+    source = open_source(glyph_tree, class_depth=2)
+    decoded = []
+    real = Preprocess.to_unit
+    monkeypatch.setattr(Preprocess, "to_unit", lambda self, raw, *a: decoded.append(raw) or real(self, raw, *a))
+    train, capped = _split(_recipe(glyph_tree, "classes", 0.34, 10), item_indices(source))
+    decode_parts(source, PRE, [train, capped])
+    assert len(decoded) == len(train) + len(capped) < len(source)  # the capped-off held-out images are not
+    with pytest.raises(ValueError, match="one part at most"):
+        decode_parts(source, PRE, [train, train])
 
 
 def test_the_command_and_the_library_cap_alike():

@@ -1,10 +1,10 @@
-"""Decode a whole ImageSource into memory with a Preprocess, and split it by class."""
+"""Decode an ImageSource into memory with a Preprocess, whole or in the parts of a split by class or image."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -90,17 +90,41 @@ class ImageArrays:
 def load_arrays(source: ImageSource, preprocess: Preprocess,
                 progress: Callable[[int, int], None] | None = None) -> ImageArrays:
     """Decode every image of `source` with `preprocess.to_unit`. Unreadable images are an error."""
-    out = np.empty((len(source),) + preprocess.shape, dtype=np.float32)
-    for i, raw in source.iter_raw():
+    return decode_parts(source, preprocess, [item_indices(source)], progress)[0]
+
+
+def item_indices(source: ImageSource) -> ImageArrays:
+    """The source's labels, classes, groups and forgeries with each item's index, an (N,) int64 array, in
+    place of its image. Split it (`split_genuine_classes`, `subset_images`, ...) to learn which items go
+    where, then `decode_parts` decodes just those: no copy of the whole beside the parts."""
+    return ImageArrays(np.arange(len(source), dtype=np.int64), source.labels.copy(), source.classes, source.groups,
+                       source.summary(), None if source.forges is None else source.forges.copy())
+
+
+def decode_parts(source: ImageSource, preprocess: Preprocess, parts: list[ImageArrays],
+                 progress: Callable[[int, int], None] | None = None) -> list[ImageArrays]:
+    """`parts` of `item_indices(source)` with their items decoded by `preprocess.to_unit` in place of their
+    indices: each image once, straight into the part that holds it; items of no part are not read.
+    Unreadable images are an error."""
+    indices = [np.asarray(part.images) for part in parts]
+    owner = np.full(len(source), -1, dtype=np.int64)
+    row = np.zeros(len(source), dtype=np.int64)
+    for k, items in enumerate(indices):
+        if items.ndim != 1 or (owner[items] >= 0).any() or len(np.unique(items)) != len(items):
+            raise ValueError("decode_parts takes parts of item_indices(source), each item in one part at most")
+        owner[items], row[items] = k, np.arange(len(items))
+    out = [np.empty((len(items),) + preprocess.shape, dtype=np.float32) for items in indices]
+    wanted = np.flatnonzero(owner >= 0)
+    for done, (i, raw) in enumerate(source.iter_raw(wanted), 1):
         try:
-            out[i] = preprocess.to_unit(raw)
+            out[owner[i]][row[i]] = preprocess.to_unit(raw)
         except ImageError as exc:
             raise DataError(f"{source.items[i]}: {exc}") from exc
         if progress is not None:
-            progress(i + 1, len(source))
-    log.info("decoded %d images of %d classes from %s", len(source), source.num_classes, source.description)
-    return ImageArrays(out, source.labels.copy(), source.classes, source.groups, source.summary(),
-                       None if source.forges is None else source.forges.copy())
+            progress(done, len(wanted))
+    log.info("decoded %d of %d images of %d classes from %s", len(wanted), len(source), source.num_classes,
+             source.description)
+    return [replace(part, images=images) for part, images in zip(parts, out, strict=True)]
 
 
 def split_classes(num_classes: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

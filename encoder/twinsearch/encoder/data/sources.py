@@ -76,17 +76,20 @@ class ImageSource:
                 return zf.read(self.items[i])
         return Path(self.items[i]).read_bytes()
 
-    def iter_raw(self):
-        """Yield (index, bytes-or-array) for every image, opening a zip once."""
+    def iter_raw(self, indices=None):
+        """Yield (index, bytes-or-array) for every image, or for those at `indices` in that order, opening a
+        zip once."""
+        order = range(len(self)) if indices is None else (int(i) for i in indices)
         if self.arrays is not None:
-            yield from enumerate(self.arrays)
+            for i in order:
+                yield i, self.arrays[i]
         elif self.archive is not None:
             with zipfile.ZipFile(self.archive) as zf:
-                for i, name in enumerate(self.items):
-                    yield i, zf.read(name)
+                for i in order:
+                    yield i, zf.read(self.items[i])
         else:
-            for i, name in enumerate(self.items):
-                yield i, Path(name).read_bytes()
+            for i in order:
+                yield i, Path(self.items[i]).read_bytes()
 
     def summary(self) -> dict:
         """JSON-able description: where from, how many classes, groups and images (and forgeries)."""

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..data import capped_per_class, load_arrays, open_source
+from ..data import capped_per_class, decode_parts, item_indices, load_arrays, open_source
 from ..heads import build_net
 from ..model import EncoderModel, read_weights
 from ..preprocess import Preprocess
@@ -228,10 +228,9 @@ def _available_memory() -> int | None:
     return None
 
 
-def _decoding_memory_warning(images: int, preprocess: Preprocess, split: bool, available: int | None) -> str | None:
-    """A warning when the decoded images will not fit in `available` bytes: they are held as float32, and
-    while validation is split off, the training part is copied beside the whole (about twice the size)."""
-    need = images * int(np.prod(preprocess.shape)) * 4 * (2 if split else 1)
+def _decoding_memory_warning(images: int, preprocess: Preprocess, available: int | None) -> str | None:
+    """A warning when `images` decoded images (float32) will not fit in `available` bytes."""
+    need = images * int(np.prod(preprocess.shape)) * 4
     if available is None or need <= 0.9 * available:
         return None
     shape = " x ".join(str(v) for v in preprocess.shape)
@@ -283,12 +282,15 @@ def train_model(recipe: Recipe, events: Events | None = None) -> Outcome:
     source = open_source(recipe.data, recipe.class_depth, recipe.split, forgery_suffix=recipe.forgery_suffix or None)
     if recipe.groups or recipe.exclude_groups:
         source = source.select_groups(list(recipe.groups), list(recipe.exclude_groups))
-    memory = _decoding_memory_warning(len(source), preprocess, recipe.val_fraction > 0, _available_memory())
+    # The split is drawn on the labels; each part's images are then decoded straight into it.
+    train, val = _split(recipe, item_indices(source))
+    parts = [train] if val is None else [train, val]
+    memory = _decoding_memory_warning(sum(len(p) for p in parts), preprocess, _available_memory())
     if memory:
         run.warn(memory)
-    # No name keeps the whole decoded array: once split, only the training and validation parts stay.
-    train, val = _split(recipe, load_arrays(
-        source, preprocess, progress=lambda done, n: run.emit({"kind": "decode", "done": done, "total": n})))
+    train, *rest = decode_parts(source, preprocess, parts,
+                                progress=lambda done, n: run.emit({"kind": "decode", "done": done, "total": n}))
+    val = rest[0] if rest else None
 
     calib, calib_summary = val, None
     if recipe.calib_data:
