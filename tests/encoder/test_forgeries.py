@@ -263,3 +263,16 @@ def test_cohort_scores_divide_by_the_nearest_other_class():
     assert report["cohort"] is True and report["classes"] == 3
     with pytest.raises(ValueError, match="two classes"):
         reference_distances(emb[:5], labels[:5], forges[:1], references=3, cohort=True)
+
+
+def test_a_writer_split_decoded_in_parts_equals_the_split_of_everything(signature_tree):
+    from twinsearch.encoder.data import decode_parts, item_indices
+
+    src = open_source(signature_tree, forgery_suffix="_forg")
+    pre = Preprocess(width=24, height=24, invert=True)
+    expected = load_arrays(src, pre).split_genuine_classes(0.3, seed=0)
+    for got, want in zip(decode_parts(src, pre, list(item_indices(src).split_genuine_classes(0.3, seed=0))),
+                         expected, strict=True):
+        assert np.array_equal(got.images, want.images) and np.array_equal(got.labels, want.labels)
+        assert np.array_equal(got.forges, want.forges) and got.summary == want.summary
+        assert (got.forges >= 0).any()  # each side holds its writers' forgeries
