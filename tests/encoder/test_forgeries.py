@@ -15,10 +15,12 @@ from twinsearch.encoder.commands import evaluate as evaluate_cmd
 from twinsearch.encoder.commands import train as train_cmd
 from twinsearch.encoder.data import load_arrays, open_source
 from twinsearch.encoder.errors import DataError
+from twinsearch.encoder.evaluation.metrics import verification
 from twinsearch.encoder.evaluation.references import (
     COHORT_POWER,
     class_distance,
     cohort_normalized,
+    eer_interval,
     reference_distances,
     reference_report,
 )
@@ -136,7 +138,8 @@ def test_reference_scoring_matches_a_direct_computation():
     assert report["count"] == 3 and 0 <= report["skilled_eer"] <= 1 and report["frr"] == pytest.approx(
         float((raw["genuine"] > 1.0).mean()))
     none, _ = reference_report(emb, labels, forges, 5)
-    assert none["classes"] == 0 and none["skilled_eer"] is None
+    assert none["classes"] == 0 and none["skilled_eer"] is None and none["skilled_eer_ci95"] is None
+    assert np.array_equal(raw["genuine_class"], [0, 0, 1, 1]) and np.array_equal(raw["skilled_class"], [0] * 4)
 
 
 def test_calibration_uses_skilled_forgeries():
@@ -189,6 +192,10 @@ def test_train_and_evaluate_signatures_end_to_end(signature_tree, tmp_path, caps
     assert r["count"] == 5 and r["classes"] == 10 and r["genuine_probes"] == 30 and r["skilled_forgeries"] == 60
     assert set(r["by_count"]) == {"5", "1", "8"} and r["by_count"]["8"]["classes"] == 0
     assert "skilled_eer" in r and "random_eer" in r and "far_skilled" in r
+    for kind in ("skilled", "random"):
+        low, high = r[f"{kind}_eer_ci95"]
+        assert low <= r[f"{kind}_eer"] <= high
+    assert "(95% over classes: " in captured.out
     assert report["data"]["forgeries"] == 60 and report["data"]["classes"] == 10
     assert (tmp_path / "plots" / "references-skilled" / "det.png").exists()
     # the whiter page under every forgery is found and reported, and the model's input no longer shows it
@@ -276,3 +283,29 @@ def test_a_writer_split_decoded_in_parts_equals_the_split_of_everything(signatur
         assert np.array_equal(got.images, want.images) and np.array_equal(got.labels, want.labels)
         assert np.array_equal(got.forges, want.forges) and got.summary == want.summary
         assert (got.forges >= 0).any()  # each side holds its writers' forgeries
+
+
+def equal_error_rate(genuine, impostor) -> float:
+    return verification(genuine, impostor)["eer"]
+
+
+def test_the_eer_interval_resamples_whole_classes():
+    """The interval is that of drawing the classes with replacement and measuring each draw's EER, and it
+    is as wide as the classes differ: none when every class gives the same distances."""
+    rng = np.random.default_rng(0)
+    genuine = [rng.normal(0.4 + s, 0.1, 7) for s in rng.normal(0, 0.1, 12)]
+    impostor = [g.mean() + 0.2 + rng.normal(0, 0.1, 10) for g in genuine]
+    g_class, i_class = (np.repeat(np.arange(12), [len(a) for a in parts]) for parts in (genuine, impostor))
+    g, i = np.concatenate(genuine), np.concatenate(impostor)
+    draws = np.random.default_rng(5).multinomial(12, np.full(12, 1 / 12), size=200)
+    direct = [equal_error_rate(np.concatenate([genuine[c] for c in np.repeat(np.arange(12), w)]),
+                               np.concatenate([impostor[c] for c in np.repeat(np.arange(12), w)])) for w in draws]
+    assert eer_interval(g, i, g_class, i_class, resamples=200, seed=5) == pytest.approx(
+        np.percentile(direct, [2.5, 97.5]).tolist())
+    low, high = eer_interval(g, i, g_class, i_class)
+    assert low < equal_error_rate(g, i) < high
+    same_g, same_i = np.tile(genuine[0], 12), np.tile(impostor[0], 12)
+    eer = equal_error_rate(genuine[0], impostor[0])
+    assert eer_interval(same_g, same_i, np.repeat(np.arange(12), 7), np.repeat(np.arange(12), 10)) == \
+        pytest.approx([eer, eer])
+    assert eer_interval(g, i, np.zeros_like(g_class), np.zeros_like(i_class)) is None  # one class: no interval

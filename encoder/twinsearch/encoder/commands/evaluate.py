@@ -15,7 +15,9 @@ Signatures and other data with skilled forgeries (`NNN/` genuine, `NNN_forg/` fo
 enrolls R genuine images per class as its references and scores the class's other genuine images, its
 forgeries and the other classes' genuine images against them with the gallery's class scoring. The JSON
 holds the first R's figures under `references` (`count`, `skilled_eer`, `random_eer`, FAR and FRR at the
-model's threshold) and every R's under `references.by_count`. With `--cohort` each class distance is
+model's threshold) and every R's under `references.by_count`. Each EER comes with a 95% interval over
+the classes (`skilled_eer_ci95`, `random_eer_ci95`: the classes drawn with replacement 1,000 times):
+with a few dozen writers, which writers were measured moves an EER by several points. With `--cohort` each class distance is
 divided by a power of the probe's distance to the nearest other class, as `verify-class --cohort` does;
 the model's threshold does not apply to that score, so the report gives each EER's own threshold
 (`skilled_eer_threshold`, `random_eer_threshold`) for use as the `--threshold` of such calls. The classic figures above then use the
@@ -195,10 +197,11 @@ def run(args: argparse.Namespace) -> int:
             lines.append(f"references   R={count}: no class has more than {count} genuine images; nothing to score")
             continue
         line = (f"references   R={count} ({args.scoring}{', cohort' if args.cohort else ''}), {r['classes']} classes, "
-                f"{r['genuine_probes']} genuine probes: random-forgery EER {_pct(r['random_eer'])}{_at_threshold(r, 'random') if args.cohort else ''}")
+                f"{r['genuine_probes']} genuine probes: random-forgery EER {_pct(r['random_eer'])}"
+                f"{_interval(r['random_eer_ci95'])}{_at_threshold(r, 'random') if args.cohort else ''}")
         if r["skilled_forgeries"]:
-            line += (f", skilled-forgery EER {_pct(r['skilled_eer'])}{_at_threshold(r, 'skilled') if args.cohort else ''} "
-                     f"({r['skilled_forgeries']} forgeries)")
+            line += (f", skilled-forgery EER {_pct(r['skilled_eer'])}{_interval(r['skilled_eer_ci95'])}"
+                     f"{_at_threshold(r, 'skilled') if args.cohort else ''} ({r['skilled_forgeries']} forgeries)")
         if r.get("threshold") is not None:
             line += f"; at {'score' if args.cohort else 'd'} <= {r['threshold']:.4f}: FRR {_pct(r['frr'])}"
             if r["far_skilled"] is not None:
@@ -226,6 +229,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def _interval(ci: list[float] | None) -> str:
+    """" (95% over classes: a to b%)" for an EER's interval, or "" when there is none."""
+    return "" if ci is None else f" (95% over classes: {100 * ci[0]:.1f} to {100 * ci[1]:.1f}%)"
 
 
 def _at_threshold(r: dict, kind: str) -> str:

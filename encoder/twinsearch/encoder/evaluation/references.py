@@ -29,6 +29,9 @@ SCORINGS = ("nearest", "prototype", "mean_of_k")
 # random-forgery EER under 2% (4.1% -> 1.7%, mean of the splits) at the smallest cost in skilled-forgery
 # EER (18.9% -> 19.7%). README, Signatures.
 COHORT_POWER = 0.25
+# The EERs' 95% intervals (`eer_interval`): resamples of the classes, and the most thresholds tabulated.
+INTERVAL_RESAMPLES = 1000
+INTERVAL_THRESHOLDS = 4000
 
 
 def cohort_normalized(class_dist: np.ndarray, cohort_dist: np.ndarray, power: float = COHORT_POWER) -> np.ndarray:
@@ -70,8 +73,9 @@ def reference_distances(embeddings: np.ndarray, labels: np.ndarray, forges: np.n
     """Class distances of genuine probes, skilled forgeries and random forgeries with `references` genuine
     references per class (with `cohort`, cohort-normalized against every other class's references, at
     `cohort_power`).
-    Returns {"genuine", "skilled", "random"}: 1-D float64 arrays, and "classes": the number of classes
-    that had enough genuine images (more than `references`)."""
+    Returns {"genuine", "skilled", "random"}: 1-D float64 arrays; "genuine_class", "skilled_class",
+    "random_class": for each of those distances, the class whose references it was measured against; and
+    "classes": the number of classes that had enough genuine images (more than `references`)."""
     if references < 1:
         raise ValueError(f"references must be >= 1, got {references}")
     emb = np.asarray(embeddings, dtype=np.float64)
@@ -98,21 +102,66 @@ def reference_distances(embeddings: np.ndarray, labels: np.ndarray, forges: np.n
         d = dist[probes, j]
         return cohort_normalized(d, np.delete(dist[probes], j, axis=1).min(1), cohort_power) if cohort else d
 
-    genuine, skilled, random = [], [], []
+    parts: dict[str, list[np.ndarray]] = {kind: [] for kind in ("genuine", "skilled", "random")}
+    owners: dict[str, list[np.ndarray]] = {kind: [] for kind in parts}
     for j, (c, class_refs) in enumerate(refs.items()):
         members = np.flatnonzero((labels == c) & ~forged_image)
-        genuine.append(score(np.setdiff1d(members, class_refs), j))
-        forgeries = np.flatnonzero(forged_image & (forges[labels] == c))
-        if len(forgeries):
-            skilled.append(score(forgeries, j))
-        others = np.flatnonzero(~forged_image & (labels != c))
-        if len(others):
-            random.append(score(others, j))
+        probes = {"genuine": np.setdiff1d(members, class_refs),
+                  "skilled": np.flatnonzero(forged_image & (forges[labels] == c)),
+                  "random": np.flatnonzero(~forged_image & (labels != c))}
+        for kind, idx in probes.items():
+            if len(idx):
+                parts[kind].append(score(idx, j))
+                owners[kind].append(np.full(len(idx), c, dtype=np.int64))
 
-    def cat(parts: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate(parts) if parts else np.zeros(0)
+    def cat(arrays: list[np.ndarray], dtype) -> np.ndarray:
+        return np.concatenate(arrays) if arrays else np.zeros(0, dtype=dtype)
 
-    return {"genuine": cat(genuine), "skilled": cat(skilled), "random": cat(random), "classes": len(refs)}
+    out: dict = {kind: cat(parts[kind], np.float64) for kind in parts}
+    out.update({f"{kind}_class": cat(owners[kind], np.int64) for kind in parts})
+    out["classes"] = len(refs)
+    return out
+
+
+def eer_interval(genuine: np.ndarray, impostor: np.ndarray, genuine_class: np.ndarray, impostor_class: np.ndarray,
+                 resamples: int = INTERVAL_RESAMPLES, seed: int = 0) -> list[float] | None:
+    """A 95% interval [low, high] of the equal error rate over classes: the classes whose references were
+    scored are drawn with replacement `resamples` times, each draw's genuine and impostor distances pooled
+    (a class drawn twice counts twice) and its EER measured as `verification` measures it (the mean of
+    FAR and FRR where they are closest); the interval is the 2.5th and 97.5th percentiles of those EERs.
+    With a few dozen writers, which writers were measured moves an EER by several points: this says how
+    many. None with fewer than 2 classes.
+
+    Each class's accepted genuine and impostor counts are tabulated once at every distance that occurs
+    (at most INTERVAL_THRESHOLDS of them, quantiles beyond that), so a draw is a weighted sum of rows."""
+    genuine, impostor = np.asarray(genuine, dtype=np.float64), np.asarray(impostor, dtype=np.float64)
+    classes = np.union1d(genuine_class, impostor_class)
+    if len(classes) < 2 or not genuine.size or not impostor.size:
+        return None
+    thresholds = np.unique(np.concatenate([genuine, impostor]))
+    if len(thresholds) > INTERVAL_THRESHOLDS:
+        thresholds = np.unique(np.quantile(thresholds, np.linspace(0.0, 1.0, INTERVAL_THRESHOLDS)))
+
+    def accepted(d: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(classes, thresholds) counts of distances <= each threshold, and (classes,) totals."""
+        where = np.searchsorted(classes, owner)
+        rows = [np.searchsorted(np.sort(d[where == k]), thresholds, side="right") for k in range(len(classes))]
+        return np.array(rows, dtype=np.float64), np.bincount(where, minlength=len(classes)).astype(np.float64)
+
+    (g_acc, g_tot), (i_acc, i_tot) = accepted(genuine, genuine_class), accepted(impostor, impostor_class)
+    draws = np.random.default_rng(seed).multinomial(len(classes), np.full(len(classes), 1.0 / len(classes)),
+                                                    size=int(resamples)).astype(np.float64)
+    g_n, i_n = draws @ g_tot, draws @ i_tot
+    ok = (g_n > 0) & (i_n > 0)  # a draw of classes without genuine probes or impostors has no EER
+    if not ok.any():
+        return None
+    far = (draws[ok] @ i_acc) / i_n[ok, None]
+    frr = 1.0 - (draws[ok] @ g_acc) / g_n[ok, None]
+    best = np.argmin(np.abs(far - frr), axis=1)
+    rows = np.arange(len(best))
+    eers = (far[rows, best] + frr[rows, best]) / 2
+    low, high = np.percentile(eers, [2.5, 97.5])
+    return [float(low), float(high)]
 
 
 def reference_report(embeddings: np.ndarray, labels: np.ndarray, forges: np.ndarray | None, references: int,
@@ -122,7 +171,8 @@ def reference_report(embeddings: np.ndarray, labels: np.ndarray, forges: np.ndar
 
     Report keys: "count" (references per class), "classes", "scoring", "genuine_probes",
     "skilled_forgeries", "random_forgeries", "skilled_eer" and "random_eer" (equal error rates measured on
-    these distances, None when there are no such impostors), "skilled_roc_auc", "random_roc_auc", and with
+    these distances, None when there are no such impostors), "skilled_eer_ci95" and "random_eer_ci95" (their
+    95% intervals over the classes, `eer_interval`), "skilled_roc_auc", "random_roc_auc", and with
     a `threshold` (a class distance; accept when <=): "threshold", "frr", "far_skilled", "far_random"."""
     raw = reference_distances(embeddings, labels, forges, references, scoring, mean_k, seed, cohort)
     g = raw["genuine"]
@@ -134,10 +184,12 @@ def reference_report(embeddings: np.ndarray, labels: np.ndarray, forges: np.ndar
         if g.size >= 2 and imp.size >= 2:
             v = verification(g, imp)
             report[f"{kind}_eer"] = v["eer"]
+            report[f"{kind}_eer_ci95"] = eer_interval(g, imp, raw["genuine_class"], raw[f"{kind}_class"], seed=seed)
             report[f"{kind}_roc_auc"] = v["roc_auc"]
             report[f"{kind}_eer_threshold"] = v["eer_threshold"]
         else:
             report[f"{kind}_eer"] = None
+            report[f"{kind}_eer_ci95"] = None
             report[f"{kind}_roc_auc"] = None
     if threshold is not None and g.size:
         report["threshold"] = float(threshold)
