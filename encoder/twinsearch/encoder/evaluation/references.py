@@ -166,14 +166,15 @@ def eer_interval(genuine: np.ndarray, impostor: np.ndarray, genuine_class: np.nd
 
 def reference_report(embeddings: np.ndarray, labels: np.ndarray, forges: np.ndarray | None, references: int,
                      threshold: float | None = None, scoring: str = "nearest", mean_k: int = 3,
-                     seed: int = 0, cohort: bool = False) -> tuple[dict, dict]:
+                     seed: int = 0, cohort: bool = False, interval: bool = True) -> tuple[dict, dict]:
     """The report for `references` references per class, and the raw distances (for plots).
 
     Report keys: "count" (references per class), "classes", "scoring", "genuine_probes",
     "skilled_forgeries", "random_forgeries", "skilled_eer" and "random_eer" (equal error rates measured on
     these distances, None when there are no such impostors), "skilled_eer_ci95" and "random_eer_ci95" (their
-    95% intervals over the classes, `eer_interval`), "skilled_roc_auc", "random_roc_auc", and with
-    a `threshold` (a class distance; accept when <=): "threshold", "frr", "far_skilled", "far_random"."""
+    95% intervals over the classes, `eer_interval`; None without `interval`, which training's validation
+    does not need), "skilled_roc_auc", "random_roc_auc", and with a `threshold` (a class distance; accept
+    when <=): "threshold", "frr", "far_skilled", "far_random"."""
     raw = reference_distances(embeddings, labels, forges, references, scoring, mean_k, seed, cohort)
     g = raw["genuine"]
     report: dict = {"count": int(references), "classes": int(raw["classes"]), "scoring": scoring, "cohort": cohort,
@@ -184,7 +185,8 @@ def reference_report(embeddings: np.ndarray, labels: np.ndarray, forges: np.ndar
         if g.size >= 2 and imp.size >= 2:
             v = verification(g, imp)
             report[f"{kind}_eer"] = v["eer"]
-            report[f"{kind}_eer_ci95"] = eer_interval(g, imp, raw["genuine_class"], raw[f"{kind}_class"], seed=seed)
+            report[f"{kind}_eer_ci95"] = (eer_interval(g, imp, raw["genuine_class"], raw[f"{kind}_class"], seed=seed)
+                                          if interval else None)
             report[f"{kind}_roc_auc"] = v["roc_auc"]
             report[f"{kind}_eer_threshold"] = v["eer_threshold"]
         else:
