@@ -17,11 +17,11 @@ forgeries and the other classes' genuine images against them with the gallery's 
 holds the first R's figures under `references` (`count`, `skilled_eer`, `random_eer`, FAR and FRR at the
 model's threshold) and every R's under `references.by_count`. Each EER comes with a 95% interval over
 the classes (`skilled_eer_ci95`, `random_eer_ci95`: the classes drawn with replacement 1,000 times):
-with a few dozen writers, which writers were measured moves an EER by several points. With `--cohort` each class distance is
-divided by a power of the probe's distance to the nearest other class, as `verify-class --cohort` does;
-the model's threshold does not apply to that score, so the report gives each EER's own threshold
-(`skilled_eer_threshold`, `random_eer_threshold`) for use as the `--threshold` of such calls. The classic figures above then use the
-genuine images only. When simple image statistics (background level, ink darkness, size) separate the
+with a few dozen writers, which writers were measured moves an EER by several points. With `--cohort`
+each class distance is divided by a power of the probe's distance to the nearest other class, as
+`verify-class --cohort` does; the model's threshold does not apply to that score, so the report gives
+each EER's own threshold (`skilled_eer_threshold`, `random_eer_threshold`) for use as the `--threshold`
+of such calls. The classic figures above then use the genuine images only. When simple image statistics (background level, ink darkness, size) separate the
 genuine images from the forgeries on their own, a warning says so: such data rewards a model for looking
 at the paper or the pen instead of the signature.
 """
