@@ -220,12 +220,10 @@ def _available_memory() -> int | None:
     """Bytes of memory the system can give without swapping (Linux's MemAvailable); None where unknown."""
     try:
         with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+            line = next((line for line in f if line.startswith("MemAvailable:")), None)
+        return None if line is None else int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):  # not Linux, or a line not as expected: unknown
+        return None
 
 
 def _decoding_memory_warning(images: int, preprocess: Preprocess, available: int | None) -> str | None:
