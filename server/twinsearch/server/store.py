@@ -620,7 +620,7 @@ class GalleryStore:
         with g.lock.read():
             self._check_restriction(g, labels)
             ranked = g.rank(queries, k, scoring, mean_k, labels)
-            names = list(g.class_labels())
+            names = g.class_labels()
         out = []
         for r in ranked:
             probs = policy.probability(r.distances)
