@@ -99,7 +99,8 @@ class Preprocess:
         object.__setattr__(self, "std", tuple(float(s) for s in self.std))
         for name, values in (("mean", self.mean), ("std", self.std)):
             if len(values) not in (1, self.channels):
-                raise ValueError(f"{name} must have 1 or {self.channels} values, got {len(values)}")
+                per_channel = "" if self.channels == 1 else f", or one per channel ({self.channels})"
+                raise ValueError(f"{name} takes one value{per_channel}; got {len(values)}")
         if any(s <= 0 for s in self.std):
             raise ValueError("std values must be positive")
         if self.background_removal not in ("none", "otsu"):

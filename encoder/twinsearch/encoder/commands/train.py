@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -40,12 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "it, --no-invert and the like turn off what it turns on (the card records the preset)")
     d = parser.add_argument_group("data")
     d.add_argument("--data", required=True, help="folder tree, zip of one, or idx folder (with --split)")
-    d.add_argument("--class-depth", type=int, default=1, help="folder depth of classes (Omniglot: 2)")
+    d.add_argument("--class-depth", type=int, default=1,
+                   help="folder depth of classes (default 1: each top folder is a class; Omniglot: 2)")
     d.add_argument("--split", choices=("train", "test"), help="idx folders: which split")
     d.add_argument("--groups", nargs="*", default=[], help="train only on these groups (class depth >= 2)")
     d.add_argument("--exclude-groups", nargs="*", default=[], help="leave these groups out of training")
     d.add_argument("--val-fraction", type=float, default=0.1,
-                   help="fraction of the training classes held out for validation (0: none; keep the last step)")
+                   help="fraction of the training classes held out for validation (default 0.1; 0: none, the last step "
+                        "is kept, and without --calib-data the model has no calibrated thresholds)")
     d.add_argument("--forgery-suffix", default="_forg",
                    help="class folders named <class><suffix> hold skilled forgeries of <class>: never its "
                         "positives, batched beside it as negatives, used for validation and calibration "
@@ -61,16 +64,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="hold out whole classes (open set, default) or images of every class (closed set)")
     d.add_argument("--calib-data", help="held-out data for calibration and the card's evaluation "
                                         "(default: the validation split)")
-    d.add_argument("--calib-class-depth", type=int, default=None)
-    d.add_argument("--calib-split", choices=("train", "test"))
-    d.add_argument("--calib-groups", nargs="*", default=[])
+    d.add_argument("--calib-class-depth", type=int, default=None,
+                   help="folder depth of the classes of --calib-data (default: --class-depth)")
+    d.add_argument("--calib-split", choices=("train", "test"), help="--calib-data as idx folders: which split")
+    d.add_argument("--calib-groups", nargs="*", default=[],
+                   help="calibrate only on these groups of --calib-data (class depth >= 2)")
     d.add_argument("--probability", choices=("logistic", "isotonic"), default="logistic",
                    help="calibrated distance-to-probability mapping stored in the card (default: logistic)")
 
     p = parser.add_argument_group("input")
     p.add_argument("--size", type=int, nargs="+", default=[56], metavar=("H", "W"),
-                   help="input height and width in pixels (one number: square); signatures: 96 192")
-    p.add_argument("--channels", type=int, choices=(1, 3), default=1)
+                   help="input height and width in pixels (one number: square; default 56); signatures: 96 192")
+    p.add_argument("--channels", type=int, choices=(1, 3), default=1,
+                   help="1: grayscale (default), 3: RGB")
     p.add_argument("--resize", choices=("stretch", "fit", "scale"), default="stretch",
                    help="stretch to the size, fit (keep the aspect ratio, centre, pad with the background), or "
                         "scale every image by the same factor (--resize-scale; centred and padded as by fit, "
@@ -88,11 +94,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(so neither does the ink's darkness); default none")
     p.add_argument("--crop-to-ink", action=argparse.BooleanOptionalAction, default=False,
                    help="ink on paper: crop to the ink's bounding box before resizing (with --resize fit: centred)")
-    p.add_argument("--mean", type=float, nargs="+", default=[0.0])
-    p.add_argument("--std", type=float, nargs="+", default=[1.0])
+    p.add_argument("--mean", type=float, nargs="+", default=[0.0],
+                   help="subtracted from the [0, 1] pixels: one value, or one per channel (default 0)")
+    p.add_argument("--std", type=float, nargs="+", default=[1.0],
+                   help="the pixels are then divided by it: one value, or one per channel (default 1)")
 
     m = parser.add_argument_group("model")
-    m.add_argument("--backbone", choices=("conv4", "koch", "signet", "resnet"), default="conv4")
+    m.add_argument("--backbone", choices=("conv4", "koch", "signet", "resnet"), default="conv4",
+                   help="the network (default conv4: four conv blocks; resnet: a small residual net)")
     m.add_argument("--widths", type=int, nargs="+", help="conv4/resnet channel widths, e.g. 64 64 64 64")
     m.add_argument("--pool", choices=("flatten", "avg"), help="conv4: flatten (default) or average-pool")
     m.add_argument("--convs-per-block", type=int, nargs="+", metavar="N",
@@ -100,7 +109,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default 1)")
     m.add_argument("--stem-stride", type=int, choices=(1, 2), help="resnet: stride of the first convolution "
                                                                     "(2: a quarter of the cost; default 1)")
-    m.add_argument("--dim", type=int, default=128, help="embedding dimension")
+    m.add_argument("--dim", type=int, default=128, help="embedding dimension (default 128)")
     m.add_argument("--tta", type=int, default=0, metavar="PIXELS",
                    help="embed each image also shifted by this many pixels up, down, left and right, and "
                         "average (one embedding; 5x the inference cost; 0: off)")
@@ -133,31 +142,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                               "contrastive 1.0, normsoftmax 0.1)")
     t.add_argument("--scale", type=float, default=None,
                    help="logit scale (default: the loss's own: normsoftmax 16, prototypical 10)")
-    t.add_argument("--mining", choices=("batch_hard", "semi_hard", "all"), default="batch_hard")
-    t.add_argument("--label-smoothing", type=float, default=0.0)
-    t.add_argument("-P", "--classes-per-batch", type=int, default=64)
-    t.add_argument("-K", "--images-per-class", type=int, default=2)
+    t.add_argument("--mining", choices=("batch_hard", "semi_hard", "all"), default="batch_hard",
+                   help="triplet and contrastive losses: which negatives count (default batch_hard: the hardest "
+                        "in the batch)")
+    t.add_argument("--label-smoothing", type=float, default=0.0,
+                   help="normsoftmax: label smoothing in [0, 1) (default 0)")
+    t.add_argument("-P", "--classes-per-batch", type=int, default=64, help="classes in a batch (default 64)")
+    t.add_argument("-K", "--images-per-class", type=int, default=2,
+                   help="images of each class in a batch (default 2)")
     t.add_argument("--groups-per-batch", type=int, default=0,
                    help="draw each batch's classes from this many groups only (hard batches; 0: any classes); "
                         "ignored where every group is a single class (--class-depth 1)")
-    t.add_argument("--lr", type=float, default=3e-3)
-    t.add_argument("--weight-decay", type=float, default=5e-4)
-    t.add_argument("--minutes", type=float, default=0.0, help="time budget (wall clock) in minutes")
-    t.add_argument("--steps", type=int, default=0, help="step limit")
+    t.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of AdamW (default 0.003)")
+    t.add_argument("--weight-decay", type=float, default=5e-4, help="AdamW weight decay (default 0.0005)")
+    t.add_argument("--minutes", type=float, default=0.0,
+                   help="time budget (wall clock) in minutes; give --minutes, --steps or both")
+    t.add_argument("--steps", type=int, default=0, help="step limit; give --minutes, --steps or both")
     t.add_argument("--rotations", action=argparse.BooleanOptionalAction, default=False, help="turned copies as extra classes: three quarter turns of square inputs (characters); turned 180 degrees and mirrored both ways otherwise")
     t.add_argument("--no-augment", action="store_true", help="no random affine distortions")
     t.add_argument("--aug-rotation", type=float, default=10.0, help="degrees")
     t.add_argument("--aug-shear", type=float, default=0.3, help="radians")
-    t.add_argument("--aug-scale", type=float, nargs=2, default=[0.8, 1.2])
+    t.add_argument("--aug-scale", type=float, nargs=2, default=[0.8, 1.2], metavar=("LOW", "HIGH"),
+                   help="random scaling between these factors (default 0.8 1.2)")
     t.add_argument("--aug-translate", type=float, default=0.1, help="fraction of the size")
     t.add_argument("--aug-thickness", type=float, default=0.0, help="probability of stroke dilation/erosion")
     t.add_argument("--aug-elastic", type=float, default=0.0, help="elastic distortion strength (fraction of size)")
     t.add_argument("--aug-hflip", type=float, default=0.0, help="probability of a left-right mirror")
-    t.add_argument("--val-every", type=int, default=200, help="steps between validations")
+    t.add_argument("--val-every", type=int, default=200,
+                   help="steps between validations, each followed by a checkpoint (default 200; 0: validate "
+                        "only at the end)")
     t.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                    help="validate and keep a moving average of the weights, DECAY per step (0.99 averages about "
                         "the last 100 steps), instead of one step's weights (default 0: off)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="random seed of the weights and batches (default 0)")
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     t.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
     t.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
@@ -174,13 +191,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     o = parser.add_argument_group("output")
     o.add_argument("--out", required=True, help="model file to write")
-    o.add_argument("--name", help="model name (default: the output file's stem)")
+    o.add_argument("--name", help="model name (default: the output file's name without its extension)")
     o.add_argument("--graph", action=argparse.BooleanOptionalAction, default=True,
                    help="also store the network as an ONNX graph in the model file, which the server runs with "
                         "ONNX Runtime on CPU, several times faster than PyTorch for small networks "
                         "(default: on)")
-    o.add_argument("--eval-way", type=int, default=20)
-    o.add_argument("--eval-episodes", type=int, default=400)
+    o.add_argument("--eval-way", type=int, default=20,
+                   help="the card's one-shot figure: classes per episode (default 20)")
+    o.add_argument("--eval-episodes", type=int, default=400,
+                   help="the card's one-shot figure: episodes (default 400)")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -250,9 +269,14 @@ def _config(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from ..preprocess import Preprocess
     from ..training.recipe import Recipe, train_model
+    from ..training.trainer import TrainingInterrupted
 
     if len(args.size) > 2:
         return _usage("--size takes one number (square) or two (height width)")
+    for message in (_value_error(args), _device_error(args.device),
+                    _output_error("--out", args.out), _output_error("--checkpoint", args.checkpoint)):
+        if message is not None:
+            return _usage(message)
     if args.val_max_images < 0:
         return _usage(f"--val-max-images takes a count of images, or 0 for all of them, got {args.val_max_images}")
     if (message := backbone_flag_error(args)) is not None:
@@ -280,7 +304,7 @@ def run(args: argparse.Namespace) -> int:
         return _usage(str(exc))
     recipe = Recipe(
         data=args.data, preprocess=preprocess, config=_config(args), class_depth=args.class_depth,
-        name=args.name or Path(args.out).name.split(".")[0], split=args.split, groups=args.groups,
+        name=args.name or Path(args.out).stem, split=args.split, groups=args.groups,
         exclude_groups=args.exclude_groups, forgery_suffix=args.forgery_suffix or None,
         val_fraction=args.val_fraction, val_max_images=args.val_max_images, val_by=args.val_by,
         split_seed=args.split_seed, calib_data=args.calib_data,
@@ -291,6 +315,14 @@ def run(args: argparse.Namespace) -> int:
     with _Progress(disabled=args.no_progress) as progress:
         try:
             outcome = train_model(recipe, events=progress)
+        except TrainingInterrupted as stop:
+            progress.close()
+            if stop.checkpoint:
+                print(f"twinsearch train: interrupted after step {stop.step}; checkpoint saved to {stop.checkpoint}: "
+                      "the same command with --resume continues from it", file=sys.stderr)
+            else:
+                print(f"twinsearch train: interrupted after step {stop.step}", file=sys.stderr)
+            return 130
         except DataError:
             raise  # reports_data_errors words it, with a class-depth hint where one helps
         except (FileNotFoundError, ValueError) as exc:  # settings the trainer refused; a checkpoint to resume
@@ -299,6 +331,87 @@ def run(args: argparse.Namespace) -> int:
     outcome.model.save(args.out, graph=args.graph)
     print(json.dumps({"model": args.out, **outcome.summary()}, indent=2))
     return 0
+
+
+# Flags whose values must lie in a range: (flag, attribute, lowest, highest); a bound in a list is allowed
+# itself ([0] : 0 or more), a bare one is not (0: above 0); None: no bound.
+_RANGES = (
+    ("--minutes", "minutes", [0], None), ("--steps", "steps", [0], None), ("--threads", "threads", [0], None),
+    ("--dim", "dim", [1], None), ("--classes-per-batch (-P)", "classes_per_batch", [2], None),
+    ("--images-per-class (-K)", "images_per_class", [1], None), ("--groups-per-batch", "groups_per_batch", [0], None),
+    ("--val-fraction", "val_fraction", [0], 1), ("--val-every", "val_every", [0], None),
+    ("--eval-way", "eval_way", [2], None), ("--eval-episodes", "eval_episodes", [1], None), ("--tta", "tta", [0], None),
+    ("--dropout", "dropout", [0], 1), ("--label-smoothing", "label_smoothing", [0], 1), ("--lr", "lr", 0, None),
+    ("--weight-decay", "weight_decay", [0], None), ("--margin", "margin", [0], None), ("--scale", "scale", 0, None),
+    ("--aug-rotation", "aug_rotation", [0], None), ("--aug-shear", "aug_shear", [0], None),
+    ("--aug-translate", "aug_translate", [0], 1), ("--aug-thickness", "aug_thickness", [0], [1]),
+    ("--aug-elastic", "aug_elastic", [0], None), ("--aug-hflip", "aug_hflip", [0], [1]),
+)
+
+
+def _value_error(args: argparse.Namespace) -> str | None:
+    """The usage message for a flag whose value is out of its range, or None. Checked before anything is
+    decoded: a value that training would take (a negative budget, a 0-dimensional embedding) or refuse
+    only deep inside it."""
+    for flag, name, low, high in _RANGES:
+        value = getattr(args, name)
+        if value is None:
+            continue
+        words = []
+        if low is not None:
+            words.append(f"at least {low[0]}" if isinstance(low, list) else f"above {low}")
+        if high is not None:
+            words.append(f"at most {high[0]}" if isinstance(high, list) else f"below {high}")
+        below = low is not None and (value < low[0] if isinstance(low, list) else value <= low)
+        above = high is not None and (value > high[0] if isinstance(high, list) else value >= high)
+        if below or above:
+            return f"{flag} must be {' and '.join(words)}, got {value:g}"
+    lo, hi = args.aug_scale
+    if not 0 < lo <= hi:
+        return f"--aug-scale takes the smallest and the largest factor, 0 < LOW <= HIGH, got {lo} {hi}"
+    if any(s <= 0 for s in args.size):
+        return f"--size takes positive pixel counts, got {' '.join(map(str, args.size))}"
+    return None
+
+
+def _device_error(device: str | None) -> str | None:
+    """The usage message for a --device that this machine cannot train on, or None."""
+    if not device:
+        return None
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        return f"--device takes cpu, cuda, cuda:N or mps, got {device!r}"
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            return (f"--device {device}: no CUDA GPU is usable here (this torch build "
+                    f"{'has CUDA' if torch.version.cuda else 'is CPU-only'}); leave --device out to use the CPU")
+        if parsed.index is not None and parsed.index >= count:
+            return f"--device {device}: this machine has {count} CUDA device{'s' if count > 1 else ''}"
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        return f"--device {device}: MPS is not available here; leave --device out to use the CPU"
+    elif parsed.type not in ("cpu", "cuda", "mps"):
+        return f"--device takes cpu, cuda, cuda:N or mps, got {device!r}"
+    return None
+
+
+def _output_error(flag: str, path: str | None) -> str | None:
+    """The usage message for an output file that cannot be written where it is asked for, or None: told
+    before training, not after it."""
+    if not path:
+        return None
+    target = Path(path)
+    if target.is_dir():
+        return f"{flag} {path} is a folder; give a file name in it, such as {target / 'model.tsm'}"
+    folder = target.parent
+    if not folder.is_dir():
+        return f"{flag} {path}: the folder {folder} does not exist; create it first"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"{flag} {path}: the folder {folder} is not writable"
+    return None
 
 
 def _usage(text: str) -> int:

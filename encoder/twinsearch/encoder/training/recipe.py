@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from ..data import capped_per_class, decode_parts, item_indices, load_arrays, open_source
+from ..errors import DataError
 from ..heads import build_net
 from ..model import EncoderModel, read_weights
 from ..preprocess import Preprocess
@@ -292,11 +293,27 @@ def train_model(recipe: Recipe, events: Events | None = None) -> Outcome:
 
     calib, calib_summary = val, None
     if recipe.calib_data:
-        csrc = open_source(recipe.calib_data, recipe.calib_class_depth or recipe.class_depth, recipe.calib_split,
-                           forgery_suffix=recipe.forgery_suffix or None)
-        if recipe.calib_groups:
-            csrc = csrc.select_groups(list(recipe.calib_groups))
+        depth = recipe.calib_class_depth or recipe.class_depth
+        try:
+            csrc = open_source(recipe.calib_data, depth, recipe.calib_split,
+                               forgery_suffix=recipe.forgery_suffix or None)
+            if recipe.calib_groups:
+                csrc = csrc.select_groups(list(recipe.calib_groups))
+        except DataError as exc:
+            raise DataError(f"--calib-data {recipe.calib_data}, read at class depth {depth} "
+                            f"(--calib-class-depth, default --class-depth): {exc}") from exc
         calib, calib_summary = load_arrays(csrc, preprocess), csrc.summary()
+    elif recipe.calib_groups:
+        run.warn("--calib-groups is ignored without --calib-data")
+    if calib is None:
+        run.warn("no validation split (--val-fraction 0) and no --calib-data: the model will have no calibrated "
+                 "thresholds, so the server can decide only with a threshold given by the request or the "
+                 "gallery; give --calib-data with classes the model does not train on")
+    else:
+        shortfall = calibration_shortfall(calib.labels)
+        if shortfall:  # told now, not after the whole training
+            where = f"--calib-data {recipe.calib_data}" if recipe.calib_data else "the validation split"
+            raise ValueError(f"{where} cannot calibrate the model: {shortfall}")
 
     def on_event(event: dict) -> None:
         if event["kind"] == "step":
@@ -355,6 +372,20 @@ def train_model(recipe: Recipe, events: Events | None = None) -> Outcome:
     }
     card.evaluation = evaluation
     return Outcome(model, result, run.warnings)
+
+
+def calibration_shortfall(labels: np.ndarray) -> str | None:
+    """What held-out images with these class labels lack for calibration (at least two same-class and two
+    different-class pairs), or None."""
+    counts = np.bincount(np.unique(np.asarray(labels), return_inverse=True)[1]) if len(labels) else np.zeros(0)
+    counts = counts.astype(np.int64)
+    genuine = int((counts * (counts - 1) // 2).sum())
+    impostor = int((counts.sum() ** 2 - (counts ** 2).sum()) // 2)
+    if genuine >= 2 and impostor >= 2:
+        return None
+    return (f"its {int(counts.sum())} images in {len(counts)} classes give {genuine} same-class and {impostor} "
+            "different-class pairs, and calibration needs at least 2 of each: give it more classes, with at least "
+            "two images each")
 
 
 def _calibrate_and_evaluate(run: _Run, model: EncoderModel, calib, calibrate, on: str):

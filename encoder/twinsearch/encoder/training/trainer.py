@@ -6,12 +6,15 @@ Progress is reported through a callback (the command layer draws the progress ba
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
 import os
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,6 +40,39 @@ VAL_REFERENCES = 5
 # Draws of those references averaged for the metric: with a few validation writers one draw moves the EER
 # by several points, enough to pick a checkpoint by luck.
 VAL_REFERENCE_DRAWS = 5
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped by Ctrl-C (SIGINT) after a whole step; `checkpoint` holds that step (None when the
+    trainer writes none), from which `fit(resume=True)` continues."""
+
+    def __init__(self, step: int, checkpoint: str | None):
+        super().__init__(f"interrupted after step {step}")
+        self.step = step
+        self.checkpoint = checkpoint
+
+
+@contextlib.contextmanager
+def _stop_requests(on_first: Callable[[], None]) -> Iterator[threading.Event]:
+    """While inside, the first Ctrl-C (SIGINT) sets the event yielded instead of raising, so that the loop
+    can stop between steps and save them; a second one raises KeyboardInterrupt at once. Only the main
+    thread receives signals: elsewhere the event never fires and Ctrl-C keeps its usual effect."""
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+
+    def handler(signum, frame) -> None:
+        if requested.is_set():
+            raise KeyboardInterrupt
+        requested.set()
+        on_first()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield requested
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @dataclass
@@ -392,41 +428,55 @@ class Trainer:
         batches = iter(sampler)
         running = None
         stopped_by = "steps" if cfg.steps else "time"
-        while True:
-            progress = _schedule(cfg, step, spent + time.monotonic() - t0 + reserve)
-            if progress >= 1.0:
-                stopped_by = "steps" if cfg.steps and step >= cfg.steps else "time"
-                break
-            lr = _lr_at(cfg, progress)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            try:
-                idx = next(batches)
-            except StopIteration:
-                batches = iter(sampler)
-                idx = next(batches)
-            xb = x_all[idx]
-            if aug is not None:
-                xb = aug(xb, generator=gen)
-            xb = self._normalize(xb.to(self.device)).contiguous(memory_format=torch.channels_last)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-                embeddings = net(xb)
-            loss = loss_fn(embeddings.float(), y_all[idx].to(self.device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if averaged is not None:
-                averaged.update_parameters(net)
-            step += 1
-            value = float(loss.detach())
-            running = value if running is None else 0.98 * running + 0.02 * value
-            self.callback({"kind": "step", "step": step, "progress": progress, "loss": running, "lr": lr,
-                           "images": len(idx)})
-            if cfg.val_every and step % cfg.val_every == 0:
-                started = time.monotonic()
-                run_validation()
-                save_checkpoint()
-                reserve = time.monotonic() - started
+        if resume and _schedule(cfg, step, spent) >= 1.0:
+            self.callback({"kind": "warning", "text": f"the checkpoint is at step {step} after {spent / 60:.1f} "
+                                                      "minutes, already past the budget: nothing more to train "
+                                                      "(give a larger --steps or --minutes to go on)"})
+
+        def on_stop_request() -> None:
+            where = "save a checkpoint" if self.checkpoint else "stop"
+            self.callback({"kind": "warning", "text": f"stopping after this step to {where} "
+                                                      "(Ctrl-C again to stop at once)"})
+
+        with _stop_requests(on_stop_request) as stop:
+            while True:
+                if stop.is_set():
+                    save_checkpoint()
+                    raise TrainingInterrupted(step, self.checkpoint)
+                progress = _schedule(cfg, step, spent + time.monotonic() - t0 + reserve)
+                if progress >= 1.0:
+                    stopped_by = "steps" if cfg.steps and step >= cfg.steps else "time"
+                    break
+                lr = _lr_at(cfg, progress)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                try:
+                    idx = next(batches)
+                except StopIteration:
+                    batches = iter(sampler)
+                    idx = next(batches)
+                xb = x_all[idx]
+                if aug is not None:
+                    xb = aug(xb, generator=gen)
+                xb = self._normalize(xb.to(self.device)).contiguous(memory_format=torch.channels_last)
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                    embeddings = net(xb)
+                loss = loss_fn(embeddings.float(), y_all[idx].to(self.device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if averaged is not None:
+                    averaged.update_parameters(net)
+                step += 1
+                value = float(loss.detach())
+                running = value if running is None else 0.98 * running + 0.02 * value
+                self.callback({"kind": "step", "step": step, "progress": progress, "loss": running, "lr": lr,
+                               "images": len(idx)})
+                if cfg.val_every and step % cfg.val_every == 0:
+                    started = time.monotonic()
+                    run_validation()
+                    save_checkpoint()
+                    reserve = time.monotonic() - started
         if self.val is not None and (not history or history[-1]["step"] != step):
             run_validation()
         save_checkpoint()
