@@ -37,6 +37,7 @@ from twinsearch.client.inputs import (
     naming_inputs,
     payload,
     payloads,
+    text,
 )
 from twinsearch.client.types import EnrollItem, Payload
 
@@ -75,13 +76,24 @@ def parse_scoring(value: t.Scoring | str | None) -> t.Scoring | None:
         ) from None
 
 
+INT32_MAX = 2**31 - 1  # the wire's k, mean_k and page_size are int32
+ID_MAX = 2**63 - 1    # stored ids are positive int64
+
+
 def positive_int(value: object, what: str, *, optional: bool = False) -> int | None:
-    """`value` as an int >= 1 (None passes when `optional`); InvalidArgument otherwise. Checked here so
-    that the remote client never hands the wire a negative number it cannot encode."""
+    """`value` as an int from 1 to 2^31 - 1 (None passes when `optional`); InvalidArgument otherwise. Checked
+    here so that the remote client never hands the wire a number it cannot encode."""
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InvalidArgument(f"{what} must be an integer >= 1, got {value!r}", field=what)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= INT32_MAX:
+        raise InvalidArgument(f"{what} must be an integer from 1 to {INT32_MAX}, got {value!r}", field=what)
+    return int(value)
+
+
+def stored_id(value: object, what: str) -> int:
+    """`value` as a stored id (an int from 1 to 2^63 - 1); InvalidArgument otherwise: no item has another."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= ID_MAX:
+        raise InvalidArgument(f"{what} must be a stored id, an integer from 1 to {ID_MAX}, got {value!r}", field=what)
     return int(value)
 
 
@@ -358,13 +370,16 @@ class BaseClient(abc.ABC):
     ) -> int:
         """Delete items by stored id or client id, or a whole class by `label`; returns how many went.
 
-        Unknown ids are not an error; an unknown label is NotFound.
+        Unknown ids are not an error; an id no item can have (not from 1 to 2^63 - 1) is InvalidArgument, and
+        an unknown label is NotFound.
         """
         id_list = [ids] if isinstance(ids, (int, np.integer)) else list(ids)
         cid_list = [client_ids] if isinstance(client_ids, str) else list(client_ids)
         if not id_list and not cid_list and label is None:
             raise InvalidArgument("give ids, client_ids or a label to delete")
-        return self._delete(gallery, ids=[int(i) for i in id_list], client_ids=cid_list, label=label)
+        return self._delete(gallery, ids=[stored_id(x, f"ids[{i}]") for i, x in enumerate(id_list)],
+                            client_ids=[text(c, f"client_ids[{i}]") for i, c in enumerate(cid_list)],
+                            label=None if label is None else text(label, "label"))
 
     def classes(self, gallery: str, *, page_size: int = 1000) -> list[t.ClassCount]:
         """Every enrolled class of a gallery with its item count, ordered by label (all pages)."""

@@ -9,6 +9,7 @@ values) happens here and raises `InvalidArgument` naming the field.
 from __future__ import annotations
 
 import io
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -163,7 +164,7 @@ def raw_image_from_pb(raw: pb.RawImage, where: str = "image") -> np.ndarray:
         raise InvalidArgument(f"{where}: raw shape must be [H, W] or [H, W, C] with C in 1, 3, 4; got {list(shape)}", field=where)
     if 0 in shape:
         raise InvalidArgument(f"{where}: raw image has a zero-size dimension: {list(shape)}", field=where)
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python integers: a huge shape cannot wrap around to match
     if len(raw.data) != expected:
         raise InvalidArgument(
             f"{where}: raw {raw.dtype} image of shape {list(shape)} needs {expected} bytes, got {len(raw.data)}",

@@ -106,6 +106,18 @@ def matrix_hint(batch: Sequence[object], dim: int | None = None) -> str:
             f"as an (n, dim) float32 matrix whose width is {width}, or as a list of 1-D arrays")
 
 
+def text(value: object, what: str) -> str:
+    """`value` if it is a string that can be sent (UTF-8 encodable: no lone surrogates); InvalidArgument
+    otherwise, the same from the remote client and the local one."""
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{what} must be a string, got {type(value).__name__}", field=what)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidArgument(f"{what} is not valid text: {exc.reason} at position {exc.start}", field=what) from None
+    return value
+
+
 def enroll_items(
     label: str | Sequence[str],
     images: object,
@@ -129,11 +141,18 @@ def enroll_items(
         ids = [ids]
     client_ids = broadcast(ids, n, "client ids", hint)
     metas = broadcast(metadata, n, "metadata entries", hint)
-    return [
-        EnrollItem(label=labels[i], payload=payload(batch[i], f"items[{i}]"), client_id=client_ids[i] or None,
-             metadata=dict(metas[i] or {}))
-        for i in range(n)
-    ]
+    items = []
+    for i in range(n):
+        meta = metas[i] or {}
+        if not isinstance(meta, Mapping):
+            raise InvalidArgument(f"items[{i}].metadata must map strings to strings, got {type(meta).__name__}",
+                                  field=f"items[{i}].metadata")
+        items.append(EnrollItem(
+            label=text(labels[i], f"items[{i}].label"), payload=payload(batch[i], f"items[{i}]"),
+            client_id=text(client_ids[i], f"items[{i}].client_id") if client_ids[i] else None,
+            metadata={text(k, f"items[{i}].metadata key"): text(v, f"items[{i}].metadata[{k!r}]")
+                      for k, v in meta.items()}))
+    return items
 
 
 # ------------------------------------------------------------------------------ naming inputs

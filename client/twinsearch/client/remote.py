@@ -24,6 +24,7 @@ import logging
 import random
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 
 import grpc
@@ -95,6 +96,11 @@ def _violated_field(exc: grpc.RpcError) -> str | None:
     return None
 
 
+def _close_channels(channels: list[grpc.Channel]) -> None:
+    for channel in channels:
+        channel.close()
+
+
 class Client(BaseClient):
     """The twinsearch API over gRPC.
 
@@ -151,6 +157,11 @@ class Client(BaseClient):
         self._once_lock = threading.Lock()
         self._once_channel: grpc.Channel | None = None  # without retries: see `_once_stub`
         self._once: twinsearch_pb2_grpc.TwinSearchStub | None = None
+        # The channels close when this client is collected, or at the latest when the program exits: a
+        # channel still open at interpreter shutdown, after a connectivity watch (`_unreachable`), keeps
+        # the process from ending.
+        self._channels = [self._channel]
+        self._closer = weakref.finalize(self, _close_channels, self._channels)
 
     def __repr__(self) -> str:
         return f"Client({self.address!r}, timeout={self.timeout})"
@@ -165,14 +176,13 @@ class Client(BaseClient):
         with self._once_lock:
             if self._once is None:
                 self._once_channel = self._open_channel(self._options + [("grpc.enable_retries", 0)])
+                self._channels.append(self._once_channel)
                 self._once = twinsearch_pb2_grpc.TwinSearchStub(self._once_channel)
             return self._once
 
     def close(self) -> None:
-        self._channel.close()
         with self._once_lock:
-            if self._once_channel is not None:
-                self._once_channel.close()
+            self._closer()
 
     # ------------------------------------------------------------------------------- plumbing
 

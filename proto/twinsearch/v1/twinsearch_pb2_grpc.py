@@ -232,7 +232,8 @@ class TwinSearchServicer:
 
     def Delete(self, request, context):
         """Delete items by stored id or client id, or a whole class by label. NOT_FOUND for an unknown
-        gallery or label; unknown item ids are not an error (deleted counts what was removed).
+        gallery or label; unknown item ids are not an error (deleted counts what was removed), ids of 2^63
+        or more (which no item has) are INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -52,7 +52,10 @@ class ThresholdPolicy:
                 raise FailedPrecondition(
                     "a target false-accept rate needs a calibrated model; this model card has no calibration"
                 )
-            return Threshold(self.calibration.threshold_at_far(far), ThresholdSource.REQUEST_FAR, far)
+            # A rate below the smallest the calibration pairs measure maps to the distance of that smallest
+            # rate, and the answer says that rate: the one measured at the threshold used, not the one asked.
+            floor = min((f for f, _ in self.calibration.far_curve), default=far)
+            return Threshold(self.calibration.threshold_at_far(far), ThresholdSource.REQUEST_FAR, max(far, floor))
         if gallery_threshold is not None:
             return Threshold(float(gallery_threshold), ThresholdSource.GALLERY, self._far_at(gallery_threshold))
         if self.calibration is None:
