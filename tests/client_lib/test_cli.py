@@ -85,7 +85,7 @@ def test_index_identify_verify_galleries(run, tree):
 
 def test_index_creates_the_gallery_when_asked(run, tree):
     status, _, err = run("index", str(tree), "--gallery", "new", "--no-progress")
-    assert status == 1 and "NOT_FOUND" in err
+    assert status == 1 and "NOT_FOUND" in err and "give --create to create it" in err
     status, out, _ = run("index", str(tree), "--gallery", "new", "--create", "--json", "--allow-partial")
     assert status == 0 and json.loads(out)["stored"] == 6
 
@@ -320,3 +320,15 @@ def test_galleries_create_takes_an_operating_point(run):
     assert status == 2 and "no operating point 'far_5'" in err
     status, _, err = run("galleries", "set", "nope", "--threshold", "0.3")
     assert status == 1 and "NOT_FOUND" in err
+
+
+def test_index_of_no_images_at_the_class_depth_creates_nothing(run, tree):
+    status, _, err = run("index", str(tree), "--gallery", "deep", "--create", "--class-depth", "2", "--no-progress")
+    assert status == 2 and "no images in class folders at class depth 2" in err
+    assert "deep" not in run("galleries")[1]
+
+
+def test_index_refuses_a_model_for_a_gallery_that_exists(run, tree):
+    assert run("galleries", "create", "kept")[0] == 0
+    status, _, err = run("index", str(tree), "--gallery", "kept", "--model", "another", "--no-progress")
+    assert status == 2 and "cannot change it" in err

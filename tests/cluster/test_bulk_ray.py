@@ -138,17 +138,25 @@ def test_vectors_load_like_images_and_refuse_another_model(tree, tmp_path, model
         assert a.label == b.label
         assert [(c.label, c.distance) for c in a.candidates] == [(c.label, c.distance) for c in b.candidates]
 
-    # Vectors of another model are refused before anything is sent.
+    # Vectors of another model are refused before anything is sent, into a gallery bound to another model
     other = tmp_path / "other"
     assert cli("embed", str(tree), "--out", str(other), "--model", str(other_model_path), "--allow-partial",
                "--no-progress") == 0
     capsys.readouterr()
-    assert cli("index", "--vectors", str(other), "--gallery", "fresh", "--create", *address) == 1
+    assert cli("index", "--vectors", str(other), "--gallery", "by-images", *address) == 1
     err = capsys.readouterr().err
     fingerprints = (read_info(other).fingerprint, read_info(out).fingerprint)
     assert "FAILED_PRECONDITION" in err and all(fp in err for fp in fingerprints)
+    # ... and --create makes no gallery for vectors of a model the server does not hold
+    assert cli("index", "--vectors", str(other), "--gallery", "fresh", "--create", *address) == 2
+    err = capsys.readouterr().err
+    assert "which the server does not hold" in err and "nothing was created" in err
     with Client(server.address, timeout=30) as client:
-        assert client.get_gallery("fresh").item_count == 0
+        served = client.info().model.name
+    assert cli("index", "--vectors", str(other), "--gallery", "fresh", "--create", "--model", served, *address) == 2
+    assert "is another" in capsys.readouterr().err
+    with Client(server.address, timeout=30) as client:
+        assert "fresh" not in [g.name for g in client.galleries()]
 
 
 def test_index_with_ray_streams_vectors(tree, model_path, server, capsys):

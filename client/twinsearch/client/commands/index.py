@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from twinsearch.client.bulk import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_SIZE
 from twinsearch.client.commands._common import (
@@ -86,20 +87,27 @@ def run(args: argparse.Namespace) -> int:
         if args.folders or args.ray:
             raise CommandLineError("give either DIR (images) or --vectors VDIR, not both")
         require_pyarrow()  # before connecting: a missing extra is the first thing to say
+        from twinsearch.client.vector_files import read_info
+
+        made = read_info(args.vectors) if Path(args.vectors).is_dir() else None
         return _send(args, lambda client, progress: enroll_vectors(
             client, args.gallery, args.vectors, batch_size=max(args.batch_size, 256), max_in_flight=args.in_flight,
-            progress=progress))
+            progress=progress), made_by=None if made is None else (made.fingerprint, made.model))
     if not args.folders:
         raise CommandLineError("give a folder to index (DIR), or --vectors VDIR")
     if args.ray is not None:
         if len(args.folders) != 1:
             raise CommandLineError("--ray embeds one source at a time: give one DIR, zip or manifest")
-        return _send(args, _embed_on_ray(args))
+        send, model = _embed_on_ray(args)
+        return _send(args, send, made_by=(model.fingerprint, model.name))
     found = survey(args.folders, args.class_depth)
     notes = sys.stderr if args.json else sys.stdout  # keep --json output one JSON document
     print(found.summary(), file=notes, flush=True)
     for warning in found.warnings():
         print(f"warning: {warning}", file=sys.stderr, flush=True)
+    if not found.images:  # nothing to send: say so before creating or touching the gallery
+        raise CommandLineError(f"no images in class folders at class depth {args.class_depth} under "
+                               f"{', '.join(map(str, args.folders))}: see the survey above")
 
     if args.batch_size < 1 or args.batch_mb <= 0:
         raise CommandLineError("--batch-size must be at least 1 and --batch-mb above 0")
@@ -159,18 +167,46 @@ def _embed_on_ray(args: argparse.Namespace):
         except RayUnavailable as exc:
             raise CommandLineError(str(exc)) from None
 
-    return send
+    return send, model
 
 
-def _send(args: argparse.Namespace, send) -> int:
-    """Connect, create the gallery if asked, run `send(client, progress)` under a progress bar, report."""
+def _gallery_model(client, args: argparse.Namespace, made_by: tuple[str, str] | None) -> str | None:
+    """The server model a gallery created by --create binds to: --model, or for vectors made by a model
+    (`made_by`: fingerprint, name) the server's model with that fingerprint. CommandLineError, before
+    anything is created, when the server holds no model the vectors fit."""
+    if made_by is None:
+        return args.model
+    fingerprint, name = made_by
+    models = client.info().models
+    if args.model is not None:
+        chosen = next((m for m in models if m.name == args.model), None)
+        if chosen is not None and chosen.fingerprint != fingerprint:
+            raise CommandLineError(f"the vectors come from model {name} ({fingerprint}); the server's model "
+                                   f"{args.model} is another ({chosen.fingerprint}): nothing was created")
+        return args.model
+    match = next((m for m in models if m.fingerprint == fingerprint), None)
+    if match is None:
+        held = ", ".join(f"{m.name} ({m.fingerprint})" for m in models)
+        raise CommandLineError(f"the vectors come from model {name} ({fingerprint}), which the server does not "
+                               f"hold (it holds {held}); serve that model too (--model NAME=PATH), then index "
+                               "again: nothing was created")
+    return match.name
+
+
+def _send(args: argparse.Namespace, send, made_by: tuple[str, str] | None = None) -> int:
+    """Connect, create the gallery if asked, run `send(client, progress)` under a progress bar, report.
+    `made_by`: the (fingerprint, name) of the model that made the vectors sent, when they are vectors."""
     with connect(args) as client:
         try:
-            client.get_gallery(args.gallery)
+            existing = client.get_gallery(args.gallery)
         except NotFound:
             if not args.create:
-                raise
-            client.create_gallery(args.gallery, exist_ok=True, model=args.model)
+                raise NotFound(f"no gallery named {args.gallery!r}: give --create to create it") from None
+            client.create_gallery(args.gallery, exist_ok=True, model=_gallery_model(client, args, made_by))
+        else:
+            if args.model is not None and existing.model != args.model:
+                raise CommandLineError(f"gallery {args.gallery!r} exists, bound to model {existing.model}: --model "
+                                       "chooses the model of a gallery --create makes, and cannot change it")
         bar = None
         if not args.no_progress and not args.json:
             from tqdm import tqdm
