@@ -332,3 +332,14 @@ def test_index_refuses_a_model_for_a_gallery_that_exists(run, tree):
     assert run("galleries", "create", "kept")[0] == 0
     status, _, err = run("index", str(tree), "--gallery", "kept", "--model", "another", "--no-progress")
     assert status == 2 and "cannot change it" in err
+
+
+def test_tables_show_control_characters_in_labels_as_escapes(run, client, png):
+    from twinsearch.client.commands._common import printable
+
+    assert printable("plain label é 字") == "plain label é 字"
+    assert printable("evil\x1b[2J\rRED\tx\ud800") == "evil\\x1b[2J\\rRED\\tx\\ud800"
+    client.create_gallery("odd")
+    client.enroll("odd", "evil\x1b[2J\x1b[31mRED\rSPOOF", [png(1)])
+    status, out, _ = run("galleries", "classes", "odd")
+    assert status == 0 and "\x1b" not in out and "\r" not in out and "evil\\x1b[2J\\x1b[31mRED\\rSPOOF" in out

@@ -168,7 +168,15 @@ def fmt(value: Any) -> str:
         return f"{value:.4f}"
     if isinstance(value, enum.Enum):
         return str(value.value)
-    return str(value)
+    return printable(str(value))
+
+
+def printable(text: str) -> str:
+    """`text` with what a terminal would act on (escape sequences, carriage returns, tabs, other control
+    and unprintable characters) written as escapes: labels and ids are any text, and a table shows them."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def add_threshold_arguments(parser: argparse.ArgumentParser) -> None:
