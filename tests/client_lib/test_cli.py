@@ -343,3 +343,13 @@ def test_tables_show_control_characters_in_labels_as_escapes(run, client, png):
     client.enroll("odd", "evil\x1b[2J\x1b[31mRED\rSPOOF", [png(1)])
     status, out, _ = run("galleries", "classes", "odd")
     assert status == 0 and "\x1b" not in out and "\r" not in out and "evil\\x1b[2J\\x1b[31mRED\\rSPOOF" in out
+
+
+def test_tables_say_where_a_threshold_comes_from(run, tree):
+    assert run("index", str(tree), "--gallery", "said", "--create", "--allow-partial", "--no-progress")[0] == 0
+    status, out, _ = run("identify", str(tree / "alice" / "0.png"), "--gallery", "said")
+    header, _, row = out.strip().splitlines()[:3]
+    assert status == 0 and "source" in header.split() and "model_eer" in row
+    status, out, _ = run("identify", str(tree / "alice" / "0.png"), "--gallery", "said", "--threshold", "0.5")
+    assert "request" in out.strip().splitlines()[2]
+    assert "model's default" in run("galleries", "show", "said")[1]

@@ -107,7 +107,9 @@ def _gallery_row(g) -> tuple:
     if g.migration is not None:
         m = g.migration
         migration = f"to {m.model or m.fingerprint[:12]}: {m.done}/{m.total} {m.state.value}"
-    return (g.name, g.class_count, g.item_count, g.index.kind.value, g.scoring.value, g.threshold,
+    # Without an override of its own a gallery decides by its model's default operating point (`info`).
+    threshold = "model's default" if g.threshold is None else g.threshold
+    return (g.name, g.class_count, g.item_count, g.index.kind.value, g.scoring.value, threshold,
             g.cohort_threshold, model, g.dim, "yes" if g.keep_images else "no", migration)
 
 

@@ -54,14 +54,15 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for image, r in zip(args.images, results, strict=True):
         if isinstance(r, ProbeFailure):
-            rows.append((image, "error", None, None, None, None, None, None))
+            rows.append((image, "error", None, None, None, None, None, None, None))
             continue
         best = r.candidates[0] if r.candidates else None
         others = ", ".join(f"{c.label} {c.distance:.3f}" for c in r.candidates[1:args.k])
         rows.append((image, r.label if r.known else "unknown", best.label if best else None,
                      best.distance if best else None, best.probability if best else None,
-                     r.threshold.distance, r.margin, others or None))
-    print(table(rows, ["image", "decision", "nearest class", "distance", "P(same)", "threshold", "margin",
+                     r.threshold.distance, r.threshold.source.value if r.threshold.source else None, r.margin,
+                     others or None))
+    print(table(rows, ["image", "decision", "nearest class", "distance", "P(same)", "threshold", "source", "margin",
                        "next candidates"]))
     for failure in failures:
         print(f"error: {failure.reason}", file=sys.stderr)
