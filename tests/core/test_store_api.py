@@ -183,3 +183,18 @@ def test_use_gpu_without_a_gpu_is_refused(tmp_path):
         pytest.skip("a GPU is present")
     with pytest.raises(FailedPrecondition, match="GPU"):
         GalleryStore.open(tmp_path, StoreSettings(use_gpu=True))
+
+
+def test_an_empty_gallery_loads_without_a_recovery_warning(tmp_path, rng, caplog):
+    x, labels = clustered(rng, 2, 3)
+    with GalleryStore.open(tmp_path) as s:
+        s.create_gallery("empty", fingerprint="m1", dim=DIM)
+        s.create_gallery("full", fingerprint="m1", dim=DIM)
+        s.enroll("full", labels, x)
+    for path in (tmp_path / "snapshots").glob("*"):  # lost snapshots: only the filled gallery has data to rebuild
+        path.unlink()
+    with caplog.at_level("WARNING"), GalleryStore.open(tmp_path) as s:
+        assert s.get_gallery("empty").item_count == 0 and s.get_gallery("full").item_count == len(x)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("'full'" in m and "rebuilding" in m for m in warned)
+    assert not any("'empty'" in m for m in warned)

@@ -277,7 +277,11 @@ class Gallery:
         try:
             how = self._load_snapshot(folder)
         except (snapshot.SnapshotError, ValueError, RuntimeError, KeyError) as exc:
-            log.warning("gallery %r: %s; rebuilding its index from SQLite", self.name, exc)
+            stats = self.db.stats(self.id)
+            if stats.count or stats.deletions:
+                log.warning("gallery %r: %s; rebuilding its index from SQLite", self.name, exc)
+            else:  # a gallery never enrolled into has nothing to snapshot: building it is not a recovery
+                log.debug("gallery %r: %s; empty, built from nothing", self.name, exc)
             self.rebuild()
             return "rebuilt"
         return how
