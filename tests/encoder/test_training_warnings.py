@@ -253,3 +253,13 @@ def test_decoding_that_will_not_fit_is_warned_before_it_starts(glyph_tree, tmp_p
     assert train_cmd.run(_tiny(glyph_tree, out, "--steps", "2")) == 0
     assert told_before == [True]
     assert any("GiB of memory" in w for w in read_card(out)["training"]["warnings"])
+
+
+def test_collapse_advice_leaves_out_what_the_run_already_did(glyph_tree, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(recipe_module, "COLLAPSED_SPREAD", 10.0)
+    assert train_cmd.run(_tiny(glyph_tree, tmp_path / "m.tsm", "--steps", "2")) == 0
+    advice = next(line for line in capsys.readouterr().err.splitlines() if "collapsed" in line)
+    assert "--margin" not in advice and "a --preset" in advice  # the loss's own margin was used; no preset
+    assert train_cmd.run(_tiny(glyph_tree, tmp_path / "n.tsm", "--steps", "2", "--margin", "0.5")) == 0
+    advice = next(line for line in capsys.readouterr().err.splitlines() if "collapsed" in line)
+    assert "the loss's default --margin" in advice

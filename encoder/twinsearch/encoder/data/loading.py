@@ -135,7 +135,8 @@ def split_classes(num_classes: int, fraction: float, seed: int) -> tuple[np.ndar
     order = rng.permutation(num_classes)
     n_out = 0 if fraction == 0 else max(2, round(fraction * num_classes))
     if num_classes - n_out < 2:
-        raise DataError(f"cannot hold out {n_out} of {num_classes} classes and still train")
+        raise DataError(f"cannot hold out {n_out} of {num_classes} classes and still train"
+                        + (" (--val-fraction 0 holds none out)" if num_classes >= 2 else ""))
     return np.sort(order[n_out:]), np.sort(order[:n_out])
 
 

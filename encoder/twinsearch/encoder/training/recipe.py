@@ -409,11 +409,18 @@ def _calibrate_and_evaluate(run: _Run, model: EncoderModel, calib, calibrate, on
     chance = 1.0 / max(way, 1.0)
     if spread < COLLAPSED_SPREAD:
         others = " or ".join(loss for loss in COLLAPSE_REMEDY_LOSSES if loss != recipe.config.loss)
+        remedies = [f"--loss {others}", "a lower --lr"]
+        if recipe.config.margin is not None:
+            remedies.append("the loss's default --margin")
+        if not recipe.preset:
+            remedies.append("a --preset")
         run.warn(f"the embedding has collapsed: distances between held-out images vary by only {spread:.4f} "
                  f"(standard deviation), so its thresholds are tiny distances that separate little. Try "
-                 f"--loss {others}, a lower --lr, the default --margin, or a --preset")
+                 f"{', '.join(remedies[:-1])} or {remedies[-1]}")
     elif evaluation["oneshot"]["accuracy"] <= 1.5 * chance:
+        remedies = ["more --minutes", "a smaller --size"] if recipe.preset else ["a --preset", "more --minutes",
+                                                                                  "a smaller --size"]
         run.warn(f"held-out one-shot accuracy {evaluation['oneshot']['accuracy']:.3f} is near chance "
-                 f"({chance:.3f}): the model has learned little that transfers; try a --preset, more --minutes "
-                 f"or a smaller --size")
+                 f"({chance:.3f}): the model has learned little that transfers; try {', '.join(remedies[:-1])} "
+                 f"or {remedies[-1]}")
     return calibration, evaluation
