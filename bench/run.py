@@ -90,6 +90,8 @@ ROWS = [
     ("verify_p99_ms", "ms", None, ""),
     ("verify_one_client_p50_ms", "ms", lambda v: v <= 3, "<= 3"),
     ("verify_one_client_p99_ms", "ms", None, ""),
+    ("verify_spaced_p50_ms", "ms", None, ""),
+    ("verify_spaced_p99_ms", "ms", None, ""),
     ("identify_100k_one_client_p50_ms", "ms", lambda v: v <= 5, "<= 5"),
     ("identify_100k_one_client_p99_ms", "ms", None, ""),
     ("verify_class_100k_one_client_p50_ms", "ms", None, ""),
