@@ -74,7 +74,13 @@ def run(args: argparse.Namespace) -> int:
             rows.append((image, None, None, "failed"))
             continue
         item = next(stored)
-        rows.append((image, item.id, item.client_id, "stored" if item.created else "already stored"))
+        if item.created:
+            outcome = "stored"
+        elif item.label != args.label:  # an id is enrolled once: its first label and image stay
+            outcome = f"already stored under {item.label} (delete it first to change it)"
+        else:
+            outcome = "already stored"
+        rows.append((image, item.id, item.client_id, outcome))
     print(table(rows, ["image", "id", "client id", "result"]))
     new = sum(1 for item in result.stored if item.created)
     print(f"{new} stored, {len(result.stored) - new} already stored, {len(failed)} failed "
