@@ -190,3 +190,25 @@ def test_resuming_past_the_budget_says_there_is_nothing_to_train(glyph_tree, tmp
 def test_interruption_is_a_keyboard_interrupt():
     # code that catches KeyboardInterrupt around a training still sees a Ctrl-C as one
     assert issubclass(TrainingInterrupted, KeyboardInterrupt)
+
+
+def test_skip_invalid_leaves_unreadable_images_out_and_says_so(glyph_tree, tmp_path, capsys):
+    import shutil
+
+    from twinsearch.encoder.card import read_card
+
+    tree = tmp_path / "tree"
+    shutil.copytree(glyph_tree, tree)
+    first_class = next(p for p in sorted((tree / "group0").iterdir()) if p.is_dir())
+    (first_class / "zz-broken.png").write_bytes(b"not an image")
+    args = ["train", "--data", str(tree), "--steps", "1", *TINY, "--val-every", "0"]
+    assert main([*args, "--out", str(tmp_path / "a.tsm")]) == 2
+    assert "zz-broken.png" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "b.tsm"), "--skip-invalid"]) == 0
+    err = capsys.readouterr().err
+    assert "1 unreadable images left out (--skip-invalid)" in err and "zz-broken.png" in err
+    card = read_card(tmp_path / "b.tsm")
+    data = card["data"]
+    counted = data["train"]["images"] + (data["validation"] or {}).get("images", 0)
+    assert counted == sum(1 for p in tree.rglob("*.png")) - 1
+    assert any("unreadable" in w for w in card["training"]["warnings"])

@@ -60,6 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="validate on at most about N of the held-out images, as many from each class as fit "
                         "(default %(default)s; 0: all): every validation embeds each one with every test-time "
                         "view, which on a large data set can take longer than the training between them")
+    d.add_argument("--skip-invalid", action="store_true",
+                   help="leave out images that cannot be read, warning with their count and the first few, "
+                        "instead of stopping at the first (default: stop)")
     d.add_argument("--val-by", choices=("classes", "images"), default="classes",
                    help="hold out whole classes (open set, default) or images of every class (closed set)")
     d.add_argument("--calib-data", help="held-out data for calibration and the card's evaluation "
@@ -311,7 +314,8 @@ def run(args: argparse.Namespace) -> int:
         calib_class_depth=args.calib_class_depth, calib_split=args.calib_split, calib_groups=args.calib_groups,
         probability=args.probability, eval_way=args.eval_way, eval_episodes=args.eval_episodes,
         device=args.device, checkpoint=args.checkpoint or f"{args.out}.ckpt", resume=args.resume,
-        preset=args.preset, command="twinsearch " + shlex.join(sys.argv[1:]), init=args.init)
+        preset=args.preset, command="twinsearch " + shlex.join(sys.argv[1:]), init=args.init,
+        skip_invalid=args.skip_invalid)
     with _Progress(disabled=args.no_progress) as progress:
         try:
             outcome = train_model(recipe, events=progress)

@@ -88,9 +88,11 @@ class ImageArrays:
 
 
 def load_arrays(source: ImageSource, preprocess: Preprocess,
-                progress: Callable[[int, int], None] | None = None) -> ImageArrays:
-    """Decode every image of `source` with `preprocess.to_unit`. Unreadable images are an error."""
-    return decode_parts(source, preprocess, [item_indices(source)], progress)[0]
+                progress: Callable[[int, int], None] | None = None,
+                skipped: list[tuple[str, str]] | None = None) -> ImageArrays:
+    """Decode every image of `source` with `preprocess.to_unit`. Unreadable images are an error, or left
+    out and listed in `skipped` (see `decode_parts`)."""
+    return decode_parts(source, preprocess, [item_indices(source)], progress, skipped)[0]
 
 
 def item_indices(source: ImageSource) -> ImageArrays:
@@ -102,10 +104,12 @@ def item_indices(source: ImageSource) -> ImageArrays:
 
 
 def decode_parts(source: ImageSource, preprocess: Preprocess, parts: list[ImageArrays],
-                 progress: Callable[[int, int], None] | None = None) -> list[ImageArrays]:
+                 progress: Callable[[int, int], None] | None = None,
+                 skipped: list[tuple[str, str]] | None = None) -> list[ImageArrays]:
     """`parts` of `item_indices(source)` with their items decoded by `preprocess.to_unit` in place of their
     indices: each image once, straight into the part that holds it; items of no part are not read.
-    Unreadable images are an error."""
+    Unreadable images are an error, unless `skipped` is a list: then they are left out of their part and
+    (path, reason) is appended to it for each."""
     indices = [np.asarray(part.images) for part in parts]
     owner = np.full(len(source), -1, dtype=np.int64)
     row = np.zeros(len(source), dtype=np.int64)
@@ -114,17 +118,22 @@ def decode_parts(source: ImageSource, preprocess: Preprocess, parts: list[ImageA
             raise ValueError("decode_parts takes parts of item_indices(source), each item in one part at most")
         owner[items], row[items] = k, np.arange(len(items))
     out = [np.empty((len(items),) + preprocess.shape, dtype=np.float32) for items in indices]
+    readable = [np.ones(len(items), dtype=bool) for items in indices]
     wanted = np.flatnonzero(owner >= 0)
     for done, (i, raw) in enumerate(source.iter_raw(wanted), 1):
         try:
             out[owner[i]][row[i]] = preprocess.to_unit(raw)
         except ImageError as exc:
-            raise DataError(f"{source.items[i]}: {exc}") from exc
+            if skipped is None:
+                raise DataError(f"{source.items[i]}: {exc}") from exc
+            skipped.append((str(source.items[i]), str(exc)))
+            readable[owner[i]][row[i]] = False
         if progress is not None:
             progress(done, len(wanted))
     log.info("decoded %d of %d images of %d classes from %s", len(wanted), len(source), source.num_classes,
              source.description)
-    return [replace(part, images=images) for part, images in zip(parts, out, strict=True)]
+    decoded = [replace(part, images=images) for part, images in zip(parts, out, strict=True)]
+    return [part if ok.all() else part.subset_images(ok) for part, ok in zip(decoded, readable, strict=True)]
 
 
 def split_classes(num_classes: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -113,6 +113,7 @@ class Recipe:
     preset: str | None = None
     command: str | None = None
     init: str | os.PathLike | None = None
+    skip_invalid: bool = False  # leave out images that cannot be read (warned, counted) instead of stopping
 
 
 @dataclass
@@ -287,8 +288,10 @@ def train_model(recipe: Recipe, events: Events | None = None) -> Outcome:
     memory = _decoding_memory_warning(sum(len(p) for p in parts), preprocess, _available_memory())
     if memory:
         run.warn(memory)
+    skipped: list[tuple[str, str]] | None = [] if recipe.skip_invalid else None
     train, *rest = decode_parts(source, preprocess, parts,
-                                progress=lambda done, n: run.emit({"kind": "decode", "done": done, "total": n}))
+                                progress=lambda done, n: run.emit({"kind": "decode", "done": done, "total": n}),
+                                skipped=skipped)
     val = rest[0] if rest else None
 
     calib, calib_summary = val, None
@@ -302,9 +305,13 @@ def train_model(recipe: Recipe, events: Events | None = None) -> Outcome:
         except DataError as exc:
             raise DataError(f"--calib-data {recipe.calib_data}, read at class depth {depth} "
                             f"(--calib-class-depth, default --class-depth): {exc}") from exc
-        calib, calib_summary = load_arrays(csrc, preprocess), csrc.summary()
+        calib, calib_summary = load_arrays(csrc, preprocess, skipped=skipped), csrc.summary()
     elif recipe.calib_groups:
         run.warn("--calib-groups is ignored without --calib-data")
+    if skipped:
+        shown = "; ".join(f"{path}: {reason}" for path, reason in skipped[:3])
+        more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        run.warn(f"{len(skipped)} unreadable images left out (--skip-invalid): {shown}{more}")
     if calib is None:
         run.warn("no validation split (--val-fraction 0) and no --calib-data: the model will have no calibrated "
                  "thresholds, so the server can decide only with a threshold given by the request or the "
