@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from ..errors import DataError
 
@@ -41,3 +43,19 @@ def reports_data_errors(command: str) -> Callable:
         return wrapper
 
     return decorate
+
+
+def output_file_error(flag: str, path: str | None, example: str) -> str | None:
+    """The usage message for an output file that cannot be written where it is asked for, or None: told
+    before the work whose result it holds, not after it. `example`: a file name to suggest in a folder."""
+    if not path:
+        return None
+    target = Path(path)
+    if target.is_dir():
+        return f"{flag} {path} is a folder; give a file name in it, such as {target / example}"
+    folder = target.parent
+    if not folder.is_dir():
+        return f"{flag} {path}: the folder {folder} does not exist; create it first"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"{flag} {path}: the folder {folder} is not writable"
+    return None

@@ -30,28 +30,43 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
-from ._errors import reports_data_errors
+import numpy as np
+
+from ._errors import output_file_error, reports_data_errors
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model file (default: the model shipped in the package)")
     parser.add_argument("--data", required=True, help="folder tree, zip of one, or idx folder (with --split)")
-    parser.add_argument("--class-depth", type=int, default=1, help="folder depth of classes (Omniglot: 2)")
+    parser.add_argument("--class-depth", type=int, default=1,
+                        help="folder depth of classes (default 1: each top folder is a class; Omniglot: 2)")
     parser.add_argument("--split", choices=("train", "test"), help="idx folders: which split")
-    parser.add_argument("--groups", nargs="*", default=[], help="only these groups (e.g. alphabets)")
-    parser.add_argument("--way", type=int, default=20)
-    parser.add_argument("--shot", type=int, default=1)
-    parser.add_argument("--queries", type=int, default=1, help="queries per class and episode")
-    parser.add_argument("--within-group", action="store_true", help="all classes of an episode from one group")
-    parser.add_argument("--episodes", type=int, default=400)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threshold", type=float, help="pair decision distance (default: the model's EER one); with --cohort, the "
-                                                          "threshold of the cohort score instead")
+    parser.add_argument("--groups", nargs="*", default=[],
+                        help="only these groups (e.g. alphabets; default: every group)")
+    parser.add_argument("--way", type=int, default=20,
+                        help="classes per one-shot episode, at least 2 (default 20)")
+    parser.add_argument("--shot", type=int, default=1,
+                        help="support images per class and episode, at least 1 (default 1)")
+    parser.add_argument("--queries", type=int, default=1,
+                        help="query images per class and episode, at least 1 (default 1)")
+    parser.add_argument("--within-group", action="store_true",
+                        help="all classes of an episode from one group (the folders above the classes, "
+                             "--class-depth 2 or more; default: from the whole data set)")
+    parser.add_argument("--episodes", type=int, default=400,
+                        help="one-shot episodes, at least 1 (default 400)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="random seed of the episodes, pairs and references (default 0)")
+    parser.add_argument("--threshold", type=float,
+                        help="pair decision distance, 0 to 2 (default: the model's EER one); with --cohort, the "
+                             "threshold of the cohort score instead")
     parser.add_argument("--references", type=int, nargs="+", metavar="R",
                         help="reference-based verification with R genuine references per class (several values "
-                             "allowed, e.g. 5 1 3 10; the first is the headline under `references` in the JSON)")
+                             "allowed, e.g. 5 1 3 10; the first is the headline under `references` in the JSON; "
+                             "default: none)")
     parser.add_argument("--scoring", choices=SCORINGS, default="nearest",
                         help="class scoring for --references (default: nearest, the gallery's default)")
     parser.add_argument("--cohort", action="store_true",
@@ -64,10 +79,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "'' for none)")
     parser.add_argument("--json", metavar="PATH",
                         help="write the report as JSON to PATH (unlike the client commands, where --json is a "
-                             "flag that prints JSON, this one takes a file name)")
-    parser.add_argument("--plots", help="folder for roc.png, det.png and distances.png")
+                             "flag that prints JSON, this one takes a file name; default: none)")
+    parser.add_argument("--plots", metavar="FOLDER",
+                        help="folder for roc.png, det.png and distances.png, created if missing (default: none)")
     parser.add_argument("--device", help="cpu, cuda ... (default: cuda when present)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's default)")
 
 
 SCORINGS = ("nearest", "prototype", "mean_of_k")
@@ -76,9 +92,7 @@ SCORINGS = ("nearest", "prototype", "mean_of_k")
 @reports_data_errors("evaluate")
 def run(args: argparse.Namespace) -> int:
     import time
-    from pathlib import Path
 
-    import numpy as np
     import torch
     from tqdm import tqdm
 
@@ -90,24 +104,34 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.shortcuts import input_statistics, raw_statistics, shortcut_statistics
     from ..model import default_model_path, load_model
 
+    for message in (_value_error(args), output_file_error("--json", args.json, "report.json"), _folder_error("--plots", args.plots)):
+        if message is not None:
+            return _usage(message)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.references and min(args.references) < 1:
-        print("twinsearch evaluate: --references must be at least 1", file=sys.stderr)
-        return 2
-    if args.cohort and not args.references:
-        print("twinsearch evaluate: --cohort applies to --references; give --references R", file=sys.stderr)
-        return 2
     try:
         model = load_model(args.model, device=args.device)
     except ModelFileError as exc:
-        print(f"twinsearch evaluate: {exc}", file=sys.stderr)
-        return 2
+        return _usage(str(exc))
     source = open_source(args.data, args.class_depth, args.split, forgery_suffix=args.forgery_suffix or None)
     if args.groups:
         source = source.select_groups(args.groups)
     forges = source.forges
     forged = np.zeros(len(source), dtype=bool) if forges is None else forges[source.labels] >= 0
+    # The classic figures (one-shot, pairs, retrieval) are about classes: forgery images are left out.
+    genuine = ~forged
+    labels = source.labels[genuine]
+    classes = np.unique(labels)
+    labels = np.searchsorted(classes, labels)
+    group_names = list(dict.fromkeys(source.groups[c] for c in classes))
+    class_groups = np.array([group_names.index(source.groups[c]) for c in classes], dtype=np.int64)
+    # Told before anything is decoded, not as a traceback from deep inside the evaluation.
+    pools = _episode_pools(labels, class_groups, args.shot + args.queries, args.within_group)
+    message = _data_error(args, source.description, labels, class_groups, pools, forges is not None)
+    if message is None and args.cohort:
+        message = _cohort_error(args.references, source.labels, forges)
+    if message is not None:
+        raise DataError(message)
     t0 = time.monotonic()
     pre = model.preprocess
     arrays = np.empty((len(source),) + pre.shape, dtype=np.float32)
@@ -131,13 +155,6 @@ def run(args: argparse.Namespace) -> int:
     threshold = None if args.cohort else args.threshold
     if threshold is None and model.calibration is not None:
         threshold = model.calibration.points["eer"].distance
-    # The classic figures (one-shot, pairs, retrieval) are about classes: forgery images are left out.
-    genuine = ~forged
-    labels = source.labels[genuine]
-    classes = np.unique(labels)
-    labels = np.searchsorted(classes, labels)
-    group_names = list(dict.fromkeys(source.groups[c] for c in classes))
-    class_groups = np.array([group_names.index(source.groups[c]) for c in classes], dtype=np.int64)
     report, raw = evaluate_embeddings(emb[genuine], labels, way=args.way, shot=args.shot, episodes=args.episodes,
                                       query=args.queries, class_groups=class_groups, group_names=group_names,
                                       within_group=args.within_group, threshold=threshold, seed=args.seed)
@@ -213,6 +230,9 @@ def run(args: argparse.Namespace) -> int:
                      "galleries create NAME --cohort-threshold T (measured on classes like yours, in a gallery of "
                      "about the size served)")
     print("\n".join(lines))
+    if o["mean_way"] < o["way"]:
+        print(f"twinsearch evaluate: warning: the one-shot figure is {o['mean_way']:.1f}-way, not {o['way']}-way: "
+              f"{_fewer_classes(pools, len(classes), args)}", file=sys.stderr)
     for where, stats in (report.get("shortcuts") or {}).items():
         for name in stats["flagged"]:
             s = stats[name]
@@ -240,3 +260,109 @@ def _at_threshold(r: dict, kind: str) -> str:
     """" at score <= T" for the EER of `kind` ("skilled" or "random"), or "" when it was not measured."""
     t = r.get(f"{kind}_eer_threshold")
     return "" if t is None else f" at score <= {t:.4f}"
+
+
+# Flags whose values must lie in a range: (flag, attribute, lowest allowed).
+_AT_LEAST = (("--way", "way", 2), ("--shot", "shot", 1), ("--queries", "queries", 1), ("--episodes", "episodes", 1),
+             ("--threads", "threads", 0))
+
+
+def _value_error(args: argparse.Namespace) -> str | None:
+    """The usage message for a flag value that makes no sense, or None: checked before the model loads."""
+    for flag, name, low in _AT_LEAST:
+        if getattr(args, name) < low:
+            return f"{flag} must be at least {low}, got {getattr(args, name)}"
+    if args.references and min(args.references) < 1:
+        return f"--references must be at least 1, got {min(args.references)}"
+    if args.cohort and not args.references:
+        return "--cohort applies to --references; give --references R"
+    t = args.threshold
+    if t is not None:
+        if args.cohort and not t >= 0:
+            return f"--threshold of a cohort score must be 0 or more, got {t:g}"
+        if not args.cohort and not 0 <= t <= 2:
+            return (f"--threshold is a distance between unit vectors, which lies between 0 and 2, got {t:g}; "
+                    "leave it out for the model's calibrated threshold")
+    return None
+
+
+def _folder_error(flag: str, path: str | None) -> str | None:
+    """The usage message for an output folder (created if missing) that cannot be made or written, or None."""
+    if not path:
+        return None
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        return f"{flag} {path} is a file; give a folder (created if missing)"
+    existing = next((p for p in (target, *target.parents) if p.exists()), None)
+    if existing is None:
+        return None
+    if not existing.is_dir():
+        return f"{flag} {path}: {existing} is a file, so the folder cannot be created; choose another folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{flag} {path}: the folder {existing} is not writable"
+    return None
+
+
+def _episode_pools(labels: np.ndarray, class_groups: np.ndarray, per_class: int, within_group: bool) -> list[int]:
+    """The classes an episode can draw from, as the episode sampler forms them: one pool of every class with
+    at least `per_class` images, or, `within_group`, one per group with two or more such classes. Sizes."""
+    counts = np.bincount(labels, minlength=len(class_groups)) if len(labels) else np.zeros(0, dtype=np.int64)
+    eligible = np.flatnonzero(counts >= per_class)
+    if not within_group:
+        return [len(eligible)]
+    sizes = np.bincount(class_groups[eligible]) if len(eligible) else np.zeros(0, dtype=np.int64)
+    return [int(n) for n in sizes if n >= 2]
+
+
+def _data_error(args: argparse.Namespace, description: str, labels: np.ndarray, class_groups: np.ndarray,
+                pools: list[int], forgeries: bool) -> str | None:
+    """What the data lacks for the evaluation `args` asks for (classes, images per class, groups), or None."""
+    counts = np.bincount(labels, minlength=len(class_groups)) if len(labels) else np.zeros(0, dtype=np.int64)
+    if len(counts) < 2:
+        return (f"evaluation compares classes, and {description} holds {len(counts)} class"
+                f"{'' if len(counts) == 1 else 'es'}{' of genuine images' if forgeries else ''}: give a folder "
+                "with a sub-folder of images per class, two or more of them (check --class-depth and --groups)")
+    per_class = args.shot + args.queries
+    if int((counts >= 2).sum()) < 2:
+        return (f"pair verification, its calibration and one-shot episodes need at least 2 classes with 2 or more "
+                f"images each, and {description} has {int((counts >= 2).sum())} such classes of its {len(counts)}: "
+                "give more images per class")
+    eligible = int((counts >= per_class).sum())
+    if eligible < 2:
+        return (f"--shot {args.shot} with --queries {args.queries} needs at least 2 classes with {per_class} or more "
+                f"images each, and {description} has {eligible} such classes (the largest holds {int(counts.max())} "
+                f"images): lower --shot or --queries")
+    if args.within_group and not pools:
+        return (f"--within-group draws each episode's classes from one group (the folders above the classes), and "
+                f"no group of {description} holds 2 classes with {per_class} or more images"
+                + (": at --class-depth 1 each class is a group of its own; give --class-depth 2 or more for a "
+                   "group/class tree, or leave out --within-group" if args.class_depth == 1
+                   else "; leave out --within-group"))
+    return None
+
+
+def _cohort_error(references: list[int], labels: np.ndarray, forges: np.ndarray | None) -> str | None:
+    """With --cohort: the usage message for an R that leaves fewer than two classes with references, or None."""
+    forged = np.zeros(len(labels), dtype=bool) if forges is None else forges[labels] >= 0
+    counts = np.bincount(labels[~forged]) if len(labels) else np.zeros(0, dtype=np.int64)
+    for count in references:
+        if int((counts > count).sum()) < 2:
+            return (f"--cohort needs at least 2 classes with more than R genuine images (R references and a "
+                    f"probe), and at --references {count} there are {int((counts > count).sum())}: lower R")
+    return None
+
+
+def _fewer_classes(pools: list[int], classes: int, args: argparse.Namespace) -> str:
+    """Why episodes hold fewer classes than --way: the classes there are to draw from."""
+    if not args.within_group:
+        enough = f" with {args.shot + args.queries} or more images" if pools[0] < classes else ""
+        return f"the data holds only {pools[0]} classes{enough}"
+    small = [n for n in pools if n < args.way]
+    sizes = f"{min(small)}" if min(small) == max(small) else f"{min(small)} to {max(small)}"
+    return (f"episodes within a group hold at most that group's classes, and {len(small)} of the {len(pools)} "
+            f"groups hold fewer than {args.way} ({sizes} classes)")
+
+
+def _usage(text: str) -> int:
+    print(f"twinsearch evaluate: {text}", file=sys.stderr)
+    return 2

@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
 
 from ..errors import DataError
 from ..presets import PRESETS, preset
-from ._errors import reports_data_errors
+from ._errors import output_file_error, reports_data_errors
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -277,7 +276,8 @@ def run(args: argparse.Namespace) -> int:
     if len(args.size) > 2:
         return _usage("--size takes one number (square) or two (height width)")
     for message in (_value_error(args), _device_error(args.device),
-                    _output_error("--out", args.out), _output_error("--checkpoint", args.checkpoint)):
+                    output_file_error("--out", args.out, "model.tsm"),
+                    output_file_error("--checkpoint", args.checkpoint, "model.tsm.ckpt")):
         if message is not None:
             return _usage(message)
     if args.val_max_images < 0:
@@ -399,22 +399,6 @@ def _device_error(device: str | None) -> str | None:
         return f"--device {device}: MPS is not available here; leave --device out to use the CPU"
     elif parsed.type not in ("cpu", "cuda", "mps"):
         return f"--device takes cpu, cuda, cuda:N or mps, got {device!r}"
-    return None
-
-
-def _output_error(flag: str, path: str | None) -> str | None:
-    """The usage message for an output file that cannot be written where it is asked for, or None: told
-    before training, not after it."""
-    if not path:
-        return None
-    target = Path(path)
-    if target.is_dir():
-        return f"{flag} {path} is a folder; give a file name in it, such as {target / 'model.tsm'}"
-    folder = target.parent
-    if not folder.is_dir():
-        return f"{flag} {path}: the folder {folder} does not exist; create it first"
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return f"{flag} {path}: the folder {folder} is not writable"
     return None
 
 
