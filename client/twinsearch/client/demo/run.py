@@ -20,12 +20,19 @@ GALLERY = "omniglot-oneshot"
 WAYS = 20  # the classic one-shot task: 20-way within an alphabet (Koch et al. 2015)
 
 
-def percentile_ms(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values) * 1000.0, q)) if values else float("nan")
+def percentile_ms(values: list[float], q: float) -> float | None:
+    """The q-th percentile of `values` (seconds) in ms; None when there are none (nothing was measured)."""
+    return float(np.percentile(np.asarray(values) * 1000.0, q)) if values else None
+
+
+def mean(values: list) -> float | None:
+    """The mean of `values`, or None when there are none: a figure not measured, not NaN."""
+    return float(np.mean(values)) if len(values) else None
 
 
 def open_set_table(points, known_records, unknown_records) -> list[dict]:
-    """Open-set identification at each calibrated operating point of the model.
+    """Open-set identification at each calibrated operating point of the model ("unknown_rejected": None
+    when no character was kept out of the gallery).
 
     The server decides "known" when the best class distance is <= the threshold, so the decision at
     another threshold follows from the same answers (candidates[0].distance): no extra calls.
@@ -38,15 +45,14 @@ def open_set_table(points, known_records, unknown_records) -> list[dict]:
 
         rows.append({
             "point": point.name, "threshold": point.distance,
-            "right": float(np.mean([decide(r) == s.label for s, r in known_records])),
-            "known_rejected": float(np.mean([decide(r) is None for s, r in known_records])),
-            "unknown_rejected": float(np.mean([decide(r) is None for s, r in unknown_records]))
-            if unknown_records else float("nan"),
+            "right": mean([decide(r) == s.label for s, r in known_records]),
+            "known_rejected": mean([decide(r) is None for s, r in known_records]),
+            "unknown_rejected": mean([decide(r) is None for s, r in unknown_records]),
         })
     return rows
 
 
-def within_alphabet(client, plan: Plan, seed: int) -> tuple[int, float]:
+def within_alphabet(client, plan: Plan, seed: int) -> tuple[int, float | None]:
     """The classic one-shot task: each probe against its own character and up to WAYS - 1 other enrolled
     characters of the same alphabet (identify restricted with `labels`). Returns (largest N, accuracy)."""
     rng = random.Random(seed + 1)
@@ -60,11 +66,12 @@ def within_alphabet(client, plan: Plan, seed: int) -> tuple[int, float]:
         ways = max(ways, len(choice))
         result = client.identify(GALLERY, sample.data, k=1, labels=choice)
         right.append(result.candidates[0].label == sample.label)
-    return ways, float(np.mean(right)) if right else float("nan")
+    return ways, mean(right)
 
 
 def run_demo(client, plan: Plan, say, seed: int = 0) -> tuple[dict, list]:
-    """Enroll, identify, verify through `client`; returns (summary, identification records)."""
+    """Enroll, identify, verify through `client`; returns (summary, identification records). A figure with
+    nothing to measure (unknown rejection with no character kept out, verification with no pairs) is None."""
     summary: dict = {"gallery_classes": plan.classes, "unknown_classes": plan.unknown_classes}
     client.create_gallery(GALLERY, index="exact", scoring="nearest")
 
@@ -95,12 +102,12 @@ def run_demo(client, plan: Plan, say, seed: int = 0) -> tuple[dict, list]:
     rejected_known = [r.label is None for s, r in known_records]
     rejected_unknown = [r.label is None for s, r in unknown_records]
     summary.update(
-        one_shot_top1=float(np.mean(top1)), one_shot_top5=float(np.mean(top5)),
-        open_set_accuracy=float(np.mean(accepted_right)), known_rejected=float(np.mean(rejected_known)),
-        unknown_rejection=float(np.mean(rejected_unknown)) if rejected_unknown else float("nan"),
+        one_shot_top1=mean(top1), one_shot_top5=mean(top5),
+        open_set_accuracy=mean(accepted_right), known_rejected=mean(rejected_known),
+        unknown_rejection=mean(rejected_unknown),
         identify_p50_ms=percentile_ms(latencies, 50), identify_p99_ms=percentile_ms(latencies, 99),
         known_probes=len(known_records), unknown_probes=len(unknown_records),
-        threshold=records[0][2].threshold.distance if records else float("nan"),
+        threshold=records[0][2].threshold.distance if records else None,
         threshold_source=records[0][2].threshold.source.value if records else "",
     )
 
@@ -121,8 +128,8 @@ def run_demo(client, plan: Plan, say, seed: int = 0) -> tuple[dict, list]:
         correct.append(v.same == same)
         (genuine_ok if same else impostor_ok).append(v.same == same)
     summary.update(
-        verification_accuracy=float(np.mean(correct)), verification_tar=float(np.mean(genuine_ok)),
-        verification_far=1.0 - float(np.mean(impostor_ok)), pairs=len(pairs),
+        verification_accuracy=mean(correct), verification_tar=mean(genuine_ok),
+        verification_far=None if not impostor_ok else 1.0 - mean(impostor_ok), pairs=len(pairs),
         verify_p50_ms=percentile_ms(latencies, 50), verify_p99_ms=percentile_ms(latencies, 99),
     )
     return summary, records
