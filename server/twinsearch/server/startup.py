@@ -73,13 +73,21 @@ def _cannot_create(path: Path, exc: OSError) -> StartupError:
                         "owner, or choose another folder")
 
 
+MAX_PORT = 65535
+
+
 def split_address(address: str) -> tuple[str, int]:
-    """(host, port) of "HOST:PORT" ("[::1]:50051" for IPv6); ValueError when it is not that."""
+    """(host, port) of "HOST:PORT" ("[::1]:50051" for IPv6); ValueError when it is not that, or when the
+    port lies outside 0..65535 (gRPC would wrap it round to another port, 99999 to 34463)."""
     host, _, port = address.rpartition(":")
     try:
-        return host.strip("[]") or "0.0.0.0", int(port)
+        number = int(port)
     except ValueError:
         raise ValueError(f"address must be HOST:PORT, got {address!r}") from None
+    if not 0 <= number <= MAX_PORT:
+        raise ValueError(f"the port of address {address!r} must be from 0 to {MAX_PORT} (0: a free port), "
+                         f"got {number}")
+    return host.strip("[]") or "0.0.0.0", number
 
 
 def check_address(address: str) -> None:

@@ -112,6 +112,15 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> s.Ser
         ray_object_store_mb=values["ray_object_store_mb"],
         store={"index": IndexParams(half_screen_max_rows=values["half_screen_max_rows"])},
     )
+    # Told here, before anything loads, with exit status 2: a port out of range (gRPC would listen on
+    # another one), a negative grace period.
+    from twinsearch.server.startup import MAX_PORT, split_address
+
+    split_address(values["address"])
+    if values["metrics_port"] is not None and not 0 <= values["metrics_port"] <= MAX_PORT:
+        raise ValueError(f"metrics_port must be from 0 to {MAX_PORT} (0: a free port), got {values['metrics_port']}")
+    if not values["grace"] >= 0:
+        raise ValueError(f"grace must be 0 or more seconds, got {values['grace']:g}")
     models = _model_specs(args, environ)
     single = len(models) == 1 and models[0][0] is None
     return s.ServerSettings(
