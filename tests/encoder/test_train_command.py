@@ -20,6 +20,15 @@ TINY = ["--class-depth", "2", "--invert", "--size", "16", "--widths", "8", "16",
         "-P", "4", "-K", "3", "--threads", "1", "--no-progress"]
 
 
+@pytest.fixture(autouse=True)
+def ctrl_c_reaches_python():
+    """Python's own SIGINT handler while a test runs: a test run started in the background (CI) inherits
+    an ignored SIGINT, which training leaves ignored."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 @pytest.fixture
 def no_decoding(monkeypatch):
     """Fails the test if the command gets as far as decoding images."""
@@ -134,6 +143,15 @@ def test_stop_requests_take_the_first_ctrl_c_and_let_the_second_through():
             os.kill(os.getpid(), signal.SIGINT)
             stop.wait(0.5)  # the signal is handled between bytecodes, here at the latest
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_stop_requests_leave_an_ignored_ctrl_c_ignored():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with _stop_requests(lambda: None) as stop:
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        os.kill(os.getpid(), signal.SIGINT)
+        assert not stop.wait(0.2)
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
 
 
 def test_stop_requests_leave_other_threads_alone():

@@ -56,10 +56,11 @@ class TrainingInterrupted(KeyboardInterrupt):
 def _stop_requests(on_first: Callable[[], None]) -> Iterator[threading.Event]:
     """While inside, the first Ctrl-C (SIGINT) sets the event yielded instead of raising, so that the loop
     can stop between steps and save them; a second one raises KeyboardInterrupt at once. Only the main
-    thread receives signals: elsewhere the event never fires and Ctrl-C keeps its usual effect."""
+    thread receives signals: elsewhere the event never fires and Ctrl-C keeps its usual effect; a process
+    that ignores SIGINT keeps ignoring it."""
     requested = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield requested
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        yield requested  # elsewhere signals do not arrive; an ignored SIGINT (a background job) stays ignored
         return
 
     def handler(signum, frame) -> None:
