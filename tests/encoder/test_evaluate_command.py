@@ -117,3 +117,35 @@ def test_every_option_with_a_default_says_it():
     for flag in ("--way", "--shot", "--episodes", "--seed", "--queries"):
         action = next(a for a in parser._actions if flag in a.option_strings)
         assert f"default {action.default}" in action.help, flag
+
+
+def test_embedding_shows_progress_and_gives_the_model_s_embeddings():
+    import numpy as np
+
+    from twinsearch.encoder.commands.evaluate import _embed_with_progress
+
+    class Model:
+        dim, batch_size = 3, 4
+
+        def embed_arrays(self, batch):
+            return np.repeat(batch.reshape(len(batch), -1)[:, :1], 3, axis=1)
+
+    updates = []
+
+    class Bar:
+        def __init__(self, total, **kwargs):
+            updates.append(("total", total))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+        def update(self, n):
+            updates.append(n)
+
+    arrays = np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1)
+    out = _embed_with_progress(Model(), arrays, Bar)
+    assert np.array_equal(out, np.repeat(arrays.reshape(10, 1), 3, axis=1))
+    assert updates == [("total", 10), 4, 4, 2]

@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
         arrays[i] = pre.normalize(unit)
         if forges is not None:
             input_stats.append(input_statistics(unit))
-    emb = model.embed_arrays(arrays)
+    emb = _embed_with_progress(model, arrays, tqdm)
     embed_s = time.monotonic() - t0
     # With --cohort, --threshold is the cohort score's; the pair figures keep the model's threshold.
     threshold = None if args.cohort else args.threshold
@@ -361,6 +361,18 @@ def _fewer_classes(pools: list[int], classes: int, args: argparse.Namespace) -> 
     sizes = f"{min(small)}" if min(small) == max(small) else f"{min(small)} to {max(small)}"
     return (f"episodes within a group hold at most that group's classes, and {len(small)} of the {len(pools)} "
             f"groups hold fewer than {args.way} ({sizes} classes)")
+
+
+def _embed_with_progress(model, arrays: np.ndarray, bar) -> np.ndarray:
+    """`model.embed_arrays(arrays)` a batch at a time under a progress bar (`bar`: tqdm): with test-time views
+    on a large data set embedding takes as long as decoding, and is shown as decoding is."""
+    out = np.empty((len(arrays), model.dim), dtype=np.float32)
+    step = model.batch_size
+    with bar(total=len(arrays), desc="embedding", unit="img", leave=False) as progress:
+        for start in range(0, len(arrays), step):
+            out[start:start + step] = model.embed_arrays(arrays[start:start + step])
+            progress.update(len(out[start:start + step]))
+    return out
 
 
 def _usage(text: str) -> int:
