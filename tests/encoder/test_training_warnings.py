@@ -263,3 +263,31 @@ def test_collapse_advice_leaves_out_what_the_run_already_did(glyph_tree, tmp_pat
     assert train_cmd.run(_tiny(glyph_tree, tmp_path / "n.tsm", "--steps", "2", "--margin", "0.5")) == 0
     advice = next(line for line in capsys.readouterr().err.splitlines() if "collapsed" in line)
     assert "the loss's default --margin" in advice
+
+
+def test_the_step_estimate_follows_the_first_convolution():
+    from twinsearch.encoder.preprocess import Preprocess
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, stride=2, padding=1), torch.nn.Conv2d(8, 64, 3))
+    p = Preprocess(height=100, width=200)
+    need = recipe_module.STEP_MEMORY_FACTOR * 32 * 8 * 50 * 100 * 4  # batch x channels x (H/2) x (W/2) x 4 bytes
+    warning = recipe_module._step_memory_warning
+    assert warning(net, p, 32, 0, int(need / 0.9) + 1) is None
+    assert "a training step of 32 images at 100 x 200" in warning(net, p, 32, 0, need)
+    assert warning(net, p, 32, need, int(need / 0.9) + 1) is not None  # beside the decoded images
+    assert warning(net, p, 32, 0, None) is None
+
+
+def test_a_step_that_will_not_fit_is_warned_before_decoding(glyph_tree, tmp_path, capsys, monkeypatch):
+    told_before = []
+    real = recipe_module.decode_parts
+
+    def decode(*args, **kwargs):
+        told_before.append("network's activations" in capsys.readouterr().err)
+        return real(*args, **kwargs)
+
+    # room for the decoded images (48 of 1 x 16 x 16), none for a step at that size
+    monkeypatch.setattr(recipe_module, "_available_memory", lambda: 2 * 48 * 16 * 16 * 4)
+    monkeypatch.setattr(recipe_module, "decode_parts", decode)
+    assert train_cmd.run(_tiny(glyph_tree, tmp_path / "m.tsm", "--steps", "1")) == 0
+    assert told_before == [True]
