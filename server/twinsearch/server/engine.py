@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from twinsearch.client.base import ID_MAX
+from twinsearch.client.base import stored_id
 from twinsearch.client.errors import FailedPrecondition, InvalidArgument, Unavailable
 from twinsearch.client.types import (
     KEEP,
@@ -570,10 +570,7 @@ class Engine:
             if not ids and not client_ids:
                 raise InvalidArgument("nothing to delete: give ids, client_ids or a label")
             self.limits.check_count(len(ids) + len(client_ids), "ids and client_ids")
-            for i, item in enumerate(ids):  # the wire's uint64 reaches past what SQLite stores
-                if not 1 <= int(item) <= ID_MAX:
-                    raise InvalidArgument(f"ids[{i}] must be a stored id, an integer from 1 to {ID_MAX}, got {item}",
-                                          field=f"ids[{i}]")
+            ids = [stored_id(item, f"ids[{i}]") for i, item in enumerate(ids)]  # the wire's uint64 reaches past int64
             return int(_retrying(lambda: self.store.delete_items(gallery, ids=ids, client_ids=client_ids)))
 
     def list_classes(self, gallery: str, *, page_size: int | None = None, page_token: str = "") -> ClassPage:

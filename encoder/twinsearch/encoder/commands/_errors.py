@@ -59,3 +59,23 @@ def output_file_error(flag: str, path: str | None, example: str) -> str | None:
     if not os.access(folder, os.W_OK | os.X_OK):
         return f"{flag} {path}: the folder {folder} is not writable"
     return None
+
+
+def range_error(args: argparse.Namespace, ranges) -> str | None:
+    """The usage message for the first flag whose value lies outside its range, or None. `ranges`: (flag,
+    attribute, lowest, highest); a bound in a list is allowed itself ([0]: 0 or more), a bare one is not (0:
+    above 0); None: no bound. An attribute that is None (not given) is not checked."""
+    for flag, name, low, high in ranges:
+        value = getattr(args, name)
+        if value is None:
+            continue
+        words = []
+        if low is not None:
+            words.append(f"at least {low[0]}" if isinstance(low, list) else f"above {low}")
+        if high is not None:
+            words.append(f"at most {high[0]}" if isinstance(high, list) else f"below {high}")
+        below = low is not None and (value < low[0] if isinstance(low, list) else value <= low)
+        above = high is not None and (value > high[0] if isinstance(high, list) else value >= high)
+        if below or above:
+            return f"{flag} must be {' and '.join(words)}, got {value:g}"
+    return None

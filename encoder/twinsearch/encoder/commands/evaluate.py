@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._errors import output_file_error, reports_data_errors
+from ._errors import output_file_error, range_error, reports_data_errors
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -262,16 +262,16 @@ def _at_threshold(r: dict, kind: str) -> str:
     return "" if t is None else f" at score <= {t:.4f}"
 
 
-# Flags whose values must lie in a range: (flag, attribute, lowest allowed).
-_AT_LEAST = (("--way", "way", 2), ("--shot", "shot", 1), ("--queries", "queries", 1), ("--episodes", "episodes", 1),
-             ("--threads", "threads", 0))
+# Flags whose values must lie in a range (`range_error`): (flag, attribute, lowest, highest).
+_RANGES = (("--way", "way", [2], None), ("--shot", "shot", [1], None), ("--queries", "queries", [1], None),
+           ("--episodes", "episodes", [1], None), ("--threads", "threads", [0], None))
 
 
 def _value_error(args: argparse.Namespace) -> str | None:
     """The usage message for a flag value that makes no sense, or None: checked before the model loads."""
-    for flag, name, low in _AT_LEAST:
-        if getattr(args, name) < low:
-            return f"{flag} must be at least {low}, got {getattr(args, name)}"
+    message = range_error(args, _RANGES)
+    if message is not None:
+        return message
     if args.references and min(args.references) < 1:
         return f"--references must be at least 1, got {min(args.references)}"
     if args.cohort and not args.references:

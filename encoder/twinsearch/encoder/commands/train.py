@@ -31,7 +31,7 @@ from pathlib import Path
 
 from ..errors import DataError
 from ..presets import PRESETS, preset
-from ._errors import output_file_error, reports_data_errors
+from ._errors import output_file_error, range_error, reports_data_errors
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -337,8 +337,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-# Flags whose values must lie in a range: (flag, attribute, lowest, highest); a bound in a list is allowed
-# itself ([0] : 0 or more), a bare one is not (0: above 0); None: no bound.
+# Flags whose values must lie in a range (`range_error`): (flag, attribute, lowest, highest).
 _RANGES = (
     ("--minutes", "minutes", [0], None), ("--steps", "steps", [0], None), ("--threads", "threads", [0], None),
     ("--dim", "dim", [1], None), ("--classes-per-batch (-P)", "classes_per_batch", [2], None),
@@ -357,19 +356,9 @@ def _value_error(args: argparse.Namespace) -> str | None:
     """The usage message for a flag whose value is out of its range, or None. Checked before anything is
     decoded: a value that training would take (a negative budget, a 0-dimensional embedding) or refuse
     only deep inside it."""
-    for flag, name, low, high in _RANGES:
-        value = getattr(args, name)
-        if value is None:
-            continue
-        words = []
-        if low is not None:
-            words.append(f"at least {low[0]}" if isinstance(low, list) else f"above {low}")
-        if high is not None:
-            words.append(f"at most {high[0]}" if isinstance(high, list) else f"below {high}")
-        below = low is not None and (value < low[0] if isinstance(low, list) else value <= low)
-        above = high is not None and (value > high[0] if isinstance(high, list) else value >= high)
-        if below or above:
-            return f"{flag} must be {' and '.join(words)}, got {value:g}"
+    message = range_error(args, _RANGES)
+    if message is not None:
+        return message
     lo, hi = args.aug_scale
     if not 0 < lo <= hi:
         return f"--aug-scale takes the smallest and the largest factor, 0 < LOW <= HIGH, got {lo} {hi}"

@@ -228,9 +228,14 @@ def _available_memory() -> int | None:
         return None
 
 
+def _decoded_bytes(images: int, preprocess: Preprocess) -> int:
+    """The memory of `images` decoded images (float32)."""
+    return images * int(np.prod(preprocess.shape)) * 4
+
+
 def _decoding_memory_warning(images: int, preprocess: Preprocess, available: int | None) -> str | None:
     """A warning when `images` decoded images (float32) will not fit in `available` bytes."""
-    need = images * int(np.prod(preprocess.shape)) * 4
+    need = _decoded_bytes(images, preprocess)
     if available is None or need <= 0.9 * available:
         return None
     shape = " x ".join(str(v) for v in preprocess.shape)
@@ -315,7 +320,7 @@ def train_model(recipe: Recipe, events: Events | None = None) -> Outcome:
     if memory:
         run.warn(memory)
     step = _step_memory_warning(net, preprocess, config.classes_per_batch * config.images_per_class,
-                                images * int(np.prod(preprocess.shape)) * 4, available)
+                                _decoded_bytes(images, preprocess), available)
     if step:
         run.warn(step)
     skipped: list[tuple[str, str]] | None = [] if recipe.skip_invalid else None
