@@ -7,6 +7,10 @@ equal, so that a second model changes nothing about the first one's galleries.
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -116,6 +120,28 @@ def test_a_gallery_whose_model_is_not_held_says_what_to_do(tmp_path, model_path,
             assert err.value.details == notes[0]
         # The gallery on the model still held answers as before.
         assert c.identify("on-a", IMAGES[0]).candidates[0].distance < 1e-5
+
+
+def test_serve_says_once_which_gallery_it_cannot_serve(tmp_path, model_path, model_b):
+    data = tmp_path / "data"
+    with LocalClient(data, models={"a": model_path, "b": model_b}, settings=SETTINGS) as c:
+        c.create_gallery("on-b", model="b")
+    cmd = [sys.executable, "-m", "twinsearch.client.cli", "serve", "--model", f"a={model_path}",
+           "--data-dir", str(data), "--address", "127.0.0.1:0", "--torch-threads", "1"]
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(120, process.kill)  # a missing line must fail the test, not hang it
+    watchdog.start()
+    try:
+        lines = [process.stdout.readline() for _ in range(3)]  # serving on, the start-up line, the warning
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    finally:
+        watchdog.cancel()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert lines[2].startswith("twinsearch warning: gallery 'on-b'"), lines
+    assert ("".join(lines) + out + err).count("'on-b'") == 1, err  # printed, not logged as well
 
 
 def test_model_options_of_serve(tmp_path, model_path, model_b):

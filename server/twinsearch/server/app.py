@@ -80,8 +80,9 @@ class RunningServer:
         self.stop()
 
 
-def start_server(settings: ServerSettings, *, engine: Engine | None = None) -> RunningServer:
+def start_server(settings: ServerSettings, *, engine: Engine | None = None, log_notes: bool = True) -> RunningServer:
     """Open the engine (unless one is given), start the gRPC server and, if asked, the metrics endpoint.
+    `log_notes`: log the engine's start-up notes (galleries it cannot serve) as warnings.
 
     Raises `startup.StartupError` (an OSError) when the address cannot be listened on or the data
     folder cannot be used, with a one-line message; the address is tried before the model loads.
@@ -90,7 +91,7 @@ def start_server(settings: ServerSettings, *, engine: Engine | None = None) -> R
     if engine is None:
         check_address(settings.address)
         engine = Engine.open(settings.data_dir, settings.model_path, settings.engine, observer=metrics.observe_batch,
-                             timer=metrics.observe_stage, models=settings.models or None)
+                             timer=metrics.observe_stage, models=settings.models or None, log_notes=log_notes)
     else:
         engine.observer = engine.observer or metrics.observe_batch
         engine.timer = engine.timer or metrics.observe_stage

@@ -177,9 +177,7 @@ class Engine:
                                  observe=lambda key, calls, rows: self._observe(key.op, calls, rows),
                                  timer=self._time)
         self.migrator = Migrator(self)
-        self.startup_notes = self._startup_notes()
-        for note in self.startup_notes:
-            log.warning("%s", note)
+        self.startup_notes = self._startup_notes()  # Engine.open logs them; `serve` prints them instead
         for g in self.store.list_galleries():
             if g.migration is not None and g.migration.state != MigrationState.FAILED:
                 self.migrator.start(g.name, g.migration.fingerprint)  # resumes; paused when not held
@@ -220,11 +218,12 @@ class Engine:
     @classmethod
     def open(cls, data_dir: Path, model_path: Path | None = None, settings: EngineSettings = DEFAULT_SETTINGS,
              *, observer: BatchObserver | None = None, timer: StageTimer | None = None,
-             models: Sequence[tuple[str | None, Path | str | None]] | None = None) -> Engine:
+             models: Sequence[tuple[str | None, Path | str | None]] | None = None,
+             log_notes: bool = True) -> Engine:
         """Load the model (None: the default model shipped with the package), or the `models`
         ((name or None for the card's, path), the first the default), open (or create) the gallery
         store in `data_dir`, catching its indexes up, and start the batchers (and the migrations
-        a restart interrupted).
+        a restart interrupted). `log_notes`: log `startup_notes` as warnings (`serve` prints them itself).
 
         A data folder that cannot be used (a file, not writable) raises `startup.StartupError` before
         the model loads."""
@@ -242,7 +241,10 @@ class Engine:
                 pool.close()
             raise
         log.info("gallery store at %s open: %d galleries", data_dir, len(store.list_galleries()))
-        return cls(registry, store, settings, observer=observer, timer=timer, encoder=encoders)
+        engine = cls(registry, store, settings, observer=observer, timer=timer, encoder=encoders)
+        for note in engine.startup_notes if log_notes else ():
+            log.warning("%s", note)
+        return engine
 
     # ------------------------------------------------------------------ life cycle
     @contextmanager

@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         try:
-            running = start_server(settings)
+            running = start_server(settings, log_notes=False)  # printed below, with the other start-up lines
         except StartupError as exc:  # a port in use, a data folder that cannot be used
             print(f"twinsearch serve: {exc}", file=sys.stderr)
             return 2
