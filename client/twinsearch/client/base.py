@@ -311,14 +311,22 @@ class BaseClient(abc.ABC):
         """
         dim = self._dim_for(images, gallery)
         batch, _ = as_batch(images, dim)
-        items = enroll_items(label, batch, ids, metadata, dim=dim)
-        with naming_inputs({"items": batch}):
-            result = self._enroll(gallery, items, skip_invalid=skip_invalid)
-        if not result.failed:
+        # With skip_invalid, an item that fails here (a file that cannot be read) fails alone, as one the
+        # server cannot decode does: it is not sent, and its failure takes its place among the server's.
+        local: dict[int, t.EnrollFailure] = {}
+        items = enroll_items(label, batch, ids, metadata, dim=dim, failed=local if skip_invalid else None)
+        positions = [i for i in range(len(batch)) if i not in local]
+        if items:
+            with naming_inputs({"items": batch}, positions):
+                result = self._enroll(gallery, items, skip_invalid=skip_invalid)
+        else:
+            self.get_gallery(gallery)  # nothing to send: an unknown gallery is still an error
+            result = t.EnrollResult(stored=())
+        if not result.failed and not local:
             return result
-        named = tuple(t.EnrollFailure(index=f.index, client_id=f.client_id,
-                                      reason=name_input(f.reason, {"items": batch})) for f in result.failed)
-        return t.EnrollResult(stored=result.stored, failed=named)
+        named = [t.EnrollFailure(index=positions[f.index], client_id=f.client_id,
+                                 reason=name_input(f.reason, {"items": batch}, positions)) for f in result.failed]
+        return t.EnrollResult(stored=result.stored, failed=tuple(sorted([*named, *local.values()], key=lambda f: f.index)))
 
     def enroll_folder(
         self,

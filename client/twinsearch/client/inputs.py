@@ -30,7 +30,7 @@ import numpy as np
 
 from twinsearch.client.convert import RAW_DTYPES, ImageLike, image_payload, is_vector
 from twinsearch.client.errors import InvalidArgument, TwinsearchError
-from twinsearch.client.types import EnrollItem, Payload, ProbeFailure
+from twinsearch.client.types import EnrollFailure, EnrollItem, Payload, ProbeFailure
 
 
 def is_single(obj: object) -> bool:
@@ -124,10 +124,14 @@ def enroll_items(
     ids: str | Sequence[str | None] | None = None,
     metadata: Mapping[str, str] | Sequence[Mapping[str, str] | None] | None = None,
     dim: int | None = None,
+    failed: dict[int, EnrollFailure] | None = None,
 ) -> list[EnrollItem]:
     """Items for `enroll`: one label for all images or one per image; client ids and metadata the same.
 
     `images` as `as_batch` takes them, with `dim` the model's dimension (for a matrix of vectors).
+    With a `failed` dict (enroll's skip_invalid), an item that cannot be read or converted here (a
+    missing file, a bad vector) is left out and its EnrollFailure put in `failed` under its position,
+    instead of raising InvalidArgument.
     """
     batch, _ = as_batch(images, dim)
     if not batch:
@@ -147,8 +151,17 @@ def enroll_items(
         if not isinstance(meta, Mapping):
             raise InvalidArgument(f"items[{i}].metadata must map strings to strings, got {type(meta).__name__}",
                                   field=f"items[{i}].metadata")
+        item_label = text(labels[i], f"items[{i}].label")
+        try:
+            data = payload(batch[i], f"items[{i}]")
+        except InvalidArgument as exc:
+            if failed is None:
+                raise
+            cid = client_ids[i] if isinstance(client_ids[i], str) and client_ids[i] else None
+            failed[i] = EnrollFailure(index=i, client_id=cid, reason=exc.details)
+            continue
         items.append(EnrollItem(
-            label=text(labels[i], f"items[{i}].label"), payload=payload(batch[i], f"items[{i}]"),
+            label=item_label, payload=data,
             client_id=text(client_ids[i], f"items[{i}].client_id") if client_ids[i] else None,
             metadata={text(k, f"items[{i}].metadata key"): text(v, f"items[{i}].metadata[{k!r}]")
                       for k, v in meta.items()}))

@@ -13,7 +13,9 @@ import functools
 import json
 import os
 import re
+import socket
 import sys
+import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,16 +24,20 @@ import numpy as np
 from twinsearch.client.errors import TwinsearchError
 
 DEFAULT_ADDRESS = "localhost:50051"
+# gRPC keeps a deadline as nanoseconds since the epoch in an int64: one past about 7e9 s from now overflows
+# and the call fails at once with DEADLINE_EXCEEDED. A billion seconds (31 years) is "no deadline" enough.
+MAX_SECONDS = 1e9
 
 
 def positive_seconds(text: str) -> float:
-    """argparse type of a duration in seconds: a finite number > 0."""
+    """argparse type of a duration in seconds: a number > 0, at most MAX_SECONDS."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text}")
+    if not 0 < value <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0 and at most {MAX_SECONDS:.0e} "
+                                         f"(about 31 years), got {text}")
     return value
 
 
@@ -47,7 +53,7 @@ def add_connection_arguments(parser: argparse.ArgumentParser, *, json_output: bo
     def default(value):
         return argparse.SUPPRESS if sub else value
 
-    address = os.environ.get("TWINSEARCH_ADDRESS", DEFAULT_ADDRESS)
+    address = os.environ.get("TWINSEARCH_ADDRESS") or DEFAULT_ADDRESS  # set but empty: the default too
     group = parser.add_argument_group("connection")
     group.add_argument("--address", default=default(address),
                        help=f"server HOST:PORT (default: $TWINSEARCH_ADDRESS or {DEFAULT_ADDRESS})")
@@ -66,6 +72,12 @@ def add_connection_arguments(parser: argparse.ArgumentParser, *, json_output: bo
 def connect(args: argparse.Namespace):
     from twinsearch.client.remote import Client
 
+    address = args.address = args.address.strip()
+    if not address:
+        raise CommandLineError(f"--address is empty: give the server's HOST:PORT (default: {DEFAULT_ADDRESS})")
+    _, sep, port = address.rpartition(":")
+    if sep and port.isdigit() and not 0 < int(port) < 65536:
+        raise CommandLineError(f"--address {address}: port {port} is not a TCP port (1 to 65535)")
     roots = None
     if getattr(args, "ca", None):
         try:
@@ -73,6 +85,9 @@ def connect(args: argparse.Namespace):
                 roots = f.read()
         except OSError as exc:
             raise CommandLineError(f"cannot read --ca {args.ca}: {exc.strerror or exc}") from exc
+        if b"-----BEGIN CERTIFICATE-----" not in roots:
+            raise CommandLineError(f"--ca {args.ca} holds no PEM certificate (a '-----BEGIN CERTIFICATE-----' "
+                                   "block): give the certificate, or the CA certificate, the server's TLS uses")
     return Client(args.address, token=args.token, timeout=args.timeout, tls=args.tls or roots is not None,
                   root_certificates=roots)
 
@@ -86,16 +101,46 @@ def handles_errors(run: Callable[[argparse.Namespace], int]) -> Callable[[argpar
         try:
             return run(args)
         except TwinsearchError as exc:
-            hint = ""
-            if exc.code in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
-                hint = f" (is a server running at {getattr(args, 'address', '?')}? start one with `twinsearch serve`)"
-            print(f"error: {exc}{hint}", file=sys.stderr)
+            print(f"error: {exc}{_hint(exc.code, args)}", file=sys.stderr)
             return 1
         except CommandLineError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
 
     return wrapper
+
+
+def _hint(code: str, args: argparse.Namespace) -> str:
+    """What to do about a failed call, in command-line terms."""
+    address = getattr(args, "address", "?")
+    if code == "UNAVAILABLE":
+        tls = bool(getattr(args, "tls", False) or getattr(args, "ca", None))
+        if _listening(address):
+            if tls:
+                return (f" (something listens at {address}, but the TLS connection failed: does the server serve "
+                        "TLS, with a certificate that --ca (or the system's roots) verifies?)")
+            return (f" (something listens at {address}, but the connection failed: if the server serves TLS, "
+                    "give --tls, and --ca PEM for a certificate of your own)")
+        return f" (is a server running at {address}? start one with `twinsearch serve`)"
+    if code == "DEADLINE_EXCEEDED":
+        return (f" (no answer from {address} within --timeout {getattr(args, 'timeout', 0):g} s: give a longer "
+                "--timeout if the server is busy)")
+    if code == "UNAUTHENTICATED":
+        return " (give the server's token with --token TOKEN or in $TWINSEARCH_TOKEN)"
+    return ""
+
+
+def _listening(address: str) -> bool:
+    """Whether a TCP connection to a HOST:PORT address opens (False for other forms of address)."""
+    host, sep, port = address.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not port.isdigit() or "/" in host or (":" in host and not address.startswith("[")):
+        return False
+    try:
+        with socket.create_connection((host or "localhost", int(port)), timeout=1.0):
+            return True
+    except (OSError, ValueError, OverflowError):
+        return False
 
 
 def confirmed(question: str) -> bool:
@@ -138,15 +183,28 @@ def print_json(obj: Any) -> None:
 def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
     """A plain-text table: columns padded to their widest cell, numbers right-aligned."""
     cells = [[fmt(v) for v in row] for row in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    numeric = [bool(rows) and all(_numeric(row[i]) for row in rows) for i in range(len(headers))]
+    widths = [max([_width(h)] + [_width(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    # A column of numbers is right-aligned, also where some rows have none ("-").
+    numeric = [any(row[i] is not None for row in rows) and all(row[i] is None or _numeric(row[i]) for row in rows)
+               for i in range(len(headers))]
+
+    def pad(v: str, w: int, right: bool) -> str:
+        fill = " " * (w - _width(v))
+        return fill + v if right else v + fill
 
     def line(values: Sequence[str]) -> str:
-        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True))
+        return "  ".join(pad(v, w, num) for v, w, num in zip(values, widths, numeric, strict=True))
 
     out = [line(list(headers)), line(["-" * w for w in widths])]
     out += [line(r) for r in cells]
     return "\n".join(s.rstrip() for s in out)
+
+
+def _width(text: str) -> int:
+    """The columns `text` takes on a terminal: wide (CJK) characters two, combining marks none."""
+    if text.isascii():
+        return len(text)
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
 _NUMBER = re.compile(r"^-?[\d.,]+ ?(%|ms|s|/s)?$")
@@ -179,10 +237,12 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
-def add_threshold_arguments(parser: argparse.ArgumentParser) -> None:
+def add_threshold_arguments(parser: argparse.ArgumentParser, *, gallery: bool = True) -> None:
+    default = ("the gallery's threshold, if it has one, else the model's default calibrated operating point "
+               "(see `twinsearch info`)" if gallery else "the model's default calibrated operating point (see "
+               "`twinsearch info`)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--threshold", type=float, metavar="D",
-                       help="decide 'same' when distance <= D (a distance in [0, 2]); "
-                            "default: the gallery's override or the model's calibrated operating point")
+                       help=f"decide 'same' when distance <= D (a distance in [0, 2]); default: {default}")
     group.add_argument("--target-far", type=float, metavar="F",
                        help="choose the threshold for this false-accept rate (e.g. 0.01) from the model's calibration")

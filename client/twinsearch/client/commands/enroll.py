@@ -25,8 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("gallery", metavar="GALLERY", help="the gallery to enroll into")
     parser.add_argument("label", metavar="LABEL", help="the class the images belong to")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    parser.add_argument("--ids", nargs="+", metavar="ID",
-                        help="client ids, one per image: makes enrolling again store nothing new")
+    parser.add_argument("--ids", nargs="+", action="extend", metavar="ID",
+                        help="client ids, one per image, in the order of the images (repeatable): makes enrolling "
+                             "again store nothing new")
     parser.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
                         help="metadata stored with every image (repeatable); search returns it")
     parser.add_argument("--create", action="store_true", help="create the gallery (default settings) if missing")
@@ -52,14 +53,20 @@ def _metadata(pairs: list[str]) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     if args.ids is not None and len(args.ids) != len(args.images):
         raise CommandLineError(f"{len(args.ids)} --ids for {len(args.images)} images: give one id per image")
+    if args.ids is not None and not all(args.ids):
+        raise CommandLineError(f"--ids: id {args.ids.index('') + 1} is empty: a client id is 1 character or more")
     metadata = _metadata(args.meta)
     with connect(args) as client:
         try:
-            client.get_gallery(args.gallery)
+            existing = client.get_gallery(args.gallery)
         except NotFound:
             if not args.create:
-                raise
+                raise NotFound(f"no gallery named {args.gallery!r}: give --create to create it") from None
             client.create_gallery(args.gallery, exist_ok=True, model=args.model)
+        else:
+            if args.model is not None and existing.model != args.model:
+                raise CommandLineError(f"gallery {args.gallery!r} exists, bound to model {existing.model}: --model "
+                                       "chooses the model of a gallery --create makes, and cannot change it")
         result = client.enroll(args.gallery, args.label, list(args.images), ids=args.ids, metadata=metadata,
                                skip_invalid=args.skip_invalid)
     status = 1 if result.failed else 0
@@ -71,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for i, image in enumerate(args.images):
         if i in failed:
-            rows.append((image, None, None, "failed"))
+            rows.append((image, None, failed[i].client_id, "failed"))
             continue
         item = next(stored)
         if item.created:

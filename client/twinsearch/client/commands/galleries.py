@@ -18,6 +18,8 @@ from twinsearch.client.commands._common import (
 from twinsearch.client.errors import InvalidArgument
 from twinsearch.client.types import KEEP, IndexKind, Scoring
 
+CREATE_MEAN_K = 3  # `galleries create --mean-k` when not given
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
@@ -32,11 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_connection_arguments(show, sub=True)
     create = actions.add_parser("create", help="create a gallery")
     create.add_argument("name", help="1-64 letters, digits, '_', '.', '-'")
-    create.add_argument("--index", choices=[k.value for k in IndexKind], default="exact",
+    # Defaults are applied in `run`, so that --exist-ok can tell what was asked for (see _kept_settings).
+    create.add_argument("--index", choices=[k.value for k in IndexKind],
                         help="exact (flat, the default), ivf or hnsw (approximate, for large galleries)")
-    create.add_argument("--scoring", choices=[s.value for s in Scoring], default="nearest",
+    create.add_argument("--scoring", choices=[s.value for s in Scoring],
                         help="default class distance: nearest exemplar (default), prototype, mean_of_k")
-    create.add_argument("--mean-k", type=int, default=3, help="k for mean_of_k scoring (default: %(default)s)")
+    create.add_argument("--mean-k", type=int, help=f"k for mean_of_k scoring (default: {CREATE_MEAN_K})")
     create.add_argument("--threshold", type=_threshold, metavar="D|POINT",
                         help="this gallery's decision threshold instead of the model's default: a distance in "
                              "[0, 2], or one of the model's calibrated operating points (eer, far_1, far_0_1; "
@@ -171,12 +174,17 @@ def run(args: argparse.Namespace) -> int:
                 print(note, file=sys.stderr if args.json else sys.stdout)
         elif action == "create":
             threshold, note = _resolved(client, args.threshold, args.model)
-            g = client.create_gallery(args.name, index=args.index, scoring=args.scoring, mean_k=args.mean_k,
+            g = client.create_gallery(args.name, index=args.index or "exact", scoring=args.scoring or "nearest",
+                                      mean_k=CREATE_MEAN_K if args.mean_k is None else args.mean_k,
                                       threshold=threshold, exist_ok=args.exist_ok, model=args.model,
                                       keep_images=args.keep_images, cohort_threshold=args.cohort_threshold)
             print_json(g) if args.json else print(table([_gallery_row(g)], _GALLERY_HEADERS))
             if note:
                 print(note, file=sys.stderr if args.json else sys.stdout)
+            kept = _kept_settings(g, args, threshold)
+            if kept:
+                print(f"note: gallery {args.name!r} exists already and --exist-ok left it as it was: {kept} (change "
+                      f"thresholds and scoring with `twinsearch galleries set {args.name}`)", file=sys.stderr)
         elif action == "delete":
             if not args.yes and not confirmed(f"delete gallery {args.name!r} and its "
                                                f"{client.get_gallery(args.name).item_count} items?"):
@@ -197,6 +205,19 @@ def run(args: argparse.Namespace) -> int:
                 print(table([(c.label, c.count) for c in result], ["class", "items"]))
                 print(f"{len(result)} classes, {sum(c.count for c in result)} items")
     return 0
+
+
+def _kept_settings(g, args: argparse.Namespace, threshold: float | None) -> str:
+    """What `galleries create` asked for that the gallery it got does not have (it existed, --exist-ok): "" if none."""
+    asked = [("index", args.index, g.index.kind.value), ("scoring", args.scoring, g.scoring.value),
+             ("mean-k", args.mean_k, g.mean_k), ("model", args.model, g.model),
+             ("keep-images", args.keep_images, g.keep_images)]
+    differ = [f"{name} {have}, not {want}" for name, want, have in asked if want is not None and want != have]
+    for name, want, have in (("threshold", threshold, g.threshold),
+                             ("cohort threshold", args.cohort_threshold, g.cohort_threshold)):
+        if want is not None and (have is None or abs(have - want) > 1e-6):
+            differ.append(f"{name} {'none' if have is None else f'{have:.4f}'}, not {want:.4f}")
+    return "; ".join(differ)
 
 
 POLL_S = 0.5

@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="class distance: nearest exemplar, class prototype (mean) or mean of the k nearest "
                              "(default: the gallery's)")
     parser.add_argument("--mean-k", type=int, help="k for --scoring mean_of_k (default: the gallery's)")
-    parser.add_argument("--labels", nargs="+", metavar="LABEL", help="consider only these classes")
+    parser.add_argument("--labels", nargs="+", action="extend", metavar="LABEL",
+                        help="consider only these classes (repeatable; default: all)")
     parser.add_argument("--skip-invalid", action="store_true",
                         help="answer the images that can be read and list the others, instead of stopping at "
                              "the first bad one (exit status 1 if any failed)")

@@ -30,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
         print_json(info)
         return 0
     m = info.model
-    default = m.default_threshold.value if m.default_threshold else "-"
+    # The name of the point as the table below and --threshold NAME give it ("eer", not the source "model_eer").
+    default = m.default_threshold.value.removeprefix("model_") if m.default_threshold else "-"
     print(f"server      twinsearch {info.server_version} (API {info.api_version}) at {args.address}")
     print(f"model       {m.name}  fingerprint {m.fingerprint}")
     print(f"            {m.dim}-d embeddings, {m.metric} distance (smaller = more alike), "

@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("gallery", metavar="GALLERY", help="the gallery to search")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     parser.add_argument("-k", "--k", type=int, default=None, help="items per image (default: the server's)")
-    parser.add_argument("--labels", nargs="+", metavar="LABEL", help="search only items of these classes")
+    parser.add_argument("--labels", nargs="+", action="extend", metavar="LABEL",
+                        help="search only items of these classes (repeatable; default: all)")
     add_connection_arguments(parser)
 
 

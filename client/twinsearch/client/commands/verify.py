@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("b", metavar="B", help="second image file")
     parser.add_argument("--model", metavar="NAME",
                         help="the server's model to compare with (see `twinsearch info`); default: its default model")
-    add_threshold_arguments(parser)
+    add_threshold_arguments(parser, gallery=False)
     add_connection_arguments(parser)
 
 
