@@ -26,7 +26,7 @@ from .engine import Engine
 from .metrics import Metrics
 from .service import SERVICE, TwinSearchServicer, add_to_server
 from .settings import ServerSettings
-from .startup import address_error, check_address, split_address
+from .startup import METRICS_FLAGS, address_error, check_address, check_tls, host_port, split_address
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +84,17 @@ def start_server(settings: ServerSettings, *, engine: Engine | None = None, log_
     """Open the engine (unless one is given), start the gRPC server and, if asked, the metrics endpoint.
     `log_notes`: log the engine's start-up notes (galleries it cannot serve) as warnings.
 
-    Raises `startup.StartupError` (an OSError) when the address cannot be listened on or the data
-    folder cannot be used, with a one-line message; the address is tried before the model loads.
+    Raises `startup.StartupError` (an OSError) when the address cannot be listened on, the data
+    folder cannot be used or the TLS files are not a certificate and its key, with a one-line message;
+    the addresses (the metrics endpoint's too) and the TLS files are checked before the model loads.
     """
     metrics = Metrics()
     if engine is None:
         check_address(settings.address)
+        if settings.tls_cert is not None:
+            check_tls(settings.tls_cert, settings.tls_key)
+        if settings.metrics_port is not None:
+            check_address(host_port(settings.metrics_address, settings.metrics_port), METRICS_FLAGS)
         engine = Engine.open(settings.data_dir, settings.model_path, settings.engine, observer=metrics.observe_batch,
                              timer=metrics.observe_stage, models=settings.models or None, log_notes=log_notes)
     else:
@@ -136,7 +141,11 @@ def _start(settings: ServerSettings, engine: Engine, metrics: Metrics) -> Runnin
     metrics.watch_galleries(engine.list_galleries)
     metrics_port = None
     if settings.metrics_port is not None:
-        metrics_port = metrics.serve(settings.metrics_port, settings.metrics_address)
+        try:
+            metrics_port = metrics.serve(settings.metrics_port, settings.metrics_address)
+        except OSError as exc:  # taken since the check, or an address of another machine
+            raise address_error(host_port(settings.metrics_address, settings.metrics_port), exc,
+                                METRICS_FLAGS) from exc
 
     server.start()
     for name in ("", SERVICE_NAME):

@@ -8,6 +8,8 @@ that a wrong folder or a taken port fails in milliseconds, not after the model a
                            write, a parent that is a file: StartupError
     check_address(addr)    HOST:PORT can be listened on: a port in use, an address not of this
                            machine, a privileged port, an unknown host: StartupError
+    check_tls(cert, key)   the TLS files can be read, hold a PEM certificate and private key, and the
+                           key is the certificate's: StartupError
     startup_line(...)      "model NAME (fingerprint F), data folder D, 2 galleries: a (10 items), ..."
     model_line(model)      "model NAME: 128-d, 1.2 MiB of weights, loaded in 0.31 s" (several models)
 """
@@ -52,10 +54,20 @@ def data_folder(path: Path | str) -> Path:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise _cannot_create(path, exc) from None
+    if _read_only_file_system(path):  # chown or chmod would not help there (and root passes os.access)
+        raise StartupError(f"the data folder {path} is on a read-only file system: choose a folder on a "
+                           "writable disk (or mount this one read-write)")
     if not os.access(path, os.W_OK | os.X_OK):
         raise StartupError(f"the data folder {path} is not writable by user {_user()}: give that user write "
                            "access to it (chown or chmod), or choose another folder")
     return path
+
+
+def _read_only_file_system(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs here: os.access decides
+        return False
 
 
 def _cannot_create(path: Path, exc: OSError) -> StartupError:
@@ -90,44 +102,84 @@ def split_address(address: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", number
 
 
-def check_address(address: str) -> None:
-    """Raise StartupError when nothing could listen on `address` now (port 0 always can).
+# The flags that set an address, named in what its errors say: (the whole address or its host, its port).
+ADDRESS_FLAGS = ("--address", "--address")
+METRICS_FLAGS = ("--metrics-address", "--metrics-port")
+
+
+def check_address(address: str, flags: tuple[str, str] = ADDRESS_FLAGS) -> None:
+    """Raise StartupError when nothing could listen on `address` now (for port 0: when its host is
+    unknown or not of this machine). `flags`: the options that set its host and port, for the message.
 
     Binds a plain socket to each address the host resolves to and lets it go: what gRPC would do,
     without its native error log. Another process could still take the port before the server binds
     it; the server's own bind then fails with the same message.
     """
     host, port = split_address(address)
-    if port == 0:
-        return
     try:
         resolved = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror:
-        raise StartupError(f"cannot listen on {address}: unknown host {host!r}: use an address of this "
-                           "machine, such as 127.0.0.1 or 0.0.0.0 (every interface)") from None
+        raise StartupError(f"cannot listen on {address}: unknown host {host!r}: give {flags[0]} an address of "
+                           "this machine, such as 127.0.0.1 or 0.0.0.0 (every interface)") from None
     for family, kind, proto, _, sockaddr in resolved:
         with socket.socket(family, kind, proto) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds its ports
             try:
                 probe.bind(sockaddr)
             except OSError as exc:
-                raise address_error(address, exc) from None
+                raise address_error(address, exc, flags) from None
 
 
-def address_error(address: str, exc: BaseException) -> StartupError:
-    """The one-line StartupError for a failure to listen on `address`."""
+def address_error(address: str, exc: BaseException, flags: tuple[str, str] = ADDRESS_FLAGS) -> StartupError:
+    """The one-line StartupError for a failure to listen on `address` (set by `flags`: host, port)."""
     code = getattr(exc, "errno", None)
     text = str(exc).lower()
     if code == errno.EADDRINUSE or "in use" in text:
         return StartupError(f"address {address} is in use (is another server running?): stop it, or choose "
-                            "another port with --address")
+                            f"another port with {flags[1]}")
     if code == errno.EADDRNOTAVAIL:
         return StartupError(f"cannot listen on {address}: {split_address(address)[0]} is not an address of "
-                            "this machine: use 127.0.0.1, or 0.0.0.0 for every interface")
+                            f"this machine: give {flags[0]} 127.0.0.1, or 0.0.0.0 for every interface")
     if code in (errno.EACCES, errno.EPERM):
         return StartupError(f"cannot listen on {address}: ports below 1024 need privileges: choose a port "
-                            "of 1024 or more")
-    return StartupError(f"cannot listen on {address}: check the --address HOST:PORT")
+                            f"of 1024 or more with {flags[1]}")
+    where = flags[0] if flags[0] == flags[1] else f"{flags[0]} and {flags[1]}"
+    return StartupError(f"cannot listen on {address}: check {where}")
+
+
+def host_port(host: str, port: int) -> str:
+    """HOST:PORT, an IPv6 literal in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def check_tls(cert: Path, key: Path) -> None:
+    """Raise StartupError unless `cert` holds a PEM certificate chain and `key` its PEM private key
+    (readable, not encrypted, the key the certificate's): told before the model loads, where gRPC
+    would say only that it cannot add the port."""
+    import ssl
+
+    texts = {}
+    for flag, path, marker, what in (("--tls-cert", cert, b"-----BEGIN CERTIFICATE-----", "certificate"),
+                                     ("--tls-key", key, b"PRIVATE KEY-----", "private key")):
+        try:
+            texts[flag] = Path(path).read_bytes()
+        except OSError as exc:
+            raise StartupError(f"cannot read {flag} {path}: {exc.strerror or exc}") from None
+        if marker not in texts[flag]:
+            raise StartupError(f"{flag} {path} holds no PEM {what} (a '-----BEGIN {what.upper()}-----' block): "
+                               f"give the PEM file of the server's {what}")
+    if b"ENCRYPTED" in texts["--tls-key"]:
+        raise StartupError(f"--tls-key {key} is encrypted: the server needs the key without a passphrase "
+                           "(openssl pkey -in KEY -out PLAIN)")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(str(cert), str(key), password=lambda: b"")
+    except ssl.SSLError as exc:
+        if exc.reason in ("KEY_VALUES_MISMATCH", "NO_CERTIFICATE_ASSIGNED"):  # the latter: another key type
+            raise StartupError(f"--tls-key {key} is not the private key of --tls-cert {cert}: give the key the "
+                               "certificate was made for") from None
+        raise StartupError(f"--tls-cert {cert} and --tls-key {key} cannot be used for TLS ({exc.reason or exc}): "
+                           "give a PEM certificate chain and its private key") from None
 
 
 def startup_line(models: Sequence[tuple[str, str]], data_dir: Path, galleries: Sequence[GalleryInfo]) -> str:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import sqlite3
 import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -65,7 +66,7 @@ from twinsearch.encoder.evaluation.references import cohort_normalized
 
 from . import images as kept
 from . import pages
-from .database import Database
+from .database import Database, is_disk_full
 from .gallery import Gallery, SearchLimits
 from .index import GpuContext, IndexParams, configure_faiss
 from .limits import DEFAULTS, LIMITS
@@ -119,6 +120,18 @@ class StoreSettings:
                 raise ValueError(f"{name} must be >= 1")
 
 
+def _unreadable(path: Path, exc: sqlite3.DatabaseError) -> FailedPrecondition | ResourceExhausted:
+    """The error for a store file SQLite cannot read as ours (corrupt, truncated, another program's): one
+    line naming it, rather than SQLite's error from somewhere in the opening."""
+    if is_disk_full(exc):
+        return ResourceExhausted(f"cannot open the gallery store {path}: the disk is full: free space")
+    if getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return FailedPrecondition(f"cannot open the gallery store {path}: another program holds it locked "
+                                  f"({exc}): stop it, or choose another data folder")
+    return FailedPrecondition(f"{path} cannot be read as a twinsearch gallery store ({exc}): it is corrupt or "
+                              "not twinsearch's; restore it from a backup, or choose another data folder")
+
+
 class GalleryStore:
     """Galleries in one data folder. Open with `GalleryStore.open(path)`; one process at a time."""
 
@@ -162,6 +175,9 @@ class GalleryStore:
             gpu = GpuContext(settings.gpu_device) if (settings.use_gpu is not False and gpus > 0) else None
             db = Database(data_dir / DB_NAME, synchronous=settings.synchronous,
                           writer_cache_mb=settings.sqlite_writer_cache_mb)
+        except sqlite3.DatabaseError as exc:
+            os.close(lock_fd)
+            raise _unreadable(data_dir / DB_NAME, exc) from exc
         except BaseException:
             os.close(lock_fd)
             raise
@@ -176,6 +192,9 @@ class GalleryStore:
                 g.set_migration(migration, db.migrated_count(row.id) if migration is not None else 0)
                 store._maintain(g)
                 store._galleries[row.name] = g
+        except sqlite3.DatabaseError as exc:
+            store.close(snapshot=False)
+            raise _unreadable(data_dir / DB_NAME, exc) from exc
         except BaseException:
             store.close(snapshot=False)
             raise

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
@@ -35,13 +36,20 @@ from pathlib import Path
 
 import numpy as np
 
-from twinsearch.client.bulk import FileFailure
-from twinsearch.client.errors import FailedPrecondition, InvalidArgument
-from twinsearch.client.vector_files import VectorBatch, VectorFileWriter, read_info, written_ids
+from twinsearch.client.bulk import IMAGE_EXTENSIONS, FileFailure
+from twinsearch.client.errors import FailedPrecondition, InvalidArgument, TwinsearchError
+from twinsearch.client.vector_files import (
+    PATTERN,
+    VectorBatch,
+    VectorFileWriter,
+    VectorsInfo,
+    read_info,
+    written_ids,
+)
 
 from ..settings import DEFAULT_MAX_PIXELS
 from .runtime import RaySettings, cluster_gpus, ray_session, require_ray
-from .sources import Listing, SourceRow, list_source
+from .sources import MANIFEST_SUFFIXES, Listing, SourceRow, list_source
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +73,15 @@ class ModelFile:
 
     @classmethod
     def load(cls, model: str | Path | None) -> ModelFile:
-        """A model file by path or shipped name (None: the default model), without loading weights."""
+        """A model file by path or shipped name (None: the default model), its weights checked as the
+        replicas will load them: a corrupt file is one ModelFileError here, before Ray starts, rather than
+        every replica dying in its constructor."""
         from twinsearch.encoder.card import read_card
-        from twinsearch.encoder.model import resolve_model_path
+        from twinsearch.encoder.model import read_weights, resolve_model_path
 
         path = resolve_model_path(model)
         card = read_card(path)  # ModelFileError for a missing or corrupt file
+        read_weights(path)      # ModelFileError for corrupt weights, or weights that do not fit the card
         return cls(path.read_bytes(), card["name"], card["fingerprint"], int(card["dim"]), card["preprocess"])
 
 
@@ -319,17 +330,24 @@ def embed_to_parquet(source: str | Path, out: str | Path, *, model: str | Path |
     if out.exists() and not out.is_dir():
         raise InvalidArgument(f"--out {str(out)!r} is a file, not a folder")
     listing: Listing = list_source(source, class_depth, path_column=columns[0], label_column=columns[1])
-    existing = read_info(out) if out.is_dir() else None
+    if not listing.found:  # a wrong path, class depth or mount: not a run that embedded everything
+        what = "rows" if Path(source).suffix.lower() in MANIFEST_SUFFIXES else \
+            f"image files ({', '.join(IMAGE_EXTENSIONS)})"
+        raise InvalidArgument(f"{str(source)!r} holds no {what}: nothing to embed")
+    existing, done = _vectors_in(out)
     if existing is not None and existing.fingerprint != model_file.fingerprint:
         raise FailedPrecondition(
             f"{out} holds vectors of model {existing.fingerprint!r} ({existing.model}); this run embeds with "
             f"model {model_file.fingerprint!r} ({model_file.name}): use another --out folder")
-    done = written_ids(out) if existing is not None else set()
     todo = [r for r in listing.rows if r.client_id not in done]
     skipped = len(listing.rows) - len(todo)
     failures = list(listing.failures)
-    writer = VectorFileWriter(out, model=model_file.name, fingerprint=model_file.fingerprint, dim=model_file.dim,
-                              **({"rows_per_file": rows_per_file} if rows_per_file else {}))
+    try:  # told now, not after the images are embedded and the first file cannot be written
+        writer = VectorFileWriter(out, model=model_file.name, fingerprint=model_file.fingerprint,
+                                  dim=model_file.dim, **({"rows_per_file": rows_per_file} if rows_per_file else {}))
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as exc:
+        raise InvalidArgument(f"cannot write in the --out folder {str(out)!r}: {exc.strerror or exc}") from None
     finished = 0
     if progress is not None:
         progress(len(todo), 0, len(failures))
@@ -351,6 +369,28 @@ def embed_to_parquet(source: str | Path, out: str | Path, *, model: str | Path |
     log.info("embedded %d, skipped %d, failed %d of %d in %.1f s", report.embedded, report.skipped, report.failed,
              report.found, report.seconds)
     return report
+
+
+def _vectors_in(out: Path) -> tuple[VectorsInfo | None, set[str]]:
+    """What the vector files already in `out` hold, and their client ids; InvalidArgument naming a file
+    that cannot be read (pyarrow's message names none)."""
+    if not out.is_dir():
+        return None, set()
+    try:
+        existing = read_info(out)
+        return existing, written_ids(out) if existing is not None else set()
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        if isinstance(exc, TwinsearchError):
+            raise
+        import pyarrow.parquet as pq
+
+        for f in sorted(out.glob(PATTERN)):
+            try:
+                pq.read_table(f, columns=["client_id"])
+            except (OSError, ValueError):
+                raise InvalidArgument(f"the vector file {str(f)!r} in --out cannot be read ({exc}): move it out of "
+                                      "the folder (its rows are embedded again) or use another --out folder") from None
+        raise
 
 
 def _write_failures(path: Path, failures: Sequence[FileFailure]) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -107,10 +108,49 @@ def connect(settings: RaySettings) -> bool:
         num_cpus = settings.num_cpus or os.cpu_count() or 1
         store = None if settings.object_store_mb is None else settings.object_store_mb * 1024 * 1024
         # "local": a new instance even where RAY_ADDRESS names a cluster (Ray would join that one).
-        with _muted(AUTH_NOTICE_LOGGER):
+        with _muted(AUTH_NOTICE_LOGGER), _interrupt_held() as held:
             ray.init(address="local", num_cpus=num_cpus, object_store_memory=store, **quiet)
+        if held:  # Ctrl-C came while the instance started: stop it whole, then let the interrupt through
+            _deliver(held[0], ray)
         log.info("started a local Ray instance: %d CPUs", num_cpus)
     return True
+
+
+@contextlib.contextmanager
+def _interrupt_held() -> Iterator[list[int]]:
+    """Hold SIGINT for the `with` block (yields the list it is put in), where the main thread can.
+
+    A KeyboardInterrupt raised inside `ray.init` leaves the processes it had started without a Ray
+    instance to stop them (its dashboard and runtime-env agents stayed for a minute and more); started,
+    `ray.shutdown()` stops them all. A second Ctrl-C is not held."""
+    held: list[int] = []
+
+    def hold(signum, _frame):
+        if held:
+            raise KeyboardInterrupt
+        held.append(signum)
+
+    try:
+        previous = signal.signal(signal.SIGINT, hold)
+    except ValueError:  # not the main thread, which alone receives signals
+        yield held
+        return
+    try:
+        yield held
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _deliver(signum: int, ray) -> None:
+    """Raise the held signal again for its own handler (a KeyboardInterrupt, or what `serve` does with it),
+    stopping Ray first when that handler ends the process or raises."""
+    if signal.getsignal(signum) in (signal.SIG_DFL, None):
+        ray.shutdown()
+    try:
+        signal.raise_signal(signum)
+    except BaseException:
+        ray.shutdown()
+        raise
 
 
 @contextlib.contextmanager

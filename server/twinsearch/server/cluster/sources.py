@@ -104,10 +104,18 @@ def _zip(archive: Path, class_depth: int) -> Listing:
 
 def _manifest(manifest: Path, path_column: str, label_column: str) -> Listing:
     if manifest.suffix.lower() == ".csv":
-        with open(manifest, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            columns = list(reader.fieldnames or [])
-            records = list(reader)
+        # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark, which would end up in the
+        # first column's name.
+        try:
+            with open(manifest, newline="", encoding="utf-8-sig") as f:
+                reader = csv.DictReader(f)
+                columns = list(reader.fieldnames or [])
+                records = list(reader)
+        except UnicodeDecodeError as exc:
+            raise InvalidArgument(f"manifest {str(manifest)!r} is not UTF-8 text (byte {exc.start}): save it as "
+                                  "CSV in UTF-8") from None
+        except csv.Error as exc:
+            raise InvalidArgument(f"manifest {str(manifest)!r} is not a readable CSV file: {exc}") from None
     else:
         import pyarrow.parquet as pq
 
@@ -117,7 +125,8 @@ def _manifest(manifest: Path, path_column: str, label_column: str) -> Listing:
     missing = [c for c in (path_column, label_column) if c not in columns]
     if missing:
         raise InvalidArgument(f"manifest {str(manifest)!r} has no column {', '.join(map(repr, missing))} "
-                              f"(its columns: {', '.join(columns) or 'none'})")
+                              f"(its columns: {', '.join(columns) or 'none'}): name the path and label columns "
+                              "with --path-column and --label-column")
     extra = [c for c in columns if c not in (path_column, label_column)]
     rows, failures = [], []
     seen: set[str] = set()
@@ -125,7 +134,9 @@ def _manifest(manifest: Path, path_column: str, label_column: str) -> Listing:
         written = str(record.get(path_column) or "").strip()
         label = str(record.get(label_column) or "").strip()
         if not written or not label:
-            failures.append(FileFailure(written or f"row {i}", f"row {i}: empty {path_column if not written else label_column}"))
+            # Named by the row alone when it has no path: "row 5: empty path", not "row 5: row 5: ...".
+            failures.append(FileFailure(written, f"row {i}: empty {label_column}") if written
+                            else FileFailure(f"row {i}", f"empty {path_column}"))
             continue
         if written in seen:
             failures.append(FileFailure(written, f"row {i}: the same path as an earlier row"))

@@ -96,8 +96,11 @@ def run(args: argparse.Namespace) -> int:
                 settings=EmbedSettings(encoders=args.encoders, batch=args.batch, threads=args.threads,
                                        decode=args.decode),
                 ray_settings=RaySettings(args.ray, None, args.object_store_mb), progress=progress)
-    except (RayUnavailable, ModelFileError, ValueError) as exc:
+    except (RayUnavailable, ModelFileError, ValueError, OSError) as exc:  # OSError: --out cannot be written
         print(f"twinsearch embed: {exc}", file=sys.stderr)
+        return 1
+    except ray_errors() as exc:  # the pipeline failed (replicas that cannot start, ...): Ray logged the details
+        print(f"twinsearch embed: the Ray pipeline failed: {_last_line(exc)}", file=sys.stderr)
         return 1
     finally:
         if bar is not None:
@@ -126,6 +129,19 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def ray_errors() -> tuple[type[BaseException], ...]:
+    """Ray's exception classes that end a pipeline (a task or an actor that failed)."""
+    from ray.exceptions import RayError
+
+    return (RayError,)
+
+
+def _last_line(exc: BaseException) -> str:
+    """The last line of a Ray error's text: the cause, after the remote traceback it carries."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
 
 
 def ray_notes_to_stderr():

@@ -37,10 +37,14 @@ _OPTIONS: tuple[tuple[str, str, type, object, str], ...] = (
      "folder of the gallery store (SQLite, index snapshots, kept images); created if missing"),
     ("--address", "TWINSEARCH_ADDRESS", str, s.DEFAULT_ADDRESS, "HOST:PORT to listen on (port 0: a free port)"),
     ("--token", "TWINSEARCH_TOKEN", str, None,
-     "require 'authorization: Bearer TOKEN' metadata on every call but health"),
-    ("--tls-cert", "TWINSEARCH_TLS_CERT", Path, None, "PEM certificate chain: serve TLS (with --tls-key)"),
+     "require 'authorization: Bearer TOKEN' metadata on every call but health (default: none, calls need no "
+     "token; the variable keeps it out of the process list)"),
+    ("--tls-cert", "TWINSEARCH_TLS_CERT", Path, None,
+     "PEM certificate chain: serve TLS (with --tls-key; default: none, plain TCP)"),
     ("--tls-key", "TWINSEARCH_TLS_KEY", Path, None, "PEM private key of --tls-cert"),
-    ("--metrics-port", "TWINSEARCH_METRICS_PORT", int, None, "serve Prometheus metrics on this port"),
+    ("--metrics-port", "TWINSEARCH_METRICS_PORT", int, None,
+     "serve Prometheus metrics over HTTP on this port (0: a free port, printed at start-up; default: none, "
+     "no metrics endpoint)"),
     ("--metrics-address", "TWINSEARCH_METRICS_ADDRESS", str, "127.0.0.1", "interface of the metrics endpoint"),
     ("--max-message-mb", "TWINSEARCH_MAX_MESSAGE_MB", int, s.DEFAULT_MAX_MESSAGE_MB,
      "largest request or answer in MiB"),
@@ -70,7 +74,8 @@ _OPTIONS: tuple[tuple[str, str, type, object, str], ...] = (
     ("--encoder-replicas", "TWINSEARCH_ENCODER_REPLICAS", int, s.DEFAULT_ENCODER_REPLICAS,
      "with --encoders ray: encoder replicas (Ray actors, one model each; a GPU each when the cluster has them)"),
     ("--ray-object-store-mb", "TWINSEARCH_RAY_OBJECT_STORE_MB", int, None,
-     "with --encoders ray and no --ray: the local Ray instance's object store in MiB"),
+     "with --encoders ray and no --ray: the local Ray instance's object store in MiB, at least 75 (default: "
+     "Ray's own choice, a share of the memory)"),
 )
 
 
@@ -158,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     from twinsearch.client.errors import TwinsearchError
     from twinsearch.encoder.errors import ModelFileError
     from twinsearch.server.app import start_server
-    from twinsearch.server.startup import StartupError, model_line, startup_line
+    from twinsearch.server.startup import StartupError, host_port, model_line, startup_line
 
     stop = threading.Event()
 
@@ -192,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
         for note in engine.startup_notes:
             print(f"twinsearch warning: {note}", flush=True)
         if running.metrics_port is not None:
-            print(f"twinsearch metrics on http://{settings.metrics_address}:{running.metrics_port}/metrics",
+            print(f"twinsearch metrics on http://{host_port(settings.metrics_address, running.metrics_port)}/metrics",
                   flush=True)
         while not stop.wait(0.5):
             pass
