@@ -65,7 +65,9 @@ def test_a_dead_replica_is_replaced_by_another(ray_server):
 def test_unreachable_cluster_is_one_line_at_start(tmp_path, model_path):
     started = time.monotonic()
     done = subprocess.run(
-        [PYTHON, "-m", "twinsearch.client.cli", "serve", "--data-dir", str(tmp_path / "d"), "--model", str(model_path),
+        # The shipped model (1 MB): replicas on the server's own node read its file, so no argument that large
+        # goes through the object store (Ray would warn that a restarted replica might not find it there).
+        [PYTHON, "-m", "twinsearch.client.cli", "serve", "--data-dir", str(tmp_path / "d"), "--model", "omniglot",
          "--address", "127.0.0.1:0", "--encoders", "ray", "--ray", "127.0.0.1:9"],
         capture_output=True, text=True, timeout=120, cwd=ROOT,
         env={"PYTHONPATH": ":".join(str(ROOT / p) for p in ("proto", "encoder", "server", "client")),
@@ -76,14 +78,34 @@ def test_unreachable_cluster_is_one_line_at_start(tmp_path, model_path):
     assert time.monotonic() - started < 60
 
 
-def test_sigterm_stops_a_server_with_a_local_ray_gracefully(tmp_path, model_path):
+def test_a_replica_loads_the_model_from_its_bytes_or_its_path(model_path):
+    from twinsearch.encoder.errors import ModelFileError
+    from twinsearch.encoder.replica import EncoderReplica
+
+    from_bytes = EncoderReplica(model_path.read_bytes(), _fingerprint(model_path))
+    from_path = EncoderReplica(str(model_path), _fingerprint(model_path))
+    images = np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32)
+    np.testing.assert_array_equal(from_bytes.embed_arrays(images), from_path.embed_arrays(images))
+    with pytest.raises(ModelFileError, match="expected"):
+        EncoderReplica(str(model_path), "0" * 16)
+
+
+def _fingerprint(path) -> str:
+    from twinsearch.encoder.card import read_card
+
+    return read_card(path)["fingerprint"]
+
+
+def test_sigterm_stops_a_server_with_a_local_ray_gracefully(tmp_path):
     from .test_local_ray import ray_sessions
 
     before = ray_sessions()
     env = {"PYTHONPATH": ":".join(str(ROOT / p) for p in ("proto", "encoder", "server", "client")),
            "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     serve = subprocess.Popen(
-        [PYTHON, "-m", "twinsearch.client.cli", "serve", "--data-dir", str(tmp_path / "d"), "--model", str(model_path),
+        # The shipped model (1 MB): replicas on the server's own node read its file, so no argument that large
+        # goes through the object store (Ray would warn that a restarted replica might not find it there).
+        [PYTHON, "-m", "twinsearch.client.cli", "serve", "--data-dir", str(tmp_path / "d"), "--model", "omniglot",
          "--address", "127.0.0.1:0", "--encoders", "ray", "--encoder-replicas", "1", "--ray-object-store-mb", "100"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
     try:
@@ -97,6 +119,7 @@ def test_sigterm_stops_a_server_with_a_local_ray_gracefully(tmp_path, model_path
     assert serve.returncode == 0, err
     assert out.rstrip().endswith("twinsearch stopped")
     assert "SIGTERM received" not in err and "Traceback" not in err and "Token authentication" not in err
+    assert "constructor arguments in the object store" not in err
     assert ray_sessions() <= before, "the server left Ray processes behind"
 
 

@@ -8,7 +8,9 @@ The same class is the unit of work of both distributed paths, and imports no Ray
   calls `embed_arrays` on the batches its encoder batcher gathered.
 
 The model travels as the bytes of its file (a few MB), so that a replica on another node needs no
-shared file system to load it; the replica checks that what it loaded has the fingerprint the caller
+shared file system to load it; the server's replicas on its own node take the file's path instead (an
+argument of a few MB goes through the object store, and Ray warns at every start that a restarted actor
+might not find it there). The replica checks that what it loaded has the fingerprint the caller
 expects. On a node with a GPU the model runs there (`device=None`: CUDA when present).
 """
 
@@ -24,10 +26,11 @@ log = logging.getLogger(__name__)
 
 
 class EncoderReplica:
-    """A model in one process. `model_file`: the bytes of a model file; `fingerprint`: the one the
-    caller expects (ModelFileError otherwise); `threads`: torch's intra-op threads (0: leave torch's)."""
+    """A model in one process. `model_file`: the bytes of a model file, or its path (a str) on this
+    node; `fingerprint`: the one the caller expects (ModelFileError otherwise); `threads`: torch's
+    intra-op threads (0: leave torch's)."""
 
-    def __init__(self, model_file: bytes, fingerprint: str, threads: int = 0, device: str | None = None):
+    def __init__(self, model_file: bytes | str, fingerprint: str, threads: int = 0, device: str | None = None):
         import torch
 
         from .errors import ModelFileError
@@ -35,14 +38,16 @@ class EncoderReplica:
 
         if threads > 0:
             torch.set_num_threads(int(threads))
-        # load_model reads a path: the bytes go through a private temporary file, removed at once.
-        fd, path = tempfile.mkstemp(suffix=".tsm")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(model_file)
-            self.model = load_model(path, device=device)
-        finally:
-            os.unlink(path)
+        if isinstance(model_file, str):
+            self.model = load_model(model_file, device=device)
+        else:  # load_model reads a path: the bytes go through a private temporary file, removed at once
+            fd, path = tempfile.mkstemp(suffix=".tsm")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(model_file)
+                self.model = load_model(path, device=device)
+            finally:
+                os.unlink(path)
         if self.model.fingerprint != fingerprint:
             raise ModelFileError(f"replica loaded model {self.model.fingerprint}, expected {fingerprint}")
         log.info("encoder replica %d: model %s (%s) on %s, %d torch threads", os.getpid(), self.model.name,

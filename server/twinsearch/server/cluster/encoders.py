@@ -28,7 +28,7 @@ import numpy as np
 
 from twinsearch.client.errors import Unavailable
 
-from .runtime import RaySettings, RayUnavailable, cluster_gpus, connect, require_ray
+from .runtime import RaySettings, RayUnavailable, cluster_gpus, connect, on_this_node, require_ray
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,8 @@ CALL_TIMEOUT_S = 120.0    # one batch on one replica, before it goes to the next
 class RayEncoderPool:
     """N encoder replicas on the connected (or started) Ray cluster; see the module docstring.
 
-    model_path: the model file the server loaded (its bytes go to each replica); fingerprint: the
+    model_path: the model file the server loaded (its bytes go to each replica on a cluster; on a local
+    instance the replicas read the file); fingerprint: the
     server model's, checked by each replica. threads: torch threads per replica (0: Ray's default).
     call_timeout_s: how long one replica may take to answer a batch before it goes to the next."""
 
@@ -65,8 +66,10 @@ class RayEncoderPool:
                 num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1,
                 max_restarts=-1,      # a dead replica comes back ...
                 max_task_retries=0)   # ... but its failed batch is retried here, on another replica
-            # Kept for the pool's life: a replica that Ray restarts loads its model from it again.
-            self._model_ref = ray.put(Path(model_path).read_bytes())
+            if on_this_node(ray):  # the replicas read the file: no bytes in the object store to keep alive
+                self._model_ref = str(Path(model_path).resolve())
+            else:  # kept for the pool's life: a replica that Ray restarts loads its model from it again
+                self._model_ref = ray.put(Path(model_path).read_bytes())
             self._actors = [remote.remote(self._model_ref, fingerprint, threads) for _ in range(replicas)]
             try:
                 pids = ray.get([a.pid.remote() for a in self._actors], timeout=READY_TIMEOUT_S)

@@ -48,7 +48,7 @@ from twinsearch.client.vector_files import (
 )
 
 from ..settings import DEFAULT_MAX_PIXELS
-from .runtime import RaySettings, cluster_gpus, ray_session, require_ray
+from .runtime import RaySettings, cluster_gpus, on_this_node, ray_session, require_ray
 from .sources import MANIFEST_SUFFIXES, Listing, SourceRow, list_source
 
 log = logging.getLogger(__name__)
@@ -208,7 +208,7 @@ def embed_rows(rows: Sequence[SourceRow], model: ModelFile, settings: EmbedSetti
         raise InvalidArgument(f"{encoders} CPU encoder replicas need {needed} CPUs of the Ray cluster "
                               f"(one each{', one more for decoding' if in_tasks else ''}); it has {cpus}")
     threads = settings.threads
-    if not threads and not gpus and _local(ray):
+    if not threads and not gpus and on_this_node(ray):
         threads = max(1, _cores() // encoders)
     records = [r.as_record() for r in rows]
     blocks = max(1, min(1000, -(-len(records) // settings.batch)))
@@ -276,10 +276,6 @@ def local_size(ray_settings: RaySettings, settings: EmbedSettings) -> RaySetting
         return ray_settings
     wanted = max(ray_settings.num_cpus or _cores(), settings.encoders + (settings.decode == "tasks"))
     return RaySettings(None, wanted, ray_settings.object_store_mb)
-
-
-def _local(ray) -> bool:
-    return len([n for n in ray.nodes() if n.get("Alive")]) == 1
 
 
 def _cores() -> int:

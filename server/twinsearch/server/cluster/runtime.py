@@ -177,6 +177,13 @@ def ray_session(settings: RaySettings) -> Iterator[object]:
             ray.shutdown()
 
 
+def on_this_node(ray) -> bool:
+    """Whether the connected cluster is this process's own node alone (a local instance, or a cluster of
+    one node joined from it): then its workers see this machine's files and cores."""
+    alive = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+    return alive == [ray.get_runtime_context().get_node_id()]
+
+
 def cluster_gpus(ray) -> int:
     """How many GPUs the connected cluster has (0 on a CPU-only cluster)."""
     return int(ray.cluster_resources().get("GPU", 0))
