@@ -253,11 +253,29 @@ def test_ctrl_c_while_a_local_ray_instance_starts_stops_it_whole(monkeypatch):
 
     fake = FakeRay()
     monkeypatch.setattr(runtime, "require_ray", lambda *a, **k: fake)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    with pytest.raises(KeyboardInterrupt):
+    # Python's own handler, as in a terminal: a test run started in the background (CI) inherits an ignored
+    # SIGINT, which the command keeps ignored.
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            runtime.connect(runtime.RaySettings(None, 1, 100))
+        assert fake.events == ["starting", "started", "shutdown"]  # not interrupted half-started, then stopped
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def test_an_ignored_ctrl_c_stays_ignored_while_ray_starts(monkeypatch):
+    from twinsearch.server.cluster import runtime
+
+    fake = FakeRay()
+    monkeypatch.setattr(runtime, "require_ray", lambda *a, **k: fake)
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job
+    try:
         runtime.connect(runtime.RaySettings(None, 1, 100))
-    assert fake.events == ["starting", "started", "shutdown"]  # not interrupted half-started, then stopped
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert fake.events == ["starting", "started"] and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
 
     # `twinsearch serve` handles SIGINT itself (a graceful stop): it gets the signal, Ray stays up for it.
     seen = []
