@@ -114,3 +114,20 @@ def test_a_target_far_below_what_calibration_measures_reports_the_rate_measured(
     assert smallest > 1e-7 and finer.far == smallest  # the rate measured there, not the one asked
     usual = any_client.verify(png(0), png(1), target_far=0.01).threshold
     assert usual.far == pytest.approx(0.01) and usual.distance > tiny.distance
+
+
+@pytest.mark.parametrize("timeout", [0, -1, 1e10, float("inf")])
+def test_a_timeout_grpc_cannot_carry_is_refused(timeout):
+    from twinsearch.client import Client
+
+    with pytest.raises(ValueError, match="timeout must be > 0 and at most 1e\\+09 seconds"):
+        Client("127.0.0.1:1", timeout=timeout)
+
+
+def test_an_empty_gallery_says_to_enroll_first(any_client, png):
+    from twinsearch.client.errors import FailedPrecondition
+
+    any_client.create_gallery("nothing-yet")
+    for call in (lambda: any_client.identify("nothing-yet", png(0)), lambda: any_client.search("nothing-yet", png(0))):
+        with pytest.raises(FailedPrecondition, match="gallery 'nothing-yet' is empty: enroll images into it first"):
+            call()

@@ -21,8 +21,10 @@ def test_shipped_models_by_name(tmp_path, monkeypatch):
     assert resolve_model_path("signatures").resolve() == tmp_path / "signatures"
     with pytest.raises(ModelFileError):
         load_model("signatures")
-    with pytest.raises(ModelFileError, match="does not exist"):
+    with pytest.raises(ModelFileError, match=r"does not exist \(a shipped model is named omniglot or signatures\)"):
         load_model("no-such-model")
+    with pytest.raises(ModelFileError, match=r"does not exist$"):  # a path: no shipped name meant
+        load_model(tmp_path / "no-such-model.tsm")
 
 
 def test_signature_model_card_and_scan_independence():

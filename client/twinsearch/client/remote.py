@@ -37,7 +37,7 @@ from twinsearch.client import types as t
 from twinsearch.client.base import BaseClient
 from twinsearch.client.enroll_stream import EnrollStream, enroll_request
 from twinsearch.client.errors import TwinsearchError, Unavailable, error_for_code
-from twinsearch.client.types import EnrollItem, Payload
+from twinsearch.client.types import MAX_TIMEOUT_S, EnrollItem, Payload
 from twinsearch.v1 import twinsearch_pb2 as pb
 from twinsearch.v1 import twinsearch_pb2_grpc
 
@@ -127,8 +127,8 @@ class Client(BaseClient):
         max_backoff: float = 2.0,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
     ):
-        if timeout <= 0:
-            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        if not 0 < timeout <= MAX_TIMEOUT_S:
+            raise ValueError(f"timeout must be > 0 and at most {MAX_TIMEOUT_S:.0e} seconds, got {timeout}")
         self.address = address
         self.timeout = float(timeout)
         self.retries = int(retries)

@@ -17,6 +17,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+# The longest timeout a call may have, in seconds: gRPC keeps a deadline as nanoseconds since the epoch in an
+# int64, and one past about 7e9 s from now overflows (the call fails at once with DEADLINE_EXCEEDED). A
+# billion seconds (31 years) is "no deadline" enough.
+MAX_TIMEOUT_S = 1e9
+
 # What goes where an image or vector goes, in canonical form: encoded image bytes, a pixel array
 # (H x W or H x W x C; uint8, uint16 or float32) or a 1-D float32 vector.
 Payload = Any

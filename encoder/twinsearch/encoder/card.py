@@ -12,6 +12,7 @@ import json
 import os
 import zipfile
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from .errors import ModelFileError
@@ -69,16 +70,25 @@ class ModelCard:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
+def shipped_models() -> dict[str, Path]:
+    """The models shipped inside the package by name: {"omniglot": path, "signatures": path}."""
+    folder = Path(__file__).resolve().parent / "models"
+    return {p.stem: p for p in sorted(folder.glob("*.tsm"))}
+
+
 def read_card(path: str | os.PathLike) -> dict[str, Any]:
     """The card of the model file at `path` as a dict (standard library only). Raises ModelFileError."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise ModelFileError(f"model file {path!r} does not exist")
+        shipped = "" if os.sep in path or path.endswith(".tsm") else \
+            f" (a shipped model is named {' or '.join(shipped_models())})"
+        raise ModelFileError(f"model file {path!r} does not exist{shipped}")
     try:
         with zipfile.ZipFile(path) as zf:
             raw = zf.read(CARD_NAME)
     except zipfile.BadZipFile as exc:
-        raise ModelFileError(f"{path!r} is not a twinsearch model file (not a zip archive: {exc})") from exc
+        raise ModelFileError(f"{path!r} is not a twinsearch model file (not a zip archive: {exc}; a copy cut short "
+                             "is read so too)") from exc
     except KeyError as exc:
         raise ModelFileError(f"{path!r} has no {CARD_NAME}: not a twinsearch model file") from exc
     except (OSError, zipfile.LargeZipFile, RuntimeError) as exc:

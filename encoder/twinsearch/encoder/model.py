@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .calibration import Calibration
-from .card import CARD_NAME, GRAPH_NAME, WEIGHTS_NAME, ModelCard, read_card, write_model_file
+from .card import CARD_NAME, GRAPH_NAME, WEIGHTS_NAME, ModelCard, read_card, shipped_models, write_model_file
 from .errors import ImageFormatError, ModelFileError
 from .heads import EmbeddingNet, build_net
 from .preprocess import ImageInput, Preprocess
@@ -40,12 +40,6 @@ __all__ = ["EncoderModel", "ModelCard", "default_model_path", "fingerprint_of", 
 def default_model_path() -> Path:
     """Path of the default model shipped inside the package (trained on Omniglot)."""
     return Path(__file__).resolve().parent / "models" / DEFAULT_MODEL
-
-
-def shipped_models() -> dict[str, Path]:
-    """The models shipped inside the package by name: {"omniglot": path, "signatures": path}."""
-    folder = Path(__file__).resolve().parent / "models"
-    return {p.stem: p for p in sorted(folder.glob("*.tsm"))}
 
 
 def resolve_model_path(path: str | os.PathLike | None) -> Path:

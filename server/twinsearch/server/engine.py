@@ -655,7 +655,7 @@ class Engine:
         if entry is None:
             raise FailedPrecondition(_unserved(info))
         if searchable and info.item_count == 0:
-            raise FailedPrecondition(f"gallery {name!r} is empty")
+            raise FailedPrecondition(f"gallery {name!r} is empty: enroll images into it first")
         return info, entry
 
     def _migration_target(self, info: GalleryInfo) -> ServedModel | None:

@@ -165,7 +165,8 @@ class GalleryStore:
         except BlockingIOError as exc:
             os.close(lock_fd)
             raise FailedPrecondition(
-                f"gallery store {data_dir} is already open (another process or another GalleryStore)"
+                f"gallery store {data_dir} is already open (another process or another GalleryStore): stop the "
+                "other server, or choose another data folder"
             ) from exc
         try:
             configure_faiss(settings.index)
@@ -595,7 +596,7 @@ class GalleryStore:
         """Caller holds the read lock."""
         self._still_there(g)
         if g.item_count == 0:
-            raise FailedPrecondition(f"gallery {g.name!r} is empty")
+            raise FailedPrecondition(f"gallery {g.name!r} is empty: enroll images into it first")
         if labels is not None:
             for lb in labels:
                 if not g.has_class(lb):

@@ -22,21 +22,19 @@ from typing import Any
 import numpy as np
 
 from twinsearch.client.errors import TwinsearchError
+from twinsearch.client.types import MAX_TIMEOUT_S
 
 DEFAULT_ADDRESS = "localhost:50051"
-# gRPC keeps a deadline as nanoseconds since the epoch in an int64: one past about 7e9 s from now overflows
-# and the call fails at once with DEADLINE_EXCEEDED. A billion seconds (31 years) is "no deadline" enough.
-MAX_SECONDS = 1e9
 
 
 def positive_seconds(text: str) -> float:
-    """argparse type of a duration in seconds: a number > 0, at most MAX_SECONDS."""
+    """argparse type of a duration in seconds: a number > 0, at most MAX_TIMEOUT_S."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 < value <= MAX_SECONDS:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0 and at most {MAX_SECONDS:.0e} "
+    if not 0 < value <= MAX_TIMEOUT_S:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0 and at most {MAX_TIMEOUT_S:.0e} "
                                          f"(about 31 years), got {text}")
     return value
 
