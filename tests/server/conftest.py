@@ -8,7 +8,11 @@ as it would load any other.
 from __future__ import annotations
 
 import io
+import signal
 import socket
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import grpc
@@ -97,6 +101,26 @@ def png(array: np.ndarray, fmt: str = "PNG") -> bytes:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format=fmt)
     return buf.getvalue()
+
+
+def serve_and_stop(argv: list[str], lines: int) -> tuple[list[str], str, str, int]:
+    """Run `twinsearch serve ARGV...` in a process of its own, read its first `lines` lines of output, stop it
+    with SIGTERM: (those lines, the rest of stdout, stderr, exit status). A line that never comes fails the
+    test within two minutes rather than hanging it."""
+    cmd = [sys.executable, "-m", "twinsearch.client.cli", *argv]
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(120, process.kill)
+    watchdog.start()
+    try:
+        first = [process.stdout.readline() for _ in range(lines)]
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    finally:
+        watchdog.cancel()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return first, out, err, process.returncode
 
 
 def free_port() -> int:

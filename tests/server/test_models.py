@@ -7,10 +7,6 @@ equal, so that a second model changes nothing about the first one's galleries.
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
-import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,7 +23,7 @@ from twinsearch.server.settings import EngineSettings
 from twinsearch.v1 import twinsearch_pb2 as pb
 from twinsearch.v1 import twinsearch_pb2_grpc
 
-from .conftest import TIMEOUT, build_model, glyph, png, settings_for
+from .conftest import TIMEOUT, build_model, glyph, png, serve_and_stop, settings_for
 
 SETTINGS = EngineSettings(torch_threads=1, batch_wait_ms=0)
 CLASSES = 6
@@ -126,20 +122,9 @@ def test_serve_says_once_which_gallery_it_cannot_serve(tmp_path, model_path, mod
     data = tmp_path / "data"
     with LocalClient(data, models={"a": model_path, "b": model_b}, settings=SETTINGS) as c:
         c.create_gallery("on-b", model="b")
-    cmd = [sys.executable, "-m", "twinsearch.client.cli", "serve", "--model", f"a={model_path}",
-           "--data-dir", str(data), "--address", "127.0.0.1:0", "--torch-threads", "1"]
-    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    watchdog = threading.Timer(120, process.kill)  # a missing line must fail the test, not hang it
-    watchdog.start()
-    try:
-        lines = [process.stdout.readline() for _ in range(3)]  # serving on, the start-up line, the warning
-        process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=60)
-    finally:
-        watchdog.cancel()
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    # Three lines: serving on, the start-up line, the warning.
+    lines, out, err, _ = serve_and_stop(["serve", "--model", f"a={model_path}", "--data-dir", str(data),
+                                         "--address", "127.0.0.1:0", "--torch-threads", "1"], 3)
     assert lines[2].startswith("twinsearch warning: gallery 'on-b'"), lines
     assert ("".join(lines) + out + err).count("'on-b'") == 1, err  # printed, not logged as well
 

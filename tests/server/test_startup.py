@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import socket
-import subprocess
-import sys
-import threading
 
 import numpy as np
 import pytest
@@ -18,6 +14,8 @@ from twinsearch.server import startup
 from twinsearch.server.commands import serve
 from twinsearch.server.engine import Engine
 from twinsearch.server.startup import StartupError, check_address, data_folder
+
+from .conftest import serve_and_stop
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -86,22 +84,10 @@ def test_the_start_up_line_names_model_folder_and_galleries(tmp_path, model_path
 
         engine.enroll("staff", [EnrollItem(label=f"c{i}", payload=v[i]) for i in range(3)])
         fingerprint = engine.model.fingerprint
-    cmd = [sys.executable, "-m", "twinsearch.client.cli", "-v", "serve", "--model", str(model_path),
-           "--data-dir", str(data), "--address", "127.0.0.1:0", "--torch-threads", "1"]
-    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    watchdog = threading.Timer(120, process.kill)  # a missing line must fail the test, not hang it
-    watchdog.start()
-    try:
-        assert process.stdout.readline().startswith("twinsearch serving on 127.0.0.1:")
-        line = process.stdout.readline().strip()
-        process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=60)
-    finally:
-        watchdog.cancel()
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert line == (f"twinsearch model tiny-0 (fingerprint {fingerprint}), data folder {data.resolve()}, "
-                    "2 galleries: empty (0 items), staff (3 items)")
-    assert process.returncode == 0
+    lines, _, err, status = serve_and_stop(["-v", "serve", "--model", str(model_path), "--data-dir", str(data),
+                                            "--address", "127.0.0.1:0", "--torch-threads", "1"], 2)
+    assert lines[0].startswith("twinsearch serving on 127.0.0.1:")
+    assert lines[1].strip() == (f"twinsearch model tiny-0 (fingerprint {fingerprint}), data folder {data.resolve()}, "
+                                "2 galleries: empty (0 items), staff (3 items)")
+    assert status == 0
     assert "INFO twinsearch.server" in err and "faiss.loader" not in err  # -v logs ours, not faiss's loader
