@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ import pytest
 from twinsearch.client import LocalClient
 from twinsearch.client.errors import FailedPrecondition
 from twinsearch.client.types import MigrationState
+from twinsearch.server.engine import _refuse_migration
 from twinsearch.server.migration import Migrator
 from twinsearch.server.settings import EngineSettings
 
@@ -156,12 +158,20 @@ def test_a_migration_waits_for_its_model_and_resumes_after_a_restart(tmp_path, m
             enroll(c, "g", FIRST)
             c.migrate_gallery("g", "b")
             assert c.migrate_gallery("g", "b").gallery.migration.done == 0  # asking again returns it
-            with pytest.raises(FailedPrecondition, match="already bound"):
+            with pytest.raises(FailedPrecondition, match=r"'g' is already bound to model 'a' \(it is moving to "
+                                                         r"model 'b', 0 of \d+ items done\)"):
                 c.migrate_gallery("g", "a")
+            third = SimpleNamespace(name="c", fingerprint="0" * 16)  # a third model, as the registry names it
+            with pytest.raises(FailedPrecondition, match=r"'g' is moving to model 'b', 0 of \d+ items done: wait "
+                                                         r"for that move to complete before moving it to model 'c'"):
+                _refuse_migration(c.engine._named(c.engine.store.get_gallery("g")), third)
     with LocalClient(data, models={"a": model_path}, settings=SETTINGS) as c:  # without the new model
         g = c.get_gallery("g")
         assert g.migration.state == MigrationState.PAUSED and g.migration.model is None
         assert any("'g' is moving to model fingerprint" in note for note in c.engine.startup_notes)
+        with pytest.raises(FailedPrecondition, match="already bound to model 'a' .it is moving to model fingerprint "
+                                                     ".*, which this server does not hold .restart it with that model"):
+            c.migrate_gallery("g", "a")
         assert len(c.identify("g", PROBES, k=3)) == len(PROBES)  # answers with its old model
         with pytest.raises(FailedPrecondition, match="does not hold"):
             enroll(c, "g", {"late": LATER["j0"]})

@@ -412,7 +412,8 @@ class Engine:
         `migration.py`); the answer says which threshold overrides the switch will drop."""
         with self._call():
             entry = self.models.get(model)
-            info = self.store.start_migration(name, fingerprint=entry.fingerprint, dim=entry.dim)
+            _refuse_migration(self._named(self.store.get_gallery(name)), entry)  # by model names; the store
+            info = self.store.start_migration(name, fingerprint=entry.fingerprint, dim=entry.dim)  # checks again
             self.migrator.start(name, entry.fingerprint)
             return MigrationStart(gallery=self._named(self.store.get_gallery(name)), dropped_threshold=info.threshold,
                                   dropped_cohort_threshold=info.cohort_threshold)
@@ -752,6 +753,25 @@ def _retrying(attempt: Callable[[], Any]) -> Any:
                 raise
             log.debug("a gallery switched models during a call; embedding again")
     raise AssertionError("unreachable")
+
+
+def _refuse_migration(info: GalleryInfo, target: ServedModel) -> None:
+    """FailedPrecondition, by model names, when gallery `info` is bound to `target` already or is moving to
+    another model; asking again for the migration in progress (or one that failed) is no error."""
+    moving = info.migration
+    if moving is not None and moving.state == MigrationState.FAILED:
+        moving = None
+    if moving is not None:
+        where = (f"model {moving.model!r}" if moving.model is not None else
+                 f"model fingerprint {moving.fingerprint}, which this server does not hold (restart it with that "
+                 "model to complete the move)")
+        moving_text = f"is moving to {where}, {moving.done} of {moving.total} items done"
+    if info.model_fingerprint == target.fingerprint:
+        also = f" (it {moving_text})" if moving is not None else ""
+        raise FailedPrecondition(f"gallery {info.name!r} is already bound to model {target.name!r}{also}")
+    if moving is not None and moving.fingerprint != target.fingerprint:
+        raise FailedPrecondition(f"gallery {info.name!r} {moving_text}: wait for that move to complete before "
+                                 f"moving it to model {target.name!r}")
 
 
 def _unserved(info: GalleryInfo) -> str:
