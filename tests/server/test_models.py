@@ -158,6 +158,22 @@ def test_the_same_model_twice_is_refused(tmp_path, model_path):
         LocalClient(tmp_path, models=[("a", model_path), ("b", model_path)], settings=SETTINGS)
 
 
+def test_models_that_cannot_be_served_together_are_refused_before_any_loads(tmp_path, model_path, model_b,
+                                                                            monkeypatch):
+    from twinsearch.encoder import model as encoder_model
+    from twinsearch.server.models import load_models
+
+    loaded = []
+    monkeypatch.setattr(encoder_model, "load_model", lambda *a, **k: loaded.append(a) or pytest.fail("loaded"))
+    with pytest.raises(ValueError, match="two models are named 'x'"):
+        load_models([("x", model_path), ("x", model_b)])
+    with pytest.raises(ValueError, match="are the same model"):
+        load_models([(None, model_path), ("other", model_path)])
+    with pytest.raises(ValueError, match="model name 'a b'"):
+        load_models([("a b", model_path)])
+    assert loaded == []
+
+
 def test_over_grpc_fields_are_optional_for_old_clients(tmp_path, model_path, model_b):
     settings = settings_for(tmp_path / "data", model_path)
     settings = type(settings)(**{**settings.__dict__, "model_path": None,

@@ -59,24 +59,30 @@ def served(name: str, model, default_threshold: str = "eer", load_seconds: float
                        load_seconds, int(weights))
 
 
+def check_names(models: Sequence[tuple[str, str]]) -> None:
+    """ValueError unless each (name, fingerprint) has a valid name of its own and a fingerprint of its own."""
+    names: set[str] = set()
+    fingerprints: dict[str, str] = {}
+    for name, fingerprint in models:
+        if not NAME_PATTERN.match(name):
+            raise ValueError(f"model name {name!r}: use 1-64 letters, digits, '.', '_' or '-'")
+        if name in names:
+            raise ValueError(f"two models are named {name!r}: give each its own name (--model NAME=PATH)")
+        if fingerprint in fingerprints:
+            raise ValueError(f"models {fingerprints[fingerprint]!r} and {name!r} are the same model "
+                             f"(fingerprint {fingerprint}): serve it once")
+        names.add(name)
+        fingerprints[fingerprint] = name
+
+
 class ModelRegistry:
     """The served models in order, the first the default. Thread-safe to read."""
 
     def __init__(self, models: Sequence[ServedModel]):
         if not models:
             raise ValueError("a server needs at least one model")
-        self._models: dict[str, ServedModel] = {}
-        fingerprints: dict[str, str] = {}
-        for m in models:
-            if not NAME_PATTERN.match(m.name):
-                raise ValueError(f"model name {m.name!r}: use 1-64 letters, digits, '.', '_' or '-'")
-            if m.name in self._models:
-                raise ValueError(f"two models are named {m.name!r}: give each its own name (--model NAME=PATH)")
-            if m.fingerprint in fingerprints:
-                raise ValueError(f"models {fingerprints[m.fingerprint]!r} and {m.name!r} are the same model "
-                                 f"(fingerprint {m.fingerprint}): serve it once")
-            self._models[m.name] = m
-            fingerprints[m.fingerprint] = m.name
+        check_names([(m.name, m.fingerprint) for m in models])
+        self._models: dict[str, ServedModel] = {m.name: m for m in models}
 
     @property
     def default(self) -> ServedModel:
@@ -146,11 +152,17 @@ def warm_up(model) -> None:
 
 
 def load_models(specs: Sequence[tuple[str | None, Path | str | None]], default_threshold: str = "eer") -> ModelRegistry:
-    """Load each (name or None, path or shipped model name or None for the default model), in order."""
-    from twinsearch.encoder.model import load_model
+    """Load each (name or None, path or shipped model name or None for the default model), in order.
+    Names and fingerprints are checked on the cards first: two models that cannot be served together
+    fail before either loads its weights."""
+    from twinsearch.encoder.card import read_card
+    from twinsearch.encoder.model import load_model, resolve_model_path
 
+    specs = list(specs or [(None, None)])
+    cards = [read_card(resolve_model_path(None if path is None else Path(path))) for _, path in specs]
+    check_names([(name or card["name"], card["fingerprint"]) for (name, _), card in zip(specs, cards, strict=True)])
     loaded = []
-    for name, path in specs or [(None, None)]:
+    for name, path in specs:
         started = time.perf_counter()
         model = load_model(None if path is None else Path(path))
         loaded_s = time.perf_counter() - started
