@@ -151,6 +151,9 @@ def test_model_options_of_serve(tmp_path, model_path, model_b):
     assert listed.models == (("first", folder / "first.tsm"), ("second", folder / "second.tsm"))
     with pytest.raises(ValueError, match="no model files"):
         settings_from(parser.parse_args(["--models", str(tmp_path)]), {})
+    (folder / "my model.tsm").write_bytes(model_path.read_bytes())
+    with pytest.raises(ValueError, match="'my model.tsm' cannot name a model .*: rename the file"):
+        settings_from(parser.parse_args(["--models", str(folder)]), {})
 
 
 def test_the_same_model_twice_is_refused(tmp_path, model_path):

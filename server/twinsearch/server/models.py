@@ -132,6 +132,10 @@ def model_files(folder: Path) -> list[Path]:
     files = sorted(p for p in folder.iterdir() if p.suffix == MODEL_SUFFIX and p.is_file())
     if not files:
         raise ValueError(f"--models {folder}: no model files (*{MODEL_SUFFIX}) in it")
+    for f in files:  # each is served under its file's name
+        if not NAME_PATTERN.match(f.stem):
+            raise ValueError(f"--models {folder}: {f.name!r} cannot name a model (use 1-64 letters, digits, '.', "
+                             "'_' or '-'): rename the file")
     return files
 
 
