@@ -7,13 +7,12 @@ import subprocess
 import pytest
 
 
-@pytest.fixture(scope="session")
-def certificate(tmp_path_factory):
-    """(cert, key) paths of a self-signed certificate for localhost and 127.0.0.1, made with openssl.
+def make_certificate(folder):
+    """(cert, key) paths in `folder` of a new self-signed certificate for localhost and 127.0.0.1, made with
+    openssl.
 
     Skips the test where openssl is missing or cannot make one: TLS needs a certificate, and the
     project ships no private key."""
-    folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
     try:
         subprocess.run(
@@ -23,3 +22,15 @@ def certificate(tmp_path_factory):
     except (OSError, subprocess.CalledProcessError) as exc:
         pytest.skip(f"openssl cannot make a test certificate: {exc}")
     return cert, key
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory):
+    """(cert, key) of a self-signed certificate for localhost (`make_certificate`)."""
+    return make_certificate(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="session")
+def other_certificate(tmp_path_factory):
+    """Another certificate and key, whose key is not `certificate`'s."""
+    return make_certificate(tmp_path_factory.mktemp("tls-other"))

@@ -9,6 +9,7 @@ meaningful neighbours enroll vectors directly, which skip the encoder.
 
 from __future__ import annotations
 
+import contextlib
 import io
 
 import numpy as np
@@ -75,17 +76,23 @@ def dim():
     return DIM
 
 
-@pytest.fixture
-def server(tmp_path, tiny_model):
-    """A real gRPC server on a free localhost port over a fresh data folder; yields the running server."""
+@contextlib.contextmanager
+def running_server(data_dir, model, token: str | None = None, grace: float = 5.0):
+    """A real gRPC server on a free localhost port over `data_dir`, stopped when the block ends."""
     from twinsearch.server.app import ServerSettings, start_server
 
-    running = start_server(ServerSettings(data_dir=tmp_path / "server-data", model_path=tiny_model,
-                                          address="127.0.0.1:0", token=None))
+    running = start_server(ServerSettings(data_dir=data_dir, model_path=model, address="127.0.0.1:0", token=token))
     try:
         yield running
     finally:
-        running.stop(grace=5.0)
+        running.stop(grace=grace)
+
+
+@pytest.fixture
+def server(tmp_path, tiny_model):
+    """A real gRPC server on a free localhost port over a fresh data folder; yields the running server."""
+    with running_server(tmp_path / "server-data", tiny_model) as running:
+        yield running
 
 
 @pytest.fixture

@@ -10,19 +10,15 @@ import pytest
 from twinsearch.client.cli import main
 from twinsearch.client.commands._common import add_connection_arguments, table
 
+from .conftest import running_server
+
 TOKEN = "pr0be"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_model):
-    from twinsearch.server.app import ServerSettings, start_server
-
-    running = start_server(ServerSettings(data_dir=tmp_path_factory.mktemp("probing") / "data", model_path=tiny_model,
-                                          address="127.0.0.1:0", token=TOKEN))
-    try:
+    with running_server(tmp_path_factory.mktemp("probing") / "data", tiny_model, token=TOKEN, grace=1.0) as running:
         yield running
-    finally:
-        running.stop(grace=1.0)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import io
 import signal
 import socket
 import sqlite3
-import subprocess
 import zipfile
 from pathlib import Path
 
@@ -58,8 +57,8 @@ def test_a_store_file_that_is_not_a_store_is_one_line(tmp_path, model_path, caps
     assert serve.run(parse_serve("--model", str(model_path), "--data-dir", str(data), "--address", "127.0.0.1:0")) == 1
     err = one_line(capsys)
     assert f"{db} cannot be read as a twinsearch gallery store" in err and "another data folder" in err
-    with GalleryStore.open(tmp_path / "fine"):  # the store's lock was let go: a later open is not refused
-        pass
+    with GalleryStore.open(tmp_path / "fine") as fine:  # the store's lock was let go: a later open is not refused
+        assert fine.list_galleries() == []
     with pytest.raises(FailedPrecondition):
         GalleryStore.open(data)  # still refused, not "already open"
 
@@ -87,22 +86,12 @@ def test_a_data_folder_on_a_read_only_file_system_says_so(tmp_path, monkeypatch)
 
 
 # ---------------------------------------------------------------------- serve: TLS and metrics
-def _key(folder: Path) -> Path:
-    key = folder / "other-key.pem"
-    try:
-        subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", str(key)],
-                       check=True, capture_output=True, timeout=60)
-    except (OSError, subprocess.CalledProcessError) as exc:
-        pytest.skip(f"openssl cannot make a key: {exc}")
-    return key
-
-
 def test_tls_files_that_are_no_certificate_and_key_are_told_before_anything_loads(tmp_path, model_path, certificate,
-                                                                                  capsys):
+                                                                                  other_certificate, capsys):
     cert, key = certificate
     (tmp_path / "empty.pem").write_bytes(b"")
     cases = [
-        (cert, _key(tmp_path), "is not the private key of --tls-cert"),
+        (cert, other_certificate[1], "is not the private key of --tls-cert"),
         (cert, tmp_path / "missing.pem", "cannot read --tls-key"),
         (cert, tmp_path / "empty.pem", "holds no PEM private key"),
         (key, cert, "--tls-cert"),  # the two swapped

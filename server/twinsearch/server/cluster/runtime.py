@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -122,7 +123,8 @@ def _interrupt_held() -> Iterator[list[int]]:
 
     A KeyboardInterrupt raised inside `ray.init` leaves the processes it had started without a Ray
     instance to stop them (its dashboard and runtime-env agents stayed for a minute and more); started,
-    `ray.shutdown()` stops them all. A second Ctrl-C is not held."""
+    `ray.shutdown()` stops them all. A second Ctrl-C is not held; an ignored SIGINT (a background job)
+    stays ignored, as training leaves it (`trainer._stop_requests`)."""
     held: list[int] = []
 
     def hold(signum, _frame):
@@ -130,11 +132,10 @@ def _interrupt_held() -> Iterator[list[int]]:
             raise KeyboardInterrupt
         held.append(signum)
 
-    try:
-        previous = signal.signal(signal.SIGINT, hold)
-    except ValueError:  # not the main thread, which alone receives signals
-        yield held
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        yield held  # elsewhere signals do not arrive
         return
+    previous = signal.signal(signal.SIGINT, hold)
     try:
         yield held
     finally:
