@@ -4,6 +4,11 @@ exit status and a hint in command-line terms, or output that keeps what was aske
 
 import argparse
 import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +18,7 @@ from twinsearch.client.commands._common import add_connection_arguments, table
 from .conftest import running_server
 
 TOKEN = "pr0be"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +120,19 @@ def test_failed_calls_hint_in_command_line_terms(run):
     assert status == 1 and "DEADLINE_EXCEEDED" in err and "longer --timeout" in err and "start one" not in err
     status, _, err = run("info", "--tls", "--timeout", "1")  # the server does not serve TLS
     assert status == 1 and "UNAVAILABLE" in err and "TLS" in err and "start one" not in err
+
+
+def test_a_tls_mismatch_is_one_line_without_grpc_s_own_log(server):
+    """In a process of its own: grpc reads GRPC_VERBOSITY when it is imported, long before these tests run."""
+    env = {k: v for k, v in os.environ.items() if k not in ("GRPC_VERBOSITY", "GRPC_TRACE")}
+    env["PYTHONPATH"] = os.pathsep.join(str(ROOT / p) for p in ("proto", "encoder", "server", "client"))
+    argv = [sys.executable, "-m", "twinsearch.client.cli", "info", "--tls", "--address", server.address,
+            "--timeout", "2"]  # the server does not serve TLS: the handshake fails at each retry
+    grpc_line = re.compile(r"^[DIWEF]\d{4} ", re.MULTILINE)  # as "I0101 12:00:00.000 ... Handshake failed"
+    err = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60).stderr
+    assert err.startswith("error: UNAVAILABLE") and len(err.splitlines()) == 1, err
+    env["GRPC_VERBOSITY"] = "INFO"  # asked for by the user: kept
+    assert grpc_line.search(subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60).stderr)
 
 
 @pytest.mark.parametrize("argv, words", [

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import re
 import signal
 import socket
 import sqlite3
@@ -121,6 +122,38 @@ def test_a_metrics_port_in_use_names_the_metrics_flag(tmp_path, model_path, caps
         startup.check_address("no-such-host.invalid:0", startup.METRICS_FLAGS)
 
 
+def test_serve_logs_no_grpc_line_for_a_client_without_tls(tmp_path, model_path, certificate, monkeypatch):
+    import grpc
+
+    from twinsearch.client.server_process import ServerProcess
+
+    cert, key = certificate
+    for name in ("GRPC_VERBOSITY", "GRPC_TRACE"):  # the server's own choice, not the caller's
+        monkeypatch.delenv(name, raising=False)
+    log = tmp_path / "serve.log"
+    with ServerProcess.start(tmp_path / "data", model_path, flags=["--tls-cert", str(cert), "--tls-key", str(key)],
+                             log_path=log) as server:
+        with grpc.insecure_channel(server.address) as channel:  # its handshakes fail until the deadline
+            with pytest.raises(grpc.FutureTimeoutError):
+                grpc.channel_ready_future(channel).result(timeout=1.5)
+    assert not re.search(r"^[DIWEF]\d{4} ", log.read_text(), re.MULTILINE), log.read_text()
+
+
+# ---------------------------------------------------------------------- serve: --model NAME=PATH
+def test_a_model_name_that_cannot_be_one_is_told_as_such(tmp_path, model_path, capsys):
+    data = tmp_path / "data"
+    for value, words in [(f"bad/name={model_path}", "'bad/name' before '=' cannot name a model (use 1-64 letters"),
+                         ("chars=", "no path after '='")]:
+        assert serve.run(parse_serve("--model", value, "--data-dir", str(data), "--address", "127.0.0.1:0")) == 2
+        err = one_line(capsys)
+        assert f"--model {value}: {words}" in err and "does not exist" not in err, err
+        assert not data.exists()  # refused before the model and the store were opened
+    real = tmp_path / "one=two" / "a b=c.tsm"  # a file whose path holds "=" is served as it was
+    real.parent.mkdir()
+    real.write_bytes(model_path.read_bytes())
+    assert serve.settings_from(parse_serve("--model", str(real)), {}).model_path == real
+
+
 # ---------------------------------------------------------------------- embed: sources, --out, model
 @pytest.fixture
 def source(tmp_path) -> Path:
@@ -182,6 +215,27 @@ def test_embed_names_a_vector_file_in_out_that_cannot_be_read(tmp_path, model_pa
     (out / "part-cut-00000.parquet").write_bytes(b"PAR1 cut short")
     with pytest.raises(InvalidArgument, match="part-cut-00000.parquet' in --out cannot be read"):
         embed_to_parquet(source, out, model=model_path)
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt(), OSError(28, "No space left on device")],
+                         ids=["ctrl-c", "disk-full"])
+def test_a_vector_file_that_cannot_be_written_leaves_no_temporary_file(tmp_path, monkeypatch, failure):
+    pq = pytest.importorskip("pyarrow.parquet")
+    from twinsearch.client.vector_files import VectorFileWriter
+
+    others = tmp_path / ".part-0ther000-00000.parquet.tmp"  # another run's, maybe still being written
+    others.write_bytes(b"PAR1")
+    write_table = pq.write_table
+
+    def cut_short(table, where, **kwargs):
+        write_table(table, where, **kwargs)
+        raise failure
+
+    monkeypatch.setattr(pq, "write_table", cut_short)
+    writer = VectorFileWriter(tmp_path, model="m", fingerprint="f", dim=2, rows_per_file=2)
+    with pytest.raises(type(failure)):
+        writer.add(["a", "b"], ["x", "x"], [{}, {}], [[1.0, 0.0], [0.0, 1.0]])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [others.name]
 
 
 def test_embed_turns_a_failed_ray_pipeline_into_one_line(tmp_path, model_path, source, capsys, monkeypatch):

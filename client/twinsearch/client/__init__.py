@@ -11,6 +11,8 @@ and faiss) runs the same engine in-process on a data folder. Both have the same 
 dataclasses below and raise the exceptions below.
 """
 
+from typing import TYPE_CHECKING
+
 from twinsearch.client.bulk import BulkProgress, BulkReport, FileFailure
 from twinsearch.client.errors import (
     AlreadyExists,
@@ -25,7 +27,6 @@ from twinsearch.client.errors import (
     Unauthenticated,
     Unavailable,
 )
-from twinsearch.client.remote import Client
 from twinsearch.client.types import (
     Candidate,
     ClassCount,
@@ -50,6 +51,9 @@ from twinsearch.client.types import (
     Verification,
 )
 
+if TYPE_CHECKING:
+    from twinsearch.client.remote import Client
+
 __all__ = [
     "AlreadyExists", "BulkProgress", "BulkReport", "Cancelled", "Candidate", "ClassCount", "ClassPage", "Client",
     "DeadlineExceeded", "EnrollFailure", "EnrollResult", "Enrolled", "FailedPrecondition", "FileFailure",
@@ -61,6 +65,11 @@ __all__ = [
 
 
 def __getattr__(name: str):
+    # Client imports grpc, which reads GRPC_VERBOSITY as it is imported: the command line sets that variable
+    # first (twinsearch.client.cli), so importing this package does not import grpc.
+    if name == "Client":
+        from twinsearch.client.remote import Client
+        return Client
     # LocalClient needs the server (torch, faiss): import it only when asked for.
     # (Not in __all__, so that `from twinsearch.client import *` works without the server extra.)
     if name == "LocalClient":

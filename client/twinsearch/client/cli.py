@@ -108,6 +108,16 @@ def _load(command: Command):
         raise _missing_extra(command, [exc.name or str(exc)]) from exc
 
 
+def _quiet_grpc(command: Command) -> None:
+    """Keep gRPC's own log lines (a failed TLS handshake, at each retry) off stderr, where the command says what
+    went wrong in one line: none for the client commands, errors only for `serve`, whose log keeps what gRPC
+    reports as one. Set before grpc is imported, as grpc reads the variable then; GRPC_VERBOSITY or GRPC_TRACE
+    set by the user is kept, and a process that imported grpc already (main called in-process) is left alone."""
+    if "grpc" in sys.modules or "GRPC_VERBOSITY" in os.environ or "GRPC_TRACE" in os.environ:
+        return
+    os.environ["GRPC_VERBOSITY"] = "ERROR" if command.name == "serve" else "NONE"
+
+
 def _run(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     top = _top_parser()
@@ -121,6 +131,7 @@ def _run(argv: Sequence[str] | None) -> int:
     command = by_name.get(top_args.command)
     if command is None:
         top.error(f"unknown command {top_args.command!r}; choose from {', '.join(by_name)}")
+    _quiet_grpc(command)
     module = _load(command)
     parser = argparse.ArgumentParser(prog=f"twinsearch {command.name}", description=command.summary)
     module.add_arguments(parser)

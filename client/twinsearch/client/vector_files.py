@@ -18,6 +18,7 @@ Needs pyarrow (the `twinsearch[ray]` extra brings it); importing this module doe
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -187,9 +188,14 @@ class VectorFileWriter:
             schema=self.schema)
         final = self.folder / f"part-{self._run}-{self.files_written:05d}.parquet"
         temporary = final.with_name(f".{final.name}.tmp")
-        pq.write_table(table, temporary)
-        with open(temporary, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(temporary, final)
+        try:
+            pq.write_table(table, temporary)
+            with open(temporary, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(temporary, final)
+        except BaseException:  # a full disk, a Ctrl-C: our temporary goes (another run's may still be written)
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+            raise
         self.files_written += 1
         self.rows_written += n

@@ -124,6 +124,19 @@ def parse_model_option(text: str) -> tuple[str | None, str]:
     return None, text
 
 
+def check_model_option(text: str, flag: str = "--model") -> None:
+    """ValueError for a value with "=" that parse_model_option takes whole as a path when no file has that path:
+    most likely NAME=PATH with a name that cannot be one, which loading would only tell as a missing file."""
+    name, sep, path = text.partition("=")
+    if not sep or Path(text).is_file():
+        return
+    if not NAME_PATTERN.match(name):
+        raise ValueError(f"{flag} {text}: {name!r} before '=' cannot name a model (use 1-64 letters, digits, '.', "
+                         f"'_' or '-'), and no model file has the path {text!r}")
+    if not path:
+        raise ValueError(f"{flag} {text}: no path after '=' (--model NAME=PATH)")
+
+
 def model_files(folder: Path) -> list[Path]:
     """The model files (*.tsm) directly in `folder`, by name; ValueError when it holds none."""
     folder = Path(folder)

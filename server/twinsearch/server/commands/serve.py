@@ -140,9 +140,11 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> s.Ser
 
 def _model_specs(args: argparse.Namespace, environ: Mapping[str, str]) -> list[tuple[str | None, Path]]:
     """(name or None, path) of each model to serve, in order: --model values, then the --models folder's."""
-    from twinsearch.server.models import model_files, parse_model_option
+    from twinsearch.server.models import check_model_option, model_files, parse_model_option
 
     given = getattr(args, "model", None) or ([environ["TWINSEARCH_MODEL"]] if environ.get("TWINSEARCH_MODEL") else [])
+    for value in given:
+        check_model_option(value, "--model" if getattr(args, "model", None) else "TWINSEARCH_MODEL")
     specs = [(name, Path(path)) for name, path in (parse_model_option(v) for v in given)]
     folder = getattr(args, "models", None) or (Path(environ["TWINSEARCH_MODELS"])
                                                if environ.get("TWINSEARCH_MODELS") else None)
