@@ -82,6 +82,8 @@ def scenario(c, png, unit_vectors, tree) -> list:
     record("update bad", c.update_gallery, "h", cohort_threshold=3.0)
     record("update unknown", c.update_gallery, "nope", threshold=0.5)
     record("cohort from the gallery", c.verify_class, "h", vectors[0], "x", cohort=True)
+    record("cancel without a migration", c.cancel_migration, "h")
+    record("cancel unknown", c.cancel_migration, "nope")
     record("bad k", c.search, "g", images[0], k=-1)
     record("huge k", c.search, "g", images[0], k=10**6)
     record("bad name", c.create_gallery, "no spaces allowed")
@@ -111,6 +113,6 @@ def test_client_and_local_client_answer_the_same(client, local_client, png, unit
     # The scenario reached both the happy paths and the errors.
     errors = {name for name, value in remote if isinstance(value, tuple) and value[:1] == ("error",)}
     assert {"create again", "identify empty", "enroll invalid", "bad k", "huge k", "get deleted", "update bad",
-            "update unknown"} <= errors
+            "update unknown", "cancel without a migration", "cancel unknown"} <= errors
     assert not {"update", "cohort from the gallery"} & errors
     assert "identify one" not in errors and "bulk" not in errors

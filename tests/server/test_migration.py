@@ -182,7 +182,7 @@ def test_a_migration_waits_for_its_model_and_resumes_after_a_restart(tmp_path, m
     assert_same_answers(answers, from_scratch(tmp_path, model_b, FIRST)[0])
 
 
-def test_the_command_line_migrates_with_a_progress_bar(tmp_path, model_path, model_b, capsys):
+def test_the_command_line_migrates_with_a_progress_bar(tmp_path, model_path, model_b, capsys, monkeypatch):
     from twinsearch.client import Client
     from twinsearch.client.cli import main
     from twinsearch.server.app import start_server
@@ -222,6 +222,26 @@ def test_the_command_line_migrates_with_a_progress_bar(tmp_path, model_path, mod
         assert status != 0 and "does not keep its images" in err and len(err.strip().splitlines()) == 1
         status, out, err = run("galleries", "migrate", "g", "--to", "nope")
         assert status != 0 and "no model named 'nope'" in err
+        status, out, err = run("galleries", "migrate", "g", "--cancel")
+        assert status != 0 and "'g' is not moving to another model" in err
+        monkeypatch.setattr(running.engine.migrator, "start", lambda gallery, fingerprint: None)  # held at 0 done
+        assert run("galleries", "migrate", "made-on-b", "--to", "a", "--no-wait")[0] == 0
+        assert running.engine.get_gallery("made-on-b").migration.done == 0
+        from twinsearch.client.commands import galleries
+
+        def interrupted(seconds):
+            raise KeyboardInterrupt
+
+        with monkeypatch.context() as m:  # Ctrl-C while following it: it goes on, and the way to stop it is named
+            m.setattr(galleries, "time", SimpleNamespace(sleep=interrupted, monotonic=galleries.time.monotonic))
+            status, out, err = run("galleries", "migrate", "made-on-b", "--to", "a")
+        assert status == 130 and "the migration goes on in the server" in err
+        assert "twinsearch galleries migrate made-on-b --cancel" in err
+        assert running.engine.get_gallery("made-on-b").migration is not None
+        status, out, err = run("galleries", "migrate", "made-on-b", "--cancel")
+        assert status == 0, err
+        assert "migration cancelled; it answers with model b as before" in out
+        assert running.engine.get_gallery("made-on-b").migration is None
 
 
 def test_an_item_deleted_while_its_image_is_being_read_is_skipped(tmp_path, model_path, model_b):
@@ -273,3 +293,68 @@ def test_an_unreadable_kept_image_stops_the_migration_and_migrating_again_retrie
         c.migrate_gallery("g", "b")  # starts over
         wait_for_switch(c, "g")
         assert (c.get_gallery("g").model, c.get_gallery("g").item_count) == ("b", 7)
+
+
+def test_a_cancelled_migration_leaves_the_gallery_as_it_was(tmp_path, model_path, model_b):
+    from twinsearch.client.errors import NotFound
+
+    data = tmp_path / "data"
+    with LocalClient(data, models={"a": model_path, "b": model_b}, settings=SETTINGS) as c:
+        c.create_gallery("g", model="a", threshold=0.6, cohort_threshold=0.45)
+        enroll(c, "g", FIRST)
+        before = c.identify("g", PROBES, k=5)
+        store = c.engine.store
+        add_migrated, batches = store.add_migrated, []
+        second_batch, release = threading.Event(), threading.Event()
+
+        def held(*args, **kwargs):  # the second batch waits, embedded, until the cancel is committed
+            batches.append(len(args[2]))
+            if len(batches) == 2:
+                second_batch.set()
+                assert release.wait(TIMEOUT)
+            return add_migrated(*args, **kwargs)
+
+        store.add_migrated = held
+        c.migrate_gallery("g", "b")
+        assert second_batch.wait(TIMEOUT)
+        assert store.db.migrated_count(store._gallery("g").id) == SETTINGS.migration_batch
+        threading.Timer(0.2, release.set).start()  # after the cancel below has committed
+        cancelled = c.cancel_migration("g")
+        assert not c.engine.migrator.running("g")  # the answer came once its thread had ended
+        assert len(batches) == 2  # the held batch was refused, and nothing came after it
+        assert (cancelled.model, cancelled.dim, cancelled.threshold, cancelled.cohort_threshold,
+                cancelled.migration) == ("a", 16, 0.6, 0.45, None)
+        assert store.db.migrated_count(store._gallery("g").id) == 0 and not store.db.migrations()
+        assert c.identify("g", PROBES, k=5) == before
+        c.enroll("g", "x", np.ones(16, dtype=np.float32) / 4.0)  # vectors again: nothing else to embed them for
+        with pytest.raises(FailedPrecondition, match="'g' is not moving to another model"):
+            c.cancel_migration("g")
+        with pytest.raises(NotFound):
+            c.cancel_migration("nope")
+    with LocalClient(data, models={"a": model_path, "b": model_b}, settings=SETTINGS) as c:
+        g = c.get_gallery("g")
+        assert (g.model, g.migration, g.item_count) == ("a", None, len(FIRST) + 1)
+        assert not c.engine.startup_notes
+        assert c.delete("g", label="x") == 1  # the vector-enrolled item: a migration needs kept images
+        c.migrate_gallery("g", "b")  # starts afresh, and ends as if never cancelled
+        wait_for_switch(c, "g")
+        answers = c.identify("g", PROBES, k=5)
+    assert_same_answers(answers, from_scratch(tmp_path, model_b, FIRST)[0])
+
+
+def test_a_migration_waiting_for_a_model_the_server_no_longer_has_can_be_cancelled(tmp_path, model_path, model_b,
+                                                                                  monkeypatch):
+    data = tmp_path / "data"
+    with monkeypatch.context() as m:
+        m.setattr(Migrator, "start", lambda self, gallery, fingerprint: None)  # recorded, not started
+        with LocalClient(data, models={"a": model_path, "b": model_b}, settings=SETTINGS) as c:
+            c.create_gallery("g", model="a")
+            enroll(c, "g", FIRST)
+            c.migrate_gallery("g", "b")
+    with LocalClient(data, models={"a": model_path}, settings=SETTINGS) as c:  # model b is gone for good
+        assert c.get_gallery("g").migration.state == MigrationState.PAUSED
+        with pytest.raises(FailedPrecondition, match="does not hold"):
+            enroll(c, "g", {"late": LATER["j0"]})
+        assert c.cancel_migration("g").migration is None
+        enroll(c, "g", {"late": LATER["j0"]})
+        assert c.get_gallery("g").item_count == len(FIRST) + 1

@@ -284,9 +284,16 @@ class BaseClient(abc.ABC):
         `get_gallery(name).migration` (None once switched). The gallery's threshold override, if any,
         is dropped at the switch: `MigrationStart.dropped_threshold` says which. FailedPrecondition for a
         gallery that does not keep its images; InvalidArgument for a model the server does not hold.
-        Asking again for the migration in progress returns it.
+        Asking again for the migration in progress returns it; `cancel_migration` stops it.
         """
         return self._migrate_gallery(name, model)
+
+    def cancel_migration(self, name: str) -> t.GalleryInfo:
+        """Stop gallery `name`'s migration (running, waiting for its model, or failed) and drop the vectors
+        it made: the gallery stays bound to its model with its items and thresholds, as if it had never
+        started. Returns the gallery. NotFound for an unknown name; FailedPrecondition when it has no
+        migration (one that completed has switched it already)."""
+        return self._cancel_migration(name)
 
     # ---------------------------------------------------------------------------- enroll, delete
 
@@ -535,6 +542,9 @@ class BaseClient(abc.ABC):
 
     @abc.abstractmethod
     def _migrate_gallery(self, name: str, model: str) -> t.MigrationStart: ...
+
+    @abc.abstractmethod
+    def _cancel_migration(self, name: str) -> t.GalleryInfo: ...
 
     @abc.abstractmethod
     def _update_gallery(self, name: str, *, threshold, cohort_threshold, scoring: t.Scoring | None,

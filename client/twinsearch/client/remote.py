@@ -267,6 +267,9 @@ class Client(BaseClient):
         request = pb.MigrateGalleryRequest(name=name, model=model or "")
         return c.migration_start_from_pb(self._call("MigrateGallery", request))
 
+    def _cancel_migration(self, name) -> t.GalleryInfo:
+        return c.gallery_from_pb(self._call("CancelMigration", pb.CancelMigrationRequest(name=name)))
+
     def _update_gallery(self, name, *, threshold, cohort_threshold, scoring, mean_k) -> t.GalleryInfo:
         request = c.gallery_update_to_pb(name, threshold=threshold, cohort_threshold=cohort_threshold,
                                          scoring=scoring, mean_k=mean_k)

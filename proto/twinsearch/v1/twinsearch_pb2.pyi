@@ -333,6 +333,12 @@ class MigrateGalleryResponse(_message.Message):
     dropped_cohort_threshold: float
     def __init__(self, gallery: _Optional[_Union[Gallery, _Mapping]] = ..., dropped_threshold: _Optional[float] = ..., dropped_cohort_threshold: _Optional[float] = ...) -> None: ...
 
+class CancelMigrationRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
 class GetGalleryRequest(_message.Message):
     __slots__ = ("name",)
     NAME_FIELD_NUMBER: _ClassVar[int]

@@ -79,6 +79,11 @@ class TwinSearchStub:
                 request_serializer=twinsearch_dot_v1_dot_twinsearch__pb2.MigrateGalleryRequest.SerializeToString,
                 response_deserializer=twinsearch_dot_v1_dot_twinsearch__pb2.MigrateGalleryResponse.FromString,
                 _registered_method=True)
+        self.CancelMigration = channel.unary_unary(
+                '/twinsearch.v1.TwinSearch/CancelMigration',
+                request_serializer=twinsearch_dot_v1_dot_twinsearch__pb2.CancelMigrationRequest.SerializeToString,
+                response_deserializer=twinsearch_dot_v1_dot_twinsearch__pb2.Gallery.FromString,
+                _registered_method=True)
         self.Enroll = channel.unary_unary(
                 '/twinsearch.v1.TwinSearch/Enroll',
                 request_serializer=twinsearch_dot_v1_dot_twinsearch__pb2.EnrollRequest.SerializeToString,
@@ -201,6 +206,16 @@ class TwinSearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelMigration(self, request, context):
+        """Stop a gallery's migration to another model, running, waiting for its model or failed, and drop
+        the vectors it made: the gallery stays bound to its model, with every item and its threshold
+        overrides, as if the migration had never started. Committed before the answer. NOT_FOUND for an
+        unknown gallery; FAILED_PRECONDITION when it has no migration (one that completed switched it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Enroll(self, request, context):
         """Enroll a batch of items. Acknowledged items are committed to disk before the answer is sent.
         Re-sending an item with the same client_id returns the stored item (created = false) and
@@ -317,6 +332,11 @@ def add_TwinSearchServicer_to_server(servicer, server):
                     servicer.MigrateGallery,
                     request_deserializer=twinsearch_dot_v1_dot_twinsearch__pb2.MigrateGalleryRequest.FromString,
                     response_serializer=twinsearch_dot_v1_dot_twinsearch__pb2.MigrateGalleryResponse.SerializeToString,
+            ),
+            'CancelMigration': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelMigration,
+                    request_deserializer=twinsearch_dot_v1_dot_twinsearch__pb2.CancelMigrationRequest.FromString,
+                    response_serializer=twinsearch_dot_v1_dot_twinsearch__pb2.Gallery.SerializeToString,
             ),
             'Enroll': grpc.unary_unary_rpc_method_handler(
                     servicer.Enroll,
@@ -602,6 +622,33 @@ class TwinSearch:
             '/twinsearch.v1.TwinSearch/MigrateGallery',
             twinsearch_dot_v1_dot_twinsearch__pb2.MigrateGalleryRequest.SerializeToString,
             twinsearch_dot_v1_dot_twinsearch__pb2.MigrateGalleryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelMigration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/twinsearch.v1.TwinSearch/CancelMigration',
+            twinsearch_dot_v1_dot_twinsearch__pb2.CancelMigrationRequest.SerializeToString,
+            twinsearch_dot_v1_dot_twinsearch__pb2.Gallery.FromString,
             options,
             channel_credentials,
             insecure,

@@ -432,6 +432,12 @@ class Database:
     def fail_migration(self, conn: sqlite3.Connection, gallery_id: int, error: str) -> None:
         conn.execute("UPDATE migrations SET error = ? WHERE gallery_id = ?", (error, gallery_id))
 
+    def cancel_migration(self, conn: sqlite3.Connection, gallery_id: int) -> int:
+        """Forget a gallery's migration and the vectors it made; returns how many vectors were dropped."""
+        dropped = conn.execute("DELETE FROM migrated_vectors WHERE gallery_id = ?", (gallery_id,)).rowcount
+        conn.execute("DELETE FROM migrations WHERE gallery_id = ?", (gallery_id,))
+        return int(dropped)
+
     def migrated_count(self, gallery_id: int) -> int:
         (n,) = self._reader().execute(
             "SELECT count(*) FROM migrated_vectors WHERE gallery_id = ?", (gallery_id,)).fetchone()

@@ -418,6 +418,15 @@ class Engine:
             return MigrationStart(gallery=self._named(self.store.get_gallery(name)), dropped_threshold=info.threshold,
                                   dropped_cohort_threshold=info.cohort_threshold)
 
+    def cancel_migration(self, name: str) -> GalleryInfo:
+        """Stop gallery `name`'s migration and drop what it made (`GalleryStore.cancel_migration`); the
+        answer comes once its thread has ended, so that migrating again at once starts afresh."""
+        with self._call() as deadline:
+            info = self.store.cancel_migration(name)
+            left = deadline.remaining()  # its thread ends at its next batch, well within a minute
+            self.migrator.wait(name, 60.0 if left is None else min(max(left, 0.0), 60.0))
+            return self._named(info)
+
     def _named(self, info: GalleryInfo) -> GalleryInfo:
         """The store's GalleryInfo with the names of its model and of the model it migrates to."""
         bound = self.models.by_fingerprint(info.model_fingerprint)

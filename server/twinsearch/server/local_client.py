@@ -78,6 +78,9 @@ class LocalClient(BaseClient):
     def _migrate_gallery(self, name, model) -> t.MigrationStart:
         return self.engine.migrate_gallery(name, model)
 
+    def _cancel_migration(self, name) -> t.GalleryInfo:
+        return self.engine.cancel_migration(name)
+
     def _update_gallery(self, name, *, threshold, cohort_threshold, scoring, mean_k) -> t.GalleryInfo:
         return self.engine.update_gallery(name, threshold=threshold, cohort_threshold=cohort_threshold,
                                           scoring=scoring, mean_k=mean_k)

@@ -13,7 +13,9 @@ the gallery exactly as if it had been enrolled with the new model. Everything a 
 in SQLite: after a restart the engine starts it again and it goes on where it stopped. A migration
 whose model the server does not hold waits (the engine reports it at start-up). An item that cannot
 be embedded again (its kept image missing or unreadable by the new model's preprocessing) stops the
-migration with the reason (FAILED, shown by GetGallery); migrating again starts it over.
+migration with the reason (FAILED, shown by GetGallery); migrating again starts it over. A cancelled
+migration (`GalleryStore.cancel_migration`) is gone from the store: the thread's next batch is refused
+(ModelChanged) and it ends.
 """
 
 from __future__ import annotations

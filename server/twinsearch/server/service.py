@@ -270,6 +270,10 @@ class TwinSearchServicer(twinsearch_pb2_grpc.TwinSearchServicer):
     def MigrateGallery(self, request: pb.MigrateGalleryRequest, context) -> pb.MigrateGalleryResponse:
         return c.migration_start_to_pb(self.engine.migrate_gallery(request.name, request.model or None))
 
+    @_rpc()
+    def CancelMigration(self, request: pb.CancelMigrationRequest, context) -> pb.Gallery:
+        return c.gallery_to_pb(self.engine.cancel_migration(request.name))
+
     def _finished(self, name: str, started: float, code: grpc.StatusCode, details: str,
                   context: grpc.ServicerContext) -> None:
         """Metrics and the debug access-log line of one finished call."""

@@ -773,6 +773,24 @@ class GalleryStore:
             g.fail_migration(error)
         log.error("gallery %r: moving to model %s failed: %s", name, fingerprint, error)
 
+    def cancel_migration(self, name: str) -> GalleryInfo:
+        """Stop gallery `name`'s migration (running, waiting or failed) and drop the vectors it made: the
+        gallery stays as it was before the migration started. FailedPrecondition when it has none. The
+        migration's thread, if one runs, gets ModelChanged at its next batch and ends."""
+        g = self._gallery(name)
+        with self._writer:
+            self._still_there(g)
+            if g.migration is None:
+                raise FailedPrecondition(f"gallery {name!r} is not moving to another model (a migration that "
+                                         "completed has switched it)")
+            fingerprint = g.migration.fingerprint
+            with self.db.transaction() as conn:
+                dropped = self.db.cancel_migration(conn, g.id)
+            g.set_migration(None)
+        log.info("gallery %r: its move to model %s was cancelled (%d vectors of that model dropped)",
+                 name, fingerprint, dropped)
+        return self._info(g)
+
     def finish_migration(self, name: str, fingerprint: str) -> bool:
         """Switch gallery `name` to the model it migrates to, when every item has its new vector.
 

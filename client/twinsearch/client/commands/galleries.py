@@ -93,10 +93,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     "every item again from its kept image while the gallery keeps answering with its current "
                     "model, applies enrollments and deletions made meanwhile to both, then switches at once. The "
                     "gallery's own thresholds, if any, are dropped (they were of the old model). A restart "
-                    "of the server resumes the migration; interrupting this command does not stop it.")
+                    "of the server resumes the migration; interrupting this command does not stop it: "
+                    "--cancel does, and drops what it made.")
     migrate.add_argument("name", help="the gallery")
-    migrate.add_argument("--to", required=True, metavar="MODEL", dest="model",
-                         help="the model to move it to (a name from `twinsearch info`)")
+    goal = migrate.add_mutually_exclusive_group(required=True)
+    goal.add_argument("--to", metavar="MODEL", dest="model",
+                      help="the model to move it to (a name from `twinsearch info`)")
+    goal.add_argument("--cancel", action="store_true",
+                      help="stop the gallery's migration (running, waiting for its model, or failed) and drop "
+                           "the vectors it made: the gallery stays with its model, items and thresholds")
     migrate.add_argument("--no-wait", action="store_true",
                          help="start it and return; follow it with `twinsearch galleries show NAME`")
     migrate.add_argument("--no-progress", action="store_true", help="no progress bar while waiting")
@@ -224,7 +229,16 @@ POLL_S = 0.5
 
 
 def _migrate(client, args: argparse.Namespace) -> int:
-    """Start the migration, then (unless --no-wait) follow it with a progress bar until the switch."""
+    """Start the migration, then (unless --no-wait) follow it with a progress bar until the switch; or
+    cancel it."""
+    if args.cancel:
+        g = client.cancel_migration(args.name)
+        if args.json:
+            print_json(g)
+        else:
+            print(table([_gallery_row(g)], _GALLERY_HEADERS))
+            print(f"gallery {args.name!r}: migration cancelled; it answers with model {g.model} as before")
+        return 0
     start = client.migrate_gallery(args.name, args.model)
     out = sys.stderr if args.json else sys.stdout
     if start.dropped_threshold is not None:
@@ -258,6 +272,13 @@ def _migrate(client, args: argparse.Namespace) -> int:
                 raise CommandLineError(f"the migration of gallery {args.name!r} is {m.state.value}"
                                        f"{': ' + m.error if m.error else ''}")
             time.sleep(POLL_S)
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+            bar = None
+        print(f"interrupted: the migration goes on in the server (follow it with `twinsearch galleries show "
+              f"{args.name}`, stop it with `twinsearch galleries migrate {args.name} --cancel`)", file=sys.stderr)
+        return 130
     finally:
         if bar is not None:
             bar.close()
