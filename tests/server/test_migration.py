@@ -8,6 +8,7 @@ batch of four differ in the last float32 bits).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections import Counter
@@ -149,22 +150,29 @@ def test_a_migration_under_concurrent_calls_loses_nothing(tmp_path, model_path, 
         assert_same_answers(c.identify("g", PROBES, k=5), scratch_answers)
 
 
-def test_a_migration_waits_for_its_model_and_resumes_after_a_restart(tmp_path, model_path, model_b, monkeypatch):
-    data = tmp_path / "data"
+@contextlib.contextmanager
+def recorded_migration(data, model_path, model_b, monkeypatch):
+    """Gallery "g" of model a with FIRST, its migration to b recorded and not started (yields the client)."""
     with monkeypatch.context() as m:
-        m.setattr(Migrator, "start", lambda self, gallery, fingerprint: None)  # recorded, not started
+        m.setattr(Migrator, "start", lambda self, gallery, fingerprint: None)
         with LocalClient(data, models={"a": model_path, "b": model_b}, settings=SETTINGS) as c:
             c.create_gallery("g", model="a")
             enroll(c, "g", FIRST)
             c.migrate_gallery("g", "b")
-            assert c.migrate_gallery("g", "b").gallery.migration.done == 0  # asking again returns it
-            with pytest.raises(FailedPrecondition, match=r"'g' is already bound to model 'a' \(it is moving to "
-                                                         r"model 'b', 0 of \d+ items done\)"):
-                c.migrate_gallery("g", "a")
-            third = SimpleNamespace(name="c", fingerprint="0" * 16)  # a third model, as the registry names it
-            with pytest.raises(FailedPrecondition, match=r"'g' is moving to model 'b', 0 of \d+ items done: wait "
-                                                         r"for that move to complete before moving it to model 'c'"):
-                _refuse_migration(c.engine._named(c.engine.store.get_gallery("g")), third)
+            yield c
+
+
+def test_a_migration_waits_for_its_model_and_resumes_after_a_restart(tmp_path, model_path, model_b, monkeypatch):
+    data = tmp_path / "data"
+    with recorded_migration(data, model_path, model_b, monkeypatch) as c:
+        assert c.migrate_gallery("g", "b").gallery.migration.done == 0  # asking again returns it
+        with pytest.raises(FailedPrecondition, match=r"'g' is already bound to model 'a' \(it is moving to "
+                                                     r"model 'b', 0 of \d+ items done\)"):
+            c.migrate_gallery("g", "a")
+        third = SimpleNamespace(name="c", fingerprint="0" * 16)  # a third model, as the registry names it
+        with pytest.raises(FailedPrecondition, match=r"'g' is moving to model 'b', 0 of \d+ items done: wait "
+                                                     r"for that move to complete before moving it to model 'c'"):
+            _refuse_migration(c.engine._named(c.engine.store.get_gallery("g")), third)
     with LocalClient(data, models={"a": model_path}, settings=SETTINGS) as c:  # without the new model
         g = c.get_gallery("g")
         assert g.migration.state == MigrationState.PAUSED and g.migration.model is None
@@ -345,12 +353,8 @@ def test_a_cancelled_migration_leaves_the_gallery_as_it_was(tmp_path, model_path
 def test_a_migration_waiting_for_a_model_the_server_no_longer_has_can_be_cancelled(tmp_path, model_path, model_b,
                                                                                   monkeypatch):
     data = tmp_path / "data"
-    with monkeypatch.context() as m:
-        m.setattr(Migrator, "start", lambda self, gallery, fingerprint: None)  # recorded, not started
-        with LocalClient(data, models={"a": model_path, "b": model_b}, settings=SETTINGS) as c:
-            c.create_gallery("g", model="a")
-            enroll(c, "g", FIRST)
-            c.migrate_gallery("g", "b")
+    with recorded_migration(data, model_path, model_b, monkeypatch):
+        pass
     with LocalClient(data, models={"a": model_path}, settings=SETTINGS) as c:  # model b is gone for good
         assert c.get_gallery("g").migration.state == MigrationState.PAUSED
         with pytest.raises(FailedPrecondition, match="does not hold"):

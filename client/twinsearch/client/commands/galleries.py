@@ -233,11 +233,7 @@ def _migrate(client, args: argparse.Namespace) -> int:
     cancel it."""
     if args.cancel:
         g = client.cancel_migration(args.name)
-        if args.json:
-            print_json(g)
-        else:
-            print(table([_gallery_row(g)], _GALLERY_HEADERS))
-            print(f"gallery {args.name!r}: migration cancelled; it answers with model {g.model} as before")
+        _print_gallery(g, args, f"gallery {args.name!r}: migration cancelled; it answers with model {g.model} as before")
         return 0
     start = client.migrate_gallery(args.name, args.model)
     out = sys.stderr if args.json else sys.stdout
@@ -283,9 +279,15 @@ def _migrate(client, args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     seconds = time.monotonic() - started
+    _print_gallery(g, args, f"gallery {args.name!r} now answers with model {g.model} ({g.item_count} items, "
+                            f"{seconds:.1f} s)")
+    return 0
+
+
+def _print_gallery(g, args: argparse.Namespace, line: str) -> None:
+    """The gallery as JSON, or as a table row followed by `line`."""
     if args.json:
         print_json(g)
     else:
         print(table([_gallery_row(g)], _GALLERY_HEADERS))
-        print(f"gallery {args.name!r} now answers with model {g.model} ({g.item_count} items, {seconds:.1f} s)")
-    return 0
+        print(line)
