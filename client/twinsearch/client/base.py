@@ -19,7 +19,7 @@ Conventions of every method:
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,27 +42,40 @@ from twinsearch.client.inputs import (
 from twinsearch.client.types import EnrollItem, Payload
 
 FIND_BATCH = 1000  # client ids per FindItems call (a server takes up to its max_batch, 1,024 by default)
+INT32_MAX = 2**31 - 1  # the wire's k, mean_k and page_size are int32
+ID_MAX = 2**63 - 1    # stored ids are positive int64
 
 
 def parse_index(index: t.IndexSpec | t.IndexKind | str | None, params: Mapping[str, int] | None = None) -> t.IndexSpec:
-    """An IndexSpec from a kind name ("exact", "ivf", "hnsw"), an IndexKind or an IndexSpec, plus params."""
+    """An IndexSpec from a kind name ("exact", "ivf", "hnsw"), an IndexKind or an IndexSpec, plus params;
+    InvalidArgument for an unknown kind or parameter, or a parameter the wire's int32 cannot carry."""
     if isinstance(index, t.IndexSpec):
+        _index_kind(index.kind)
         spec = index
     else:
-        try:
-            kind = t.IndexKind(index or t.IndexKind.EXACT)
-        except ValueError:
-            raise InvalidArgument(
-                f"unknown index kind {index!r}; choose from {', '.join(k.value for k in t.IndexKind)}"
-            ) from None
-        spec = t.IndexSpec(kind=kind)
+        spec = t.IndexSpec(kind=_index_kind(index or t.IndexKind.EXACT))
+    fields = [name for name in t.IndexSpec.__dataclass_fields__ if name != "kind"]
     if params:
-        fields = set(t.IndexSpec.__dataclass_fields__) - {"kind"}
-        unknown = set(params) - fields
+        unknown = set(params) - set(fields)
         if unknown:
             raise InvalidArgument(f"unknown index parameters {sorted(unknown)}; known: {sorted(fields)}")
         spec = t.IndexSpec(**{**spec.__dict__, **params})
+    for field in fields:
+        value = getattr(spec, field)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= INT32_MAX:
+            raise InvalidArgument(f"index {field} must be an integer from 0 to {INT32_MAX}, got {value!r}",
+                                  field=f"params.{field}")
     return spec
+
+
+def _index_kind(value: object) -> t.IndexKind:
+    """`value` as an IndexKind; InvalidArgument naming the kinds there are otherwise."""
+    try:
+        return t.IndexKind(value)
+    except ValueError:
+        raise InvalidArgument(
+            f"unknown index kind {value!r}; choose from {', '.join(k.value for k in t.IndexKind)}"
+        ) from None
 
 
 def parse_scoring(value: t.Scoring | str | None) -> t.Scoring | None:
@@ -74,10 +87,6 @@ def parse_scoring(value: t.Scoring | str | None) -> t.Scoring | None:
         raise InvalidArgument(
             f"unknown scoring {value!r}; choose from {', '.join(s.value for s in t.Scoring)}"
         ) from None
-
-
-INT32_MAX = 2**31 - 1  # the wire's k, mean_k and page_size are int32
-ID_MAX = 2**63 - 1    # stored ids are positive int64
 
 
 def positive_int(value: object, what: str, *, optional: bool = False) -> int | None:
@@ -98,10 +107,38 @@ def stored_id(value: object, what: str) -> int:
 
 
 def label_list(labels: str | Sequence[str] | None) -> list[str] | None:
-    """None, or a list of labels (one label given as a string is one label, not its characters)."""
+    """None, or a list of labels (one label given as a string is one label, not its characters), each
+    checked by `text`."""
     if labels is None:
         return None
-    return [labels] if isinstance(labels, str) else list(labels)
+    if isinstance(labels, str):
+        labels = [labels]
+    elif not isinstance(labels, Iterable):
+        raise InvalidArgument(f"labels must be a label or a list of labels, got {type(labels).__name__}",
+                              field="labels")
+    return [text(label, f"labels[{i}]") for i, label in enumerate(labels)]
+
+
+def optional_text(value: object, what: str) -> str | None:
+    """None for None or "" (a model name left to the server's default), else `value` checked by `text`."""
+    return None if value is None else text(value, what) or None
+
+
+def flag(value: object, what: str) -> bool:
+    """`value` when it is True or False; InvalidArgument otherwise (a string such as "no" is not False)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise InvalidArgument(f"{what} must be True or False, got {value!r}", field=what)
+    return bool(value)
+
+
+def number(value: object, field: str) -> float | None:
+    """None, or `value` as a float when it is a number (numpy's too, not a bool); InvalidArgument otherwise:
+    a threshold before the server checks its range, the same from both clients."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InvalidArgument(f"{field} must be a number, got {value!r}", field=field)
+    return float(value)
 
 
 class BaseClient(abc.ABC):
@@ -144,9 +181,10 @@ class BaseClient(abc.ABC):
         Rows are L2-normalised; pass them back as vectors to enroll, identify, verify or search (on a
         gallery bound to the same model). InvalidArgument for a model the server does not hold.
         """
+        model = optional_text(model, "model")
         batch, single = as_batch(images)
         with naming_inputs({"images": batch}):
-            vectors = self._embed(payloads(batch), model=model or None)
+            vectors = self._embed(payloads(batch), model=model)
         return vectors[0] if single else vectors
 
     def verify(self, a, b, *, threshold: float | None = None, target_far: float | None = None,
@@ -158,7 +196,8 @@ class BaseClient(abc.ABC):
         model's default operating point. `model`: the model that embeds and decides (default: the
         server's default model).
         """
-        model = model or None
+        model = optional_text(model, "model")
+        threshold, target_far = number(threshold, "threshold"), number(target_far, "target_far")
         left, single_a = self._batch(a, model=model)
         right, single_b = self._batch(b, model=model)
         if single_a != single_b or len(left) != len(right):
@@ -204,14 +243,16 @@ class BaseClient(abc.ABC):
         calls must give their own. Migrating the gallery to another model drops it, as it drops
         `threshold`.
         """
+        name, model = text(name, "name"), optional_text(model, "model")
         spec = parse_index(index, params)
         mean_k = positive_int(mean_k, "mean_k", optional=True)
         if isinstance(threshold, str):
             threshold = self.operating_point(threshold, model=model).distance
-        _check_number(cohort_threshold, "cohort_threshold")
+        threshold, cohort_threshold = number(threshold, "threshold"), number(cohort_threshold, "cohort_threshold")
+        keep_images = None if keep_images is None else flag(keep_images, "keep_images")
         try:
             return self._create_gallery(name, index=spec, scoring=parse_scoring(scoring), mean_k=mean_k,
-                                        threshold=threshold, model=model or None, keep_images=keep_images,
+                                        threshold=threshold, model=model, keep_images=keep_images,
                                         cohort_threshold=cohort_threshold)
         except AlreadyExists:
             if exist_ok:
@@ -226,6 +267,7 @@ class BaseClient(abc.ABC):
         InvalidArgument for a name the model's calibration does not have (or a model without one), or
         a model the server does not hold.
         """
+        model = optional_text(model, "model")
         info = self._info()
         chosen = info.model
         if model:
@@ -242,7 +284,7 @@ class BaseClient(abc.ABC):
 
     def get_gallery(self, name: str) -> t.GalleryInfo:
         """A gallery's settings and counts; NotFound for an unknown name."""
-        return self._get_gallery(name)
+        return self._get_gallery(text(name, "name"))
 
     def update_gallery(self, name: str, *, threshold: float | str | None = t.KEEP,
                        cohort_threshold: float | None = t.KEEP, scoring: t.Scoring | str | None = None,
@@ -253,11 +295,13 @@ class BaseClient(abc.ABC):
         `cohort_threshold`: a new default threshold of its cohort-normalized `verify_class` calls, or None
         to drop it. `scoring` and `mean_k`: its new default class scoring. The gallery with its new
         settings; NotFound for an unknown name, FailedPrecondition while it migrates to another model."""
+        name = text(name, "name")
         if isinstance(threshold, str):
             threshold = self.operating_point(threshold, model=self._get_gallery(name).model).distance
-        for value, field in ((threshold, "threshold"), (cohort_threshold, "cohort_threshold")):
-            if value is not t.KEEP:
-                _check_number(value, field)
+        if threshold is not t.KEEP:
+            threshold = number(threshold, "threshold")
+        if cohort_threshold is not t.KEEP:
+            cohort_threshold = number(cohort_threshold, "cohort_threshold")
         return self._update_gallery(name, threshold=threshold, cohort_threshold=cohort_threshold,
                                     scoring=parse_scoring(scoring), mean_k=positive_int(mean_k, "mean_k", optional=True))
 
@@ -269,11 +313,11 @@ class BaseClient(abc.ABC):
         """One page of `galleries`, by name (`page_size` None: every gallery in one page); pass
         `next_page_token` back for the next one (empty on the last)."""
         page_size = positive_int(page_size, "page_size", optional=True)
-        return self._gallery_page(page_size=page_size, page_token=page_token)
+        return self._gallery_page(page_size=page_size, page_token=text(page_token, "page_token"))
 
     def delete_gallery(self, name: str) -> int:
         """Delete a gallery and everything in it; returns the number of items deleted."""
-        return self._delete_gallery(name)
+        return self._delete_gallery(text(name, "name"))
 
     def migrate_gallery(self, name: str, model: str) -> t.MigrationStart:
         """Start moving gallery `name` to the model named `model`, in the background.
@@ -286,14 +330,14 @@ class BaseClient(abc.ABC):
         gallery that does not keep its images; InvalidArgument for a model the server does not hold.
         Asking again for the migration in progress returns it; `cancel_migration` stops it.
         """
-        return self._migrate_gallery(name, model)
+        return self._migrate_gallery(text(name, "name"), optional_text(model, "model"))
 
     def cancel_migration(self, name: str) -> t.GalleryInfo:
         """Stop gallery `name`'s migration (running, waiting for its model, or failed) and drop the vectors
         it made: the gallery stays bound to its model with its items and thresholds, as if it had never
         started. Returns the gallery. NotFound for an unknown name; FailedPrecondition when it has no
         migration (one that completed has switched it already)."""
-        return self._cancel_migration(name)
+        return self._cancel_migration(text(name, "name"))
 
     # ---------------------------------------------------------------------------- enroll, delete
 
@@ -316,6 +360,7 @@ class BaseClient(abc.ABC):
         `skip_invalid`, which stores the valid items and lists the others in `EnrollResult.failed`.
         Returns the stored items in order; `result.ids` are their stored ids.
         """
+        gallery, skip_invalid = text(gallery, "gallery"), flag(skip_invalid, "skip_invalid")
         dim = self._dim_for(images, gallery)
         batch, _ = as_batch(images, dim)
         # With skip_invalid, an item that fails here (a file that cannot be read) fails alone, as one the
@@ -358,7 +403,7 @@ class BaseClient(abc.ABC):
         """
         from twinsearch.client.bulk import enroll_folder, file_limit
 
-        return enroll_folder(self, gallery, folder, class_depth=class_depth, batch_size=batch_size,
+        return enroll_folder(self, text(gallery, "gallery"), folder, class_depth=class_depth, batch_size=batch_size,
                              max_batch_bytes=max_batch_bytes, max_file_bytes=file_limit(self.max_request_bytes),
                              max_in_flight=max_in_flight, id_prefix=id_prefix, extensions=extensions,
                              progress=progress)
@@ -369,7 +414,9 @@ class BaseClient(abc.ABC):
 
         A plain read, for skipping the work of items already stored before enrolling them; it may be
         out of date by the time the caller acts on it (enrolling stays the authority)."""
-        cid_list = list(dict.fromkeys([client_ids] if isinstance(client_ids, str) else client_ids))
+        gallery = text(gallery, "gallery")
+        given = [client_ids] if isinstance(client_ids, str) else list(client_ids)
+        cid_list = list(dict.fromkeys(text(c, f"client_ids[{i}]") for i, c in enumerate(given)))
         out: list[t.Enrolled] = []
         for start in range(0, len(cid_list), FIND_BATCH):
             out.extend(self._find_items(gallery, cid_list[start:start + FIND_BATCH]))
@@ -392,13 +439,13 @@ class BaseClient(abc.ABC):
         cid_list = [client_ids] if isinstance(client_ids, str) else list(client_ids)
         if not id_list and not cid_list and label is None:
             raise InvalidArgument("give ids, client_ids or a label to delete")
-        return self._delete(gallery, ids=[stored_id(x, f"ids[{i}]") for i, x in enumerate(id_list)],
+        return self._delete(text(gallery, "gallery"), ids=[stored_id(x, f"ids[{i}]") for i, x in enumerate(id_list)],
                             client_ids=[text(c, f"client_ids[{i}]") for i, c in enumerate(cid_list)],
                             label=None if label is None else text(label, "label"))
 
     def classes(self, gallery: str, *, page_size: int = 1000) -> list[t.ClassCount]:
         """Every enrolled class of a gallery with its item count, ordered by label (all pages)."""
-        page_size = positive_int(page_size, "page_size")
+        gallery, page_size = text(gallery, "gallery"), positive_int(page_size, "page_size")
         out: list[t.ClassCount] = []
         token = ""
         while True:
@@ -412,7 +459,8 @@ class BaseClient(abc.ABC):
         """One page of `classes` (`page_size` None: the server's default); pass `next_page_token` back for
         the next one (empty on the last)."""
         page_size = positive_int(page_size, "page_size", optional=True)
-        return self._list_classes(gallery, page_size=page_size, page_token=page_token)
+        return self._list_classes(text(gallery, "gallery"), page_size=page_size,
+                                  page_token=text(page_token, "page_token"))
 
     # ----------------------------------------------------------------------------------- queries
 
@@ -441,6 +489,9 @@ class BaseClient(abc.ABC):
         With `skip_invalid` (as in `enroll`), the other probes are answered and each bad one gets a
         `ProbeFailure` (its index and the reason) in its place in the list.
         """
+        gallery, skip_invalid = text(gallery, "gallery"), flag(skip_invalid, "skip_invalid")
+        threshold, target_far = number(threshold, "threshold"), number(target_far, "target_far")
+        labels = label_list(labels)
         batch, single = self._batch(probes, gallery)
         k = positive_int(k, "k", optional=True)
         mean_k = positive_int(mean_k, "mean_k", optional=True)
@@ -460,7 +511,7 @@ class BaseClient(abc.ABC):
             with naming_inputs({"probes": batch}, positions):
                 results = self._identify(
                     gallery, sent, k=k, scoring=parse_scoring(scoring), mean_k=mean_k, threshold=threshold,
-                    target_far=target_far, labels=label_list(labels), skip_invalid=skip_invalid,
+                    target_far=target_far, labels=labels, skip_invalid=skip_invalid,
                 )
         results = in_caller_order(len(batch), failures, positions, results, {"probes": batch})
         return results[0] if single else results
@@ -489,12 +540,14 @@ class BaseClient(abc.ABC):
         evaluate --references R --cohort` on held-out classes); the answer's `distance` is the score and
         it has no probability.
         """
+        gallery = text(gallery, "gallery")
+        threshold, target_far = number(threshold, "threshold"), number(target_far, "target_far")
         batch, single = self._batch(probes, gallery)
         mean_k = positive_int(mean_k, "mean_k", optional=True)
-        if not isinstance(cohort, bool):
-            raise InvalidArgument(f"cohort must be True or False, got {cohort!r}")
+        cohort = flag(cohort, "cohort")
         per_probe = broadcast(labels, len(batch), "labels", matrix_hint(batch, self._model_dim))
-        queries = [(payload(x, f"queries[{i}].probe"), per_probe[i]) for i, x in enumerate(batch)]
+        queries = [(payload(x, f"queries[{i}].probe"), text(per_probe[i], f"queries[{i}].label"))
+                   for i, x in enumerate(batch)]
         if not queries:
             raise InvalidArgument("no probes given")
         with naming_inputs({"queries.probe": batch}):
@@ -505,10 +558,11 @@ class BaseClient(abc.ABC):
     def search(self, gallery: str, probes, *, k: int | None = None, labels: str | Sequence[str] | None = None):
         """The k nearest stored items of each probe, nearest first: a list of Neighbor per probe
         (one list for a single probe). `labels` restricts the search to those classes."""
+        gallery, labels = text(gallery, "gallery"), label_list(labels)
         batch, single = self._batch(probes, gallery)
         k = positive_int(k, "k", optional=True)
         with naming_inputs({"probes": batch}):
-            results = self._search(gallery, payloads(batch, "probes"), k=k, labels=label_list(labels))
+            results = self._search(gallery, payloads(batch, "probes"), k=k, labels=labels)
         return results[0] if single else results
 
     # ------------------------------------------------------------------------------- lifecycle
@@ -592,10 +646,3 @@ class BaseClient(abc.ABC):
 
     @abc.abstractmethod
     def _search(self, gallery: str, probes: list[Payload], *, k, labels) -> list[list[t.Neighbor]]: ...
-
-
-def _check_number(value: object, field: str) -> None:
-    """InvalidArgument unless `value` is None or a number (not a bool): a threshold before the server checks
-    its range."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-        raise InvalidArgument(f"{field} must be a number, got {value!r}", field=field)

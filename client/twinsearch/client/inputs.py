@@ -62,8 +62,12 @@ def as_batch(obj: object, dim: int | None = None) -> tuple[list, bool]:
 def payload(item: ImageLike, where: str = "image") -> Payload:
     """The canonical payload of an image or a vector (see the module docstring).
 
-    Raises InvalidArgument, naming `where`, for what is neither.
+    Raises InvalidArgument, naming `where`, for what is neither, and for an array that does not hold
+    numbers or whose integer pixels are neither uint8 nor uint16 nor in [0, 1] (as float pixels must be).
     """
+    if isinstance(item, np.ndarray) and item.dtype.kind not in "biuf":
+        kind = "a vector" if is_vector(item) else "an image array"
+        raise InvalidArgument(f"{where}: {kind} must hold numbers, got dtype {item.dtype}", field=where)
     if is_vector(item):
         vector = np.ascontiguousarray(item, dtype=np.float32)
         if vector.size == 0:
@@ -74,6 +78,10 @@ def payload(item: ImageLike, where: str = "image") -> Payload:
     except InvalidArgument as exc:
         raise InvalidArgument(f"{where}: {exc.details}", field=where) from None
     if isinstance(out, np.ndarray):
+        if out.dtype.kind in "iu" and out.dtype.name not in RAW_DTYPES and out.size and (out.min() < 0 or out.max() > 1):
+            raise InvalidArgument(
+                f"{where}: an image array of {out.dtype} holds values from {out.min()} to {out.max()}: give pixels "
+                "as uint8 or uint16, or as floats in [0, 1]", field=where)
         # The same dtype the wire form carries (convert.raw_image_to_pb): uint8, uint16, else float32.
         dtype = out.dtype.name if out.dtype.name in RAW_DTYPES else "float32"
         out = np.ascontiguousarray(out, dtype=dtype)
@@ -91,6 +99,9 @@ def broadcast(value: object, n: int, what: str, hint: str = "") -> list:
     with `hint` appended)."""
     if value is None or isinstance(value, (str, Mapping)):
         return [value] * n
+    if not isinstance(value, Iterable):
+        raise InvalidArgument(f"{what} must be one value for all items or a list of one per item, "
+                              f"got {type(value).__name__}")
     values = list(value)  # type: ignore[call-overload]
     if len(values) != n:
         raise InvalidArgument(f"{len(values)} {what} for {n} items{hint}")

@@ -36,7 +36,7 @@ from twinsearch.client import convert as c
 from twinsearch.client import types as t
 from twinsearch.client.base import BaseClient
 from twinsearch.client.enroll_stream import EnrollStream, enroll_request
-from twinsearch.client.errors import TwinsearchError, Unavailable, error_for_code
+from twinsearch.client.errors import FailedPrecondition, TwinsearchError, Unavailable, error_for_code
 from twinsearch.client.types import MAX_TIMEOUT_S, EnrollItem, Payload
 from twinsearch.v1 import twinsearch_pb2 as pb
 from twinsearch.v1 import twinsearch_pb2_grpc
@@ -162,6 +162,7 @@ class Client(BaseClient):
         # the process from ending.
         self._channels = [self._channel]
         self._closer = weakref.finalize(self, _close_channels, self._channels)
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"Client({self.address!r}, timeout={self.timeout})"
@@ -174,6 +175,7 @@ class Client(BaseClient):
     def _once_stub(self) -> twinsearch_pb2_grpc.TwinSearchStub:
         """A stub on a channel that never retries, for calls that must be sent at most once."""
         with self._once_lock:
+            self._check_open()
             if self._once is None:
                 self._once_channel = self._open_channel(self._options + [("grpc.enable_retries", 0)])
                 self._channels.append(self._once_channel)
@@ -182,7 +184,15 @@ class Client(BaseClient):
 
     def close(self) -> None:
         with self._once_lock:
+            self._closed = True
             self._closer()
+
+    def _check_open(self) -> None:
+        """FailedPrecondition once `close()` was called (as from a closed LocalClient), rather than gRPC's
+        ValueError, and before a call could open a channel of its own again; not Unavailable, which callers
+        retry."""
+        if self._closed:
+            raise FailedPrecondition(f"{self!r} is closed: open a new one")
 
     # ------------------------------------------------------------------------------- plumbing
 
@@ -200,6 +210,7 @@ class Client(BaseClient):
     def _call(self, method: str, request, *, retry: bool = True):
         """Call `method` within the client's deadline; UNAVAILABLE answers are retried by the channel's
         retry policy (`service_config`), unless `retry` is False: then it is sent at most once."""
+        self._check_open()
         stub = self._stub if retry else self._once_stub()
         rpc = getattr(stub, method)
         try:
@@ -294,6 +305,7 @@ class Client(BaseClient):
         return c.enroll_result_from_pb(self._call("Enroll", request, retry=idempotent))
 
     def _enroll_batches(self, gallery, batches, *, max_in_flight) -> Iterator[tuple[list[EnrollItem], t.EnrollResult]]:
+        self._check_open()
         stream = EnrollStream(
             gallery, batches, max_in_flight=max_in_flight, ack_timeout=self.timeout,
             open_call=lambda requests: self._stub.EnrollStream(requests, metadata=self._metadata),

@@ -23,6 +23,7 @@ import numpy as np
 
 from twinsearch.client import types as t
 from twinsearch.client.base import BaseClient
+from twinsearch.client.errors import FailedPrecondition
 
 from .engine import Engine
 from .settings import EngineSettings
@@ -56,8 +57,13 @@ class LocalClient(BaseClient):
         return f"LocalClient({str(self.path)!r})"
 
     def close(self) -> None:
+        """Close the engine (when this client opened it); later calls are FailedPrecondition, as a closed
+        `Client`'s are."""
+        if isinstance(self.engine, _ClosedEngine):
+            return
         if self._owns_engine:
             self.engine.close()
+        self.engine = _ClosedEngine(f"{self!r} is closed: open a new one")
 
     # ----------------------------------------------------------------------------- primitives
 
@@ -124,3 +130,13 @@ class LocalClient(BaseClient):
 
     def _search(self, gallery, probes, *, k, labels):
         return self.engine.search(gallery, probes, k=k, labels=labels)
+
+
+class _ClosedEngine:
+    """A closed LocalClient's engine: every use is FailedPrecondition with `message`."""
+
+    def __init__(self, message: str):
+        self._message = message
+
+    def __getattr__(self, name: str):
+        raise FailedPrecondition(self._message)

@@ -90,6 +90,9 @@ log = logging.getLogger(__name__)
 DB_NAME = "gallery.sqlite3"
 SNAPSHOT_DIR = "snapshots"
 LOCK_NAME = "store.lock"
+# HNSW beam widths: faiss sizes its heaps by them, so ef_search 2^31 - 1 makes every search take seconds
+# and gigabytes; far above any width that still improves recall.
+MAX_EF = 16_384
 
 
 @dataclass(frozen=True)
@@ -279,8 +282,9 @@ class GalleryStore:
                 raise InvalidArgument(f"index {key} must be >= 0 (0 chooses from the gallery size)")
         if index.nprobe and index.nlist and index.nprobe > index.nlist:
             raise InvalidArgument(f"index nprobe {index.nprobe} exceeds nlist {index.nlist}")
-        if not (2 <= index.hnsw_m <= 256 and index.ef_construction >= 1 and index.ef_search >= 1):
-            raise InvalidArgument("HNSW needs 2 <= hnsw_m <= 256, ef_construction >= 1, ef_search >= 1")
+        if not (2 <= index.hnsw_m <= 256 and 1 <= index.ef_construction <= MAX_EF and 1 <= index.ef_search <= MAX_EF):
+            raise InvalidArgument(f"HNSW needs 2 <= hnsw_m <= 256, 1 <= ef_construction <= {MAX_EF:,} and "
+                                  f"1 <= ef_search <= {MAX_EF:,}")
         spec = {**asdict(index), "kind": kind.value}
         with self._writer:
             with self.db.transaction() as conn:

@@ -22,7 +22,7 @@ MAX_CLIENT_ID_LENGTH = LIMITS.client_id_length
 
 
 def check_gallery_name(name: object) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):  # not match: its $ passes a final newline
         raise InvalidArgument(
             f"gallery name {name!r} is not valid: 1 to {LIMITS.gallery_name_length} letters, digits, '_', '.', "
             "'-', starting with a letter or digit", field="name")
