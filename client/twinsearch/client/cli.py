@@ -44,6 +44,8 @@ COMMANDS: tuple[Command, ...] = (
             "twinsearch.encoder.commands.evaluate", needs=("torch",)),
     Command("serve", "run the gRPC server over a data folder", "twinsearch.server.commands.serve",
             needs=SERVER_EXTRA),
+    Command("backup", "copy a server's data folder, consistent, while it serves", "twinsearch.server.commands.backup",
+            needs=SERVER_EXTRA),
     Command("index", "bulk-enroll a folder tree (one folder per class), or embedded vectors, into a gallery",
             "twinsearch.client.commands.index"),
     Command("embed", "embed a folder tree, zip or manifest on Ray into Parquet files of vectors",
