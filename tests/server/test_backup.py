@@ -135,7 +135,7 @@ def test_the_backup_command(tmp_path, model_path, capsys):
         fingerprint = c.get_gallery("g").model_fingerprint
         assert main(["backup", str(data), str(tmp_path / "copy")]) == 0  # while served
     out = capsys.readouterr().out
-    assert "backed up 1 galleries, 24 items" in out and fingerprint in out
+    assert "backed up 1 gallery, 24 items" in out and fingerprint in out
     assert f"twinsearch serve --data-dir {tmp_path / 'copy'}" in out
     assert main(["backup", str(data), str(tmp_path / "copy2"), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)

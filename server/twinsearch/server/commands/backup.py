@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
         print(table([(g.name, g.items, g.fingerprint) for g in report.galleries], ["gallery", "items", "model fingerprint"]))
     rebuilt = (f"; {len(report.snapshots_left_out)} changed while copied, rebuilt from the database at first start"
                if report.snapshots_left_out else "")
-    print(f"backed up {len(report.galleries)} galleries, {report.items} items ({report.database_bytes / 1e6:.1f} MB of "
+    count = len(report.galleries)
+    print(f"backed up {count} {'gallery' if count == 1 else 'galleries'}, {report.items} items ({report.database_bytes / 1e6:.1f} MB of "
           f"database, {report.snapshots_copied} index snapshots{rebuilt}) to {report.destination} in "
           f"{report.seconds:.1f} s")
     print(f"restore: twinsearch serve --data-dir {report.destination} with the models of those fingerprints")
