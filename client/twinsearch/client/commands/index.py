@@ -213,7 +213,10 @@ def _send(args: argparse.Namespace, send, made_by: tuple[str, str] | None = None
 
             bar = tqdm(total=0, unit="img", desc=f"index {args.gallery}", dynamic_ncols=True, file=sys.stderr)
 
+        latest = []  # the last progress reported, for the message of a Ctrl-C
+
         def progress(p) -> None:
+            latest[:] = [p]
             if bar is None:
                 return
             bar.total = p.total
@@ -222,6 +225,11 @@ def _send(args: argparse.Namespace, send, made_by: tuple[str, str] | None = None
 
         try:
             report = send(client, progress)
+        except KeyboardInterrupt:
+            if bar is not None:
+                bar.close()
+            print(_interrupted(latest[0] if latest else None, args), file=sys.stderr)
+            return 130
         finally:
             if bar is not None:
                 bar.close()
@@ -240,6 +248,16 @@ def _send(args: argparse.Namespace, send, made_by: tuple[str, str] | None = None
                   f"{report.seconds:.1f}", f"{report.images_per_s:.0f}"]],
                 ["gallery", "found", "sent", "stored", "skipped", "failed", "seconds", "images/s"]))
     return _status(report, args)
+
+
+def _interrupted(progress, args: argparse.Namespace) -> str:
+    """What a Ctrl-C left behind: what the server had acknowledged, and that running the same command
+    again resumes (client ids make a re-run skip what is stored)."""
+    done = "" if progress is None else (
+        f" after {progress.done} of {progress.total} files: {progress.stored} stored, {progress.skipped} "
+        f"already stored, {progress.failed} failed (requests in flight may have been stored too)")
+    return (f"interrupted{done}; what the gallery {args.gallery!r} stores stays there, and the same command "
+            "again sends only what is missing")
 
 
 def _status(report, args: argparse.Namespace) -> int:

@@ -79,3 +79,28 @@ def range_error(args: argparse.Namespace, ranges) -> str | None:
         if below or above:
             return f"{flag} must be {' and '.join(words)}, got {value:g}"
     return None
+
+
+def device_error(device: str | None) -> str | None:
+    """The usage message for a --device that this machine cannot run the model on, or None: told before the
+    data is read, not as a traceback from torch."""
+    if not device:
+        return None
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        return f"--device takes cpu, cuda, cuda:N or mps, got {device!r}"
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            return (f"--device {device}: no CUDA GPU is usable here (this torch build "
+                    f"{'has CUDA' if torch.version.cuda else 'is CPU-only'}); leave --device out to use the CPU")
+        if parsed.index is not None and parsed.index >= count:
+            return f"--device {device}: this machine has {count} CUDA device{'s' if count > 1 else ''}"
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        return f"--device {device}: MPS is not available here; leave --device out to use the CPU"
+    elif parsed.type not in ("cpu", "cuda", "mps"):
+        return f"--device takes cpu, cuda, cuda:N or mps, got {device!r}"
+    return None

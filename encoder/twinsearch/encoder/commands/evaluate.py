@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._errors import output_file_error, range_error, reports_data_errors
+from ._errors import device_error, output_file_error, range_error, reports_data_errors
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.shortcuts import input_statistics, raw_statistics, shortcut_statistics
     from ..model import default_model_path, load_model
 
-    for message in (_value_error(args), output_file_error("--json", args.json, "report.json"), _folder_error("--plots", args.plots)):
+    for message in (_value_error(args), device_error(args.device),
+                    output_file_error("--json", args.json, "report.json"), _folder_error("--plots", args.plots)):
         if message is not None:
             return _usage(message)
     if args.threads:
@@ -264,7 +265,8 @@ def _at_threshold(r: dict, kind: str) -> str:
 
 # Flags whose values must lie in a range (`range_error`): (flag, attribute, lowest, highest).
 _RANGES = (("--way", "way", [2], None), ("--shot", "shot", [1], None), ("--queries", "queries", [1], None),
-           ("--episodes", "episodes", [1], None), ("--threads", "threads", [0], None))
+           ("--episodes", "episodes", [1], None), ("--threads", "threads", [0], None), ("--seed", "seed", [0], None),
+           ("--class-depth", "class_depth", [1], None))
 
 
 def _value_error(args: argparse.Namespace) -> str | None:

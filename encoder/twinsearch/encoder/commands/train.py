@@ -31,7 +31,7 @@ from pathlib import Path
 
 from ..errors import DataError
 from ..presets import PRESETS, preset
-from ._errors import output_file_error, range_error, reports_data_errors
+from ._errors import device_error, output_file_error, range_error, reports_data_errors
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -275,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
 
     if len(args.size) > 2:
         return _usage("--size takes one number (square) or two (height width)")
-    for message in (_value_error(args), _device_error(args.device),
+    for message in (_value_error(args), device_error(args.device),
                     output_file_error("--out", args.out, "model.tsm"),
                     output_file_error("--checkpoint", args.checkpoint, "model.tsm.ckpt")):
         if message is not None:
@@ -321,11 +321,16 @@ def run(args: argparse.Namespace) -> int:
             outcome = train_model(recipe, events=progress)
         except TrainingInterrupted as stop:
             progress.close()
+            # The model file is written only at the end: say so, and how to get the model kept so far.
             if stop.checkpoint:
+                keep = (f"; with --resume --steps {stop.step} it writes the model kept so far without training more"
+                        if stop.step else "")
                 print(f"twinsearch train: interrupted after step {stop.step}; checkpoint saved to {stop.checkpoint}: "
-                      "the same command with --resume continues from it", file=sys.stderr)
+                      f"the same command with --resume continues from it{keep}. No model written to {args.out}",
+                      file=sys.stderr)
             else:
-                print(f"twinsearch train: interrupted after step {stop.step}", file=sys.stderr)
+                print(f"twinsearch train: interrupted after step {stop.step}; no model written to {args.out}",
+                      file=sys.stderr)
             return 130
         except DataError:
             raise  # reports_data_errors words it, with a class-depth hint where one helps
@@ -348,7 +353,10 @@ _RANGES = (
     ("--weight-decay", "weight_decay", [0], None), ("--margin", "margin", [0], None), ("--scale", "scale", 0, None),
     ("--aug-rotation", "aug_rotation", [0], None), ("--aug-shear", "aug_shear", [0], None),
     ("--aug-translate", "aug_translate", [0], 1), ("--aug-thickness", "aug_thickness", [0], [1]),
-    ("--aug-elastic", "aug_elastic", [0], None), ("--aug-hflip", "aug_hflip", [0], [1]),
+    ("--aug-elastic", "aug_elastic", [0], None), ("--aug-hflip", "aug_hflip", [0], [1]), ("--ema", "ema", [0], 1),
+    ("--posterior-weight", "posterior_weight", [0], [1]), ("--seed", "seed", [0], None),
+    ("--split-seed", "split_seed", [0], None), ("--class-depth", "class_depth", [1], None),
+    ("--calib-class-depth", "calib_class_depth", [1], None),
 )
 
 
@@ -364,30 +372,6 @@ def _value_error(args: argparse.Namespace) -> str | None:
         return f"--aug-scale takes the smallest and the largest factor, 0 < LOW <= HIGH, got {lo} {hi}"
     if any(s <= 0 for s in args.size):
         return f"--size takes positive pixel counts, got {' '.join(map(str, args.size))}"
-    return None
-
-
-def _device_error(device: str | None) -> str | None:
-    """The usage message for a --device that this machine cannot train on, or None."""
-    if not device:
-        return None
-    import torch
-
-    try:
-        parsed = torch.device(device)
-    except RuntimeError:
-        return f"--device takes cpu, cuda, cuda:N or mps, got {device!r}"
-    if parsed.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            return (f"--device {device}: no CUDA GPU is usable here (this torch build "
-                    f"{'has CUDA' if torch.version.cuda else 'is CPU-only'}); leave --device out to use the CPU")
-        if parsed.index is not None and parsed.index >= count:
-            return f"--device {device}: this machine has {count} CUDA device{'s' if count > 1 else ''}"
-    elif parsed.type == "mps" and not torch.backends.mps.is_available():
-        return f"--device {device}: MPS is not available here; leave --device out to use the CPU"
-    elif parsed.type not in ("cpu", "cuda", "mps"):
-        return f"--device takes cpu, cuda, cuda:N or mps, got {device!r}"
     return None
 
 

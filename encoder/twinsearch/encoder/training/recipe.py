@@ -313,6 +313,10 @@ def train_model(recipe: Recipe, events: Events | None = None) -> Outcome:
         source = source.select_groups(list(recipe.groups), list(recipe.exclude_groups))
     # The split is drawn on the labels; each part's images are then decoded straight into it.
     train, val = _split(recipe, item_indices(source))
+    classes = len(np.unique(train.labels[train.forgery_of_images() < 0]))
+    if classes < 2:  # a metric learns by telling classes apart: one class leaves the network untrained
+        raise DataError(f"training needs at least 2 classes to tell apart, and {source.description} holds "
+                        f"{classes} (check --class-depth and --groups)")
     parts = [train] if val is None else [train, val]
     available = _available_memory()
     images = sum(len(p) for p in parts)
@@ -444,8 +448,12 @@ def _calibrate_and_evaluate(run: _Run, model: EncoderModel, calib, calibrate, on
                                               calibration.points["eer"].distance, seed)}
     way = evaluation["oneshot"]["mean_way"]
     if way < recipe.eval_way:
-        run.warn(f"the one-shot figure is {way:.1f}-way, not {recipe.eval_way}-way: the "
-                 f"{on} holds only {evaluation['data']['classes']} classes")
+        # An episode draws classes with a support and a query image: a class of one image is never drawn.
+        counts = np.bincount(calib.labels[calib.forgery_of_images() < 0])
+        classes, drawn = int((counts > 0).sum()), int((counts >= 2).sum())
+        some = f", {drawn} of them with 2 or more images" if drawn < classes else ""
+        run.warn(f"the one-shot figure is {way:.1f}-way, not {recipe.eval_way}-way: the {on} holds only "
+                 f"{classes} classes{some}")
     spread = distance_spread(model.net.learned_part(emb))  # an orientation histogram's spread is not learned
     evaluation["distance_spread"] = spread
     chance = 1.0 / max(way, 1.0)
