@@ -3,6 +3,7 @@
     .venv/bin/python bench/encoder_recipes.py omniglot        # the default model's recipe, 20 min on 2 cores
     .venv/bin/python bench/encoder_recipes.py fashion-mnist   # needs `apt-get install dataset-fashion-mnist`
     .venv/bin/python bench/encoder_recipes.py signatures      # needs ../shared/data/signatures/sigcomp2011.zip
+    .venv/bin/python bench/encoder_recipes.py signatures --data-only   # lay out runs/sigcomp2011-writers only
 
 Each recipe writes its model to bench/results/encoder_<recipe>.tsm, the evaluation report to
 bench/results/encoder_<recipe>.json and plots to bench/results/encoder_<recipe>_plots/. The commands
@@ -97,10 +98,15 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=20.0)
     parser.add_argument("--results", default=str(REPO / "bench" / "results"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-only", action="store_true",
+                        help="only lay out the recipe's data (signatures: writers 001-048 and 049-069 as NNN/ and "
+                             "NNN_forg/ under runs/sigcomp2011-writers/train and eval) and stop")
     args = parser.parse_args()
     recipe = RECIPES[args.recipe]
     if args.recipe == "signatures":
-        prepare_signatures()
+        print(f"signature data: {prepare_signatures()}", flush=True)
+    if args.data_only:
+        return 0
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     stem = results / f"encoder_{args.recipe}"

@@ -194,3 +194,12 @@ def test_tables_align_wide_characters_and_numbers_beside_missing_ones():
     lines = text.splitlines()
     assert lines[2] == "名前     1.5000"   # two terminal columns a character; the number right-aligned
     assert lines[3] == "ab            -"   # a missing value in a column of numbers aligns with them
+
+
+def test_info_gives_a_model_s_input_height_first_as_train_s_size_does():
+    from types import SimpleNamespace
+
+    from twinsearch.client.commands.info import _input
+
+    assert _input(SimpleNamespace(height=96, width=192, channels=1)) == "96 x 192, 1 channel"
+    assert _input(SimpleNamespace(height=64, width=64, channels=3)) == "64 x 64, 3 channels"

@@ -245,7 +245,7 @@ def _send(args: argparse.Namespace, send, made_by: tuple[str, str] | None = None
     s = _summary(report)
     print()
     print(table([[*(s[k] for k in ("gallery", "found", "sent", "stored", "skipped", "failed")),
-                  f"{report.seconds:.1f}", f"{report.images_per_s:.0f}"]],
+                  f"{report.seconds:.1f}", f"{report.images_per_s:.{0 if report.images_per_s >= 10 else 1}f}"]],
                 ["gallery", "found", "sent", "stored", "skipped", "failed", "seconds", "images/s"]))
     return _status(report, args)
 

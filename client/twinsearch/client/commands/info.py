@@ -34,12 +34,11 @@ def run(args: argparse.Namespace) -> int:
     default = m.default_threshold.value.removeprefix("model_") if m.default_threshold else "-"
     print(f"server      twinsearch {info.server_version} (API {info.api_version}) at {args.address}")
     print(f"model       {m.name}  fingerprint {m.fingerprint}")
-    print(f"            {m.dim}-d embeddings, {m.metric} distance (smaller = more alike), "
-          f"input {m.input.width}x{m.input.height}x{m.input.channels}")
+    print(f"            {m.dim}-d embeddings, {m.metric} distance (smaller = more alike), input {_input(m.input)}")
     if len(info.models) > 1:
-        rows = [(o.name + (" (default)" if o.name == m.name else ""), o.fingerprint, o.dim,
-                 f"{o.input.width}x{o.input.height}x{o.input.channels}") for o in info.models]
-        print("\n" + table(rows, ["model", "fingerprint", "dim", "input"]) + "\n")
+        rows = [(o.name + (" (default)" if o.name == m.name else ""), o.fingerprint, o.dim, _input(o.input))
+                for o in info.models]
+        print("\n" + table(rows, ["model", "fingerprint", "dim", "input (height x width)"]) + "\n")
     print(f"index       {info.index_backend}, {f'GPU x{info.gpu_count}' if info.gpu else 'CPU'}")
     print(f"galleries   {', '.join(info.galleries) or '(none)'}")
     if m.thresholds:
@@ -49,3 +48,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         print("\nthe model carries no calibration: give thresholds explicitly")
     return 0
+
+
+def _input(spec) -> str:
+    """A model's input size as training's --size gives it, height first: "96 x 192, 1 channel"."""
+    return f"{spec.height} x {spec.width}, {spec.channels} channel{'s' if spec.channels != 1 else ''}"

@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  ... and {report.failed - 20} more")
         print()
         print(table([[report.found, report.embedded, report.skipped, report.failed, f"{report.seconds:.1f}",
-                      f"{report.images_per_s:.0f}"]],
+                      f"{report.images_per_s:.{0 if report.images_per_s >= 10 else 1}f}"]],
                     ["found", "embedded", "skipped", "failed", "seconds", "images/s"]))
         print(f"model {report.model} ({report.fingerprint}); vectors in {report.out}")
     if report.failed and not args.allow_partial:
