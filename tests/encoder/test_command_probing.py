@@ -158,3 +158,26 @@ def test_an_interrupted_index_says_what_was_stored_and_that_a_rerun_resumes(tmp_
     err = capsys.readouterr().err
     assert "interrupted after 4 of 10 files: 3 stored, 1 already stored, 0 failed" in err
     assert "the same command again sends only what is missing" in err
+
+
+def test_evaluate_s_error_after_a_progress_bar_starts_a_line_and_no_progress_hides_the_bars(tmp_path, capsys):
+    data = _tree(tmp_path / "data", [3, 3, 3])
+    (data / "c1" / "9-broken.png").write_bytes(b"not an image")
+    assert main(["evaluate", "--data", str(data), "--episodes", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.split("\r")[-1].startswith("twinsearch evaluate: ")  # not after the bar on its line
+    assert "9-broken.png" in err
+    (data / "c1" / "9-broken.png").unlink()
+    assert main(["evaluate", "--data", str(data), "--episodes", "2", "--way", "3", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "decoding" not in err and "embedding" not in err
+
+
+def test_enroll_of_a_folder_points_to_index_before_connecting(tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    status = main(["enroll", "staff", "carol", str(folder), "--address", "127.0.0.1:1", "--timeout", "60"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert f"{folder} is a folder: enroll takes image files" in err
+    assert f"twinsearch index {folder} --gallery staff" in err

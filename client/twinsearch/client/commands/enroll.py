@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from twinsearch.client.commands._common import (
@@ -55,6 +56,10 @@ def run(args: argparse.Namespace) -> int:
         raise CommandLineError(f"{len(args.ids)} --ids for {len(args.images)} images: give one id per image")
     if args.ids is not None and not all(args.ids):
         raise CommandLineError(f"--ids: id {args.ids.index('') + 1} is empty: a client id is 1 character or more")
+    folders = [image for image in args.images if os.path.isdir(image)]
+    if folders and not args.skip_invalid:
+        raise CommandLineError(f"{folders[0]} is a folder: enroll takes image files; a folder tree of one folder per "
+                               f"class goes in with `twinsearch index {folders[0]} --gallery {args.gallery}`")
     metadata = _metadata(args.meta)
     with connect(args) as client:
         try:

@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder for roc.png, det.png and distances.png, created if missing (default: none)")
     parser.add_argument("--device", help="cpu, cuda ... (default: cuda when present)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's default)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars while decoding and embedding")
 
 
 SCORINGS = ("nearest", "prototype", "mean_of_k")
@@ -137,7 +139,9 @@ def run(args: argparse.Namespace) -> int:
     pre = model.preprocess
     arrays = np.empty((len(source),) + pre.shape, dtype=np.float32)
     raw_stats, input_stats = [], []
-    for i, raw in tqdm(source.iter_raw(), total=len(source), desc="decoding", unit="img", leave=False):
+    bar = partial(tqdm, disable=args.no_progress, leave=False)
+    decoding = bar(source.iter_raw(), total=len(source), desc="decoding", unit="img")
+    for i, raw in decoding:
         try:
             if forges is None:
                 unit = pre.to_unit(raw)
@@ -146,11 +150,12 @@ def run(args: argparse.Namespace) -> int:
                 unit = pre.to_unit(decoded)
                 raw_stats.append(raw_statistics(pre.gray(decoded)))
         except ImageError as exc:
+            decoding.close()  # so that the message starts a line of its own
             raise DataError(f"{source.items[i]}: {exc}") from exc
         arrays[i] = pre.normalize(unit)
         if forges is not None:
             input_stats.append(input_statistics(unit))
-    emb = _embed_with_progress(model, arrays, tqdm)
+    emb = _embed_with_progress(model, arrays, bar)
     embed_s = time.monotonic() - t0
     # With --cohort, --threshold is the cohort score's; the pair figures keep the model's threshold.
     threshold = None if args.cohort else args.threshold
@@ -366,11 +371,11 @@ def _fewer_classes(pools: list[int], classes: int, args: argparse.Namespace) -> 
 
 
 def _embed_with_progress(model, arrays: np.ndarray, bar) -> np.ndarray:
-    """`model.embed_arrays(arrays)` a batch at a time under a progress bar (`bar`: tqdm): with test-time views
+    """`model.embed_arrays(arrays)` a batch at a time under a progress bar (`bar`: tqdm or a partial of it): with test-time views
     on a large data set embedding takes as long as decoding, and is shown as decoding is."""
     out = np.empty((len(arrays), model.dim), dtype=np.float32)
     step = model.batch_size
-    with bar(total=len(arrays), desc="embedding", unit="img", leave=False) as progress:
+    with bar(total=len(arrays), desc="embedding", unit="img") as progress:
         for start in range(0, len(arrays), step):
             out[start:start + step] = model.embed_arrays(arrays[start:start + step])
             progress.update(len(out[start:start + step]))
