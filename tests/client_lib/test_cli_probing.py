@@ -203,3 +203,19 @@ def test_info_gives_a_model_s_input_height_first_as_train_s_size_does():
 
     assert _input(SimpleNamespace(height=96, width=192, channels=1)) == "96 x 192, 1 channel"
     assert _input(SimpleNamespace(height=64, width=64, channels=3)) == "64 x 64, 3 channels"
+
+
+def test_index_says_what_skipped_files_are_and_how_to_store_other_images_at_the_same_paths(run, tmp_path, png):
+    trees = []
+    for t in range(2):  # two folders laid out alike, other images
+        root = tmp_path / f"batch{t}"
+        (root / "alice").mkdir(parents=True)
+        for i in range(2):
+            (root / "alice" / f"{i}.png").write_bytes(png(40 + 10 * t + i))
+        trees.append(root)
+    status, out, err = run("index", str(trees[0]), "--gallery", "same-paths", "--create", "--no-progress")
+    assert status == 0 and "note:" not in err
+    status, out, err = run("index", str(trees[1]), "--gallery", "same-paths", "--no-progress")
+    assert status == 0 and "note: 2 files skipped as already stored" in err and "another --id-prefix" in err
+    status, out, err = run("index", str(trees[1]), "--gallery", "same-paths", "--no-progress", "--id-prefix", "b1/")
+    assert status == 0 and "note:" not in err and re.search(r"same-paths\s+2\s+2\s+2\s+0\s+0", out)

@@ -242,6 +242,12 @@ def _send(args: argparse.Namespace, send, made_by: tuple[str, str] | None = None
             print(f"  {f.path}: {f.reason}")
         if report.failed > 50:
             print(f"  ... and {report.failed - 50} more (--json lists them all)")
+    if report.skipped and args.vectors is None:
+        prefix = f" with --id-prefix {args.id_prefix!r}" if args.id_prefix else ""
+        print(f"\nnote: {report.skipped} files skipped as already stored: the gallery holds their client ids (each "
+              f"file's path under its folder{prefix}), as after an interrupted run of this command. If these are "
+              "other images in a folder laid out like one indexed before, they were not stored: index them again "
+              "with another --id-prefix", file=sys.stderr)
     s = _summary(report)
     print()
     print(table([[*(s[k] for k in ("gallery", "found", "sent", "stored", "skipped", "failed")),
