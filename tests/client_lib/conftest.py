@@ -109,3 +109,9 @@ def local_client(tmp_path, tiny_model):
 
     with LocalClient(tmp_path / "local-data", model=tiny_model) as c:
         yield c
+
+
+@pytest.fixture(params=["remote", "local"])
+def any_client(request):
+    """The test server's `client`, then a `LocalClient`: a test taking it runs once with each."""
+    return request.getfixturevalue("client" if request.param == "remote" else "local_client")

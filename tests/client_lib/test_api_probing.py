@@ -14,11 +14,6 @@ from twinsearch.v1 import twinsearch_pb2 as pb
 from twinsearch.v1 import twinsearch_pb2_grpc
 
 
-@pytest.fixture(params=["remote", "local"])
-def any_client(request):
-    return request.getfixturevalue("client" if request.param == "remote" else "local_client")
-
-
 @pytest.fixture
 def gallery(any_client, png):
     any_client.create_gallery("g")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -50,3 +52,34 @@ def glyph_tree(tmp_path_factory) -> Path:
             for v in range(6):
                 Image.fromarray(glyph(g * 6 + c, v)).save(folder / f"{v}.png")
     return root
+
+
+def interrupt_training_at(monkeypatch, step: int) -> None:
+    """Make training send this process a SIGINT after `step`, as a user's Ctrl-C in the middle of a run
+    (undo with `monkeypatch.undo()` or by setting `Trainer.fit` back)."""
+    from twinsearch.encoder.training.trainer import Trainer
+
+    real = Trainer.fit
+
+    def fit_and_interrupt(self, resume=False):
+        callback = self.callback
+
+        def on_event(event):
+            callback(event)
+            if event["kind"] == "step" and event["step"] == step:
+                os.kill(os.getpid(), signal.SIGINT)
+        self.callback = on_event
+        return real(self, resume=resume)
+
+    monkeypatch.setattr(Trainer, "fit", fit_and_interrupt)
+
+
+@pytest.fixture
+def no_decoding(monkeypatch):
+    """Fails the test if the command gets as far as decoding images."""
+    from twinsearch.encoder.training import recipe as recipe_module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("decoded images before refusing the settings")
+    monkeypatch.setattr(recipe_module, "decode_parts", refuse)
+    monkeypatch.setattr(recipe_module, "load_arrays", refuse)

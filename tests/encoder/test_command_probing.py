@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import signal
 from types import SimpleNamespace
 
@@ -17,22 +16,12 @@ from twinsearch.client.bulk import BulkProgress
 from twinsearch.client.cli import main
 from twinsearch.client.commands import index as index_command
 from twinsearch.encoder.card import read_card
-from twinsearch.encoder.training import recipe as recipe_module
 from twinsearch.encoder.training.trainer import Trainer
 
-from .conftest import glyph
+from .conftest import glyph, interrupt_training_at
 
 TINY = ["--invert", "--size", "16", "--widths", "8", "16", "--pool", "avg", "--dim", "8", "-P", "4", "-K", "3",
         "--threads", "1", "--no-progress", "--no-graph", "--eval-episodes", "5"]
-
-
-@pytest.fixture
-def no_decoding(monkeypatch):
-    """Fails the test if the command gets as far as decoding images."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("decoded images before refusing the settings")
-    monkeypatch.setattr(recipe_module, "decode_parts", refuse)
-    monkeypatch.setattr(recipe_module, "load_arrays", refuse)
 
 
 def _tree(root, counts):
@@ -115,18 +104,7 @@ def test_an_interrupted_training_says_no_model_was_written_and_how_to_write_it(g
     out = tmp_path / "m.tsm"
     args = ["train", "--data", str(glyph_tree), "--class-depth", "2", *TINY, "--out", str(out), "--val-every", "0"]
     real = Trainer.fit
-
-    def fit_and_interrupt(self, resume=False):
-        callback = self.callback
-
-        def on_event(event):
-            callback(event)
-            if event["kind"] == "step" and event["step"] == 3:
-                os.kill(os.getpid(), signal.SIGINT)
-        self.callback = on_event
-        return real(self, resume=resume)
-
-    monkeypatch.setattr(Trainer, "fit", fit_and_interrupt)
+    interrupt_training_at(monkeypatch, 3)
     assert main([*args, "--steps", "50"]) == 130
     err = capsys.readouterr().err
     assert f"No model written to {out}" in err

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from twinsearch.client.cli import main
-from twinsearch.encoder.training import recipe as recipe_module
 from twinsearch.encoder.training.recipe import calibration_shortfall
 from twinsearch.encoder.training.trainer import Trainer, TrainingInterrupted, _stop_requests
+
+from .conftest import interrupt_training_at
 
 TINY = ["--class-depth", "2", "--invert", "--size", "16", "--widths", "8", "16", "--pool", "avg", "--dim", "8",
         "-P", "4", "-K", "3", "--threads", "1", "--no-progress"]
@@ -27,15 +28,6 @@ def ctrl_c_reaches_python():
     before = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, before)
-
-
-@pytest.fixture
-def no_decoding(monkeypatch):
-    """Fails the test if the command gets as far as decoding images."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("decoded images before refusing the settings")
-    monkeypatch.setattr(recipe_module, "decode_parts", refuse)
-    monkeypatch.setattr(recipe_module, "load_arrays", refuse)
 
 
 @pytest.mark.parametrize("flags, words", [
@@ -171,18 +163,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resume_continues_from(glyph_tree, tmp_pa
     out = tmp_path / "m.tsm"
     args = ["train", "--data", str(glyph_tree), *TINY, "--out", str(out), "--val-every", "0"]
     real = Trainer.fit
-
-    def fit_and_interrupt(self, resume=False):
-        callback = self.callback
-
-        def on_event(event):
-            callback(event)
-            if event["kind"] == "step" and event["step"] == 3:
-                os.kill(os.getpid(), signal.SIGINT)  # as a user's Ctrl-C in the middle of a run
-        self.callback = on_event
-        return real(self, resume=resume)
-
-    monkeypatch.setattr(Trainer, "fit", fit_and_interrupt)
+    interrupt_training_at(monkeypatch, 3)
     assert main([*args, "--steps", "50"]) == 130
     err = capsys.readouterr().err
     assert "stopping after this step to save a checkpoint" in err

@@ -76,7 +76,7 @@ def backup(data_dir: Path | str, destination: Path | str) -> BackupReport:
         if destination.exists():
             destination.rmdir()  # empty (checked above)
         os.replace(work, destination)
-        _sync(destination.parent)
+        snapshot.fsync_path(destination.parent)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -128,17 +128,9 @@ def _integrity(conn: sqlite3.Connection) -> str:
     return check
 
 
-def _sync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _sync_tree(folder: Path) -> None:
     """fsync every file and folder under `folder`, folders after their files."""
     for root, _, files in os.walk(folder, topdown=False):
         for name in files:
-            _sync(Path(root) / name)
-        _sync(Path(root))
+            snapshot.fsync_path(Path(root) / name)
+        snapshot.fsync_path(Path(root))

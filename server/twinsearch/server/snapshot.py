@@ -32,7 +32,8 @@ class SnapshotError(Exception):
     """The snapshot cannot be used (missing, corrupt or stale); rebuild from SQLite."""
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or a folder (a folder: the names in it)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -75,7 +76,7 @@ def write(folder: Path, gallery_id: int, write_index, arrays: dict[str, np.ndarr
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp_state, final)
-    _fsync_dir(folder)
+    fsync_path(folder)
     # Older index files of this gallery are garbage now that the new state names another one.
     for old in folder.glob(f"g{gallery_id}-*.faiss*"):
         if old.name != index_name:
