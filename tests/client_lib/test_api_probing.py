@@ -150,3 +150,12 @@ def test_a_closed_local_client_refuses_every_call_alike(tmp_path, tiny_model, lo
                 call()
         closed.close()  # closing again is no error
     assert local_client.info().model
+
+
+def test_an_empty_client_id_is_refused_not_taken_as_none(gallery, png):
+    """The wire cannot tell an empty client id from none: taken as none, a re-run stored the image again."""
+    with pytest.raises(InvalidArgument, match=r"items\[1\].client_id is empty: give None") as err:
+        gallery.enroll("g", "c", [png(2), png(3)], ids=["c0", ""])
+    assert err.value.field == "items[1].client_id"
+    assert gallery.enroll("g", "c", [png(2)], ids=[None]).stored[0].client_id is None
+    assert gallery.get_gallery("g").item_count == 3

@@ -163,6 +163,9 @@ def enroll_items(
             raise InvalidArgument(f"items[{i}].metadata must map strings to strings, got {type(meta).__name__}",
                                   field=f"items[{i}].metadata")
         item_label = text(labels[i], f"items[{i}].label")
+        if isinstance(client_ids[i], str) and not client_ids[i]:  # the wire cannot tell "" from no id
+            raise InvalidArgument(f"items[{i}].client_id is empty: give None for an item without a client id",
+                                  field=f"items[{i}].client_id")
         try:
             data = payload(batch[i], f"items[{i}]")
         except InvalidArgument as exc:
