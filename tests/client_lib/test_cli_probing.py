@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -113,11 +114,21 @@ def test_delete_class_checks_what_exists_before_asking(run, files, monkeypatch):
     assert status == 2 and err == "error: --class is empty: give the label of the class to delete\n"
 
 
-def test_failed_calls_hint_in_command_line_terms(run):
+def test_failed_calls_hint_in_command_line_terms(run, server, monkeypatch):
     status, _, err = run("info", token=False)
     assert status == 1 and "UNAUTHENTICATED" in err and "--token" in err and len(err.splitlines()) == 1
-    status, _, err = run("info", "--timeout", "1e-6")
+    info = server.engine.info
+
+    # A call slower than the deadline, whatever the machine's speed: over a connection the process already
+    # holds, Info sometimes answered within a deadline of 1 us.
+    def slow_info():
+        time.sleep(0.5)
+        return info()
+
+    monkeypatch.setattr(server.engine, "info", slow_info)
+    status, _, err = run("info", "--timeout", "0.05")
     assert status == 1 and "DEADLINE_EXCEEDED" in err and "longer --timeout" in err and "start one" not in err
+    monkeypatch.undo()
     status, _, err = run("info", "--tls", "--timeout", "1")  # the server does not serve TLS
     assert status == 1 and "UNAVAILABLE" in err and "TLS" in err and "start one" not in err
 
