@@ -353,8 +353,8 @@ def test_a_cancelled_migration_leaves_the_gallery_as_it_was(tmp_path, model_path
 def test_a_migration_waiting_for_a_model_the_server_no_longer_has_can_be_cancelled(tmp_path, model_path, model_b,
                                                                                   monkeypatch):
     data = tmp_path / "data"
-    with recorded_migration(data, model_path, model_b, monkeypatch):
-        pass
+    with recorded_migration(data, model_path, model_b, monkeypatch) as c:
+        assert c.get_gallery("g").migration.model == "b"
     with LocalClient(data, models={"a": model_path}, settings=SETTINGS) as c:  # model b is gone for good
         assert c.get_gallery("g").migration.state == MigrationState.PAUSED
         with pytest.raises(FailedPrecondition, match="does not hold"):

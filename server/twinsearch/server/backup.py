@@ -62,7 +62,8 @@ def backup(data_dir: Path | str, destination: Path | str) -> BackupReport:
         raise ValueError(f"{source} holds no gallery store (no {DB_NAME}): give a server's --data-dir")
     if destination.exists() and (not destination.is_dir() or any(destination.iterdir())):
         raise ValueError(f"{destination} exists and is not an empty folder: give a new one")
-    if destination.resolve() == source.resolve() or source.resolve() in destination.resolve().parents:
+    root = source.resolve()
+    if destination.resolve() == root or root in destination.resolve().parents:
         raise ValueError(f"{destination} is inside the data folder {source}: give a folder outside it")
     destination.parent.mkdir(parents=True, exist_ok=True)
     work = destination.parent / f".{destination.name}.partial-{uuid.uuid4().hex[:8]}"
@@ -93,10 +94,11 @@ def _copy_snapshots(source: Path, target: Path) -> tuple[int, list[str]]:
     for state in sorted(source.glob("g*.state.npz")):
         try:
             gallery_id = int(state.name[1:].split(".", 1)[0])
-            header, _, index_path = snapshot.read(source, gallery_id)
-            shutil.copy2(index_path, target / index_path.name)
             shutil.copy2(state, target / state.name)
-            snapshot.read(target, gallery_id)  # the state copied is the one whose index was copied
+            header, _ = snapshot.read_state(target / state.name, gallery_id)  # the state as copied
+            index_name = str(header.get("index_file", ""))
+            shutil.copy2(source / index_name, target / index_name)
+            snapshot.read(target, gallery_id)  # the index it names, checked against its checksum once
             copied += 1
         except (ValueError, OSError, snapshot.SnapshotError):  # replaced or removed meanwhile: rebuilt later
             left_out.append(state.name)

@@ -86,7 +86,18 @@ def write(folder: Path, gallery_id: int, write_index, arrays: dict[str, np.ndarr
 
 def read(folder: Path, gallery_id: int) -> tuple[dict, dict[str, np.ndarray], Path]:
     """(header, arrays, index path) of a gallery's snapshot, checksum verified; SnapshotError if unusable."""
-    path = state_path(folder, gallery_id)
+    header, arrays = read_state(state_path(folder, gallery_id), gallery_id)
+    index_path = folder / str(header.get("index_file", ""))
+    if not index_path.is_file():
+        raise SnapshotError(f"snapshot index {index_path} is missing")
+    if _sha256(index_path) != header.get("index_sha256"):
+        raise SnapshotError(f"snapshot index {index_path} fails its checksum")
+    return header, arrays, index_path
+
+
+def read_state(path: Path, gallery_id: int) -> tuple[dict, dict[str, np.ndarray]]:
+    """(header, arrays) of the state file `path` of a gallery's snapshot, its index not checked; SnapshotError
+    if it is missing, unreadable, or of another format or gallery."""
     if not path.exists():
         raise SnapshotError(f"no snapshot at {path}")
     try:
@@ -97,12 +108,7 @@ def read(folder: Path, gallery_id: int) -> tuple[dict, dict[str, np.ndarray], Pa
         raise SnapshotError(f"unreadable snapshot state {path}: {exc}") from exc
     if header.get("format") != FORMAT or header.get("gallery_id") != gallery_id:
         raise SnapshotError(f"snapshot {path} is of another format or gallery")
-    index_path = folder / str(header.get("index_file", ""))
-    if not index_path.is_file():
-        raise SnapshotError(f"snapshot index {index_path} is missing")
-    if _sha256(index_path) != header.get("index_sha256"):
-        raise SnapshotError(f"snapshot index {index_path} fails its checksum")
-    return header, arrays, index_path
+    return header, arrays
 
 
 def remove(folder: Path, gallery_id: int) -> None:
