@@ -247,8 +247,10 @@ def test_enroll_search_verify_class_and_delete(run, tree, monkeypatch):
     assert status == 0 and "2 stored, 0 already stored, 0 failed in gallery 'people' under 'alice'" in out
     status, out, _ = run("enroll", "people", "alice", alice[0], alice[1], "--ids", "a0", "a1")
     assert status == 0 and "0 stored, 2 already stored" in out and "already stored under" not in out
-    status, out, _ = run("enroll", "people", "carol", alice[2], "--ids", "a0")  # a0 is alice's: it stays hers
+    status, out, _ = run("enroll", "people", "carol", alice[0], "--ids", "a0")  # a0 is alice's: it stays hers
     assert status == 0 and "already stored under alice (delete it first to change it)" in out
+    status, _, err = run("enroll", "people", "alice", alice[2], "--ids", "a0")  # and names its own image
+    assert status == 1 and "ALREADY_EXISTS" in err and "client id 'a0' names another image" in err
     status, _, err = run("enroll", "people", "bob", bob, str(tree / "bob" / "broken.png"))
     assert status == 1 and "broken.png" in err                     # all or nothing: bob not stored
     status, out, _ = run("enroll", "people", "bob", bob, str(tree / "bob" / "broken.png"), "--skip-invalid",

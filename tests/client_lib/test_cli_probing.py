@@ -216,7 +216,7 @@ def test_info_gives_a_model_s_input_height_first_as_train_s_size_does():
     assert _input(SimpleNamespace(height=64, width=64, channels=3)) == "64 x 64, 3 channels"
 
 
-def test_index_says_what_skipped_files_are_and_how_to_store_other_images_at_the_same_paths(run, tmp_path, png):
+def test_index_refuses_other_images_at_stored_paths_and_says_how_to_store_them(run, tmp_path, png):
     trees = []
     for t in range(2):  # two folders laid out alike, other images
         root = tmp_path / f"batch{t}"
@@ -226,7 +226,12 @@ def test_index_says_what_skipped_files_are_and_how_to_store_other_images_at_the_
         trees.append(root)
     status, out, err = run("index", str(trees[0]), "--gallery", "same-paths", "--create", "--no-progress")
     assert status == 0 and "note:" not in err
+    status, out, err = run("index", str(trees[0]), "--gallery", "same-paths", "--no-progress")  # a re-run
+    assert status == 0 and "note:" not in err and re.search(r"same-paths\s+2\s+2\s+0\s+2\s+0", out)
     status, out, err = run("index", str(trees[1]), "--gallery", "same-paths", "--no-progress")
-    assert status == 0 and "note: 2 files skipped as already stored" in err and "another --id-prefix" in err
+    assert status == 1 and re.search(r"same-paths\s+2\s+2\s+0\s+0\s+2", out)
+    assert "alice/0.png: client id 'alice/0.png' names another image in gallery 'same-paths'" in out
+    assert "note: 2 files are other images at paths the gallery stores already" in err
+    assert "another --id-prefix" in err and "twinsearch delete same-paths --client-ids" in err
     status, out, err = run("index", str(trees[1]), "--gallery", "same-paths", "--no-progress", "--id-prefix", "b1/")
     assert status == 0 and "note:" not in err and re.search(r"same-paths\s+2\s+2\s+2\s+0\s+0", out)

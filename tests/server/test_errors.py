@@ -162,6 +162,24 @@ def test_gallery_requests(stub, gallery):
            contains="queries[0]")
 
 
+def test_a_client_id_sent_again_with_another_image(stub, gallery):
+    first = pb.EnrollItem(label="one", input=good(), client_id="errs-one")
+    stub.Enroll(pb.EnrollRequest(gallery=gallery, items=[first]), timeout=TIMEOUT)
+    other = pb.EnrollItem(label="one", input=pb.Input(image=pb.Image(encoded=png(glyph(1)))), client_id="errs-one")
+    expect(grpc.StatusCode.ALREADY_EXISTS, stub.Enroll, pb.EnrollRequest(gallery=gallery, items=[other]),
+           contains="items[0]: client id 'errs-one' names another image")
+    again = pb.EnrollItem(label="one", input=good(), client_id="errs-one")
+    new = pb.EnrollItem(label="two", input=pb.Input(image=pb.Image(encoded=png(glyph(2)))), client_id="errs-two")
+    answer = stub.Enroll(pb.EnrollRequest(gallery="empty", items=[again]), timeout=TIMEOUT)  # another gallery
+    assert answer.items[0].created
+    stub.Delete(pb.DeleteRequest(gallery="empty", client_ids=["errs-one"]), timeout=TIMEOUT)
+    answer = stub.Enroll(pb.EnrollRequest(gallery=gallery, items=[new, other, again], skip_invalid=True),
+                         timeout=TIMEOUT)
+    assert [(i.client_id, i.created) for i in answer.items] == [("errs-two", True)]
+    assert [(f.index, f.client_id) for f in answer.failed] == [(1, "errs-one"), (2, "errs-one")]
+    assert "names another image" in answer.failed[0].reason and "repeats items[1]" in answer.failed[1].reason
+
+
 def test_random_garbage_never_breaks_the_server(stub, gallery):
     rng = np.random.default_rng(7)
     for i in range(40):

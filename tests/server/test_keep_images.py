@@ -16,6 +16,7 @@ from twinsearch.client import LocalClient
 from twinsearch.client.errors import FailedPrecondition
 from twinsearch.server import images as kept
 from twinsearch.server.database import SCHEMA_VERSION
+from twinsearch.server.engine import EnrollItem
 from twinsearch.server.settings import EngineSettings
 
 from .conftest import DIM, glyph, png
@@ -158,7 +159,11 @@ def test_a_version_1_store_opens_unchanged_and_gains_the_new_columns(tmp_path, m
         assert (g.item_count, g.class_count, g.threshold, g.keep_images, g.model) == (5, 2, 0.7, False, "tiny-0")
         hits = c.search("old", vectors[3], k=1)
         assert (hits[0].client_id, hits[0].distance) == ("c3", 0.0)
-        assert c.engine.store.db.schema_version() == SCHEMA_VERSION == 4
+        assert c.engine.store.db.schema_version() == SCHEMA_VERSION == 5
+        # Items from before version 5 have no image digest: any image under their client id is taken
+        # as the one stored, as before.
+        again = c.engine.enroll("old", [EnrollItem("class-1", png(glyph(3)), client_id="c3")])
+        assert [(e.id, e.created) for e in again.stored] == [(4, False)]
         c.enroll("old", "class-9", png(glyph(9)))  # new items of an old gallery keep no image
         assert c.get_gallery("old").item_count == 6 and kept_files(data) == {}
         c.create_gallery("new")

@@ -355,7 +355,9 @@ class BaseClient(abc.ABC):
         (one label for all, or one per image).
 
         `ids` are client ids, one per image: re-sending an id already stored stores nothing new
-        (`Enrolled.created` is False), so enrolling with ids is safe to repeat. `metadata` is one
+        (`Enrolled.created` is False), so enrolling with ids is safe to repeat. An id names one image:
+        sent again with another image (other bytes or pixels; vectors are not compared) it raises
+        AlreadyExists, or with `skip_invalid` that item is listed in `failed`. `metadata` is one
         string-to-string dict for all items or one per item; Search returns it. All-or-nothing unless
         `skip_invalid`, which stores the valid items and lists the others in `EnrollResult.failed`.
         Returns the stored items in order; `result.ids` are their stored ids.

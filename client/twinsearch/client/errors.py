@@ -7,7 +7,7 @@ whichever way it talks to twinsearch.
 
     InvalidArgument     bad input: undecodable image, wrong shape, NaN vector, empty label, bad k
     NotFound            unknown gallery, label or item
-    AlreadyExists       a gallery of that name exists
+    AlreadyExists       a gallery of that name exists; a stored client id sent with another image
     FailedPrecondition  empty gallery, a gallery bound to another model or dimension
     ResourceExhausted   too many items, a message or an image over a limit
     Unauthenticated     missing or wrong token

@@ -219,8 +219,9 @@ class TwinSearchServicer:
     def Enroll(self, request, context):
         """Enroll a batch of items. Acknowledged items are committed to disk before the answer is sent.
         Re-sending an item with the same client_id returns the stored item (created = false) and
-        stores nothing new. NOT_FOUND for an unknown gallery; FAILED_PRECONDITION for a gallery bound
-        to another model.
+        stores nothing new. A client_id names one image: the same client_id with another image (other
+        bytes; vectors are not compared) is ALREADY_EXISTS, or with skip_invalid a failure of that item.
+        NOT_FOUND for an unknown gallery; FAILED_PRECONDITION for a gallery bound to another model.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

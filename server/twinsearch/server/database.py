@@ -2,7 +2,9 @@
 
 One row per gallery and one row per enrolled item: stored id (never reused: AUTOINCREMENT), optional
 client id (unique per gallery), label, metadata (JSON), the float32 vector as a little-endian
-BLOB of dim * 4 bytes, and the hash of its kept image when the gallery keeps images. Kept images
+BLOB of dim * 4 bytes, the hash of its kept image when the gallery keeps images, and, for an image
+enrolled under a client id, the digest of the image (`images.payload_digest`), so that the same client
+id sent again with another image is told from a resumed run. Kept images
 are rows of `images` (SHA-256 of the bytes -> the bytes, each image once however many items name it),
 written in the transaction that inserts the items naming them and deleted in the one that deletes
 the last item naming them: one commit, one sync, and no file that a crash could leave behind.
@@ -29,6 +31,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -38,7 +41,7 @@ from . import images
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # Stay well under SQLite's limit on bound parameters per statement.
 _CHUNK = 900
 
@@ -99,6 +102,11 @@ _UPGRADES: dict[int, tuple[str, ...]] = {
         # The default threshold of cohort-normalized verify_class calls; NULL: calls give their own.
         "ALTER TABLE galleries ADD COLUMN cohort_threshold REAL",
     ),
+    5: (
+        # The digest of an image enrolled under a client id (`images.payload_digest`, 16 bytes); NULL for
+        # vectors, for items without a client id, and for items stored before version 5.
+        "ALTER TABLE items ADD COLUMN digest BLOB",
+    ),
 }
 
 
@@ -124,6 +132,14 @@ _GALLERY_COLUMNS = ("id, name, fingerprint, dim, index_spec, scoring, mean_k, th
 def _gallery_row(r: tuple) -> GalleryRow:
     """A GalleryRow from a row of `_GALLERY_COLUMNS`."""
     return GalleryRow(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7], r[8], bool(r[9]), r[10])
+
+
+class StoredId(NamedTuple):
+    """An item found by its client id: its stored id, its label and its image's digest (None: unknown)."""
+
+    id: int
+    label: str
+    digest: bytes | None
 
 
 @dataclass(frozen=True)
@@ -299,39 +315,41 @@ class Database:
 
     # ------------------------------------------------------------------ enroll
     def existing_client_ids(self, conn: sqlite3.Connection | None, gallery_id: int,
-                            client_ids: Sequence[str]) -> dict[str, tuple[int, str]]:
-        """client id -> (stored id, label) for those of `client_ids` already stored in the gallery.
+                            client_ids: Sequence[str]) -> dict[str, StoredId]:
+        """client id -> StoredId for those of `client_ids` already stored in the gallery.
 
         `conn` is the caller's transaction, or None for a plain read on this thread's reader.
         """
         conn = conn if conn is not None else self._reader()
-        found: dict[str, tuple[int, str]] = {}
+        found: dict[str, StoredId] = {}
         for start in range(0, len(client_ids), _CHUNK):
             part = list(client_ids[start:start + _CHUNK])
             marks = ",".join("?" * len(part))
-            for cid, item_id, label in conn.execute(
-                f"SELECT client_id, id, label FROM items WHERE gallery_id = ? AND client_id IN ({marks})",
+            for cid, item_id, label, digest in conn.execute(
+                f"SELECT client_id, id, label, digest FROM items WHERE gallery_id = ? AND client_id IN ({marks})",
                 (gallery_id, *part),
             ):
-                found[cid] = (int(item_id), label)
+                found[cid] = StoredId(int(item_id), label, None if digest is None else bytes(digest))
         return found
 
     def insert_items(self, conn: sqlite3.Connection, gallery_id: int, labels: Sequence[str],
                      vectors: np.ndarray, client_ids: Sequence[str | None],
-                     metadata: Sequence[dict[str, str]], images: Sequence[str | None] | None = None) -> np.ndarray:
+                     metadata: Sequence[dict[str, str]], images: Sequence[str | None] | None = None,
+                     digests: Sequence[bytes | None] | None = None) -> np.ndarray:
         """Insert rows inside the caller's transaction; returns their new ids (int64, increasing).
 
-        `images`: the hash of each item's kept image (None: none kept)."""
+        `images`: the hash of each item's kept image (None: none kept); `digests`: each item's image
+        digest (None: none, as for vectors)."""
         row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'items'").fetchone()
         first = (int(row[0]) if row else 0) + 1
         ids = np.arange(first, first + len(labels), dtype=np.int64)
         conn.executemany(
-            "INSERT INTO items (id, gallery_id, client_id, label, metadata, vector, image) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO items (id, gallery_id, client_id, label, metadata, vector, image, digest) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 (int(ids[i]), gallery_id, client_ids[i], labels[i],
                  json.dumps(metadata[i]) if metadata[i] else None, vectors[i].tobytes(),
-                 images[i] if images is not None else None)
+                 images[i] if images is not None else None, digests[i] if digests is not None else None)
                 for i in range(len(labels))
             ),
         )
@@ -353,7 +371,7 @@ class Database:
                 f"SELECT id FROM items WHERE gallery_id = ? AND id IN ({marks})", (gallery_id, *part)))
         if client_ids:
             by_client = self.existing_client_ids(conn, gallery_id, sorted(set(client_ids)))
-            found.update(item_id for item_id, _ in by_client.values())
+            found.update(stored.id for stored in by_client.values())
         return np.array(sorted(found), dtype=np.int64)
 
     def live_ids(self, gallery_id: int, ids: Sequence[int]) -> np.ndarray:

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from twinsearch.client.base import stored_id
-from twinsearch.client.errors import FailedPrecondition, InvalidArgument, Unavailable
+from twinsearch.client.errors import AlreadyExists, FailedPrecondition, InvalidArgument, Unavailable
 from twinsearch.client.types import (
     KEEP,
     ClassPage,
@@ -80,6 +80,7 @@ from .queries import (
 from .scoring import exact_distances
 from .settings import EngineSettings
 from .startup import data_folder
+from .store import another_image, stored_other_image
 from .thresholds import MODEL_SOURCES, ThresholdPolicy
 from .validation import ModelChanged, check_threshold
 
@@ -108,6 +109,7 @@ class DecodedEnroll:
     kept_images: list | None
     already: dict[int, Enrolled]
     failures: dict[int, str]
+    digests: tuple[bytes | None, ...]
 
 
 @dataclass(frozen=True)
@@ -115,8 +117,9 @@ class PendingEnroll:
     """An enroll batch checked, decoded and embedded, not yet stored (`Engine.embed_enroll`).
 
     ok: positions of the items to store, with their vectors (and the migration target's) and kept
-    images in that order; already: positions whose client id was stored before; failures: position ->
-    reason for items refused under skip_invalid."""
+    images in that order; already: positions whose client id was stored before (from the same image);
+    failures: position -> reason for items refused under skip_invalid; digests: each item's image digest
+    when it has a client id (`images.payload_digest`)."""
 
     gallery: str
     items: tuple[EnrollItem, ...]
@@ -129,6 +132,7 @@ class PendingEnroll:
     kept_images: list | None
     already: dict[int, Enrolled]
     failures: dict[int, str]
+    digests: tuple[bytes | None, ...]
 
 
 BatchObserver = Callable[[str, int, int], None]  # (stage, calls gathered, rows)
@@ -502,12 +506,24 @@ class Engine:
                 failures[i] = exc.details
         # Items whose client id is already stored are answered from the store without decoding or
         # embedding them: a resumed bulk run costs a lookup per item, not a forward pass. (An item
-        # stored after this lookup is found again by the store, which does not store it twice.)
+        # stored after this lookup is found again by the store, which does not store it twice.) An image
+        # whose client id is stored with another image is refused: a client id names one image.
+        names = [f"items[{i}]" for i in range(len(items))]
+        digests = tuple(_digest(it) if i not in failures else None for i, it in enumerate(items))
         known = self.store.stored_client_ids(
             gallery, [it.client_id for i, it in enumerate(items) if i not in failures])
-        already = {i: Enrolled(known[it.client_id][0], it.client_id, known[it.client_id][1], False)
-                   for i, it in enumerate(items) if i not in failures and it.client_id in known}
-        names = [f"items[{i}]" for i in range(len(items))]
+        already: dict[int, Enrolled] = {}
+        for i, it in enumerate(items):
+            if i in failures or it.client_id not in known:
+                continue
+            stored = known[it.client_id]
+            if another_image(stored.digest, digests[i]):
+                message = f"{names[i]}: {stored_other_image(it.client_id, stored.id, gallery)}"
+                if not skip_invalid:
+                    raise AlreadyExists(message)
+                failures[i] = message
+            else:
+                already[i] = Enrolled(stored.id, it.client_id, stored.label, False)
         skip = sorted(set(failures) | set(already))
         payloads = [it.payload for it in items]
         if target is not None:
@@ -526,7 +542,7 @@ class Engine:
         if ok and info.keep_images:
             kept_images = [None if _is_vector(payloads[i]) else kept.encode(payloads[i]) for i in ok]
         return DecodedEnroll(gallery, tuple(items), skip_invalid, entry, target, prepared, again, kept_images,
-                             already, failures)
+                             already, failures, digests)
 
     def _embed_enroll(self, decoded: DecodedEnroll, deadline) -> PendingEnroll:
         ok = decoded.prepared.ok_positions
@@ -538,7 +554,7 @@ class Engine:
         next_fingerprint = None if decoded.target is None else decoded.target.fingerprint
         return PendingEnroll(decoded.gallery, decoded.items, decoded.skip_invalid, decoded.entry.fingerprint,
                              next_fingerprint, tuple(ok), vectors, next_vectors, decoded.kept_images,
-                             decoded.already, decoded.failures)
+                             decoded.already, decoded.failures, decoded.digests)
 
     def _store_enroll(self, pending: PendingEnroll, deadline) -> EnrollResult:
         """Store a prepared batch; ModelChanged when the gallery's model is no longer the one it was
@@ -551,7 +567,8 @@ class Engine:
                 pending.gallery, [items[i].label for i in ok], pending.vectors,
                 client_ids=[items[i].client_id or None for i in ok],
                 metadata=[dict(items[i].metadata or {}) for i in ok],
-                fingerprint=pending.fingerprint, images=pending.kept_images, next_vectors=pending.next_vectors,
+                fingerprint=pending.fingerprint, images=pending.kept_images,
+                digests=[pending.digests[i] for i in ok], next_vectors=pending.next_vectors,
                 next_fingerprint=pending.next_fingerprint,
             )
             by_position.update(zip(ok, stored, strict=True))
@@ -568,7 +585,7 @@ class Engine:
             if not all(isinstance(c, str) for c in client_ids):
                 raise InvalidArgument("client ids must be strings")
             known = self.store.stored_client_ids(gallery, client_ids)
-            return [Enrolled(known[c][0], c, known[c][1], False) for c in dict.fromkeys(client_ids) if c in known]
+            return [Enrolled(known[c].id, c, known[c].label, False) for c in dict.fromkeys(client_ids) if c in known]
 
     def delete(self, gallery: str, *, ids: Sequence[int] = (), client_ids: Sequence[str] = (),
                label: str | None = None) -> int:
@@ -794,6 +811,14 @@ def _unserved(info: GalleryInfo) -> str:
 
 def _is_vector(payload: Payload) -> bool:
     return isinstance(payload, np.ndarray) and payload.ndim == 1
+
+
+def _digest(item: EnrollItem) -> bytes | None:
+    """The image digest an item is stored with: for an image (bytes or pixels) with a client id; None
+    for a vector, an item without a client id, or a payload `_prepare` will refuse."""
+    if not item.client_id or not isinstance(item.payload, (bytes, bytearray, memoryview, np.ndarray)):
+        return None
+    return kept.payload_digest(item.payload)
 
 
 def _split(rows, sizes: Sequence[int]) -> list:

@@ -54,6 +54,16 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def payload_digest(payload: bytes | np.ndarray) -> bytes | None:
+    """What tells two images apart under one client id: the first 16 bytes of the SHA-256 of the bytes
+    `encode` keeps for the payload (128 bits: two different images share it by chance with odds of about
+    2^-128). None for a vector: the same image embedded again on another machine or device may differ in
+    its last bits, and that is not another image."""
+    if isinstance(payload, np.ndarray) and payload.ndim == 1:
+        return None
+    return hashlib.sha256(encode(payload)).digest()[:16]
+
+
 def import_folder(folder: Path, db: Database) -> int:
     """Move the kept-image files under `folder` (the layout before schema version 3) into `db`, then
     remove the folder; returns how many images were moved.

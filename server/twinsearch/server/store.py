@@ -66,7 +66,7 @@ from twinsearch.encoder.evaluation.references import cohort_normalized
 
 from . import images as kept
 from . import pages
-from .database import Database, is_disk_full
+from .database import Database, StoredId, is_disk_full
 from .gallery import Gallery, SearchLimits
 from .index import GpuContext, IndexParams, configure_faiss
 from .limits import DEFAULTS, LIMITS
@@ -121,6 +121,18 @@ class StoreSettings:
         for name in ("max_k", "max_queries", "max_batch", "max_items"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+
+
+def another_image(stored: bytes | None, sent: bytes | None) -> bool:
+    """Whether an item sent under a stored client id is another image than the one stored: only when
+    both digests are known (vectors, and items stored before schema version 5, have none)."""
+    return stored is not None and sent is not None and stored != sent
+
+
+def stored_other_image(client_id: str, item_id: int, gallery: str) -> str:
+    """The message for a client id sent again with another image."""
+    return (f"client id {client_id!r} names another image in gallery {gallery!r} (item {item_id}): delete that "
+            "item first to replace it, or give this image another client id")
 
 
 def _unreadable(path: Path, exc: sqlite3.DatabaseError) -> FailedPrecondition | ResourceExhausted:
@@ -410,11 +422,15 @@ class GalleryStore:
                client_ids: Sequence[str | None] | None = None,
                metadata: Sequence[dict[str, str]] | None = None,
                fingerprint: str | None = None, images: Sequence[bytes | None] | None = None,
+               digests: Sequence[bytes | None] | None = None,
                next_vectors: np.ndarray | None = None, next_fingerprint: str | None = None) -> list[Enrolled]:
         """Store a batch of labelled vectors (float32 (n, dim)), atomically; one Enrolled per row, in order.
 
         Returned only after the SQLite commit. A row whose client id is already stored in the gallery
-        is not stored again: its Enrolled is the stored item with created=False. `images`: each
+        is not stored again: its Enrolled is the stored item with created=False. `digests`: each row's
+        image digest (`images.payload_digest`; None: none, as for a vector); a row whose client id is
+        stored with another digest makes the call raise AlreadyExists, storing nothing (`Engine`
+        answers most such rows before they get here; this catches one stored meanwhile). `images`: each
         row's image bytes to keep (`images.encode`; None: none), kept when the gallery keeps images.
         While the gallery migrates, `next_vectors` are the rows' vectors from the model it migrates to
         (`next_fingerprint`): without them (or from another model) the call raises ModelChanged,
@@ -431,6 +447,8 @@ class GalleryStore:
         metas = check_metadata(metadata, n)
         if images is not None and len(images) != n:
             raise InvalidArgument(f"{len(images)} images for {n} vectors")
+        if digests is not None and len(digests) != n:
+            raise InvalidArgument(f"{len(digests)} digests for {n} vectors")
         with self._writer:
             self._still_there(g)
             migration = g.migration if g.migration is not None and not g.migration.error else None
@@ -443,6 +461,13 @@ class GalleryStore:
             with self.db.transaction() as conn:
                 wanted = [c for c in cids if c is not None]
                 existing = self.db.existing_client_ids(conn, g.id, wanted) if wanted else {}
+                if digests is not None:
+                    clash = [i for i in range(n) if cids[i] in existing
+                             and another_image(existing[cids[i]].digest, digests[i])]
+                    if clash:
+                        i = clash[0]
+                        more = f" (and {len(clash) - 1} more of this call)" if len(clash) > 1 else ""
+                        raise AlreadyExists(f"{stored_other_image(cids[i], existing[cids[i]].id, name)}{more}")
                 new_rows = np.array([i for i in range(n) if cids[i] is None or cids[i] not in existing],
                                     dtype=np.int64)
                 if g.item_count + len(new_rows) > self.settings.max_items:
@@ -459,7 +484,8 @@ class GalleryStore:
                                            strict=True))
                     keys = [stored_keys.get(int(i)) for i in new_rows]
                 ids = self.db.insert_items(conn, g.id, new_labels, new_vectors, [cids[i] for i in new_rows],
-                                           [metas[i] for i in new_rows], keys)
+                                           [metas[i] for i in new_rows], keys,
+                                           None if digests is None else [digests[i] for i in new_rows])
                 if migration is not None and len(ids):
                     migrated = self.db.insert_migrated(conn, g.id, ids, next_vectors[new_rows])
             g.count_migrated(migrated)
@@ -477,12 +503,13 @@ class GalleryStore:
             if i in new_id:
                 out.append(Enrolled(new_id[i], cids[i], labels[i], True))
             else:
-                item_id, label = existing[cids[i]]  # type: ignore[index]
-                out.append(Enrolled(item_id, cids[i], label, False))
+                stored = existing[cids[i]]  # type: ignore[index]
+                out.append(Enrolled(stored.id, cids[i], stored.label, False))
         return out
 
-    def stored_client_ids(self, name: str, client_ids: Sequence[str | None]) -> dict[str, tuple[int, str]]:
-        """client id -> (stored id, label) for those of `client_ids` already stored in gallery `name`.
+    def stored_client_ids(self, name: str, client_ids: Sequence[str | None]) -> dict[str, StoredId]:
+        """client id -> StoredId (stored id, label, image digest) for those of `client_ids` already
+        stored in gallery `name`.
 
         A plain read, for callers that want to skip work (decoding, embedding) for items already stored.
         It may be out of date by the time the caller acts on it; `enroll` stays the authority and never

@@ -32,8 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Enroll every image under DIR into a gallery. Each folder at depth --class-depth is a class: with "
         "the default 1, DIR/alice/*.jpg is class 'alice'; with 2, DIR/Tagalog/character01/*.png is class "
         "'Tagalog/character01'. Each file's client id is its path relative to DIR, so running the same "
-        "command again (after an interruption, or with new files) stores only what is missing. Files that "
-        "cannot be enrolled (unreadable, undecodable, outside a class folder) do not stop the run: they are "
+        "command again (after an interruption, or with new files) stores only what is missing; a file whose "
+        "path the gallery stores with another image is refused (give another --id-prefix, or delete the stored "
+        "item). Files that cannot be enrolled (unreadable, undecodable, outside a class folder) do not stop the "
+        "run: they are "
         "listed at the end, and the exit status is then 1 unless --allow-partial is given. Before sending, "
         "the classes found are listed with their image counts, with a warning when the class depth looks "
         "wrong or when several folders hold the same class names (their images would fill one class). With "
@@ -242,12 +244,14 @@ def _send(args: argparse.Namespace, send, made_by: tuple[str, str] | None = None
             print(f"  {f.path}: {f.reason}")
         if report.failed > 50:
             print(f"  ... and {report.failed - 50} more (--json lists them all)")
-    if report.skipped and args.vectors is None:
+    # The server's reason for an image sent under a client id it stores with another image.
+    clashes = sum("names another image" in f.reason for f in report.failures)
+    if clashes and args.vectors is None:
         prefix = f" with --id-prefix {args.id_prefix!r}" if args.id_prefix else ""
-        print(f"\nnote: {report.skipped} files skipped as already stored: the gallery holds their client ids (each "
-              f"file's path under its folder{prefix}), as after an interrupted run of this command. If these are "
-              "other images in a folder laid out like one indexed before, they were not stored: index them again "
-              "with another --id-prefix", file=sys.stderr)
+        print(f"\nnote: {clashes} files are other images at paths the gallery stores already (their client ids "
+              f"are each file's path under its folder{prefix}). If they come from another folder laid out like "
+              "one indexed before, index them with another --id-prefix; to replace the stored images, delete "
+              f"them first (twinsearch delete {args.gallery} --client-ids PATH ...)", file=sys.stderr)
     s = _summary(report)
     print()
     print(table([[*(s[k] for k in ("gallery", "found", "sent", "stored", "skipped", "failed")),
