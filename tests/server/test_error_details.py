@@ -107,6 +107,22 @@ def test_list_galleries_paginates(stub, server):
         assert [g.name for g in client.galleries()] == names
 
 
+def test_a_page_token_pages_only_its_own_listing(stub):
+    for name in ("tokens-a", "tokens-b"):
+        stub.CreateGallery(pb.CreateGalleryRequest(name=name), timeout=TIMEOUT)
+        items = [pb.EnrollItem(label=f"k{k}", input=pb.Input(image=pb.Image(encoded=png(glyph(k))))) for k in range(3)]
+        stub.Enroll(pb.EnrollRequest(gallery=name, items=items), timeout=TIMEOUT)
+    of_a = stub.ListClasses(pb.ListClassesRequest(gallery="tokens-a", page_size=1), timeout=TIMEOUT).next_page_token
+    second = stub.ListClasses(pb.ListClassesRequest(gallery="tokens-a", page_size=1, page_token=of_a), timeout=TIMEOUT)
+    assert [c.label for c in second.classes] == ["k1"]
+    field, message = violation(stub.ListClasses, pb.ListClassesRequest(gallery="tokens-b", page_size=1, page_token=of_a))
+    assert field == "page_token" and "pages the classes of tokens-a, not the classes of tokens-b" in message
+    of_galleries = stub.ListGalleries(pb.ListGalleriesRequest(page_size=1), timeout=TIMEOUT).next_page_token
+    field, message = violation(stub.ListClasses, pb.ListClassesRequest(gallery="tokens-a", page_token=of_galleries))
+    assert field == "page_token" and "pages the galleries" in message
+    assert violation(stub.ListGalleries, pb.ListGalleriesRequest(page_token=of_a))[0] == "page_token"
+
+
 def test_an_old_client_s_unsigned_k_reads_as_out_of_range(channel, gallery):
     """k was uint32: the largest value an old client could send, 2**32 - 1 (varint ff ff ff ff 0f),
     now reads as -1 and is refused like every k out of range."""

@@ -379,10 +379,10 @@ class GalleryStore:
     def gallery_page(self, *, page_size: int | None, page_token: str = "") -> tuple[list[GalleryInfo], str]:
         """(galleries by name, `page_size` of them (None: all) after the one `page_token` names, the token
         of the next page or "" on the last)."""
-        after = pages.after_key(page_token)
+        after = pages.after_key(page_token, pages.GALLERIES)
         with self._registry:
             names = sorted(self._galleries)
-        page, token = pages.page_of(names, page_size or max(1, len(names)), after)
+        page, token = pages.page_of(names, page_size or max(1, len(names)), after, pages.GALLERIES)
         return self._infos(page), token
 
     def _infos(self, names: Sequence[str]) -> list[GalleryInfo]:
@@ -602,11 +602,11 @@ class GalleryStore:
         """Classes with their item counts, by label, a page at a time; an empty next token ends."""
         g = self._gallery(name)
         check_k(page_size, LIMITS.page_size, "page_size")
-        after = pages.after_key(page_token)
+        after = pages.after_key(page_token, pages.classes_of(name))
         with g.lock.read():
             self._still_there(g)
             counts = g.class_counts()
-        page, token = pages.page_of(sorted(counts), page_size, after)
+        page, token = pages.page_of(sorted(counts), page_size, after, pages.classes_of(name))
         return ClassPage(tuple(ClassCount(lb, counts[lb]) for lb in page), token)
 
     def _query_setup(self, name: str, vectors: np.ndarray, fingerprint: str | None,
