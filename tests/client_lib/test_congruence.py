@@ -41,6 +41,9 @@ def scenario(c, png, unit_vectors, tree) -> list:
     record("enroll pil and pixels", c.enroll, "g", "c", [pil, pixels], ids=["c1", "c2"])
     record("enroll vectors", c.enroll, "g", ["d", "e"], list(vectors[:2]), metadata={"kind": "vector"})
     record("enroll again", c.enroll, "g", ["a", "a"], images[:2], ids=["a1", "a2"])
+    record("enroll another image", c.enroll, "g", "a", images[5], ids=["a1"])
+    record("enroll other pixels", c.enroll, "g", "c", pixels[::-1], ids=["c2"], skip_invalid=True)
+    record("enroll same pil", c.enroll, "g", "c", pil, ids=["c1"])
     record("enroll skip invalid", c.enroll, "g", "f", [images[4], b"junk"], ids=["f1", "f2"], skip_invalid=True)
     record("enroll invalid", c.enroll, "g", "f", [images[4], b"junk"])
     record("enroll h", c.enroll, "h", ["x", "x", "y"], list(unit_vectors(3, seed=10)))
@@ -114,5 +117,7 @@ def test_client_and_local_client_answer_the_same(client, local_client, png, unit
     errors = {name for name, value in remote if isinstance(value, tuple) and value[:1] == ("error",)}
     assert {"create again", "identify empty", "enroll invalid", "bad k", "huge k", "get deleted", "update bad",
             "update unknown", "cancel without a migration", "cancel unknown"} <= errors
-    assert not {"update", "cohort from the gallery"} & errors
+    assert not {"update", "cohort from the gallery", "enroll same pil"} & errors
+    assert dict(remote)["enroll another image"][1] == "AlreadyExists"
+    assert "names another image" in dict(remote)["enroll other pixels"].failed[0].reason
     assert "identify one" not in errors and "bulk" not in errors
