@@ -13,6 +13,12 @@ Figures:
 - `verify_spaced_p50_ms` / `_p99_ms`: Verify as above with the client idle for SPACING_S (20 ms) before
   each call, as a service verifying one document at a time calls: the figures above are back to back,
   with the machine's cores awake; these find them idle.
+- `verify_floor_ms`: what a Verify cannot cost less than on this machine while its answers stay the
+  same: the median forward pass of one pair (the model file's graph in this process, as the server runs
+  it, on images decoded beforehand) plus the median call that does no work on the same server
+  (`get_gallery` of a gallery that does not exist: NOT_FOUND), each over `calls` calls right after the
+  Verify figure. Decoding the two images and answering come on top. A Verify target under this floor
+  cannot be met on the machine that measured it.
 
 Breakdown: the server's own stage histograms (`twinsearch_stage_seconds` and
 `twinsearch_rpc_latency_seconds` on its /metrics endpoint), read before and after the timed calls, give
@@ -102,6 +108,40 @@ def _timed(call, calls: int, port: int, method: str, spacing_s: float = 0.0) -> 
             "server_mean_ms": server_ms, "breakdown_mean_ms": breakdown}
 
 
+def _median_ms(call, calls: int) -> float:
+    for i in range(10):  # warm-up
+        call(i)
+    times = []
+    for i in range(calls):
+        t0 = time.perf_counter()
+        call(i)
+        times.append(time.perf_counter() - t0)
+    return round(1000.0 * float(np.median(times)), 3)
+
+
+def _floor(client, model_file: Path, images: list[bytes], calls: int) -> dict:
+    """The parts of a Verify no change to the server can remove: a pair's forward pass and a call's round
+    trip (medians, ms; see the module docstring)."""
+    from twinsearch.client.errors import NotFound
+    from twinsearch.encoder.model import load_model
+
+    model = load_model(model_file)
+    pairs = [np.stack([model.preprocess.load(images[2 * i]), model.preprocess.load(images[2 * i + 1])])
+             for i in range(min(calls, len(images) // 2))]
+    forward = _median_ms(lambda i: model.embed_arrays(pairs[i % len(pairs)]), calls)
+
+    def no_work(_: int) -> None:
+        try:
+            client.get_gallery("no-such-gallery")
+        except NotFound:
+            return
+        raise BenchError("get_gallery of a missing gallery answered")
+
+    call = _median_ms(no_work, calls)
+    return {"pair_forward_ms": forward, "no_work_call_ms": call, "verify_floor_ms": round(forward + call, 3),
+            "runtime": model.runtime}
+
+
 def _build_gallery(data: Path, fingerprint: str, dim: int) -> None:
     cmd = [sys.executable, "-m", "bench.build_store", "--data", str(data), "--n", str(GALLERY_N),
            "--classes", str(GALLERY_CLASSES), "--dim", str(dim), "--fingerprint", fingerprint, "--kind", "exact"]
@@ -124,6 +164,9 @@ def run(model_file: Path, fingerprint: str, dim: int, work: Path, calls: int) ->
     with srv, Client(srv.address, timeout=60.0) as client:
         log.info("latency: %d Verify calls, one pair of images each", calls)
         verify = _timed(lambda i: client.verify(images[2 * i], images[2 * i + 1]), calls, port, "Verify")
+        log.info("latency: the floor of a Verify (%d forward passes of a pair in-process, %d no-work calls)",
+                 calls, calls)
+        floor = _floor(client, model_file, images, calls)
         spaced_calls = max(calls // 3, 10)
         log.info("latency: %d Verify calls %.0f ms apart", spaced_calls, 1000 * SPACING_S)
         spaced = _timed(lambda i: client.verify(images[2 * i], images[2 * i + 1]), spaced_calls, port, "Verify",
@@ -138,7 +181,9 @@ def run(model_file: Path, fingerprint: str, dim: int, work: Path, calls: int) ->
     return {
         "latency": {"verify": verify, "verify_spaced": {**spaced, "spacing_ms": 1000 * SPACING_S},
                     "identify_100k": identify, "verify_class_100k": claim,
-                    "verify_class_cohort_100k": cohort, "gallery_n": GALLERY_N, "gallery_classes": GALLERY_CLASSES},
+                    "verify_class_cohort_100k": cohort, "gallery_n": GALLERY_N, "gallery_classes": GALLERY_CLASSES,
+                    "verify_floor": floor},
+        "verify_floor_ms": floor["verify_floor_ms"],
         "verify_one_client_p50_ms": verify["p50_ms"],
         "verify_one_client_p99_ms": verify["p99_ms"],
         "verify_spaced_p50_ms": spaced["p50_ms"],

@@ -14,7 +14,9 @@ shared machine). Sections:
   latency, one pair per call (`verify_p50_ms`, `verify_p99_ms`).
 - latency (`bench.latency`): one client, one call at a time, on its own server: Verify of one pair of
   images (`verify_one_client_p50_ms`) and Identify of one image against a 100,000-item gallery
-  (`identify_100k_one_client_p50_ms`), each with the server's per-stage breakdown.
+  (`identify_100k_one_client_p50_ms`), each with the server's per-stage breakdown, and the floor of a
+  Verify on this machine (`verify_floor_ms`: a pair's forward pass in-process plus a call that does no
+  work).
 - bulk (`bench.bulk`): Fashion-MNIST's 70,000 images through `twinsearch index` over the in-process
   encoder on the same files (`bulk_index_images_per_s`, `bulk_index_ratio`).
 - accuracy (`bench.accuracy`): the Omniglot one-shot episodes and Fashion-MNIST pairs through a server,
@@ -90,6 +92,7 @@ ROWS = [
     ("verify_p99_ms", "ms", None, ""),
     ("verify_one_client_p50_ms", "ms", lambda v: v <= 3, "<= 3"),
     ("verify_one_client_p99_ms", "ms", None, ""),
+    ("verify_floor_ms", "ms", None, ""),
     ("verify_spaced_p50_ms", "ms", None, ""),
     ("verify_spaced_p99_ms", "ms", None, ""),
     ("identify_100k_one_client_p50_ms", "ms", lambda v: v <= 5, "<= 5"),
