@@ -271,7 +271,7 @@ def _config(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from ..preprocess import Preprocess
     from ..training.recipe import Recipe, train_model
-    from ..training.trainer import TrainingInterrupted
+    from ..training.trainer import TrainingInterrupted, TrainingOutOfMemory
 
     if len(args.size) > 2:
         return _usage("--size takes one number (square) or two (height width)")
@@ -332,6 +332,11 @@ def run(args: argparse.Namespace) -> int:
                 print(f"twinsearch train: interrupted after step {stop.step}; no model written to {args.out}",
                       file=sys.stderr)
             return 130
+        except TrainingOutOfMemory as oom:
+            progress.close()
+            print(f"twinsearch train: {_out_of_memory_message(oom)}. No model written to {args.out}",
+                  file=sys.stderr)
+            return 2
         except DataError:
             raise  # reports_data_errors words it, with a class-depth hint where one helps
         except (FileNotFoundError, ValueError) as exc:  # settings the trainer refused; a checkpoint to resume
@@ -373,6 +378,18 @@ def _value_error(args: argparse.Namespace) -> str | None:
     if any(s <= 0 for s in args.size):
         return f"--size takes positive pixel counts, got {' '.join(map(str, args.size))}"
     return None
+
+
+def _out_of_memory_message(oom) -> str:
+    """What ran out of memory (a TrainingOutOfMemory), at what size, and the flags that make it smaller."""
+    where = "memory" if oom.device.type == "cpu" else f"the memory of {oom.device}"
+    size = f"{oom.images} images at {oom.height} x {oom.width}"
+    if oom.stage == "validation":
+        # Validation embeds up to EMBED_BATCH images at a time, whatever the training batch.
+        return (f"out of memory: validation after step {oom.step} embeds {size} at a time, more than fits in "
+                f"{where}; use a smaller --size, or a --val-max-images below {oom.images}")
+    return (f"out of memory: training step {oom.step}, a batch of {size}, needs more than fits in {where}; "
+            "use a smaller --size, or fewer images a batch (-P/--classes-per-batch, -K/--images-per-class)")
 
 
 def _usage(text: str) -> int:

@@ -287,8 +287,8 @@ def _split(recipe: Recipe, everything):
 
 def train_model(recipe: Recipe, events: Events | None = None) -> Outcome:
     """Run `recipe` (module docstring). Raises ValueError for settings or data that cannot train (a
-    message for the user), FileNotFoundError when `resume` finds no checkpoint, and the data errors of
-    `open_source`."""
+    message for the user), FileNotFoundError when `resume` finds no checkpoint, TrainingOutOfMemory when a
+    training step or validation does not fit in the device's memory, and the data errors of `open_source`."""
     from ..evaluation import calibrate
 
     run = _Run(recipe, events)

@@ -40,6 +40,11 @@ VAL_REFERENCES = 5
 # Draws of those references averaged for the metric: with a few validation writers one draw moves the EER
 # by several points, enough to pick a checkpoint by luck.
 VAL_REFERENCE_DRAWS = 5
+# Images embedded at a time by validation.
+EMBED_BATCH = 512
+# What torch says when an allocation cannot be satisfied and it raises a plain RuntimeError: the CPU
+# allocator and Apple's MPS backend (on CUDA it raises torch.OutOfMemoryError).
+OUT_OF_MEMORY_MESSAGES = ("DefaultCPUAllocator: can't allocate memory", "MPS backend out of memory")
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -50,6 +55,42 @@ class TrainingInterrupted(KeyboardInterrupt):
         super().__init__(f"interrupted after step {step}")
         self.step = step
         self.checkpoint = checkpoint
+
+
+class TrainingOutOfMemory(MemoryError):
+    """A training step or a validation needed more memory than the device has. `stage`: "training step" or
+    "validation"; `step`: the step that failed (training) or after which validation ran; `images`: the
+    images it held at once; `height`, `width`: their size in pixels; `device`: where it ran."""
+
+    def __init__(self, stage: str, step: int, images: int, height: int, width: int, device: torch.device):
+        super().__init__(f"{stage} at step {step} ran out of memory on {device}: {images} images at "
+                         f"{height} x {width}")
+        self.stage = stage
+        self.step = step
+        self.images = images
+        self.height = height
+        self.width = width
+        self.device = device
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether torch raised `exc` because an allocation could not be satisfied (any other RuntimeError is a
+    bug or a misfit, not a matter of size)."""
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and any(text in str(exc) for text in OUT_OF_MEMORY_MESSAGES))
+
+
+@contextlib.contextmanager
+def _out_of_memory_as(stage: str, step: int, images: int, preprocess: Preprocess,
+                      device: torch.device) -> Iterator[None]:
+    """Inside, torch's out-of-memory error becomes a TrainingOutOfMemory that says what did not fit; other
+    errors pass as they are."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if not is_out_of_memory(exc):
+            raise
+        raise TrainingOutOfMemory(stage, step, images, preprocess.height, preprocess.width, device) from exc
 
 
 @contextlib.contextmanager
@@ -211,6 +252,7 @@ class Trainer:
     ...metrics} when it ends. `checkpoint` (a path) is written at each validation and at the
     end; `fit(resume=True)` continues from it (same config), counting the time already spent.
     `init_weights` (another model's state dict): start from them instead of random weights (`start_from`).
+    A step or validation that needs more memory than the device has raises `TrainingOutOfMemory`.
     """
 
     def __init__(self, config: TrainConfig, preprocess: Preprocess, train: ImageArrays,
@@ -251,7 +293,7 @@ class Trainer:
         std = torch.tensor(self.preprocess.std, device=x.device).view(1, -1, 1, 1)
         return (x - mean) / std
 
-    def _embed(self, net: EmbeddingNet, images: np.ndarray, batch: int = 512) -> np.ndarray:
+    def _embed(self, net: EmbeddingNet, images: np.ndarray, batch: int = EMBED_BATCH) -> np.ndarray:
         net.eval()
         out = []
         with torch.inference_mode():
@@ -411,7 +453,9 @@ class Trainer:
             if self.val is None:
                 return
             self.callback({"kind": "stage", "text": f"validating on {len(self.val)} images"})
-            metrics = self.validate(kept)
+            with _out_of_memory_as("validation", step, min(EMBED_BATCH, len(self.val)), self.preprocess,
+                                   self.device):
+                metrics = self.validate(kept)
             metrics.update(step=step, elapsed_s=round(spent + time.monotonic() - t0, 1))
             history.append(metrics)
             if best_metric is None or metrics["score"] >= best_metric:
@@ -456,16 +500,19 @@ class Trainer:
                 except StopIteration:
                     batches = iter(sampler)
                     idx = next(batches)
-                xb = x_all[idx]
-                if aug is not None:
-                    xb = aug(xb, generator=gen)
-                xb = self._normalize(xb.to(self.device)).contiguous(memory_format=torch.channels_last)
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-                    embeddings = net(xb)
-                loss = loss_fn(embeddings.float(), y_all[idx].to(self.device))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                # An input size too large for the memory fails here, at the first step (the warning before
+                # decoding is an estimate): told as what did not fit, not as torch's traceback.
+                with _out_of_memory_as("training step", step + 1, len(idx), self.preprocess, self.device):
+                    xb = x_all[idx]
+                    if aug is not None:
+                        xb = aug(xb, generator=gen)
+                    xb = self._normalize(xb.to(self.device)).contiguous(memory_format=torch.channels_last)
+                    with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                        embeddings = net(xb)
+                    loss = loss_fn(embeddings.float(), y_all[idx].to(self.device))
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
                 if averaged is not None:
                     averaged.update_parameters(net)
                 step += 1
