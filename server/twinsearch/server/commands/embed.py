@@ -7,8 +7,12 @@ import argparse
 import contextlib
 import json
 import logging
+import os
+import re
 import sys
+import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from twinsearch.client.commands._common import handles_errors, table
@@ -144,10 +148,72 @@ def _last_line(exc: BaseException) -> str:
     return lines[-1] if lines else type(exc).__name__
 
 
-def ray_notes_to_stderr():
+# Ray Data gives each actor of a pool its function and context as object references and lets Ray restart
+# the actor; for any such actor Ray's core (C++, in this process) logs once, at ERROR and straight to file
+# descriptor 2, that a restart fails if those objects are lost (ray-project/ray#53727). No logger or
+# option of ours reaches it, nor can the pipeline pass the objects otherwise (a pool of a class without
+# arguments draws it too). The driver holds the references for the whole run, so a replica restarted
+# during it finds them: the line says nothing about this run. Ray keeps it in its driver log
+# (python-core-driver-*.log among the session's logs).
+RAY_POOL_NOTE = re.compile(rb"\[[^\]\n]*\] core_worker\.cc:\d+: [^\n]*has constructor arguments in the object store"
+                           rb"[^\n]*\n?")
+# How long leaving the `with` block waits for the last of stderr to pass the filter.
+FILTER_DRAIN_S = 5.0
+
+
+@contextlib.contextmanager
+def ray_notes_to_stderr() -> Iterator[None]:
     """While Ray works: what its driver prints on stdout (a replica that died and was restarted, ...)
-    goes to stderr, so that stdout holds the command's own output (one JSON document with --json)."""
-    return contextlib.redirect_stdout(sys.stderr)
+    goes to stderr, so that stdout holds the command's own output (one JSON document with --json); of
+    what goes to stderr, Ray's line about the constructor arguments of its actor pools (RAY_POOL_NOTE)
+    is dropped, and the rest passes as it came."""
+    with stderr_without(RAY_POOL_NOTE), contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+@contextlib.contextmanager
+def stderr_without(pattern: re.Pattern[bytes]) -> Iterator[None]:
+    """For the `with` block, file descriptor 2 is a pipe, read by a thread that writes what comes through to
+    the real stderr less the matches of `pattern`. The descriptor, not `sys.stderr`: Ray's C++ core writes
+    to it directly. Each read is filtered on its own, with no waiting for the end of a line, so a progress
+    bar that redraws its line shows at once; a match that one read splits (more than 64 KiB waiting in the
+    pipe) passes. Where stderr is no open descriptor, nothing is filtered."""
+    sys.stderr.flush()
+    try:
+        terminal = os.dup(2)
+    except OSError:  # no stderr to filter
+        yield
+        return
+    read_end, write_end = os.pipe()
+    forwarder = threading.Thread(target=_forward, args=(read_end, os.dup(terminal), pattern),
+                                 name="stderr-filter", daemon=True)
+    forwarder.start()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(terminal, 2)  # the pipe ends once no one holds its writing end: the thread reads to the end
+        os.close(terminal)
+        # A process started inside the block may hold the pipe still (Ray's, with RAY_LOG_TO_STDERR=1):
+        # then the thread forwards its lines until it exits.
+        forwarder.join(FILTER_DRAIN_S)
+
+
+def _forward(source: int, target: int, pattern: re.Pattern[bytes]) -> None:
+    """Copy `source` to `target` less the matches of `pattern`, until `source` ends; closes both."""
+    try:
+        while chunk := os.read(source, 65536):
+            kept = memoryview(pattern.sub(b"", chunk))
+            try:
+                while kept:
+                    kept = kept[os.write(target, kept):]
+            except OSError:  # stderr closed: keep reading all the same, so that no writer blocks on a full pipe
+                pass
+    finally:
+        os.close(source)
+        os.close(target)
 
 
 def quiet_ray() -> None:
