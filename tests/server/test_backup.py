@@ -80,6 +80,30 @@ def test_a_snapshot_replaced_while_it_is_copied_is_left_out_and_rebuilt(tmp_path
         assert c.identify("g", PROBES, k=3) == answers
 
 
+def test_a_snapshot_replaced_once_while_it_is_copied_is_copied_again(tmp_path, model_path, monkeypatch):
+    data, copy = tmp_path / "data", tmp_path / "copy"
+    with LocalClient(data, model=model_path, settings=SETTINGS) as c:
+        c.create_gallery("g")
+        enroll(c, "g", IMAGES)
+        answers = c.identify("g", PROBES, k=3)
+    copy_file = backups.shutil.copy2
+    tries = []
+
+    def index_gone_the_first_time(src, dst):
+        if str(src).endswith(".faiss"):
+            tries.append(src)
+            if len(tries) == 1:
+                raise FileNotFoundError(src)
+        return copy_file(src, dst)
+
+    monkeypatch.setattr(backups.shutil, "copy2", index_gone_the_first_time)
+    report = backups.backup(data, copy)
+    assert len(tries) == 2 and report.snapshots_copied == 1 and report.snapshots_left_out == []
+    with LocalClient(copy, model=model_path, settings=SETTINGS) as c:
+        assert c.engine.store.load_report == {"g": "snapshot"}
+        assert c.identify("g", PROBES, k=3) == answers
+
+
 def test_an_interrupted_backup_leaves_nothing_and_the_source_untouched(tmp_path, model_path, monkeypatch):
     data, copy = tmp_path / "data", tmp_path / "copy"
     with LocalClient(data, model=model_path, settings=SETTINGS) as c:

@@ -6,8 +6,8 @@ one committed state of the database, whatever the server writes meanwhile (in WA
 not block the writer). The index snapshots (`snapshot.py`) are derived state: they are copied first,
 each checked against its checksum, so that every snapshot in the copy is as old as the database copy
 or older, which a server starting on the copy catches up from SQLite; one replaced while it was copied
-is left out, and that gallery's index is rebuilt from SQLite at the first start (the server does the
-same for any snapshot it cannot use).
+is copied again, and left out only when that keeps happening (SNAPSHOT_TRIES): that gallery's index is
+then rebuilt from SQLite at the first start (the server does the same for any snapshot it cannot use).
 
 The copy is made in a hidden folder beside the destination and renamed to it once complete and synced:
 an interrupted backup leaves no half copy under the destination's name. Restoring is serving the copy:
@@ -27,6 +27,12 @@ from pathlib import Path
 from . import images as kept
 from . import snapshot
 from .store import DB_NAME, SNAPSHOT_DIR
+
+# A server replaces a gallery's snapshot at shutdown, when asked, and (if its settings say so) every so
+# many changes, seconds apart at least, so a copy that raced one almost always succeeds at the next try;
+# one left out is rebuilt at the copy's first start, which for IVF and HNSW galleries trains their index
+# again.
+SNAPSHOT_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -86,25 +92,39 @@ def backup(data_dir: Path | str, destination: Path | str) -> BackupReport:
 
 
 def _copy_snapshots(source: Path, target: Path) -> tuple[int, list[str]]:
-    """Copy each gallery's snapshot whose copy checks out; (how many, the state files left out)."""
+    """Copy each gallery's snapshot whose copy checks out; (how many, the state files left out). A snapshot
+    the server replaced while it was copied is copied again, up to SNAPSHOT_TRIES times in all."""
     copied, left_out = 0, []
     if not source.is_dir():
         return copied, left_out
     target.mkdir()
     for state in sorted(source.glob("g*.state.npz")):
-        try:
-            gallery_id = int(state.name[1:].split(".", 1)[0])
-            shutil.copy2(state, target / state.name)
-            header, _ = snapshot.read_state(target / state.name, gallery_id)  # the state as copied
-            index_name = str(header.get("index_file", ""))
-            shutil.copy2(source / index_name, target / index_name)
-            snapshot.read(target, gallery_id)  # the index it names, checked against its checksum once
-            copied += 1
-        except (ValueError, OSError, snapshot.SnapshotError):  # replaced or removed meanwhile: rebuilt later
+        for _ in range(SNAPSHOT_TRIES):
+            if _copy_snapshot(source, target, state):
+                copied += 1
+                break
+            if not state.exists():  # the gallery was deleted meanwhile
+                break
+        else:
             left_out.append(state.name)
-            for stray in target.glob(f"{state.name.split('.', 1)[0]}[.-]*"):
-                stray.unlink(missing_ok=True)
     return copied, left_out
+
+
+def _copy_snapshot(source: Path, target: Path, state: Path) -> bool:
+    """Copy one snapshot (its state file, then the index file that copy names) and check it; False, with
+    nothing of it left in `target`, when the server replaced or removed it meanwhile."""
+    try:
+        gallery_id = int(state.name[1:].split(".", 1)[0])
+        shutil.copy2(state, target / state.name)
+        header, _ = snapshot.read_state(target / state.name, gallery_id)  # the state as copied
+        index_name = str(header.get("index_file", ""))
+        shutil.copy2(source / index_name, target / index_name)
+        snapshot.read(target, gallery_id)  # the index it names, checked against its checksum once
+        return True
+    except (ValueError, OSError, snapshot.SnapshotError):  # replaced or removed meanwhile
+        for stray in target.glob(f"{state.name.split('.', 1)[0]}[.-]*"):
+            stray.unlink(missing_ok=True)
+        return False
 
 
 def _copy_database(database: Path, target: Path) -> list[BackedUpGallery]:
