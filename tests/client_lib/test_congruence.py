@@ -50,6 +50,8 @@ def scenario(c, png, unit_vectors, tree) -> list:
     record("bulk", lambda: _bulk_figures(c.enroll_folder("h", tree, batch_size=2)))
     record("embed one", c.embed, images[0])
     record("embed many", c.embed, [images[1], pixels, pil])
+    record("embed empty bytes", c.embed, [images[1], b""])
+    record("embed two channels", c.embed, np.zeros((8, 8, 2), np.uint8))
     record("verify", c.verify, images[0], images[1])
     record("verify pairs", c.verify, [images[0], vectors[0]], [images[2], vectors[1]], threshold=0.5)
     record("verify far", c.verify, images[0], images[3], target_far=0.01)
@@ -116,6 +118,7 @@ def test_client_and_local_client_answer_the_same(client, local_client, png, unit
     # The scenario reached both the happy paths and the errors.
     errors = {name for name, value in remote if isinstance(value, tuple) and value[:1] == ("error",)}
     assert {"create again", "identify empty", "enroll invalid", "bad k", "huge k", "get deleted", "update bad",
+            "embed empty bytes", "embed two channels",
             "update unknown", "cancel without a migration", "cancel unknown"} <= errors
     assert not {"update", "cohort from the gallery", "enroll same pil"} & errors
     assert dict(remote)["enroll another image"][1] == "AlreadyExists"

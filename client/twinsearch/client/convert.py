@@ -106,17 +106,26 @@ def image_payload(image: ImageLike) -> bytes | np.ndarray:
     Paths are read as they are (the server decodes them); PIL images are encoded as PNG; arrays are
     passed through (the wire form is RawImage: uint8, uint16 or float32 in [0, 1]).
     """
+    # What the server would refuse anyway is refused here, in the words of the local client's engine, so
+    # that both clients say the same.
     if isinstance(image, (bytes, bytearray, memoryview)):
-        return bytes(image)
+        data = bytes(image)
+        if not data:
+            raise InvalidArgument("image data is empty (0 bytes)")
+        return data
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
         try:
-            return path.read_bytes()
+            data = path.read_bytes()
         except OSError as exc:
             raise InvalidArgument(f"cannot read image file {str(path)!r}: {exc.strerror or exc}") from exc
+        if not data:
+            raise InvalidArgument(f"image file {str(path)!r} is empty (0 bytes)")
+        return data
     if isinstance(image, np.ndarray):
-        if image.ndim not in (2, 3):
-            raise InvalidArgument(f"an image array must be H x W or H x W x C, got shape {image.shape}")
+        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+            raise InvalidArgument("an image array must be H x W or H x W x C with C in 1, 3 or 4, got shape "
+                                  f"{image.shape}")
         return image
     if _is_pil(image):
         buffer = io.BytesIO()
