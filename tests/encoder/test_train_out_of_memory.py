@@ -1,5 +1,6 @@
 """`twinsearch train` with an input size too large for the memory ends in one line that says what did not
-fit and which flags make it smaller, not in torch's traceback, and writes no model file. The allocation
+fit and which flags make it smaller, not in torch's traceback, and writes no model file: in a training
+step, in validation, and after training (calibration and evaluation, the ONNX export). The allocation
 failure is provoked by raising the error torch's CPU allocator raises, without using the memory."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import torch
 
 from twinsearch.client.cli import main
 from twinsearch.encoder.heads import EmbeddingNet
+from twinsearch.encoder.training import recipe
 from twinsearch.encoder.training.trainer import Trainer, is_out_of_memory
 
 TINY = ["--class-depth", "2", "--invert", "--size", "16", "--widths", "8", "16", "--pool", "avg", "--dim", "8",
@@ -77,3 +79,30 @@ def test_out_of_memory_is_told_apart_from_other_errors():
     assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"))
     assert not is_out_of_memory(RuntimeError("expected scalar type Float but found Double"))
     assert not is_out_of_memory(ValueError("DefaultCPUAllocator: can't allocate memory"))  # not torch's kind
+
+
+def test_calibration_or_the_graph_out_of_memory_after_training_is_one_line_too(glyph_tree, tmp_path, capsys,
+                                                                                monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError(CPU_ALLOCATOR_ERROR)
+
+    out = tmp_path / "m.tsm"
+    args = ["train", "--data", str(glyph_tree), "--steps", "2", "--val-every", "0", *TINY, "--out", str(out)]
+    with monkeypatch.context() as patch:
+        patch.setattr(recipe, "_calibrate_and_evaluate", out_of_memory)
+        status = main(args)
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert err.startswith("twinsearch train: out of memory after training, while calibrating and evaluating the "
+                          "model at 16 x 16 (a smaller --size needs less); the trained weights are kept in the "
+                          f"checkpoint {out}.ckpt. No model written to {out}")
+    assert not out.exists()
+
+    monkeypatch.setattr("twinsearch.encoder.model.graph_bytes", out_of_memory)
+    status = main(args)
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and "Traceback" not in err, err
+    assert err.endswith("twinsearch train: out of memory writing the model at 16 x 16 with its ONNX graph; "
+                        f"--no-graph writes it without. No model written to {out}")
+    assert not out.exists()
+    assert main([*args, "--no-graph"]) == 0 and out.exists()

@@ -271,7 +271,7 @@ def _config(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from ..preprocess import Preprocess
     from ..training.recipe import Recipe, train_model
-    from ..training.trainer import TrainingInterrupted, TrainingOutOfMemory
+    from ..training.trainer import TrainingInterrupted, TrainingOutOfMemory, is_out_of_memory
 
     if len(args.size) > 2:
         return _usage("--size takes one number (square) or two (height width)")
@@ -342,7 +342,25 @@ def run(args: argparse.Namespace) -> int:
         except (FileNotFoundError, ValueError) as exc:  # settings the trainer refused; a checkpoint to resume
             progress.close()
             return _usage(str(exc))
-    outcome.model.save(args.out, graph=args.graph)
+        except RuntimeError as exc:  # after the steps: calibrating and evaluating the trained model
+            if not is_out_of_memory(exc):
+                raise
+            progress.close()
+            kept = Path(recipe.checkpoint)
+            weights = f"; the trained weights are kept in the checkpoint {kept}" if kept.exists() else ""
+            print(f"twinsearch train: out of memory after training, while calibrating and evaluating the model at "
+                  f"{height} x {width} (a smaller --size needs less){weights}. No model written to {args.out}",
+                  file=sys.stderr)
+            return 2
+    try:
+        outcome.model.save(args.out, graph=args.graph)
+    except RuntimeError as exc:  # exporting the ONNX graph traces the network once more
+        if not is_out_of_memory(exc):
+            raise
+        print(f"twinsearch train: out of memory writing the model at {height} x {width}"
+              f"{' with its ONNX graph; --no-graph writes it without' if args.graph else ''}. No model written to "
+              f"{args.out}", file=sys.stderr)
+        return 2
     print(json.dumps({"model": args.out, **outcome.summary()}, indent=2))
     return 0
 
