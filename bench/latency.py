@@ -116,7 +116,7 @@ def _median_ms(call, calls: int) -> float:
         t0 = time.perf_counter()
         call(i)
         times.append(time.perf_counter() - t0)
-    return round(1000.0 * float(np.median(times)), 3)
+    return percentiles(times)["p50_ms"]
 
 
 def _floor(client, model_file: Path, images: list[bytes], calls: int) -> dict:

@@ -9,6 +9,8 @@ import os
 import sys
 import threading
 
+import pytest
+
 from twinsearch.server.commands.embed import ray_notes_to_stderr
 
 # As Ray 2.60's core worker writes it (core_worker.cc), once per process, when a Ray Data actor pool starts.
@@ -39,11 +41,8 @@ def test_the_pool_note_is_dropped_and_the_rest_of_stderr_passes(capfd):
 
 def test_stderr_is_restored_when_the_block_raises(capfd):
     before = os.fstat(2)
-    try:
-        with ray_notes_to_stderr():
-            os.write(2, OTHER_ERROR)
-            raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        pass
+    with pytest.raises(KeyboardInterrupt), ray_notes_to_stderr():
+        os.write(2, OTHER_ERROR)
+        raise KeyboardInterrupt
     assert os.fstat(2).st_ino == before.st_ino and sys.stdout is not sys.stderr
     assert capfd.readouterr().err == OTHER_ERROR.decode()

@@ -58,20 +58,34 @@ def test_a_backup_of_a_served_folder_holds_what_was_committed_and_answers_the_sa
     assert [g.items for g in second_report.galleries] == [25, 10]  # one added, one deleted
 
 
-def test_a_snapshot_replaced_while_it_is_copied_is_left_out_and_rebuilt(tmp_path, model_path, monkeypatch):
-    data, copy = tmp_path / "data", tmp_path / "copy"
+def served_gallery(data, model_path) -> list:
+    """A data folder with gallery "g" and its snapshot (written at close); the answers to PROBES."""
     with LocalClient(data, model=model_path, settings=SETTINGS) as c:
         c.create_gallery("g")
         enroll(c, "g", IMAGES)
-        answers = c.identify("g", PROBES, k=3)
-    copy_file = backups.shutil.copy2
+        return c.identify("g", PROBES, k=3)
 
-    def index_gone_meanwhile(src, dst):  # the server wrote a new snapshot and removed this index file
+
+def index_copies_fail(monkeypatch, times: int) -> list:
+    """The first `times` copies of an index file fail as if the server had replaced the snapshot and removed
+    that file meanwhile; the list of index copies tried, filled as they are."""
+    copy_file, tries = backups.shutil.copy2, []
+
+    def copy2(src, dst):
         if str(src).endswith(".faiss"):
-            raise FileNotFoundError(src)
+            tries.append(src)
+            if len(tries) <= times:
+                raise FileNotFoundError(src)
         return copy_file(src, dst)
 
-    monkeypatch.setattr(backups.shutil, "copy2", index_gone_meanwhile)
+    monkeypatch.setattr(backups.shutil, "copy2", copy2)
+    return tries
+
+
+def test_a_snapshot_replaced_while_it_is_copied_is_left_out_and_rebuilt(tmp_path, model_path, monkeypatch):
+    data, copy = tmp_path / "data", tmp_path / "copy"
+    answers = served_gallery(data, model_path)
+    index_copies_fail(monkeypatch, times=backups.SNAPSHOT_TRIES)
     report = backups.backup(data, copy)
     assert report.snapshots_copied == 0 and report.snapshots_left_out == ["g1.state.npz"]
     assert list((copy / "snapshots").iterdir()) == []
@@ -82,21 +96,8 @@ def test_a_snapshot_replaced_while_it_is_copied_is_left_out_and_rebuilt(tmp_path
 
 def test_a_snapshot_replaced_once_while_it_is_copied_is_copied_again(tmp_path, model_path, monkeypatch):
     data, copy = tmp_path / "data", tmp_path / "copy"
-    with LocalClient(data, model=model_path, settings=SETTINGS) as c:
-        c.create_gallery("g")
-        enroll(c, "g", IMAGES)
-        answers = c.identify("g", PROBES, k=3)
-    copy_file = backups.shutil.copy2
-    tries = []
-
-    def index_gone_the_first_time(src, dst):
-        if str(src).endswith(".faiss"):
-            tries.append(src)
-            if len(tries) == 1:
-                raise FileNotFoundError(src)
-        return copy_file(src, dst)
-
-    monkeypatch.setattr(backups.shutil, "copy2", index_gone_the_first_time)
+    answers = served_gallery(data, model_path)
+    tries = index_copies_fail(monkeypatch, times=1)
     report = backups.backup(data, copy)
     assert len(tries) == 2 and report.snapshots_copied == 1 and report.snapshots_left_out == []
     with LocalClient(copy, model=model_path, settings=SETTINGS) as c:

@@ -206,11 +206,10 @@ def _forward(source: int, target: int, pattern: re.Pattern[bytes]) -> None:
     try:
         while chunk := os.read(source, 65536):
             kept = memoryview(pattern.sub(b"", chunk))
-            try:
+            # stderr closed: keep reading all the same, so that no writer blocks on a full pipe
+            with contextlib.suppress(OSError):
                 while kept:
                     kept = kept[os.write(target, kept):]
-            except OSError:  # stderr closed: keep reading all the same, so that no writer blocks on a full pipe
-                pass
     finally:
         os.close(source)
         os.close(target)
